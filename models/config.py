@@ -1,0 +1,97 @@
+"""Configuration of the reverse-task encoder.
+
+Field names follow TransformerLens' ``HookedTransformerConfig`` where a counterpart exists
+(``n_layers``, ``n_heads``, ``d_model``, ``d_head``, ``d_mlp``, ``d_vocab``, ``n_ctx``, ``device``,
+``use_attn_result``), so that TransformerLens utilities that only read those attributes (the
+``transformer_lens.patching`` sweeps, ``ActivationCache``) work on our model unmodified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PositionalEmbedding = Literal["sinusoidal", "learned", "none"]
+Normalization = Literal["post", "pre"]
+
+POSITIONAL_EMBEDDINGS: tuple[str, ...] = ("sinusoidal", "learned", "none")
+NORMALIZATIONS: tuple[str, ...] = ("post", "pre")
+
+
+@dataclass
+class EncoderConfig:
+    """Sizes and switches of :class:`models.HookedReverseEncoder`.
+
+    The defaults are the tutorial's reverse-task model: 10 digit categories, sequences of 16,
+    d_model 32, one head, one post-LayerNorm layer, sinusoidal positional encoding, no dropout.
+    """
+
+    n_layers: int = 1
+    n_heads: int = 1
+    d_model: int = 32
+    d_vocab: int = 10
+    n_ctx: int = 16
+    d_mlp: int | None = None  # None -> 2 * d_model, as in the tutorial
+    positional_embedding: PositionalEmbedding = "sinusoidal"
+    normalization: Normalization = "post"
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    layer_norm_eps: float = 1e-5  # torch's default; the tutorial's Flax checkpoints use 1e-6
+    pe_max_len: int = 5000  # rows of the sinusoidal table, as in the tutorial
+    use_attn_result: bool = False  # compute blocks.l.attn.hook_result (per-head outputs)
+    device: str = "cpu"
+    d_head: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "n_heads", "d_model", "d_vocab", "n_ctx", "pe_max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"EncoderConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}"
+            )
+        if self.d_mlp is None:
+            self.d_mlp = 2 * self.d_model
+        elif isinstance(self.d_mlp, bool) or not isinstance(self.d_mlp, int) or self.d_mlp < 1:
+            raise ValueError(f"EncoderConfig.d_mlp must be a positive integer, got {self.d_mlp!r}")
+        if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
+            raise ValueError(
+                f"EncoderConfig.positional_embedding must be one of {POSITIONAL_EMBEDDINGS}, "
+                f"got {self.positional_embedding!r}"
+            )
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"EncoderConfig.normalization must be one of {NORMALIZATIONS}, "
+                f"got {self.normalization!r}"
+            )
+        for name in ("dropout", "input_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got {value!r}")
+        if not float(self.layer_norm_eps) > 0:
+            raise ValueError(f"EncoderConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        self.d_head = self.d_model // self.n_heads
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the positional encoding supports (None: no limit)."""
+        if self.positional_embedding == "sinusoidal":
+            return self.pe_max_len
+        if self.positional_embedding == "learned":
+            return self.n_ctx
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (``d_head`` included for readers; it is ignored on the way in)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        """Build from :meth:`to_dict` output; unknown keys are an error, derived ones ignored."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known - {"d_head"})
+        if unknown:
+            raise ValueError(f"EncoderConfig: unknown fields {unknown}")
+        return cls(**{k: v for k, v in data.items() if k in known})

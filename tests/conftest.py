@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random models (fast, CPU) and deterministic tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import EncoderConfig, HookedReverseEncoder
+
+torch.set_num_threads(1)  # the suite runs with two workers on two cores
+
+
+def make_model(seed: int = 0, **overrides) -> HookedReverseEncoder:
+    """A random encoder in eval mode; the same seed gives the same weights."""
+    torch.manual_seed(seed)
+    defaults = dict(n_layers=1, n_heads=1, d_model=16, d_vocab=10, n_ctx=16)
+    defaults.update(overrides)
+    model = HookedReverseEncoder(EncoderConfig(**defaults))
+    # Random non-trivial LayerNorm and bias values so tests cannot pass by symmetry.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".w"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif name.endswith("bias") or name.endswith(".b"):
+                p.copy_(0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> HookedReverseEncoder:
+    return make_model()
+
+
+@pytest.fixture
+def multi_model() -> HookedReverseEncoder:
+    """Two layers, four heads: the shape every multi-head code path must handle."""
+    return make_model(seed=1, n_layers=2, n_heads=4, d_model=16)
+
+
+@pytest.fixture
+def tokens() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 10, (8, 16), generator=g)
