@@ -63,8 +63,7 @@ class EncoderConfig:
             )
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
-                f"EncoderConfig.normalization must be one of {NORMALIZATIONS}, "
-                f"got {self.normalization!r}"
+                f"EncoderConfig.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
             )
         for name in ("dropout", "input_dropout"):
             value = getattr(self, name)

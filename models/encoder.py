@@ -62,9 +62,7 @@ class HookedReverseEncoder(HookedRootModule):
             low, high = int(tokens.min()), int(tokens.max())
             if low < 0 or high >= self.cfg.d_vocab:
                 bad = low if low < 0 else high
-                raise ValueError(
-                    f"token id {bad} is outside the vocabulary 0..{self.cfg.d_vocab - 1}"
-                )
+                raise ValueError(f"token id {bad} is outside the vocabulary 0..{self.cfg.d_vocab - 1}")
         return tokens
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
