@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 py=${PYTHON:-python3}
-key=$( (cat pyproject.toml; "$py" --version) | sha256sum | cut -c1-16)
+# Only the [project] tables (dependencies) decide the key; tool settings do not.
+key=$( (sed -n '/^\[project\]/,/^\[tool/p' pyproject.toml; "$py" --version) | sha256sum | cut -c1-16)
 cache_root=${RTE_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reverse-encoder-interp}
 venv="$cache_root/venv-$key"
 
