@@ -4,7 +4,15 @@ Importing this package never imports Lightning: training lives in ``models.light
 ``models.datamodule`` and ``models.train``.
 """
 
+from models.checkpoints import CheckpointError, load_model, save_model, sha256_file
 from models.config import EncoderConfig
 from models.encoder import HookedReverseEncoder
 
-__all__ = ["EncoderConfig", "HookedReverseEncoder"]
+__all__ = [
+    "CheckpointError",
+    "EncoderConfig",
+    "HookedReverseEncoder",
+    "load_model",
+    "save_model",
+    "sha256_file",
+]
