@@ -1,0 +1,1 @@
+"""One module per question, each runnable as ``python -m analyses.<name>`` (see ``analyses.common``)."""

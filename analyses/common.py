@@ -1,0 +1,393 @@
+"""What every analysis command shares: atomic output, provenance, CLI errors, models, data.
+
+- :func:`atomic_output_dir` builds OUT in a temporary sibling folder and renames it into place only
+  after success, so an analysis leaves either its complete output or nothing.
+- :func:`write_json`, :func:`write_csv`, :func:`write_text`, :func:`save_figure` write single files
+  atomically (temp file in the same folder + ``os.replace``).
+- :func:`provenance` records what produced a result; :func:`resolve_model` is the one door through
+  which analyses get a model (``--checkpoint`` or the cached default model, trained on first use).
+- :class:`ArgumentParser` and :func:`run_cli` turn user mistakes into ``error: ...`` + exit code 2.
+- :func:`token_batches` streams evaluation sequences deterministically in constant memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CACHE_ENV = "REVERSE_ENCODER_INTERP_CACHE"
+DEFAULT_MODEL_NAME = "tutorial-seed0"
+# Evaluation sequences are generated in blocks of this many, each from its own seeded stream, so the
+# data do not depend on the batch size.
+_DATA_BLOCK = 4096
+_VERSIONED_PACKAGES = ("torch", "numpy", "transformer-lens", "matplotlib", "jinja2", "scipy")
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported as one line, exit code 2."""
+
+
+# --- atomic writers -------------------------------------------------------------------------------
+def _atomic_write(path: Path, write: Callable[[io.IOBase], None], mode: str) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf → None, numpy/torch scalars and arrays → Python, tuples → lists, Paths → str."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor | np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_text(path: Path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    return _atomic_write(path, lambda f: f.write(data), "wb")
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Strict JSON (NaN written as null), indented, keys in insertion order."""
+    text = json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
+    return write_text(path, text)
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], fieldnames: Sequence[str]) -> Path:
+    """One dict per row; None and NaN become empty cells."""
+
+    def write(f: Any) -> None:
+        writer = csv.DictWriter(f, fieldnames=list(fieldnames), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in _json_safe(row).items()})
+
+    return _atomic_write(path, write, "w")
+
+
+def save_figure(
+    fig: Any, directory: Path, name: str, formats: Sequence[str] = ("png", "svg"), tight: bool = True
+) -> list[Path]:
+    """Save a matplotlib figure as ``directory/name.<fmt>`` for each format, then close it.
+
+    ``tight=False`` skips ``bbox_inches="tight"`` (an extra draw per file) for figures whose layout
+    engine already fits everything (``layout="constrained"``)."""
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    try:
+        if fig.get_layout_engine() is not None and not tight:
+            # Lay the figure out once, then freeze it: otherwise every format re-runs the layout.
+            fig.draw_without_rendering()
+            fig.set_layout_engine("none")
+        for fmt in formats:
+            buffer = io.BytesIO()
+            # Fixed metadata so the same numbers give the same files.
+            metadata_ = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
+            extra = {"bbox_inches": "tight"} if tight else {}
+            fig.savefig(buffer, format=fmt, dpi=120, metadata=metadata_, **extra)
+            paths.append(write_bytes(directory / f"{name}.{fmt}", buffer.getvalue()))
+    finally:
+        plt.close(fig)
+    return paths
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``out``; on success it replaces ``out`` atomically.
+
+    On any exception the temporary folder (and any parent folder created for it) is removed and an
+    existing ``out`` is left untouched. Raises :class:`UserError` if ``out`` cannot be written.
+    """
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    created: list[Path] = []  # parents we create, removed again on failure
+    parent = out.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    try:
+        for folder in reversed(created):
+            folder.mkdir()
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    except OSError as e:
+        _remove_created(created)
+        raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(created)
+        raise
+
+
+def _remove_created(created: list[Path]) -> None:
+    for folder in created:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+# --- provenance -----------------------------------------------------------------------------------
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and the packages that shape the numbers (read from metadata, no imports)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("reverse-encoder-interp", *_VERSIONED_PACKAGES):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance(
+    *,
+    analysis: str,
+    checkpoint: str | Path | None,
+    checkpoint_sha256: str | None,
+    config: dict[str, Any],
+    seed: int,
+    num_sequences: int,
+    argv: Sequence[str] | None = None,
+    from_cli: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What produced a result: checkpoint (path + sha256; None for an in-memory model), model config,
+    seed, data size, package versions, the command line and a UTC timestamp (the only field that
+    differs between reruns).
+
+    ``argv`` is the analysis CLI's argument list (None: ``sys.argv[1:]``); pass ``from_cli=False``
+    for a result made from Python, whose command is then None.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = (
+        shlex.join([Path(sys.executable).name, "-m", f"analyses.{analysis}", *map(str, args)])
+        if from_cli
+        else None
+    )
+    return {
+        "analysis": analysis,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
+        "config": config,
+        "seed": seed,
+        "num_sequences": num_sequences,
+        **extra,
+        "packages": package_versions(),
+        "command": command,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --- command line ---------------------------------------------------------------------------------
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one ``error: ...`` line (no usage dump) and exits with 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def check_device(name: str) -> str:
+    """The device name if torch can use it, else :class:`UserError` (before any work is done)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device torch knows") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available on this machine")
+    return name
+
+
+def run_cli(body: Callable[[], int | None]) -> int:
+    """Run a CLI body and return its exit code. User mistakes (``UserError``, ``ValueError``,
+    ``OSError``) become one ``error: ...`` line on stderr and code 2; argparse's exits (``--help``,
+    bad arguments) return their code. Anything else is a bug and keeps its traceback."""
+    try:
+        return int(body() or 0)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except (UserError, ValueError, OSError) as e:
+        message = str(e).strip()
+        print(f"error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+# --- models ---------------------------------------------------------------------------------------
+@dataclass
+class ResolvedModel:
+    """A model in eval mode and where it came from."""
+
+    model: Any  # models.HookedReverseEncoder
+    path: Path
+    sha256: str
+
+
+def cache_dir() -> Path:
+    """``$REVERSE_ENCODER_INTERP_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/reverse-encoder-interp``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "reverse-encoder-interp"
+
+
+def default_model_dir() -> Path:
+    return cache_dir() / "models" / DEFAULT_MODEL_NAME
+
+
+def ensure_default_model(log: Callable[[str], None] | None = None) -> Path:
+    """Path of the default model's ``model.pt``, training it on first use.
+
+    The default model is the tutorial's recipe (``models.train --preset tutorial --seed 0``) stopped at
+    the first 100% validation accuracy, in the run folder :func:`default_model_dir`. A run counts as
+    finished when it holds ``model.pt`` and ``metrics.json`` (written last); an interrupted run is
+    continued by the trainer. Training is the only step that imports Lightning, and only here.
+    """
+    target = default_model_dir()
+    checkpoint = target / "model.pt"
+    if checkpoint.is_file() and (target / "metrics.json").is_file():
+        return checkpoint
+    if log is not None:
+        log(f"no cached default model in {target}; training it (tutorial preset, seed 0, stop at 100%)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create the model cache {target.parent}: {e.strerror or e} "
+            f"(set {CACHE_ENV} to a writable folder)"
+        ) from None
+    from models.train import train  # lazy: Lightning is imported only to train
+
+    argv = ["--preset", "tutorial", "--stop-at-perfect", "--seed", "0"]
+    run = Path(train([*argv, "--out", str(target.parent), "--name", target.name]))
+    if not (run / "model.pt").is_file():
+        raise RuntimeError(f"training finished but wrote no model.pt into {run}")
+    return run / "model.pt"
+
+
+def resolve_model(
+    checkpoint: str | Path | None,
+    n_heads: int | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> ResolvedModel:
+    """Load ``checkpoint`` (anything ``models.load_model`` reads: our ``model.pt`` or run folder, the
+    tutorial's Lightning ``.ckpt``, its Flax msgpack) or, when None, the cached default model.
+
+    ``n_heads`` only matters for Flax files (which do not store it). A checkpoint that cannot be read
+    is a :class:`UserError` naming ``--checkpoint`` and the problem.
+    """
+    from models.checkpoints import RUN_FOLDER_MODEL, CheckpointError, load_model, sha256_file
+
+    path = Path(checkpoint).expanduser() if checkpoint is not None else ensure_default_model(log)
+    try:
+        model = load_model(path, n_heads=n_heads, device=device)
+        sha256 = sha256_file(path / RUN_FOLDER_MODEL if path.is_dir() else path)
+    except CheckpointError as e:
+        raise UserError(f"--checkpoint {e}") from None
+    return ResolvedModel(model=model.eval(), path=path.absolute(), sha256=sha256)
+
+
+# --- data -----------------------------------------------------------------------------------------
+def token_batches(
+    num_sequences: int, seq_len: int, num_categories: int, seed: int, batch_size: int
+) -> Iterator[torch.Tensor]:
+    """Uniform random digit sequences ``[batch, seq_len]`` (int64), ``num_sequences`` in total.
+
+    Deterministic in ``seed`` and independent of ``batch_size``: sequences come in fixed blocks, block
+    b drawn from ``numpy.random.default_rng([seed, b])``. Memory is one block plus one batch.
+    """
+    for name, value in (("num_sequences", num_sequences), ("seq_len", seq_len), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    pending: list[torch.Tensor] = []
+    have = 0
+    for block, start in enumerate(range(0, num_sequences, _DATA_BLOCK)):
+        size = min(_DATA_BLOCK, num_sequences - start)
+        rng = np.random.default_rng([seed, block])
+        pending.append(
+            torch.from_numpy(rng.integers(0, num_categories, size=(size, seq_len), dtype=np.int64))
+        )
+        have += size
+        while have >= batch_size or (have and start + size == num_sequences):
+            data = torch.cat(pending) if len(pending) > 1 else pending[0]
+            yield data[:batch_size]
+            rest = data[batch_size:]
+            pending, have = ([rest], len(rest)) if len(rest) else ([], 0)

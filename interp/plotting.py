@@ -1,0 +1,185 @@
+"""Matplotlib figures for attention analyses (Agg backend; functions return figures, never show them).
+
+Inputs are plain arrays indexed ``[layer, head, ...]`` so the functions work on any model's numbers;
+saving (and closing) is the caller's job, e.g. ``analyses.common.save_figure``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "reverse-encoder-interp"  # stable SVG ids: same numbers, same file
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+# Colour-blind-safe cycle (Okabe–Ito) for lines of several heads.
+COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+
+
+def _grid(n_rows: int, n_cols: int, panel: tuple[float, float], **kwargs) -> tuple[Figure, np.ndarray]:
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(panel[0] * n_cols + 1.2, panel[1] * n_rows + 0.8), squeeze=False, **kwargs
+    )
+    return fig, axes
+
+
+def _head_label(layer: int, head: int) -> str:
+    return f"layer {layer} · head {head}"
+
+
+def plot_attention_grid(
+    patterns: np.ndarray,
+    query_labels: Sequence[str],
+    key_labels: Sequence[str],
+    outline: Sequence[tuple[int, int]] = (),
+    title: str = "",
+    vmax: float | None = None,
+    tick_meaning: str = "position",
+) -> Figure:
+    """Heat maps of ``patterns [layer, head, query, key]``: layers as rows, heads as columns.
+
+    Tick labels name each query/key (e.g. ``"3:7"`` = position 3 holds digit 7); ``outline`` lists
+    (query, key) cells drawn with a box (e.g. the flipped keys); one shared colour bar. ``tick_meaning``
+    names what the tick labels show in the axis labels.
+    """
+    patterns = np.asarray(patterns, dtype=float)
+    if patterns.ndim != 4:
+        raise ValueError(f"patterns must be [layer, head, query, key], got shape {patterns.shape}")
+    n_layers, n_heads, n_q, n_k = patterns.shape
+    side = max(3.2, 0.22 * max(n_q, n_k) + 1.0)
+    fig, axes = _grid(n_layers, n_heads, (side, side), layout="constrained")
+    vmax = float(patterns.max()) if vmax is None else vmax
+    image = None
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            ax = axes[layer, head]
+            image = ax.imshow(patterns[layer, head], cmap="viridis", vmin=0.0, vmax=vmax, aspect="equal")
+            for q, k in outline:
+                ax.add_patch(
+                    Rectangle(
+                        (k - 0.5, q - 0.5), 1, 1, fill=False, edgecolor="#ff3b30", lw=1.4, clip_on=False
+                    )
+                )
+            ax.set_xticks(range(n_k), list(key_labels), rotation=90, fontsize=7)
+            ax.set_yticks(range(n_q), list(query_labels), fontsize=7)
+            ax.set_xlabel(f"key ({tick_meaning})", fontsize=8)
+            ax.set_ylabel(f"query ({tick_meaning})", fontsize=8)
+            ax.set_title(_head_label(layer, head), fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_offset_profile(
+    offsets: Sequence[int],
+    mean: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    reference: float | None = None,
+    title: str = "",
+) -> Figure:
+    """Bars of mean attention at each offset d (key = N − 1 − query + d) per head, with CI whiskers.
+
+    ``mean``, ``low``, ``high`` are ``[layer, head, offset]``; ``reference`` draws a dashed line (e.g.
+    the uniform weight 1/N).
+    """
+    mean, low, high = (np.asarray(a, dtype=float) for a in (mean, low, high))
+    n_layers, n_heads, _ = mean.shape
+    fig, axes = _grid(n_layers, n_heads, (3.6, 2.8), sharey=True, layout="constrained")
+    x = np.asarray(offsets)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            ax = axes[layer, head]
+            m = mean[layer, head]
+            err = np.stack([m - low[layer, head], high[layer, head] - m])
+            colours = ["#D55E00" if d == 0 else "#0072B2" for d in x]
+            ax.bar(x, m, color=colours, width=0.7)
+            ax.errorbar(x, m, yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3, lw=1)
+            if reference is not None:
+                ax.axhline(reference, ls="--", color="grey", lw=1, label=f"uniform 1/N = {reference:.3f}")
+                ax.legend(fontsize=7, loc="upper right")
+            ax.set_xticks(x, [f"{d:+d}" if d else "0" for d in x])
+            ax.set_xlabel("offset d (key = N−1−query+d)", fontsize=8)
+            ax.set_ylabel("mean attention", fontsize=8)
+            ax.set_title(_head_label(layer, head), fontsize=9)
+    top = max(float(np.nanmax(high)) if np.isfinite(high).any() else 0.0, reference or 0.0)
+    axes[0, 0].set_ylim(0, min(1.05, 1.2 * top) if top > 0 else 1.0)  # axes share y
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_position_profile(
+    mean: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str = "",
+    title: str = "",
+) -> Figure:
+    """One line per head of a per-position quantity ``[layer, head, position]`` with a CI band."""
+    mean, low, high = (np.asarray(a, dtype=float) for a in (mean, low, high))
+    n_layers, n_heads, n_pos = mean.shape
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    x = np.arange(n_pos)
+    for i, (layer, head) in enumerate(np.ndindex(n_layers, n_heads)):
+        colour = COLOURS[i % len(COLOURS)]
+        ax.fill_between(x, low[layer, head], high[layer, head], color=colour, alpha=0.25, lw=0)
+        ax.plot(x, mean[layer, head], marker="o", ms=3, color=colour, label=_head_label(layer, head))
+    if reference is not None:
+        ax.axhline(reference, ls="--", color="grey", lw=1, label=reference_label or None)
+    ax.set_xticks(x)
+    ax.set_xlabel("query position i")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    fig.legend(fontsize=7, loc="outside right upper")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_histograms(
+    edges: np.ndarray,
+    counts: np.ndarray,
+    xlabel: str,
+    markers: dict[str, float] | None = None,
+    title: str = "",
+) -> Figure:
+    """Step histograms (share of rows per bin) of ``counts [layer, head, bin]`` over shared ``edges``,
+    with labelled vertical reference lines ``markers`` (e.g. ``{"permutation": 0, "uniform": log N}``)."""
+    edges, counts = np.asarray(edges, dtype=float), np.asarray(counts, dtype=float)
+    n_layers, n_heads, _ = counts.shape
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    for i, (layer, head) in enumerate(np.ndindex(n_layers, n_heads)):
+        total = counts[layer, head].sum()
+        share = counts[layer, head] / total if total else counts[layer, head]
+        ax.stairs(share, edges, color=COLOURS[i % len(COLOURS)], lw=1.5, label=_head_label(layer, head))
+    middle = (edges[0] + edges[-1]) / 2
+    for j, (name, value) in enumerate((markers or {}).items()):
+        ax.axvline(value, ls="--", color="grey", lw=1)
+        right_half = value > middle  # keep the label inside the axes
+        ax.annotate(
+            f"{name} = {value:.2f}",
+            (value, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3 if right_half else 3, -12 - 11 * j),
+            textcoords="offset points",
+            ha="right" if right_half else "left",
+            fontsize=7,
+            color="dimgrey",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share of attention rows")
+    fig.legend(fontsize=7, loc="outside right upper")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

@@ -1,0 +1,163 @@
+"""Statistics over independent units (sequences): percentile bootstrap confidence intervals.
+
+Positions inside one sequence share its digits and are not independent, so every interval here
+resamples whole units: reduce each sequence to a few numbers first (e.g.
+:func:`interp.metrics.sequence_statistics`), then bootstrap over the rows of that table.
+
+The bootstrap is vectorised: a resample is a vector of counts c (how often each unit is drawn,
+Σ c = n), so for a whole table of statistics at once
+
+    mean*  = c · x / n                  (plain means)
+    ratio* = (c · num) / (c · den)      (ratios of sums, e.g. mass per key when key counts vary)
+
+is one matrix product per chunk of resamples. The counts depend only on (n, resamples, seed), so
+two calls with the same seed and the same n see the very same resamples and their distributions can
+be combined (e.g. the CI of a difference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEFAULT_RESAMPLES = 1000
+DEFAULT_CONFIDENCE = 0.95
+# Elements of one count matrix (float64): 4e6 × 8 bytes = 32 MB, whatever n is.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a two-sided confidence interval (NaN when undefined)."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-able; NaN becomes None (JSON has no NaN)."""
+        return {k: (None if np.isnan(v) else float(v)) for k, v in vars(self).items()}
+
+
+def _check(resamples: int, confidence: float) -> None:
+    if isinstance(resamples, bool) or not isinstance(resamples, int | np.integer) or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+
+def resample_counts(n: int, resamples: int, seed: int | Sequence[int] = 0) -> Iterator[np.ndarray]:
+    """Yield count matrices ``[chunk, n]`` (float64; each row sums to n) for ``resamples`` resamples.
+
+    Row r holds how many times each of the n units was drawn (with replacement) in resample r.
+    Chunks keep memory constant in the number of resamples.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"the bootstrap needs at least one unit, got n={n!r}")
+    _check(resamples, 0.5)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, _CHUNK_ELEMENTS // n))
+    done = 0
+    while done < resamples:
+        c = min(chunk, resamples - done)
+        draws = rng.integers(0, n, size=(c, n))
+        draws += np.arange(c)[:, None] * n  # one bincount for the whole chunk
+        yield np.bincount(draws.ravel(), minlength=c * n).reshape(c, n).astype(np.float64)
+        done += c
+
+
+def _as_table(values: np.ndarray, name: str) -> np.ndarray:
+    table = np.asarray(values, dtype=np.float64)
+    if table.ndim == 1:
+        table = table[:, None]
+    if table.ndim != 2 or table.shape[0] < 1:
+        raise ValueError(f"{name} must have shape [units] or [units, statistics], got {table.shape}")
+    if not (table.flags.c_contiguous and table.flags.writeable):  # torch.from_numpy needs both
+        table = np.array(table, order="C")
+    return table
+
+
+def bootstrap_distribution(
+    values: np.ndarray,
+    denominators: np.ndarray | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int | Sequence[int] = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimates ``[k]`` and bootstrap replicates ``[resamples, k]`` of k statistics.
+
+    ``values`` is ``[n, k]`` (or ``[n]``): one row per unit. Without ``denominators`` the statistic is
+    the column mean; with them (same shape) it is Σ values / Σ denominators over the units drawn.
+    A replicate whose denominator sums to 0 is NaN.
+    """
+    return bootstrap_distributions([(values, denominators)], resamples, seed)[0]
+
+
+def bootstrap_distributions(
+    tables: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int | Sequence[int] = 0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`bootstrap_distribution` for several ``(values, denominators)`` tables over the same n
+    units and the *same* resamples (so replicates of different tables can be combined)."""
+    prepared = []
+    for values, denominators in tables:
+        num = _as_table(values, "values")
+        den = None if denominators is None else _as_table(denominators, "denominators")
+        if den is not None and den.shape != num.shape:
+            raise ValueError(f"denominators {den.shape} must match values {num.shape}")
+        prepared.append((num, den))
+    sizes = {num.shape[0] for num, _ in prepared}
+    if len(sizes) != 1:
+        raise ValueError(f"all tables must have the same number of units, got {sorted(sizes)}")
+    n = sizes.pop()
+    # torch's float64 matmul is several times faster than numpy's for these tall-skinny products.
+    tensors = [
+        (torch.from_numpy(num), None if den is None else torch.from_numpy(den)) for num, den in prepared
+    ]
+    replicates: list[list[np.ndarray]] = [[] for _ in prepared]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for counts in resample_counts(n, resamples, seed):
+            c = torch.from_numpy(counts)
+            for out, (num, den) in zip(replicates, tensors):
+                top = (c @ num).numpy()
+                out.append(top / n if den is None else top / (c @ den).numpy())
+        points = [num.mean(0) if den is None else num.sum(0) / den.sum(0) for num, den in prepared]
+    return [(point, np.concatenate(reps)) for point, reps in zip(points, replicates)]
+
+
+def percentile_interval(
+    replicates: np.ndarray, confidence: float = DEFAULT_CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (1 − confidence)/2 and (1 + confidence)/2 quantiles of each column, ignoring NaN replicates."""
+    _check(1, confidence)
+    alpha = (1.0 - float(confidence)) / 2.0
+    reps = np.asarray(replicates, dtype=np.float64)
+    finite = ~np.isnan(reps)
+    low = np.full(reps.shape[1:], np.nan)
+    high = np.full(reps.shape[1:], np.nan)
+    usable = finite.any(0)
+    if usable.any():
+        cols = reps[:, usable]
+        if finite[:, usable].all():
+            low[usable], high[usable] = np.quantile(cols, [alpha, 1.0 - alpha], axis=0)
+        else:
+            low[usable], high[usable] = np.nanquantile(cols, [alpha, 1.0 - alpha], axis=0)
+    return low, high
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    denominators: np.ndarray | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | Sequence[int] = 0,
+) -> list[Estimate]:
+    """Percentile-bootstrap :class:`Estimate` for each column of ``values`` (see
+    :func:`bootstrap_distribution` for the statistic), resampling rows (units) with replacement."""
+    _check(resamples, confidence)
+    point, replicates = bootstrap_distribution(values, denominators, resamples, seed)
+    low, high = percentile_interval(replicates, confidence)
+    return [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
