@@ -1,0 +1,293 @@
+"""Why does the model attend to the flipped key and its neighbours? The positional QK circuit.
+
+The tutorial explains the spread onto keys N−1−i±1 by "the positional encodings of nearby positions
+are similar". This analysis tests that sentence with numbers, on layer 0 (whose input is exactly
+token embedding + positional encoding in the tutorial's post-LayerNorm model):
+
+1. **Decomposition** — layer 0's scores split exactly (``interp.circuits``) into position–position,
+   token–position, position–token, token–token and bias terms; the largest |Σ terms − hook_attn_scores|
+   is recorded. Each term's share of the *within-row* variance of the scores (the only variance the
+   softmax sees): share_t = Σ c̃_t·S̃ / Σ S̃², with S̃, c̃_t centred over the keys of each query row;
+   the shares sum to 1 (a term can have a negative share when it works against the others).
+2. **Prediction from positions** — softmax(mean score) = softmax(pos_pos + mean of the token and bias
+   terms), softmax(pos_pos) alone, and the tutorial's sentence taken literally: attention ∝
+   exp(β · cos(PE_{N−1−i}, PE_j)) with the best β; each against the observed mean pattern (Jensen–
+   Shannon divergence per query row in bits, flip and neighbour mass).
+3. **Similarity** — cosine similarity of the raw encodings, of the keys P W_K and of query vs key
+   (P W_Q, P W_K), by offset from the flipped key and by (query, key) pair; Spearman ρ against the
+   attention; the score gap S[i, f(i)] − S[i, f(i)+d] per term (exp(gap) is the attention ratio of
+   the flipped key to its neighbour for that query) and the QK gain |q_i||k_f(i)|/√d_head.
+4. **Output side** — swap the digit at key N−1−i+o (o = 0, ±1, ±2) and measure how often the
+   prediction at i follows the new digit or changes at all (``interp.circuits.swap_effect``).
+5. **Several layers** — attention rollout (``interp.rollout``) as an extra view.
+
+Every mean carries a percentile-bootstrap CI over whole sequences (for more than ``MAX_UNITS``
+sequences, over ``MAX_UNITS`` fixed blocks of consecutive sequences, which keeps memory constant).
+Quantities of the weights alone (encoding similarities, singular values, QK gain) have no sampling
+error and no CI.
+
+Python: ``result = run(model, num_sequences=2000)``; ``write_outputs(result, "out/qk")``.
+CLI:    ``python -m analyses.qk_circuit [--checkpoint PATH] [--out DIR] ...`` (see ``--help``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analyses import common
+from analyses.qk_circuit_result import (
+    CSV_FIELDS,
+    MAX_UNITS,
+    SIMILARITIES,
+    SWAP_OFFSETS,
+    QKCircuitResult,
+    summarise,
+)
+from interp.circuits import (
+    LAYER0_HOOKS,
+    SCORE_TERMS,
+    cosine_by_offset,
+    decompose_from_cache,
+    positional_encodings,
+    qk_circuit,
+    swap_effect,
+)
+from interp.rollout import rollout_from_cache
+
+ANALYSIS = "qk_circuit"
+DEFAULT_OUT = Path("out") / ANALYSIS
+
+__all__ = ["ANALYSIS", "QKCircuitResult", "run", "write_outputs", "main", "weight_geometry"]
+
+
+class _UnitSums:
+    """Per-unit running sums ``[units, ...]`` (float64), filled batch by batch with ``index_add_``."""
+
+    def __init__(self, n_units: int):
+        self.n_units = n_units
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, unit: torch.Tensor, values: torch.Tensor) -> None:
+        values = values.detach().to("cpu", torch.float64)
+        if name not in self.sums:
+            self.sums[name] = torch.zeros(self.n_units, *values.shape[1:], dtype=torch.float64)
+        self.sums[name].index_add_(0, unit, values)
+
+
+def weight_geometry(model: Any, n: int) -> dict[str, np.ndarray]:
+    """Quantities of the weights alone, for layer 0 (no data, no sampling error).
+
+    - ``similarity[kind]`` ``[head, query, key]``: ``raw_pe`` = cos(PE_{N−1−i}, PE_j);
+      ``key_key`` = cos(k_{N−1−i}, k_j) with k = PE W_K; ``query_key`` = cos(q_i, k_j) with q = PE W_Q;
+    - ``qk_gain`` ``[head]``: mean_i |q_i| |k_{N−1−i}| / √d_head (a cosine gap Δ becomes a score gap of
+      about gain·Δ);
+    - ``singular_values`` ``[layer, head, d_head]`` of W_Q W_Kᵀ (``transformer_lens.FactoredMatrix``).
+    """
+    cfg = model.cfg
+    P = positional_encodings(model, n).to(torch.float64).cpu()
+    attn = model.blocks[0].attn
+    W_Q, W_K = attn.W_Q.detach().to("cpu", torch.float64), attn.W_K.detach().to("cpu", torch.float64)
+    q, k = torch.einsum("pd,hde->hpe", P, W_Q), torch.einsum("pd,hde->hpe", P, W_K)
+
+    def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return a @ b.transpose(-1, -2)
+
+    flip = torch.arange(n - 1, -1, -1)
+    raw = cos(P[flip], P).expand(cfg.n_heads, n, n)
+    similarity = {"raw_pe": raw, "key_key": cos(k[:, flip], k), "query_key": cos(q, k)}
+    gain = (q.norm(dim=-1) * k[:, flip].norm(dim=-1)).mean(-1) / math.sqrt(cfg.d_head)
+    singular = torch.stack([qk_circuit(model, layer).S for layer in range(cfg.n_layers)])
+    return {
+        "similarity": {name: similarity[name].numpy() for name in SIMILARITIES},
+        "qk_gain": gain.numpy(),
+        "singular_values": singular.to("cpu", torch.float64).numpy(),
+        "raw_pe_cosine_by_distance": cosine_by_offset(P).numpy(),
+        "key_cosine_by_distance": cosine_by_offset(k).numpy(),
+    }
+
+
+def run(
+    model: Any,
+    num_sequences: int = 2000,
+    seq_len: int | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+    bootstrap_resamples: int = 1000,
+    confidence: float = 0.95,
+    swap_offsets: Sequence[int] = SWAP_OFFSETS,
+) -> QKCircuitResult:
+    """Stream ``num_sequences`` random sequences through ``model`` and measure layer 0's QK circuit.
+
+    Memory is constant in ``num_sequences`` (sums per bootstrap unit). Same arguments, same numbers.
+    """
+    cfg = model.cfg
+    seq_len = cfg.n_ctx if seq_len is None else seq_len
+    for name, value in (("num_sequences", num_sequences), ("seq_len", seq_len), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if seq_len < 3:
+        raise ValueError(f"seq_len must be at least 3 (a flipped key with neighbours), got {seq_len}")
+    limit = cfg.max_positions
+    if limit is not None and seq_len > limit:
+        raise ValueError(
+            f"seq_len {seq_len} exceeds what the model's {cfg.positional_embedding} positional encoding "
+            f"supports ({limit} positions)"
+        )
+    swap_offsets = tuple(int(o) for o in swap_offsets)
+    if not swap_offsets or any(abs(o) >= seq_len for o in swap_offsets):
+        raise ValueError(f"swap offsets must be non-empty with |o| < seq_len {seq_len}, got {swap_offsets}")
+    n, n_layers = seq_len, cfg.n_layers
+    n_units = min(num_sequences, MAX_UNITS)
+    hooks = set(LAYER0_HOOKS) | {f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)}
+    device = next(model.parameters()).device
+    sums = _UnitSums(n_units)
+    generator = torch.Generator().manual_seed(seed)  # swap digits; data use numpy streams [seed, block]
+    max_error, seen = 0.0, 0
+    frozen_scale = cfg.normalization == "pre"
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for tokens in common.token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size):
+                b = tokens.shape[0]
+                unit = (torch.arange(seen, seen + b) * n_units) // num_sequences
+                seen += b
+                tokens = tokens.to(device)
+                logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+                dec = decompose_from_cache(model, cache)
+                max_error = max(max_error, dec.max_abs_error())
+                terms = torch.stack([dec.terms[t] for t in SCORE_TERMS], dim=1).double()  # [b, term, h, q, k]
+                total = terms.sum(1)
+                centred_total = total - total.mean(-1, keepdim=True)
+                centred_terms = terms - terms.mean(-1, keepdim=True)
+                sums.add("sequences", unit, torch.ones(b))
+                sums.add("pattern", unit, dec.pattern)
+                sums.add("terms", unit, terms)
+                sums.add("var_cross", unit, (centred_terms * centred_total.unsqueeze(1)).sum((-1, -2)))
+                sums.add("var_own", unit, centred_terms.pow(2).sum((-1, -2)))
+                sums.add("var_total", unit, centred_total.pow(2).sum((-1, -2)))
+                sums.add("correct", unit, (logits.argmax(-1) == tokens.flip(-1)).double().sum(-1))
+                swap = swap_effect(model, tokens, swap_offsets, generator)
+                sums.add("swap_follows", unit, swap.follows.double().sum(1))
+                sums.add("swap_changed", unit, swap.changed.double().sum(1))
+                sums.add("swap_drop", unit, swap.target_logprob_drop.double().sum(1))
+                sums.add("swap_count", unit, swap.valid.double().sum(1))
+                if n_layers > 1:
+                    sums.add("rollout", unit, rollout_from_cache(cache, n_layers))
+    finally:
+        model.train(was_training)
+
+    return summarise(
+        sums.sums,
+        weight_geometry(model, n),
+        max_error=max_error,
+        frozen_scale=frozen_scale,
+        num_sequences=num_sequences,
+        seq_len=n,
+        seed=seed,
+        batch_size=batch_size,
+        resamples=bootstrap_resamples,
+        confidence=confidence,
+        swap_offsets=swap_offsets,
+        config=cfg.to_dict(),
+    )
+
+
+# --- outputs --------------------------------------------------------------------------------------
+def write_outputs(result: QKCircuitResult, out: Path | str) -> Path:
+    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing)."""
+    with common.atomic_output_dir(Path(out)) as tmp:
+        _write_into(result, tmp)
+    return Path(out)
+
+
+def _write_into(result: QKCircuitResult, folder: Path) -> None:
+    from analyses.qk_circuit_figures import make_figures  # lazy: matplotlib only when writing
+    from reports.render import write_report  # lazy: Jinja2 only when a report is written
+
+    document = result.to_dict()
+    common.write_json(folder / "metrics.json", document)
+    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
+    captions = make_figures(result, folder / "figures")
+    write_report(folder / "report.html", document, folder / "figures", captions)
+
+
+# --- command line ---------------------------------------------------------------------------------
+def build_parser() -> common.ArgumentParser:
+    p = common.ArgumentParser(
+        prog="python -m analyses.qk_circuit",
+        description="Split layer 0's attention scores into position and token terms and test the "
+        "tutorial's 'similar positional encodings' explanation, with bootstrap CIs.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="model to analyse (our model.pt, the tutorial's .ckpt or "
+        "Flax msgpack); default: the cached tutorial model, trained on first use",
+    )
+    p.add_argument(
+        "--n-heads", type=common.positive_int, help="heads of a Flax checkpoint (default 1; others store it)"
+    )
+    p.add_argument("--num-sequences", type=common.positive_int, default=2000)
+    p.add_argument("--seq-len", type=common.positive_int, help="default: the model's training length")
+    p.add_argument("--seed", type=common.non_negative_int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=common.positive_int, default=500)
+    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        common.check_device(args.device)
+        with common.atomic_output_dir(args.out) as tmp:  # fails early if --out is not writable
+            loaded = common.resolve_model(
+                args.checkpoint,
+                n_heads=args.n_heads,
+                device=args.device,
+                log=lambda message: print(message, file=sys.stderr),
+            )
+            result = run(
+                loaded.model,
+                num_sequences=args.num_sequences,
+                seq_len=args.seq_len,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                bootstrap_resamples=args.bootstrap_resamples,
+            )
+            result.provenance = common.provenance(
+                analysis=ANALYSIS,
+                checkpoint=loaded.path,
+                checkpoint_sha256=loaded.sha256,
+                config=result.config,
+                seed=args.seed,
+                num_sequences=args.num_sequences,
+                argv=sys.argv[1:] if argv is None else argv,
+                device=args.device,
+            )
+            _write_into(result, tmp)
+        print(result.summary())
+        print(f"\nwrote {Path(args.out).absolute()}")
+        return 0
+
+    return common.run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
