@@ -4,8 +4,22 @@
 # The environment lives in a cache folder keyed by a hash of pyproject.toml, so a fresh clone
 # (CI included) reuses it when the dependencies have not changed and builds it from nothing
 # otherwise. Override the folder with RTE_VENV_CACHE. Quiet unless something fails.
+#
+#   bash scripts/setup.sh            the Python environment (enough for every command)
+#   bash scripts/setup.sh --browser  also Debian's chromium, which the browser tests drive
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Debian's chromium for the browser tests ..." >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "setup: chromium is missing; install it (e.g. 'sudo apt-get install chromium') for the browser tests" >&2
+        exit 1
+    fi
+fi
 
 py=${PYTHON:-python3}
 # Only the [project] tables (dependencies) decide the key; tool settings do not.
