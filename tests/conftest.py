@@ -41,3 +41,15 @@ def multi_model() -> HookedReverseEncoder:
 def tokens() -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 10, (8, 16), generator=g)
+
+
+from pathlib import Path  # noqa: E402  (appended with the fixture below)
+
+
+@pytest.fixture(scope="session")
+def trained_fast_run(tmp_path_factory) -> Path:
+    """Run folder of a real ``fast``-preset training run, seed 0 (trained once per session, ~2 s)."""
+    from models.train import train  # imports Lightning: only the tests that ask for a trained model
+
+    out = tmp_path_factory.mktemp("trained_fast_run")
+    return train(["--preset", "fast", "--seed", "0", "--out", str(out), "--no-progress-bar"])

@@ -1,0 +1,242 @@
+"""Lightning wrapper that trains :class:`models.HookedReverseEncoder` with the tutorial's recipe.
+
+Loss: cross entropy over every position against ``tokens.flip(-1)`` (``HookedReverseEncoder.loss_fn``).
+Optimiser: Adam. Schedule (the tutorial's ``CosineWarmupScheduler``), stepped after every optimizer
+step with the step s counted from 0::
+
+    factor(s) = 0.5 · (1 + cos(π · s / max_iters)) · (s / warmup if s < warmup else 1)
+    lr(s)     = base_lr · factor(s)
+
+so the very first update uses lr 0, exactly as the tutorial's does. Gradient clipping (norm 5) is the
+Trainer's ``gradient_clip_val``. The checkpoint's ``hyper_parameters`` hold only plain types, with the
+encoder's config under ``"config"``, so ``models.load_model`` can rebuild the encoder from a .ckpt.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from jaxtyping import Float, Int
+from pytorch_lightning.callbacks import Checkpoint
+from torch import Tensor
+
+from models.config import EncoderConfig
+from models.encoder import HookedReverseEncoder
+
+
+def cosine_warmup_factor(step: int, warmup: int, max_iters: int) -> float:
+    """The tutorial's lr multiplier at optimizer step ``step`` (counted from 0); see the module doc."""
+    factor = 0.5 * (1 + math.cos(math.pi * step / max_iters))
+    if step < warmup:
+        factor *= step / warmup
+    return factor
+
+
+class CosineWarmup:
+    """``cosine_warmup_factor`` as a picklable callable for ``LambdaLR`` (its state is two ints)."""
+
+    def __init__(self, warmup: int, max_iters: int):
+        self.warmup, self.max_iters = warmup, max_iters
+
+    def __call__(self, step: int) -> float:
+        return cosine_warmup_factor(step, self.warmup, self.max_iters)
+
+
+def token_accuracy(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Tensor:
+    """Share of right positions, ``mean(argmax logits[b, i] == tokens[b, N-1-i])``."""
+    return (logits.argmax(-1) == tokens.flip(-1)).float().mean()
+
+
+class ReverseTaskModule(pl.LightningModule):
+    """Owns the encoder as ``self.model``; every metric is logged as ``{train,val,test}_{loss,acc}``."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | EncoderConfig | None = None,
+        lr: float = 5e-4,
+        warmup: int = 50,
+        max_iters: int = 3900,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        cfg = config if isinstance(config, EncoderConfig) else EncoderConfig.from_dict(dict(config or {}))
+        if not float(lr) > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+            raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
+        if float(weight_decay) < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.save_hyperparameters(
+            {
+                "config": cfg.to_dict(),
+                "lr": float(lr),
+                "warmup": int(warmup),
+                "max_iters": int(max_iters),
+                "betas": [float(b) for b in betas],
+                "weight_decay": float(weight_decay),
+            }
+        )
+        self.model = HookedReverseEncoder(cfg)
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        return self.model(tokens)
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        tokens = batch[0] if isinstance(batch, (tuple, list)) else batch
+        logits = self.model(tokens)
+        loss = HookedReverseEncoder.loss_fn(logits, tokens)
+        if stage == "train":
+            # Each self.log call costs about 0.6 ms of Lightning bookkeeping, as much as a forward
+            # pass of this model, so training metrics are logged only on the steps the logger writes.
+            if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+                self.log("train_loss", loss, on_step=True, on_epoch=False)
+                self.log("train_acc", token_accuracy(logits.detach(), tokens), on_step=True, on_epoch=False)
+            return loss
+        # batch_size makes the epoch aggregate a size-weighted mean: exactly the split's accuracy.
+        n = tokens.shape[0]
+        acc = token_accuracy(logits, tokens)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log(
+            f"{stage}_acc", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=True
+        )
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        # fused: one kernel for all parameters instead of a Python loop over them (0.31 -> 0.08 ms per
+        # step on CPU for this model, ~5% of a batch-128 step); the update is Adam's all the same.
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, fused=fused
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, CosineWarmup(hp.warmup, hp.max_iters))
+        # interval "step": the tutorial steps its scheduler after every optimizer step, not per epoch.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def log_spaced_steps(max_steps: int, per_decade: int) -> list[int]:
+    """Steps 0 and round(10^(k / per_decade)) for k = 0, 1, ... up to ``max_steps`` (duplicates removed).
+
+    ``per_decade = 4`` gives 0, 1, 2, 3, 6, 10, 18, 32, 56, 100, ...: dense early, where training
+    dynamics change fastest, and sparse later.
+    """
+    if isinstance(per_decade, bool) or not isinstance(per_decade, int) or per_decade < 1:
+        raise ValueError(f"per_decade must be a positive integer, got {per_decade!r}")
+    steps, k = {0}, 0
+    while (step := round(10 ** (k / per_decade))) <= max_steps:
+        steps.add(step)
+        k += 1
+    return sorted(steps)
+
+
+class StopAtPerfect(pl.Callback):
+    """Records the first validation with accuracy 1.0 (step and seconds since training started) and,
+    when ``stop`` is set, ends training there."""
+
+    def __init__(self, stop: bool = True, monitor: str = "val_acc"):
+        self.stop, self.monitor = stop, monitor
+        self.first_perfect_step: int | None = None
+        self.seconds_to_perfect: float | None = None
+        self.start_step = 0  # global step when this fit began (non-zero after a resume)
+        self.stopped = False  # whether this callback ended the training
+        self._start = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self.start_step = trainer.global_step
+
+    # Saved in checkpoints, so that a resumed run still knows when it first reached 100%.
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_perfect_step": self.first_perfect_step, "seconds_to_perfect": self.seconds_to_perfect}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first_perfect_step = state_dict.get("first_perfect_step")
+        self.seconds_to_perfect = state_dict.get("seconds_to_perfect")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or float(value) < 1.0:
+            return
+        if self.first_perfect_step is None:
+            self.first_perfect_step = trainer.global_step
+            self.seconds_to_perfect = time.perf_counter() - self._start
+        if self.stop:
+            trainer.should_stop = self.stopped = True
+
+
+class SnapshotCallback(pl.Callback):
+    """Saves the encoder (``models.save_model`` format) after the optimizer steps in ``steps``,
+    as ``folder/step_XXXXXX.pt``; step 0 is the initialisation."""
+
+    def __init__(self, folder: str | Path, steps: list[int], metadata: dict[str, Any] | None = None):
+        self.folder, self.steps, self.metadata = Path(folder), set(steps), dict(metadata or {})
+
+    def _save(self, trainer: pl.Trainer, pl_module: ReverseTaskModule) -> None:
+        step = trainer.global_step
+        path = self.folder / f"step_{step:06d}.pt"
+        if step in self.steps and trainer.is_global_zero and not path.exists():
+            from models.checkpoints import save_model
+
+            save_model(pl_module.model, path, {**self.metadata, "step": step, "epoch": trainer.current_epoch})
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._save(trainer, pl_module)
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``path`` (a full Lightning checkpoint) after every validation and when training stops.
+
+    Lightning's own ``save_last`` only follows a top-k save, i.e. only when val accuracy improved, so a
+    killed run could fall back many validations. The file is written beside its target and renamed
+    (``os.replace``), so a kill during the write leaves the previous ``last.ckpt`` intact.
+
+    A run stopped by ``max_steps`` or ``max_time`` is saved at the end of its last batch, where the
+    loops' state says "mid-epoch" and a later run with a larger budget continues exactly; a save from
+    ``on_train_end`` would record the epoch as finished and the continuation would skip its remainder.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank calls it; only rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        capped = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        if capped or trainer.should_stop:  # should_stop here: set by the max_time Timer
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
+            self._save(trainer)  # the final weights of a run that used its whole epoch budget

@@ -1,0 +1,614 @@
+"""Train the reverse-task encoder: ``python -m models.train [--preset tutorial|fast] [flags]``.
+
+Writes one run folder ``OUT/NAME`` (NAME defaults to ``<preset>-seed<seed>``)::
+
+    config.json     the resolved arguments (encoder config + training recipe), written first
+    versions.json   python / torch / lightning / transformer-lens versions
+    checkpoints/    Lightning checkpoints: the best on val_acc, and last.ckpt after every validation
+    logs/           CSV logs (and TensorBoard logs when tensorboard is installed)
+    snapshots/      with --save-every-log-steps K: the encoder at log-spaced steps, step_XXXXXX.pt
+    model.pt        the best checkpoint's encoder in this project's format (models.save_model)
+    metrics.json    final train/val/test loss and accuracy, steps, seconds; written last = finished
+
+A folder with ``checkpoints/last.ckpt`` and no ``metrics.json`` is an interrupted run: the same
+command continues it. A finished run is left alone unless ``--overwrite``.
+
+Presets: ``tutorial`` is the tutorial's recipe (Adam 5e-4, warm-up 50, batch 128, 10 epochs, one
+validation per epoch). ``fast`` is tuned for wall-clock seconds to 100% validation accuracy on a CPU
+(see benchmarks/train_speed.py): same architecture, lr 7e-3, warm-up 10, batch 32 (cosine over one
+epoch), validation every 20 steps, stop at the first 100%. Small batches win on a CPU because a step's
+cost grows with the batch while the steps needed to converge shrink more slowly; lr 1e-2 was ~10%
+faster but its first-100% models still missed a few test tokens (test accuracy 0.99997) where
+7e-3's reached 1.0 on all 8 seeds tried. One intra-op thread by default (``--threads``): on a shared
+2-core machine a second OpenMP thread made steps up to 10x slower, and it gains <10% when idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.config import NORMALIZATIONS, POSITIONAL_EMBEDDINGS, EncoderConfig
+
+# Lightning, torch and the encoder are imported inside train(): `--help` and bad input answer at once.
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tutorial": dict(
+        lr=5e-4, warmup=50, batch_size=128, epochs=10, val_check_interval=1.0, stop_at_perfect=False
+    ),
+    # Tuned on a 2-core CPU (see the module docstring): reaches 100% val accuracy in ~120-160 steps.
+    "fast": dict(lr=7e-3, warmup=10, batch_size=32, epochs=1, val_check_interval=20, stop_at_perfect=True),
+}
+ENCODER_FIELDS = (
+    "n_layers", "n_heads", "d_model", "d_mlp", "d_vocab", "n_ctx",
+    "positional_embedding", "normalization", "dropout", "input_dropout",
+)  # fmt: skip
+# Fields that say where, how and how long a run executes, not what it computes: they may change when
+# a run is continued (a larger --max-steps, another --max-time window, other devices).
+RUNTIME_FIELDS = (
+    "accelerator", "devices", "strategy", "num_nodes", "max_time", "max_steps", "threads", "progress_bar",
+    "out", "name", "overwrite",
+)  # fmt: skip
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",  # batches are tensor slices: workers would only add latency
+    ".*exists and is not empty.*",  # resuming into our own checkpoints/ folder
+    ".*isinstance.treespec, LeafSpec.*",  # Lightning 2.6 internals on torch 2.13
+    ".*your dataloader is not resumable.*",  # it is: ReverseDataModule.state_dict/load_state_dict
+)
+TRAIN_EVAL_SEQUENCES = 10_000  # final train metrics use the first 10k training sequences (seconds matter)
+
+
+@dataclass
+class TrainArgs:
+    """Everything a run needs. ``None`` means "the preset's value" (or EncoderConfig's default)."""
+
+    preset: str = "tutorial"
+    seed: int = 0
+    # encoder (models.EncoderConfig)
+    n_layers: int | None = None
+    n_heads: int | None = None
+    d_model: int | None = None
+    d_mlp: int | None = None
+    d_vocab: int | None = None  # number of digit categories
+    n_ctx: int | None = None  # sequence length
+    positional_embedding: str | None = None
+    normalization: str | None = None
+    dropout: float | None = None
+    input_dropout: float | None = None
+    # recipe
+    lr: float | None = None
+    warmup: int | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    train_size: int = 50_000
+    val_size: int = 1_000
+    test_size: int = 10_000
+    val_check_interval: int | float | None = None  # int: every N steps; float: fraction of an epoch
+    stop_at_perfect: bool | None = None
+    threads: int = 1  # intra-op CPU threads; 0 = torch's default (see benchmarks/train_speed.py)
+    save_every_log_steps: int | None = None  # snapshots per decade of steps
+    # where and how
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    max_time: str | None = None
+    progress_bar: bool = True
+    out: str = "runs"
+    name: str | None = None
+    overwrite: bool = False
+
+    def resolve(self) -> TrainArgs:
+        """A copy with every preset value filled in and every field checked (``ValueError`` otherwise)."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset: unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
+        values = dataclasses.asdict(self)
+        for key, value in PRESETS[self.preset].items():
+            if values[key] is None:
+                values[key] = value
+        args = TrainArgs(**values)
+        args.encoder_config()  # EncoderConfig checks the architecture
+        _check(args)
+        return args
+
+    def encoder_config(self) -> EncoderConfig:
+        fields = {k: getattr(self, k) for k in ENCODER_FIELDS if getattr(self, k) is not None}
+        return EncoderConfig(**fields)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.preset}-seed{self.seed}"
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _check(a: TrainArgs) -> None:
+    def positive(field: str, allow_zero: bool = False, allow_none: bool = False) -> None:
+        value = getattr(a, field)
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+            kind = "a non-negative" if allow_zero else "a positive"
+            raise ValueError(f"{_flag(field)}: must be {kind} integer, got {value!r}")
+
+    for field in ("batch_size", "epochs", "train_size", "val_size", "test_size", "num_nodes"):
+        positive(field)
+    for field in ("seed", "warmup", "threads"):
+        positive(field, allow_zero=True)
+    positive("max_steps", allow_none=True)
+    positive("save_every_log_steps", allow_none=True)
+    if not (isinstance(a.lr, (int, float)) and a.lr > 0 and a.lr == a.lr and a.lr != float("inf")):
+        raise ValueError(f"--lr: must be a positive number, got {a.lr!r}")
+    if a.batch_size > a.train_size:
+        raise ValueError(f"--batch-size: {a.batch_size} is larger than --train-size {a.train_size}")
+    vci = a.val_check_interval
+    if isinstance(vci, bool) or not isinstance(vci, (int, float)):
+        raise ValueError(f"--val-check-interval: must be a number, got {vci!r}")
+    if isinstance(vci, int) and vci < 1 or isinstance(vci, float) and not 0 < vci <= 1:
+        raise ValueError(
+            f"--val-check-interval: {vci!r} is neither a step count >= 1 nor an epoch fraction in (0, 1]"
+        )
+    if a.max_time is not None:
+        _max_time(a.max_time)
+    devices = str(a.devices)
+    if not (
+        devices == "auto" or devices.lstrip("-").isdigit() or all(p.isdigit() for p in devices.split(","))
+    ):
+        raise ValueError(f"--devices: expected 'auto', a count or a list like 0,1; got {devices!r}")
+    name = a.run_name
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise ValueError(f"--name: {name!r} is not a plain folder name")
+
+
+def _max_time(text: str):
+    """'DD:HH:MM:SS' or a number of seconds → timedelta."""
+    from datetime import timedelta
+
+    try:
+        if ":" in str(text):
+            days, hours, minutes, seconds = (int(p) for p in str(text).split(":"))
+            value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        else:
+            value = timedelta(seconds=float(text))
+    except (ValueError, OverflowError):
+        raise ValueError(f"--max-time: expected DD:HH:MM:SS or seconds, got {text!r}") from None
+    if value.total_seconds() <= 0:
+        raise ValueError(f"--max-time: must be positive, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``ValueError`` (one line) instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def _interval(text: str) -> int | float:
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m models.train", description=__doc__.split("\n\n")[0].split(": ", 1)[0] + ".")
+    p.add_argument("--preset", default="tutorial", help="tutorial | fast (default tutorial)")
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("encoder (default: the tutorial's, d_model 32, 1 head, 1 layer)")
+    g.add_argument("--n-layers", type=int)
+    g.add_argument("--n-heads", type=int)
+    g.add_argument("--d-model", type=int)
+    g.add_argument("--d-mlp", type=int, help="default 2 * d_model")
+    g.add_argument("--num-categories", "--d-vocab", dest="d_vocab", type=int, help="digit categories (10)")
+    g.add_argument("--seq-len", "--n-ctx", dest="n_ctx", type=int, help="sequence length (16)")
+    g.add_argument("--positional-embedding", choices=POSITIONAL_EMBEDDINGS)
+    g.add_argument("--normalization", choices=NORMALIZATIONS)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--input-dropout", type=float)
+    g = p.add_argument_group("recipe (default: the preset's)")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--warmup", type=int, help="linear warm-up steps of the cosine schedule")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--epochs", type=int, help="epoch budget; max_iters = epochs * steps per epoch")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    g.add_argument("--train-size", type=int, default=50_000)
+    g.add_argument("--val-size", type=int, default=1_000)
+    g.add_argument("--test-size", type=int, default=10_000)
+    g.add_argument("--val-check-interval", type=_interval, help="N steps (int) or fraction of an epoch")
+    g.add_argument(
+        "--stop-at-perfect",
+        action=argparse.BooleanOptionalAction,
+        help="stop at the first 100%% val accuracy (default: on for fast, off for tutorial)",
+    )
+    g.add_argument("--threads", type=int, default=1, help="CPU intra-op threads, 0 = torch default (1)")
+    g.add_argument("--save-every-log-steps", type=int, metavar="K", help="encoder snapshots, K per decade")
+    g = p.add_argument_group("where and how")
+    g.add_argument("--accelerator", default="auto")
+    g.add_argument("--devices", default="auto")
+    g.add_argument("--strategy", default="auto")
+    g.add_argument("--num-nodes", type=int, default=1)
+    g.add_argument("--max-time", help="wall-clock budget, DD:HH:MM:SS or seconds")
+    g.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--out", default="runs", help="parent folder of the run folder (runs/)")
+    g.add_argument("--name", help="run folder name (default <preset>-seed<seed>)")
+    g.add_argument("--overwrite", action="store_true", help="retrain even if the run has finished")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> TrainArgs:
+    return TrainArgs(**vars(build_parser().parse_args(argv)))
+
+
+# --------------------------------------------------------------------------------------------------
+def _write_json(path: Path, data: Any) -> None:
+    """Atomic: a temp file in the same folder, then os.replace (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for package in ("torch", "pytorch-lightning", "transformer-lens", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def _recorded_config(args: TrainArgs) -> dict[str, Any]:
+    training = {k: v for k, v in dataclasses.asdict(args).items() if k not in ENCODER_FIELDS}
+    return {
+        "preset": args.preset,
+        "seed": args.seed,
+        "encoder": args.encoder_config().to_dict(),
+        "training": training,
+    }
+
+
+def _same_run(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the fields (outside RUNTIME_FIELDS) whose values differ between two config.json."""
+    a = {**old.get("encoder", {}), **old.get("training", {})}
+    b = {**new.get("encoder", {}), **new.get("training", {})}
+    ignored = (*RUNTIME_FIELDS, "device")
+    return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
+
+
+def _plan(args: TrainArgs, run: Path, config: dict[str, Any]) -> str:
+    """What to do with the run folder: "new", "resume" (from checkpoints/last.ckpt) or "finished".
+
+    A finished run that stopped at its --max-steps cap or its --max-time window is continued when the
+    new budget allows more steps; one that completed its epochs or reached 100% is left alone.
+    """
+    if not run.exists():
+        return "new"
+    if not run.is_dir():
+        raise ValueError(f"--name: {run} exists and is not a folder")
+    if not (run / "config.json").is_file():
+        if any(run.iterdir()):
+            raise ValueError(f"--name: {run} exists, is not empty and is not a run folder (no config.json)")
+        return "new"
+    if args.overwrite:
+        return "new"
+    differ = _same_run(json.loads((run / "config.json").read_text()), config)
+    if differ:
+        raise ValueError(f"{run} holds a run with different {', '.join(differ)}; pass --name or --overwrite")
+    last = (run / "checkpoints" / "last.ckpt").is_file()
+    if (run / "model.pt").is_file() and (run / "metrics.json").is_file():
+        done = json.loads((run / "metrics.json").read_text())
+        reason = done.get("stop_reason")
+        more_steps = args.max_steps is None or args.max_steps > done.get("steps", 0)
+        if last and (reason == "max_time" or (reason == "max_steps" and more_steps)):
+            return "resume"
+        return "finished"
+    return "resume" if last else "new"
+
+
+def _check_out(out: Path) -> None:
+    """Fail before writing anything if ``out`` cannot hold a run folder."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--out {out}: {probe} exists and is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {probe} is not writable")
+
+
+def _evaluate(model, tokens, batch_size: int = 1024) -> dict[str, float]:
+    """Mean loss and token accuracy of ``model`` on ``tokens`` (targets ``tokens.flip(-1)``)."""
+    import torch
+
+    from models.encoder import HookedReverseEncoder
+
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            batch = tokens[start : start + batch_size].to(device)
+            logits = model(batch)
+            loss_sum += float(HookedReverseEncoder.loss_fn(logits, batch, per_token=True).sum())
+            correct += int((logits.argmax(-1) == batch.flip(-1)).sum())
+    n = tokens.numel()
+    return {"loss": loss_sum / n, "acc": correct / n}
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train(args: TrainArgs | list[str] | None = None, callbacks: list | None = None) -> Path:
+    """Train (or resume, or find finished) the run described by ``args``; return its run folder.
+
+    ``args`` is a :class:`TrainArgs`, a CLI argument list, or None for the defaults (tutorial preset).
+    ``callbacks`` are extra Lightning callbacks. Bad input raises ``ValueError`` before anything is
+    written.
+    """
+    started = time.perf_counter()
+    command = None
+    if args is None:
+        args = TrainArgs()
+    elif not isinstance(args, TrainArgs):
+        command = ["python", "-m", "models.train", *map(str, args)]
+        args = parse_args(list(args))
+    args = args.resolve()
+    run = Path(args.out) / args.run_name
+    config = {**_recorded_config(args), "command": command}
+
+    plan = _plan(args, run, config)
+    if plan == "finished":
+        _say(f"{run}: already finished (model.pt and metrics.json); --overwrite to train again")
+        return run
+    resume_from = run / "checkpoints" / "last.ckpt" if plan == "resume" else None
+    _check_out(Path(args.out))
+
+    import logging
+    import warnings
+
+    import pytorch_lightning  # noqa: F401  (sets its loggers' levels on import: quiet them after)
+    import torch
+
+    quieted = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in quieted]
+    previous_threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            for noise in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=noise)
+            for logger in quieted:  # GPU/TPU availability banners and the like: not needed here
+                logger.setLevel(logging.WARNING)
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            return _fit(args, run, config, resume_from, list(callbacks or []), started)
+    finally:
+        torch.set_num_threads(previous_threads)
+        for logger, level in zip(quieted, levels):
+            logger.setLevel(level)
+
+
+def _trainer_kwargs(args: TrainArgs) -> dict[str, Any]:
+    devices: Any = args.devices
+    if str(devices).lstrip("-").isdigit():
+        devices = int(devices)
+    vci = args.val_check_interval
+    return dict(
+        accelerator=args.accelerator,
+        devices=devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        max_epochs=args.epochs,
+        max_steps=-1 if args.max_steps is None else args.max_steps,
+        max_time=None if args.max_time is None else _max_time(args.max_time),
+        val_check_interval=vci,
+        # An int interval counts steps across epoch boundaries; a float is a fraction of each epoch.
+        check_val_every_n_epoch=None if isinstance(vci, int) else 1,
+        gradient_clip_val=5.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+        enable_model_summary=False,
+        enable_progress_bar=args.progress_bar,
+    )
+
+
+def _fit(
+    args: TrainArgs, run: Path, config: dict, resume_from: Path | None, extra_callbacks: list, started: float
+) -> Path:
+    import importlib.util
+    import math
+    import shutil
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.loggers import CSVLogger
+
+    from models.checkpoints import load_model, save_model
+    from models.datamodule import ReverseDataModule
+    from models.lightning_module import (
+        LastCheckpoint,
+        ReverseTaskModule,
+        SnapshotCallback,
+        StopAtPerfect,
+        log_spaced_steps,
+    )
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    cfg = args.encoder_config()
+    dm = ReverseDataModule(
+        num_categories=cfg.d_vocab,
+        seq_len=cfg.n_ctx,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        test_size=args.test_size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    recorder = StopAtPerfect(stop=args.stop_at_perfect)
+    checkpoint = ModelCheckpoint(
+        dirpath=run / "checkpoints",
+        filename="best-{step}-{val_acc:.4f}",
+        monitor="val_acc",
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+        # Save right after each validation (also at epoch end), before LastCheckpoint below records
+        # this callback's state; saving at train-epoch end would put last.ckpt one step behind it.
+        save_on_train_epoch_end=False,
+    )
+    # last.ckpt after every validation: a killed run loses at most one validation interval.
+    last = LastCheckpoint(run / "checkpoints" / "last.ckpt")
+    callbacks = [recorder, checkpoint, last, *extra_callbacks]
+    if args.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, dm.steps_per_epoch // 50)))
+    loggers = [CSVLogger(run, name="logs")]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run, name="tensorboard"))
+    try:
+        trainer = pl.Trainer(
+            logger=loggers, callbacks=callbacks, default_root_dir=run, **_trainer_kwargs(args)
+        )
+    except Exception as exc:  # Lightning's MisconfigurationException & co: bad accelerator/devices/strategy
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--accelerator/--devices/--strategy/--num-nodes: {first_line}") from None
+    max_iters = args.epochs * math.ceil(dm.steps_per_epoch / trainer.world_size)
+    if args.save_every_log_steps:
+        steps = log_spaced_steps(args.max_steps or max_iters, args.save_every_log_steps)
+        meta = {"seed": args.seed, "preset": args.preset, "run": args.run_name}
+        trainer.callbacks.append(SnapshotCallback(run / "snapshots", steps, meta))
+    module = ReverseTaskModule(cfg, lr=args.lr, warmup=args.warmup, max_iters=max_iters)
+
+    if trainer.is_global_zero:
+        if args.overwrite and run.exists():
+            shutil.rmtree(run)
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out {args.out}: cannot create {run} ({exc.strerror or exc})") from None
+        _write_json(run / "config.json", {**config, "max_iters": max_iters})
+        _write_json(run / "versions.json", versions())
+    if resume_from is not None:
+        _say(f"{run}: resuming from {resume_from}")
+    fit_start = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    fit_seconds = time.perf_counter() - fit_start
+    if not trainer.is_global_zero or trainer.interrupted:
+        return run
+
+    best = checkpoint.best_model_path
+    model = load_model(best) if best else module.model.cpu().eval()
+    dm.setup()
+    metrics: dict[str, Any] = {}
+    for split, tokens in (
+        ("train", dm.splits.train[:TRAIN_EVAL_SEQUENCES]),
+        ("val", dm.splits.val),
+        ("test", dm.splits.test),
+    ):
+        result = _evaluate(model, tokens)
+        metrics[f"{split}_loss"], metrics[f"{split}_acc"] = result["loss"], result["acc"]
+    metrics.update(
+        train_eval_sequences=min(args.train_size, TRAIN_EVAL_SEQUENCES),
+        steps=trainer.global_step,
+        epochs=round(trainer.global_step / math.ceil(dm.steps_per_epoch / trainer.world_size), 4),
+        max_iters=max_iters,
+        # Lightning stores absolute real paths; record it relative to the run folder, which may move.
+        best_checkpoint=os.path.relpath(os.path.realpath(best), os.path.realpath(run)) if best else None,
+        first_perfect_step=recorder.first_perfect_step,
+        seconds_to_perfect=recorder.seconds_to_perfect,
+        stopped_at_perfect=recorder.stopped,
+        stop_reason=_stop_reason(args, trainer, recorder),
+        resumed_from_step=recorder.start_step if resume_from is not None else None,
+        fit_seconds=fit_seconds,
+    )
+    metadata = {
+        "seed": args.seed,
+        "preset": args.preset,
+        "training": config["training"],
+        "versions": versions(),
+        "source_checkpoint": metrics["best_checkpoint"],
+        "metrics": metrics,
+    }
+    save_model(model, run / "model.pt", metadata)
+    metrics["wall_seconds"] = time.perf_counter() - started
+    _write_json(run / "metrics.json", metrics)  # last: its presence marks the run as finished
+    return run
+
+
+def _stop_reason(args: TrainArgs, trainer, recorder) -> str:
+    if recorder.stopped:
+        return "perfect"
+    if args.max_steps is not None and trainer.global_step >= args.max_steps:
+        return "max_steps"
+    if trainer.current_epoch >= args.epochs:
+        return "epochs"
+    return "max_time"
+
+
+def summary(run: Path) -> str:
+    """The one-screen report printed at the end of a run."""
+    config = json.loads((run / "config.json").read_text())
+    m = json.loads((run / "metrics.json").read_text())
+    e, t = config["encoder"], config["training"]
+    perfect = (
+        f"first 100% val accuracy at step {m['first_perfect_step']} "
+        f"({m['seconds_to_perfect']:.2f} s of fitting)"
+        if m.get("first_perfect_step") is not None
+        else "val accuracy never reached 100%"
+    )
+    lines = [
+        f"run       {run}",
+        f"preset    {config['preset']}   seed {config['seed']}",
+        f"model     {e['n_layers']} layer(s) x {e['n_heads']} head(s), d_model {e['d_model']}, "
+        f"d_mlp {e['d_mlp']}, "
+        f"{e['d_vocab']} categories, length {e['n_ctx']}, {e['positional_embedding']} positions, "
+        f"{e['normalization']}-LN, dropout {e['dropout']}",
+        f"recipe    Adam lr {t['lr']:g}, warm-up {t['warmup']}, cosine over {m['max_iters']} steps, batch "
+        f"{t['batch_size']}, epochs {t['epochs']}, clip 5, "
+        f"stop at 100%: {'on' if t['stop_at_perfect'] else 'off'}",
+        f"steps     {m['steps']} ({m['epochs']:g} epochs, stopped by {m['stop_reason']}); {perfect}",
+        f"seconds   fit {m['fit_seconds']:.2f}, whole run {m['wall_seconds']:.2f}",
+        f"accuracy  val {100 * m['val_acc']:.2f}%  test {100 * m['test_acc']:.2f}%  "
+        f"train {100 * m['train_acc']:.2f}% (first {m['train_eval_sequences']} sequences)",
+        f"loss      val {m['val_loss']:.4g}  test {m['test_loss']:.4g}  train {m['train_loss']:.4g}",
+        f"model.pt  {run / 'model.pt'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        run = train(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except ValueError as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    if (run / "metrics.json").is_file():
+        try:
+            print(summary(run))
+        except BrokenPipeError:  # e.g. piped into `head`
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
