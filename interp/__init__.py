@@ -1,8 +1,11 @@
-"""Model-agnostic interpretability tools: metrics on attention patterns and bootstrap statistics.
+"""Model-agnostic interpretability tools: metrics on attention patterns, ablations and interventions
+as hook context managers, bootstrap and paired statistics, circuit decompositions.
 
 ``interp.plotting`` (matplotlib) is not imported here, to keep ``import interp`` light.
 """
 
+from interp.ablation import ablate_heads, ablate_positional_encoding, intervene, replace_pattern
+from interp.baselines import no_position_ceiling
 from interp.metrics import (
     NEIGHBOUR_OFFSETS,
     OFFSETS,
@@ -20,6 +23,7 @@ from interp.metrics import (
     sequence_statistics,
     target_digit_mass,
 )
+from interp.paired import holm, paired_bootstrap_ci, wilcoxon_signed_rank
 from interp.stats import (
     Estimate,
     bootstrap_ci,
@@ -30,6 +34,14 @@ from interp.stats import (
 )
 
 __all__ = [
+    "ablate_heads",
+    "ablate_positional_encoding",
+    "intervene",
+    "replace_pattern",
+    "no_position_ceiling",
+    "holm",
+    "paired_bootstrap_ci",
+    "wilcoxon_signed_rank",
     "NEIGHBOUR_OFFSETS",
     "OFFSETS",
     "Estimate",

@@ -1,4 +1,4 @@
-"""Matplotlib figures for attention analyses (Agg backend; functions return figures, never show them).
+"""Matplotlib figures for attention analyses (functions return figures, never show them).
 
 Inputs are plain arrays indexed ``[layer, head, ...]`` so the functions work on any model's numbers;
 saving (and closing) is the caller's job, e.g. ``analyses.common.save_figure``.
@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "reverse-encoder-interp"  # stable SVG ids: same numbers, same file
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
 
 # Colour-blind-safe cycle (Okabe–Ito) for lines of several heads.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
