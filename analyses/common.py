@@ -277,6 +277,11 @@ def run_cli(body: Callable[[], int | None]) -> int:
     """Run a CLI body and return its exit code. User mistakes (``UserError``, ``ValueError``,
     ``OSError``) become one ``error: ...`` line on stderr and code 2; argparse's exits (``--help``,
     bad arguments) return their code. Anything else is a bug and keeps its traceback."""
+    import matplotlib
+
+    # Commands only write figure files: use the file backend whatever display the machine has
+    # (library modules leave the backend alone so notebooks keep their inline figures).
+    matplotlib.use("Agg")
     try:
         return int(body() or 0)
     except SystemExit as e:

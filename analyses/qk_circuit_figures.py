@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from analyses import common  # noqa: E402
-from analyses.qk_circuit_result import PREDICTIONS, QKCircuitResult  # noqa: E402
-from interp.circuits import SCORE_TERMS  # noqa: E402
-from interp.plotting import COLOURS  # noqa: E402
+from analyses import common
+from analyses.qk_circuit_result import PREDICTIONS, QKCircuitResult
+from interp.circuits import SCORE_TERMS
+from interp.plotting import COLOURS
 
 PREDICTION_LABELS = {
     "positions_and_mean_tokens": "softmax(pos_pos + mean token/bias terms)",
