@@ -4,6 +4,11 @@ The page is self-contained: figures are inlined as base64 PNG ``data:`` URIs, st
 there is no script, font or image fetched from anywhere. Jinja2 autoescaping is on for every template,
 so every string (paths, command lines, config values) is HTML-escaped. Nothing is recomputed here: the
 templates only format numbers that the analysis produced.
+
+:func:`write_report` also records the figure captions in ``figures/captions.json`` so that the full
+report (``reports.build``) can show the same figures with the same captions later;
+:func:`render_section` renders one analysis' content as a section of that full report, and
+:func:`json_script` embeds data in a ``<script type="application/json">`` safely.
 """
 
 from __future__ import annotations
@@ -11,13 +16,18 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 TEMPLATES = Path(__file__).parent / "templates"
+CAPTIONS_FILE = "captions.json"
+# Inside <script>, only these can end the element or change how it is parsed; JSON allows \uXXXX for all.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -49,7 +59,19 @@ def environment() -> jinja2.Environment:
     env.filters["num"] = _number
     env.filters["est"] = _estimate
     env.filters["pretty_json"] = lambda obj: json.dumps(obj, indent=2, sort_keys=True)
+    env.filters["json_script"] = json_script
     return env
+
+
+def json_script(obj: Any) -> markupsafe.Markup:
+    """``obj`` as JSON that is safe between ``<script type="application/json">`` and ``</script>``.
+
+    ``<``, ``>``, ``&`` (and U+2028/2029) become ``\\u003c``-style escapes, so a string holding
+    ``</script>`` or ``<!--`` cannot end or alter the element; ``JSON.parse`` restores them exactly.
+    NaN and infinities are not JSON and raise ``ValueError``.
+    """
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return markupsafe.Markup(re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_ESCAPES[m.group()], text))
 
 
 def inline_png(path: Path) -> str:
@@ -66,16 +88,62 @@ def render_report(
 
     ``captions`` maps figure names to captions; each ``figures_dir/<name>.png`` is inlined.
     """
+    analysis = _template_name(document)
+    figures = figure_list(figures_dir, captions)
+    return environment().get_template(analysis).render(doc=document, figures=figures)
+
+
+def _template_name(document: Mapping[str, Any]) -> str:
     analysis = document.get("analysis")
     if not isinstance(analysis, str) or not (TEMPLATES / f"{analysis}.html.j2").is_file():
         raise ValueError(f"no report template for analysis {analysis!r}")
+    return f"{analysis}.html.j2"
+
+
+def figure_list(figures_dir: Path | None, captions: Mapping[str, str] | None) -> list[dict[str, str]]:
+    """``[{"name", "caption", "src"}]`` with each ``figures_dir/<name>.png`` inlined, in caption order."""
     figures = []
     for name, caption in (captions or {}).items():
         path = Path(figures_dir or ".") / f"{name}.png"
         if not path.is_file():
             raise ValueError(f"figure {path} does not exist")
         figures.append({"name": name, "caption": caption, "src": inline_png(path)})
-    return environment().get_template(f"{analysis}.html.j2").render(doc=document, figures=figures)
+    return figures
+
+
+def read_captions(figures_dir: Path) -> dict[str, str]:
+    """The captions :func:`write_report` recorded next to the figures (``ValueError`` if absent)."""
+    path = Path(figures_dir) / CAPTIONS_FILE
+    try:
+        captions = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read figure captions {path}: {e}") from None
+    if not isinstance(captions, dict) or not all(isinstance(v, str) for v in captions.values()):
+        raise ValueError(f"{path}: expected a JSON object of figure name -> caption")
+    return captions
+
+
+def render_section(
+    document: Mapping[str, Any],
+    figures_dir: Path | None = None,
+    captions: Mapping[str, str] | None = None,
+    id_prefix: str = "",
+) -> markupsafe.Markup:
+    """An analysis' report content (its template's ``content`` block) as a section of a larger page.
+
+    Headings move one level down (h1 → h2, ...) and every ``id``/in-page link gets ``id_prefix``, so
+    several analyses can share one page without clashing anchors. The rewrite only touches markup the
+    templates wrote: strings from the document are escaped, so they hold no ``<h1`` or ``id="``.
+    """
+    template = environment().get_template(_template_name(document))
+    context = template.new_context({"doc": document, "figures": figure_list(figures_dir, captions)})
+    for _ in template.root_render_func(context):  # runs the template's top-level {% set %} statements
+        pass
+    html = "".join(template.blocks["content"](context))
+    html = re.sub(r"<(/?)h([1-5])\b", lambda m: f"<{m.group(1)}h{int(m.group(2)) + 1}", html)
+    html = re.sub(r'(?<=\s)(id|for)="', lambda m: f'{m.group(1)}="{id_prefix}', html)
+    html = html.replace('href="#', f'href="#{id_prefix}')
+    return markupsafe.Markup(html)
 
 
 def write_report(
@@ -84,7 +152,11 @@ def write_report(
     figures_dir: Path | None = None,
     captions: Mapping[str, str] | None = None,
 ) -> Path:
-    """Render and write atomically (temp file in the same folder, then rename)."""
-    from analyses.common import write_text
+    """Render and write atomically (temp file in the same folder, then rename); the captions go to
+    ``figures_dir/captions.json`` for the full report."""
+    from analyses.common import write_json, write_text
 
-    return write_text(Path(path), render_report(document, figures_dir, captions))
+    html = render_report(document, figures_dir, captions)
+    if figures_dir is not None and captions:
+        write_json(Path(figures_dir) / CAPTIONS_FILE, dict(captions))
+    return write_text(Path(path), html)
