@@ -1,0 +1,255 @@
+"""The training-dynamics result object and its renderings as metrics.json and metrics.csv.
+
+The crossing steps and comparisons it holds are defined in :mod:`analyses.training_dynamics_crossings`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interp.stats import Estimate
+
+ANALYSIS = "training_dynamics"
+SCHEMA_VERSION = 1
+DEFAULT_OUT = Path("out") / ANALYSIS
+# Per-sequence model-level statistics (``zero_pe_*`` only when the model has a positional encoding).
+MODEL_METRICS = (
+    "accuracy",
+    "loss",
+    "zero_pe_accuracy",
+    "zero_pe_loss",
+    "restricted_loss",
+    "restricted_accuracy",
+    "excluded_loss",
+    "excluded_accuracy",
+    "restricted_loss_increase",  # restricted_loss − loss, per sequence (paired)
+    "excluded_loss_increase",  # excluded_loss − loss
+    "zero_pe_accuracy_drop",  # accuracy − zero_pe_accuracy
+)
+HEAD_METRICS = ("flip_mass", "neighbour_mass", "entropy", "argmax_hit_rate")
+# The metrics whose crossing steps are reported (head metrics: of the flip head).
+CROSSING_METRICS = (
+    "accuracy",
+    "loss",
+    "zero_pe_accuracy",
+    "restricted_loss",
+    "excluded_loss",
+    "flip_mass",
+    "neighbour_mass",
+    "entropy",
+    "argmax_hit_rate",
+)
+VERDICTS = ("before", "with", "after")
+CSV_FIELDS = ("step", "layer", "head", "metric", "fraction", "mean", "ci_low", "ci_high")
+
+
+# --- the result -----------------------------------------------------------------------------------
+@dataclass
+class Crossing:
+    """When one metric passed the threshold at one fraction of its way from initial to final value."""
+
+    metric: str
+    layer: int | None  # the flip head's, for head metrics
+    head: int | None
+    fraction: float
+    initial: float
+    final: float
+    threshold: float
+    step: Estimate  # interpolated crossing step s*, bootstrap CI over evaluation sequences
+    first_snapshot_past: int | None  # step of the first snapshot past θ (None: the curve never moves)
+    last_snapshot_before: int | None  # step of the snapshot before it (None if it is the first)
+
+
+@dataclass
+class Comparison:
+    """Crossing of ``first`` minus crossing of ``second`` (paired over the same resamples)."""
+
+    first: str
+    second: str
+    fraction: float
+    difference: Estimate  # s*_first − s*_second, in optimizer steps
+    share_before: float  # share of resamples with s*_first < s*_second
+    same_snapshot_share: float  # share of resamples where both pass θ at the same first snapshot
+    verdict: str  # "before" / "with" / "after": the CI of the difference below / around / above 0
+
+
+@dataclass
+class TrainingDynamicsResult:
+    """Progress measures of one training run at its snapshot steps; ``to_dict`` is metrics.json."""
+
+    run: str | None
+    steps: list[int]
+    sources: list[str]  # snapshot file of each step (relative to the run folder when possible)
+    num_sequences: int
+    seq_len: int
+    seed: int
+    batch_size: int
+    bootstrap_resamples: int
+    confidence: float
+    window: int  # restricted loss keeps keys |k − (N−1−i)| ≤ window
+    fractions: tuple[float, ...]
+    model_metrics: dict[str, list[Estimate]]  # name → one estimate per snapshot
+    head_metrics: dict[str, np.ndarray]  # name → Estimate array [snapshot, layer, head]
+    mean_patterns: np.ndarray  # [snapshot, layer, head, query, key]
+    flip_head: tuple[int, int]  # (layer, head) with the largest final flip mass
+    crossings: list[Crossing]
+    comparisons: list[Comparison]
+    degenerate_rows: dict[str, list[int]]  # restricted/excluded rows with no mass left, per snapshot
+    config: dict[str, Any]
+    d_vocab: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.mean_patterns.shape[1])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.mean_patterns.shape[2])
+
+    def series(self, name: str, part: str = "mean", layer: int | None = None, head: int | None = None):
+        """One metric over the snapshots as a float array (head metrics: of ``layer``/``head``, by
+        default the flip head)."""
+        if name in self.model_metrics:
+            values = self.model_metrics[name]
+        else:
+            layer, head = self.flip_head if layer is None else (layer, head)
+            values = list(self.head_metrics[name][:, layer, head])
+        return np.array([getattr(e, part) for e in values], dtype=float)
+
+    def crossing(self, metric: str, fraction: float = 0.5) -> Crossing:
+        for c in self.crossings:
+            if c.metric == metric and math.isclose(c.fraction, fraction):
+                return c
+        raise KeyError(f"no crossing of {metric!r} at fraction {fraction}")
+
+    @property
+    def answer(self) -> Comparison | None:
+        """Flip mass vs accuracy at the half-way threshold (or the first comparison)."""
+        for c in self.comparisons:
+            if (c.first, c.second) == ("flip_mass", "accuracy") and math.isclose(c.fraction, 0.5):
+                return c
+        return self.comparisons[0] if self.comparisons else None
+
+    def to_dict(self) -> dict[str, Any]:
+        layer, head = self.flip_head
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "analysis": ANALYSIS,
+            "provenance": self.provenance,
+            "settings": {
+                "run": self.run,
+                "num_sequences": self.num_sequences,
+                "seq_len": self.seq_len,
+                "seed": self.seed,
+                "batch_size": self.batch_size,
+                "bootstrap_resamples": self.bootstrap_resamples,
+                "confidence": self.confidence,
+                "resampling_unit": "sequence (the same sequences at every snapshot)",
+                "restricted_window": self.window,
+                "threshold_fractions": list(self.fractions),
+                "threshold_definition": "θ_f = v_first + f · (v_last − v_first); crossing step interpolated "
+                "linearly in log(1 + step) between the snapshots around the first one past θ_f",
+                "neighbour_offsets": [-2, -1, 1, 2],
+            },
+            "reference": {
+                "chance_accuracy": 1.0 / self.d_vocab,
+                "uniform_mass": 1.0 / self.seq_len,
+                "uniform_entropy": math.log(self.seq_len),
+                "chance_loss": math.log(self.d_vocab),
+            },
+            "flip_head": {"layer": layer, "head": head},
+            "answer": None if self.answer is None else self._answer_dict(self.answer),
+            "comparisons": [_comparison_dict(c) for c in self.comparisons],
+            "crossings": [_crossing_dict(c) for c in self.crossings],
+            "snapshots": [self._snapshot_dict(i) for i in range(len(self.steps))],
+            "degenerate_rows": self.degenerate_rows,
+        }
+
+    def _answer_dict(self, c: Comparison) -> dict[str, Any]:
+        return {
+            **_comparison_dict(c),
+            "first_crossing": _crossing_dict(self.crossing(c.first, c.fraction)),
+            "second_crossing": _crossing_dict(self.crossing(c.second, c.fraction)),
+        }
+
+    def _snapshot_dict(self, i: int) -> dict[str, Any]:
+        return {
+            "step": self.steps[i],
+            "source": self.sources[i],
+            **{name: values[i].to_dict() for name, values in self.model_metrics.items()},
+            "heads": [
+                {
+                    "layer": layer,
+                    "head": head,
+                    **{name: self.head_metrics[name][i, layer, head].to_dict() for name in HEAD_METRICS},
+                    "mean_pattern": self.mean_patterns[i, layer, head].tolist(),
+                }
+                for layer in range(self.n_layers)
+                for head in range(self.n_heads)
+            ],
+        }
+
+    def csv_rows(self) -> list[dict[str, Any]]:
+        """One row per (snapshot, metric[, layer, head]); crossing rows have an empty step."""
+        rows: list[dict[str, Any]] = []
+        for i, step in enumerate(self.steps):
+            for name, values in self.model_metrics.items():
+                rows.append(_row(step, "", "", name, "", values[i]))
+            for name in HEAD_METRICS:
+                for layer in range(self.n_layers):
+                    for head in range(self.n_heads):
+                        rows.append(
+                            _row(step, layer, head, name, "", self.head_metrics[name][i, layer, head])
+                        )
+        for c in self.crossings:
+            layer, head = ("", "") if c.layer is None else (c.layer, c.head)
+            rows.append(_row("", layer, head, f"crossing_step:{c.metric}", c.fraction, c.step))
+        for c in self.comparisons:
+            rows.append(
+                _row("", "", "", f"crossing_difference:{c.first}-{c.second}", c.fraction, c.difference)
+            )
+        return rows
+
+
+def _row(step: Any, layer: Any, head: Any, metric: str, fraction: Any, est: Estimate) -> dict[str, Any]:
+    return {
+        "step": step,
+        "layer": layer,
+        "head": head,
+        "metric": metric,
+        "fraction": fraction,
+        **est.to_dict(),
+    }
+
+
+def _crossing_dict(c: Crossing) -> dict[str, Any]:
+    return {
+        "metric": c.metric,
+        "layer": c.layer,
+        "head": c.head,
+        "fraction": c.fraction,
+        "initial": c.initial,
+        "final": c.final,
+        "threshold": c.threshold,
+        "step": c.step.to_dict(),
+        "first_snapshot_past": c.first_snapshot_past,
+        "last_snapshot_before": c.last_snapshot_before,
+    }
+
+
+def _comparison_dict(c: Comparison) -> dict[str, Any]:
+    return {
+        "first": c.first,
+        "second": c.second,
+        "fraction": c.fraction,
+        "difference": c.difference.to_dict(),
+        "share_before": c.share_before,
+        "same_snapshot_share": c.same_snapshot_share,
+        "verdict": c.verdict,
+    }

@@ -1,0 +1,254 @@
+"""Training dynamics: crossing maths and restricted/excluded attention on hand-built cases, then a tiny
+real training with snapshots through the CLI, checking every output."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_model
+
+from analyses import training_dynamics as td
+from analyses.training_dynamics_crossings import crossing_steps
+from analyses.training_dynamics_measures import count_degenerate, snapshot_statistics
+from interp.ablation import replace_pattern
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 16
+
+
+# --- crossing maths -------------------------------------------------------------------------------
+def test_crossing_of_a_rising_curve_is_interpolated_in_log_step():
+    steps = np.array([0, 1, 3, 7])
+    star, j, theta = crossing_steps(np.array([0.0, 0.2, 0.6, 1.0]), steps, 0.5)
+    # θ = 0.5 lies between 0.2 (step 1) and 0.6 (step 3): t = 0.75, log(1+s) = log 2 + 0.75 log 2.
+    assert theta == 0.5 and j == 2
+    assert star == pytest.approx(2**1.75 - 1)
+
+
+def test_crossing_of_a_falling_curve_and_of_a_flat_one():
+    steps = np.array([0, 1, 3, 7])
+    star, j, theta = crossing_steps(np.array([2.0, 1.5, 0.5, 0.0]), steps, 0.5)
+    assert theta == 1.0 and j == 2 and star == pytest.approx(2**1.5 - 1)
+    star, j, _ = crossing_steps(np.array([0.3, 0.1, 0.5, 0.3]), steps, 0.5)
+    assert math.isnan(star) and j == -1  # no net change: no crossing
+
+
+def test_crossing_takes_the_first_snapshot_past_the_threshold_and_broadcasts():
+    steps = np.array([0, 10, 20, 30])
+    curves = np.array([[0.0, 0.9, 0.1, 1.0], [0.0, 0.0, 0.0, 1.0]])
+    star, j, _ = crossing_steps(curves, steps, 0.5)
+    assert j.tolist() == [1, 3]
+    assert star[1] == pytest.approx(np.expm1(np.log(21) + 0.5 * (np.log(31) - np.log(21))))
+    # An overshoot counts: the curve first passes θ_1 = 0.3 at step 1, although it ends at 0.3.
+    _, j, _ = crossing_steps(np.array([0.1, 0.7, 0.3]), np.array([0, 1, 2]), 1.0)
+    assert j == 1
+    with pytest.raises(ValueError, match="fraction"):
+        crossing_steps(curves, steps, 0.0)
+    with pytest.raises(ValueError, match="increasing"):
+        crossing_steps(curves, np.array([0, 20, 10, 30]), 0.5)
+
+
+# --- restricted / excluded attention --------------------------------------------------------------
+def planted(n: int = N) -> torch.Tensor:
+    """Row i: 0.5 on the flipped key f, 0.25 on its neighbour (f+1, or f−1 at the edge), 0.25 on a far key."""
+    pattern = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        f = n - 1 - i
+        near = f + 1 if f + 1 < n else f - 1
+        far = (f + n // 2) % n
+        pattern[i, f], pattern[i, near], pattern[i, far] = 0.5, 0.25, 0.25
+    return pattern
+
+
+def test_restrict_and_exclude_by_hand():
+    p = planted()
+    restricted, excluded = td.restrict_to_flip(p, window=1), td.exclude_flip(p)
+    for i in range(N):
+        f = N - 1 - i
+        near = f + 1 if f + 1 < N else f - 1
+        far = (f + N // 2) % N
+        expected = torch.zeros(N, dtype=torch.float64)
+        expected[f], expected[near] = 2 / 3, 1 / 3
+        assert torch.allclose(restricted[i], expected, atol=1e-15)
+        expected = torch.zeros(N, dtype=torch.float64)
+        expected[near], expected[far] = 0.5, 0.5
+        assert torch.allclose(excluded[i], expected, atol=1e-15)
+    # window 0 keeps the flipped key alone; a window covering every key changes nothing.
+    assert torch.equal(td.restrict_to_flip(p, window=0), torch.eye(N, dtype=p.dtype).flip(-1))
+    assert torch.allclose(td.restrict_to_flip(p, window=N), p)
+
+
+def test_a_row_with_no_kept_mass_becomes_uniform_over_the_kept_keys_and_is_counted():
+    flip = torch.eye(4).flip(-1)  # every row entirely on its flipped key
+    keep = ~td.flip_window(4, 0)
+    out = td.renormalise_rows(flip, keep)
+    assert torch.allclose(out, keep.float() / 3)
+    assert count_degenerate(flip, keep) == 4 and count_degenerate(td.renormalise_rows(flip, keep), keep) == 0
+    with pytest.raises(ValueError, match="kept key"):
+        td.renormalise_rows(flip, torch.zeros(4, 4, dtype=torch.bool))
+
+
+def test_restricted_and_excluded_runs_equal_the_hand_restricted_patterns(tokens):
+    model = make_model(d_model=16)
+    p = planted().float()
+
+    @torch.no_grad()
+    def logits_with(pattern: torch.Tensor, restrict=None) -> torch.Tensor:
+        with replace_pattern(model, 0, 0, lambda a: pattern.expand_as(a).clone()):
+            if restrict is None:
+                return model(tokens)
+            with td.renormalised_attention(model, restrict):
+                return model(tokens)
+
+    restricted_by_hand, excluded_by_hand = torch.zeros(N, N), torch.zeros(N, N)
+    for i in range(N):
+        f = N - 1 - i
+        near = f + 1 if f + 1 < N else f - 1
+        restricted_by_hand[i, f], restricted_by_hand[i, near] = 2 / 3, 1 / 3
+        excluded_by_hand[i, near], excluded_by_hand[i, (f + N // 2) % N] = 0.5, 0.5
+    for restrict, by_hand in (
+        (td.flip_window(N, 1), restricted_by_hand),
+        (~td.flip_window(N, 0), excluded_by_hand),
+    ):
+        expected = logits_with(by_hand)
+        assert torch.allclose(logits_with(p, restrict), expected, atol=1e-6)
+        # ... and the unrestricted run differs, so the comparison can fail.
+        assert (logits_with(p) - expected).abs().max() > 1e-2
+        loss = F.cross_entropy(logits_with(p, restrict).transpose(1, 2), tokens.flip(-1))
+        assert float(loss) == pytest.approx(float(F.cross_entropy(expected.transpose(1, 2), tokens.flip(-1))))
+
+
+def test_snapshot_statistics_on_a_planted_perfect_flip(tokens):
+    model = make_model(n_layers=2, n_heads=2, d_model=16)
+    flip = lambda a, hook: torch.eye(N).flip(-1).expand_as(a).clone()  # noqa: E731
+    hooks = [(f"blocks.{layer}.attn.hook_pattern", flip) for layer in range(2)]
+    with model.hooks(fwd_hooks=hooks):
+        table, mean_pattern, degenerate = snapshot_statistics(model, iter([tokens[:5], tokens[5:]]))
+    assert table["flip_mass"].shape == (8, 2, 2) and np.all(table["flip_mass"] == 1.0)
+    assert np.all(table["argmax_hit_rate"] == 1.0) and np.all(table["neighbour_mass"] == 0.0)
+    assert np.allclose(table["entropy"], 0.0)
+    assert np.allclose(mean_pattern, np.eye(N)[::-1])
+    # Restricting a perfect flip to its window changes nothing: the losses agree to the last bit.
+    assert np.array_equal(table["restricted_loss"], table["loss"])
+    assert degenerate == {"restricted": 0, "excluded": 8 * 2 * 2 * N}  # every excluded row had no mass
+    assert set(table) >= {"zero_pe_accuracy", "zero_pe_loss", "excluded_accuracy"}
+
+
+def test_no_zero_pe_measures_without_a_positional_encoding(tokens):
+    model = make_model(positional_embedding="none")
+    table, _, _ = snapshot_statistics(model, iter([tokens]))
+    assert "zero_pe_accuracy" not in table and "restricted_loss" in table
+
+
+# --- a real (tiny) training run with snapshots ----------------------------------------------------
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory) -> Path:
+    from models.train import train
+
+    out = tmp_path_factory.mktemp("td_run")
+    argv = [
+        "--preset",
+        "fast",
+        "--seed",
+        "0",
+        "--train-size",
+        "4000",
+        "--val-size",
+        "200",
+        "--test-size",
+        "200",
+        "--epochs",
+        "2",
+        "--save-every-log-steps",
+        "4",
+        "--out",
+        str(out),
+        "--no-progress-bar",
+    ]
+    return train(argv)
+
+
+def test_find_snapshots_adds_the_final_model(snapshot_run):
+    snapshots = td.find_snapshots(snapshot_run)
+    steps = [s for s, _ in snapshots]
+    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 5
+    final = json.loads((snapshot_run / "metrics.json").read_text())["best_checkpoint"]
+    assert (
+        f"step={steps[-1]}-" in final or (snapshot_run / "snapshots" / f"step_{steps[-1]:06d}.pt").is_file()
+    )
+
+
+def test_cli_writes_every_output(snapshot_run, tmp_path, capsys):
+    out = tmp_path / "td"
+    argv = [
+        "--run",
+        str(snapshot_run),
+        "--out",
+        str(out),
+        "--num-sequences",
+        "200",
+        "--bootstrap-resamples",
+        "100",
+    ]
+    assert td.main(argv) == 0
+    assert "flip_mass − accuracy at 50%" in capsys.readouterr().out
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["schema_version"] == td.SCHEMA_VERSION and document["analysis"] == "training_dynamics"
+    provenance = document["provenance"]
+    assert provenance["checkpoint"] == str(snapshot_run.absolute())
+    assert len(provenance["snapshots"]) == len(document["snapshots"]) and provenance["command"]
+    assert all(len(s["sha256"]) == 64 for s in provenance["snapshots"])
+    answer = document["answer"]
+    assert answer["verdict"] in ("before", "with", "after")
+    first, second = answer["first_crossing"], answer["second_crossing"]
+    assert answer["difference"]["mean"] == pytest.approx(first["step"]["mean"] - second["step"]["mean"])
+    lo, hi = answer["difference"]["ci_low"], answer["difference"]["ci_high"]
+    assert answer["verdict"] == ("before" if hi < 0 else "after" if lo > 0 else "with")
+    snap = document["snapshots"][-1]
+    assert snap["accuracy"]["mean"] > 0.9  # the tiny run learns the task
+    assert snap["restricted_loss_increase"]["mean"] == pytest.approx(
+        snap["restricted_loss"]["mean"] - snap["loss"]["mean"], abs=1e-12
+    )
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == ",".join(td.CSV_FIELDS) and any("crossing_step:flip_mass" in r for r in rows)
+    for name in td.FIGURES:
+        for ext in ("png", "svg"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert "Does the flip alignment form before" in html and "http://" not in html.replace(
+        "http://www.w3.org", ""
+    )
+    assert html.count("data:image/png;base64,") == len(td.FIGURES)
+
+
+def test_same_seed_same_numbers(snapshot_run):
+    snapshots = td.find_snapshots(snapshot_run)[:4]
+    a = td.run(snapshots, num_sequences=50, bootstrap_resamples=30).to_dict()
+    b = td.run(snapshots, num_sequences=50, bootstrap_resamples=30).to_dict()
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--run", "/nonexistent/run"], "no such folder"),
+        (["--run", "{tmp}"], "no snapshots/step_*.pt"),
+        (["--run", "{tmp}", "--fractions", "1.5"], "(0, 1]"),
+        (["--out", "x"], "required"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", "analyses.training_dynamics", *argv], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error:") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
