@@ -1,0 +1,381 @@
+"""Build one self-contained HTML report per model, or an index page across several reports.
+
+    python -m reports.build [--checkpoint PATH] [--out DIR] [--only A,B] [--skip A] [--seed S]
+                            [--num-sequences N] [--n-heads H] [--name NAME] [--jobs J]
+    python -m reports.build --index DIR [DIR ...] [--out DIR]
+
+The first form runs every analysis of :data:`reports.pipeline.ANALYSES` on the model (the default
+model of ``analyses.common.resolve_model`` when no checkpoint is given), reusing ``DIR/<analysis>``
+folders whose inputs match, and writes::
+
+    DIR/<analysis>/     each analysis' own outputs (metrics.json, metrics.csv, figures/, report.html)
+    DIR/report.html     the report: one offline file (figures, styles, script and data inline)
+    DIR/summary.json    the key numbers with CIs and the provenance, read by ``reports.index``
+
+All or nothing: new analysis folders, report.html and summary.json are made in a staging folder inside
+DIR and moved into place only when everything succeeded. The second form writes ``OUT/index.html``
+comparing the runs (see :mod:`reports.index`).
+
+Python: ``build_report(checkpoint, out, ...)`` returns the path of report.html.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from analyses import common
+from reports import pipeline
+from reports.full_report import AnalysisSection, render_full_report
+from reports.summary import SUMMARY_FILE, SUMMARY_SCHEMA_VERSION, key_metrics
+
+DEFAULT_OUT = Path("out") / "report"
+DEFAULT_NUM_SEQUENCES = 2000  # the whole build in ~20 s on two cores (benchmarks/report_speed.py)
+EXPLORER_SEQUENCES = 8
+REPORT_FILE = "report.html"
+PAGE_BUDGET_BYTES = 5_000_000  # above this, the build says so (figures grow with layers × heads)
+
+
+def default_name(checkpoint: Path) -> str:
+    """A run's name from its checkpoint: the run folder for ``.../NAME/model.pt`` or ``.../NAME/``."""
+    if checkpoint.is_dir() or checkpoint.name == "model.pt":
+        return (checkpoint if checkpoint.is_dir() else checkpoint.parent).name
+    return checkpoint.stem
+
+
+def training_metadata(checkpoint: Path) -> dict[str, Any]:
+    """Seed and preset of a model trained by ``models.train`` (from model.pt's metadata), else {}."""
+    import torch
+
+    path = checkpoint / "model.pt" if checkpoint.is_dir() else checkpoint
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # other formats (tutorial .ckpt, Flax msgpack) carry no such metadata
+        return {}
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    if not isinstance(metadata, dict):
+        return {}
+    return {k: metadata[k] for k in ("preset", "seed") if isinstance(metadata.get(k), str | int)}
+
+
+def _prepare_out(out: Path) -> tuple[Path, list[Path]]:
+    """Create ``out`` (and missing parents) and a staging folder inside it; return both, and the
+    folders created (to remove on failure). :class:`UserError` when it cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise common.UserError(f"--out {out} exists and is not a folder")
+    created: list[Path] = []
+    parent = out
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    try:
+        for folder in reversed(created):
+            folder.mkdir()
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".report-build-"))
+    except OSError as e:
+        _remove_empty(created)
+        raise common.UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    return staging, created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target``, replacing an existing folder (moved aside first, then deleted)."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.replace(target, old / target.name)
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
+def build_report(
+    checkpoint: str | Path | None,
+    out: str | Path = DEFAULT_OUT,
+    *,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    seed: int = 0,
+    num_sequences: int = DEFAULT_NUM_SEQUENCES,
+    n_heads: int | None = None,
+    name: str | None = None,
+    jobs: int = 1,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Run (or reuse) the analyses and write ``out/report.html`` and ``out/summary.json``.
+
+    ``only`` / ``skip`` choose analyses by name; ``jobs`` > 1 runs analyses in that many forked worker
+    processes (set ``torch.set_num_threads(1)`` before, as the CLI does). ``command`` is recorded as
+    the command line (None: built from Python). Raises ``ValueError`` / ``UserError`` for bad input
+    before anything is written.
+    """
+    started = time.perf_counter()
+    say = log or (lambda message: None)
+    selected = _select(only, skip)
+    for label, value, low in (
+        ("--seed", seed, 0),
+        ("--num-sequences", num_sequences, 1),
+        ("--jobs", jobs, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{label} must be an integer ≥ {low}, got {value!r}")
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise common.UserError(f"--out {out} exists and is not a folder")
+    loaded = common.resolve_model(checkpoint, n_heads=n_heads, log=log)
+    model = loaded.model
+    name = default_name(loaded.path) if name is None else str(name)
+    staging, created = _prepare_out(out)
+    try:
+        sections, tasks = _plan(out, staging, loaded, selected, seed, num_sequences, n_heads, command, say)
+        pipeline.run_tasks(tasks, model, jobs, say)
+
+        from reports.explorer import explorer_data
+        from reports.render import read_captions
+
+        documents = {}
+        for section in sections:
+            if section.figures_dir is None:
+                continue
+            section.document = pipeline.read_document(section.figures_dir.parent)
+            if section.document is None:
+                raise RuntimeError(f"{section.figures_dir.parent} has no readable metrics.json")
+            section.captions = read_captions(section.figures_dir)
+            documents[section.name] = section.document
+        metrics = key_metrics(documents)
+        provenance = _provenance(name, loaded, seed, num_sequences, command, sections)
+        html = render_full_report(
+            name=name,
+            sections=sections,
+            metrics=metrics,
+            explorer=explorer_data(model, seed, EXPLORER_SEQUENCES, name=name),
+            provenance=provenance,
+        )
+        common.write_text(staging / REPORT_FILE, html)
+        page_bytes = len(html.encode("utf-8"))
+        if page_bytes > PAGE_BUDGET_BYTES:
+            say(
+                f"note: the page is {page_bytes / 1e6:.1f} MB, above the {PAGE_BUDGET_BYTES / 1e6:.0f} MB aim"
+            )
+        summary = {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
+            "kind": "report_summary",
+            **provenance,
+            "metrics": metrics,
+            "report": REPORT_FILE,
+            "report_bytes": page_bytes,
+            "build_seconds": round(time.perf_counter() - started, 2),
+        }
+        common.write_json(staging / SUMMARY_FILE, summary)
+        for task in tasks:  # everything exists: move it into place
+            _replace_dir(task.out, out / task.name)
+        os.replace(staging / SUMMARY_FILE, out / SUMMARY_FILE)
+        os.replace(staging / REPORT_FILE, out / REPORT_FILE)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return out / REPORT_FILE
+
+
+def _config(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(cfg.to_dict()))  # as metrics.json stores it (tuples → lists)
+
+
+def _plan(
+    out: Path,
+    staging: Path,
+    loaded: common.ResolvedModel,
+    selected: list[str],
+    seed: int,
+    num_sequences: int,
+    n_heads: int | None,
+    command: str | None,
+    say: Callable[[str], None],
+) -> tuple[list[AnalysisSection], list[pipeline.Task]]:
+    """A section per analysis (skipped, not applicable, reused from ``out``, or to be computed) and
+    the tasks that compute the last kind into ``staging``."""
+    cfg, config = loaded.model.cfg, _config(loaded.model.cfg)
+    sections, tasks = [], []
+    for analysis, spec in pipeline.ANALYSES.items():
+        section = AnalysisSection(analysis, spec.title, "skipped (--only / --skip)")
+        sections.append(section)
+        if analysis not in selected:
+            continue
+        reason = spec.not_applicable(cfg)
+        if reason:
+            section.status = f"not applicable: {reason}"
+            continue
+        expected = {
+            "checkpoint_sha256": loaded.sha256,
+            "config": config,
+            "seed": seed,
+            "num_sequences": num_sequences,
+            "run_kwargs": dict(spec.kwargs),
+        }
+        if pipeline.reusable(out / analysis, analysis, expected):
+            section.status, section.figures_dir = "reused", out / analysis / "figures"
+            say(f"{analysis}: reusing {out / analysis}")
+            continue
+        section.status, section.figures_dir = "computed", staging / analysis / "figures"
+        provenance = common.provenance(
+            analysis=analysis,
+            checkpoint=loaded.path,
+            checkpoint_sha256=loaded.sha256,
+            config=config,
+            seed=seed,
+            num_sequences=num_sequences,
+            from_cli=False,
+            run_kwargs=dict(spec.kwargs),
+            built_by="reports.build",
+        )
+        provenance["command"] = command
+        tasks.append(
+            pipeline.Task(analysis, staging / analysis, loaded.path, n_heads, num_sequences, seed, provenance)
+        )
+    return sections, tasks
+
+
+def _provenance(
+    name: str,
+    loaded: common.ResolvedModel,
+    seed: int,
+    num_sequences: int,
+    command: str | None,
+    sections: list[AnalysisSection],
+) -> dict[str, Any]:
+    """What the report was made from; also the body of summary.json."""
+    return {
+        "name": name,
+        "checkpoint": str(loaded.path),
+        "checkpoint_sha256": loaded.sha256,
+        "config": _config(loaded.model.cfg),
+        "training": training_metadata(loaded.path),
+        "seed": seed,
+        "num_sequences": num_sequences,
+        "command": command,
+        "packages": common.package_versions(),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "analyses": [
+            {
+                "name": s.name,
+                "status": s.status,
+                "created": (s.document or {}).get("provenance", {}).get("timestamp"),
+            }
+            for s in sections
+        ],
+    }
+
+
+def _select(only: Sequence[str] | None, skip: Sequence[str]) -> list[str]:
+    only_names = pipeline.parse_names(list(only), "--only") if only else list(pipeline.ANALYSES)
+    skip_names = pipeline.parse_names(list(skip), "--skip")
+    selected = [n for n in pipeline.ANALYSES if n in only_names and n not in skip_names]
+    if not selected:
+        raise ValueError("--only / --skip leave no analysis to run")
+    return selected
+
+
+# --- command line ---------------------------------------------------------------------------------
+def build_parser() -> common.ArgumentParser:
+    names = ", ".join(pipeline.ANALYSES)
+    p = common.ArgumentParser(
+        prog="python -m reports.build",
+        description="Run every analysis on a model and write one offline HTML report (or, with --index, "
+        "a page comparing several reports).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="model (our model.pt or run folder, the tutorial's .ckpt or Flax msgpack); "
+        "default: the cached tutorial model, trained on first use",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"report folder (default {DEFAULT_OUT}); with --index: folder for index.html "
+        "(default: the runs' common parent)",
+    )
+    p.add_argument("--only", action="append", metavar="A[,B]", help=f"run only these analyses ({names})")
+    p.add_argument("--skip", action="append", metavar="A[,B]", help="leave these analyses out")
+    p.add_argument("--seed", type=common.non_negative_int, default=0, help="data and bootstrap seed")
+    p.add_argument(
+        "--num-sequences",
+        type=common.positive_int,
+        default=DEFAULT_NUM_SEQUENCES,
+        help=f"random sequences per analysis (default {DEFAULT_NUM_SEQUENCES:,})",
+    )
+    p.add_argument("--n-heads", type=common.positive_int, help="heads of a Flax checkpoint (others store it)")
+    p.add_argument("--name", help="run name shown in the report (default: the checkpoint's run folder)")
+    p.add_argument(
+        "--jobs",
+        type=common.positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="analyses run in parallel processes (default: 2, or 1 on a one-core machine)",
+    )
+    p.add_argument("--index", nargs="+", type=Path, metavar="DIR", help="report folders to compare")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        if args.index:
+            given = [f for f in ("checkpoint", "only", "skip", "name", "n_heads") if getattr(args, f)]
+            if given:
+                option = "--" + given[0].replace("_", "-")
+                raise common.UserError(f"--index takes report folders only, not {option}")
+            from reports.index import build_index, default_index_dir
+
+            page = build_index(args.index, args.out or default_index_dir(args.index))
+            print(f"wrote {page}")  # noqa: T201  (CLI output)
+            return 0
+        pipeline.parse_names(args.only, "--only")
+        pipeline.parse_names(args.skip, "--skip")
+        import torch
+
+        torch.set_num_threads(1)  # small batches: one thread per process is fastest on a shared CPU
+        started = time.perf_counter()
+        words = [Path(sys.executable).name, "-m", "reports.build", *(sys.argv[1:] if argv is None else argv)]
+        page = build_report(
+            args.checkpoint,
+            args.out or DEFAULT_OUT,
+            only=args.only,
+            skip=args.skip or (),
+            seed=args.seed,
+            num_sequences=args.num_sequences,
+            n_heads=args.n_heads,
+            name=args.name,
+            jobs=args.jobs,
+            command=shlex.join(map(str, words)),
+            log=lambda message: print(message, file=sys.stderr),  # noqa: T201
+        )
+        size = page.stat().st_size
+        print(f"wrote {page} ({size / 1e6:.2f} MB) in {time.perf_counter() - started:.1f} s")  # noqa: T201
+        return 0
+
+    return common.run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""One model's report page: summary, contents, attention explorer, a section per analysis, provenance.
+
+:func:`render_full_report` takes what the analyses wrote (their metrics.json documents and figure
+folders), the explorer data (``reports.explorer``) and the key numbers (``reports.summary``) and
+renders ``templates/full_report.html.j2``. The page is one file: figures are base64 PNG, the styles
+and the explorer script (``static/explorer.js``) are inline, the data sit in a
+``<script type="application/json">`` escaped by :func:`reports.render.json_script`. Nothing is
+computed here beyond formatting.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import markupsafe
+
+from reports import render
+
+STATIC = Path(__file__).parent / "static"
+
+# Two or three plain sentences per analysis: what was done, and how to read the section.
+INTRODUCTIONS: dict[str, tuple[str, ...]] = {
+    "flip_alignment": (
+        "To reverse a sequence, output position i must read input position N−1−i (the flipped key). We "
+        "run the model on random sequences, read every head's attention pattern through its hook, and "
+        "measure how much weight lands on the flipped key, on its neighbours, and elsewhere.",
+        "Numbers are means over sequences with 95% bootstrap intervals; a perfect reversal head has flip "
+        "mass 1 and entropy 0, uniform attention has flip mass 1/N.",
+    ),
+    "qk_circuit": (
+        "Layer 0's attention scores are split exactly into a position–position term, token terms and bias "
+        "terms, and the tutorial's explanation of the spread onto neighbours (\u201cnearby positional "
+        "encodings are similar\u201d) is turned into predictions compared with the observed pattern.",
+        "Read the verdict first; the tables give each term's share of the score variance and how well each "
+        "prediction matches (Jensen–Shannon divergence, 0 = identical).",
+    ),
+    "pe_ablation": (
+        "The positional encoding is removed, averaged, shuffled, shifted, mirrored, scaled or stripped of "
+        "one frequency band, and the model is evaluated on the same sequences under each condition.",
+        "Compare each accuracy with chance (1/C) and with the best accuracy any model can reach without "
+        "positions: falling to that ceiling means the model relies on positions entirely. Differences are "
+        "paired, with 95% intervals.",
+    ),
+    "head_ablation": (
+        "Each head's output is zeroed, replaced by its mean or by its value on another sequence; separately "
+        "its attention pattern is replaced by the ideal flip, a shifted flip, uniform attention or a random "
+        "row permutation; and activation patching traces which head carries the information.",
+        "A large drop in accuracy means the model needs that head (Holm-corrected Wilcoxon tests); if the "
+        "ideal flip pattern keeps the accuracy, the head's job is just to route the flipped key.",
+    ),
+}
+
+
+# Figures the explorer already shows interactively (flip_alignment's example heatmaps are the first
+# sequences of the same stream): left out of the page, which keeps multi-head reports light.
+IN_EXPLORER: dict[str, str] = {"flip_alignment": "example_attention_"}
+IN_EXPLORER_NOTE = (
+    "The heatmaps of single example sequences are left out here: the attention explorer above shows the "
+    "same sequences (its first ones) for every layer and head; they are in {folder}."
+)
+
+
+@dataclass
+class AnalysisSection:
+    """One analysis in the page: its document and figures, or why it is absent."""
+
+    name: str
+    title: str
+    status: str  # "computed", "reused", "not applicable: ...", "skipped"
+    document: Mapping[str, Any] | None = None
+    figures_dir: Path | None = None
+    captions: Mapping[str, str] | None = None
+
+    @property
+    def anchor(self) -> str:
+        return self.name.replace("_", "-")
+
+
+def explorer_script() -> markupsafe.Markup:
+    """``static/explorer.js``, checked to be safe inside an inline ``<script>`` element."""
+    code = (STATIC / "explorer.js").read_text(encoding="utf-8")
+    if re.search(r"</script|<!--", code, re.IGNORECASE):
+        raise ValueError("explorer.js must not contain '</script' or '<!--' (it is inlined in the page)")
+    return markupsafe.Markup("\n" + code)
+
+
+def csp_hash(script: str) -> str:
+    """``sha256-<base64>`` of an inline script, for the page's Content-Security-Policy: the browser
+    runs that exact script and no other, and fetches nothing (``default-src 'none'``)."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+
+
+def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The summary table: one row per key number, each pointing at the section that measured it."""
+    rows: list[dict[str, Any]] = []
+    acc = metrics.get("accuracy")
+    rows.append(
+        {
+            "label": "Accuracy (per digit)",
+            "estimate": acc["estimate"] if acc else None,
+            "text": "Share of output digits equal to the reversed input.",
+            "href": acc["source"].replace("_", "-") if acc else None,
+        }
+    )
+    flip = metrics.get("flip_mass")
+    rows.append(
+        {
+            "label": f"Flip mass (head {flip['head']})" if flip else "Flip mass",
+            "estimate": flip["flip_mass"] if flip else None,
+            "text": "Attention on the flipped key N−1−i; 1 = all of it, "
+            + (f"uniform = {flip['uniform']:.3f}." if flip else "uniform = 1/N."),
+            "href": "flip-alignment" if flip else None,
+        }
+    )
+    rows.append(
+        {
+            "label": f"Neighbour mass (head {flip['head']})" if flip else "Neighbour mass",
+            "estimate": flip["neighbour_mass"] if flip else None,
+            "text": "Attention on keys N−1−i±1 and ±2, the spread the tutorial's figure shows.",
+            "href": "flip-alignment" if flip else None,
+        }
+    )
+    pe = metrics.get("pe_zero_accuracy")
+    rows.append(
+        {
+            "label": "Accuracy without positional encoding",
+            "estimate": pe["estimate"] if pe else None,
+            "text": (
+                f"Encoding set to zero; chance {pe['chance']:.3f}, best possible without positions "
+                f"{pe['no_position_ceiling']:.3f}."
+                if pe
+                else "Encoding set to zero (pe_ablation)."
+            ),
+            "href": "pe-ablation" if pe else None,
+        }
+    )
+    verdict = metrics.get("qk_verdict")
+    rows.append(
+        {
+            "label": "QK verdict on the tutorial's explanation",
+            "value": verdict["label"] if verdict else None,
+            "estimate": verdict["spearman_rho"] if verdict else None,
+            "text": verdict["headline"] if verdict else "qk_circuit",
+            "href": "qk-circuit" if verdict else None,
+        }
+    )
+    top = metrics.get("top_head")
+    text = "Zero-ablation of every head (head_ablation)."
+    if top:
+        p = top.get("p_holm")
+        shown = "< 1e-300" if p == 0 else f"= {p:.2g}"
+        text = "The head whose zero ablation costs the most accuracy" + (
+            f"; Holm-corrected Wilcoxon test on the loss, p {shown}." if p is not None else "."
+        )
+    rows.append(
+        {
+            "label": f"Accuracy change when head {top['head']} is zeroed" if top else "Most needed head",
+            "estimate": top["delta_accuracy"] if top else None,
+            "text": text,
+            "href": "head-ablation" if top else None,
+        }
+    )
+    return rows
+
+
+def _section_parts(section: AnalysisSection) -> tuple[markupsafe.Markup, markupsafe.Markup]:
+    """The analysis' own content split after its title, so the introduction can go under it."""
+    captions = dict(section.captions or {})
+    prefix = IN_EXPLORER.get(section.name)
+    if prefix:
+        captions = {k: v for k, v in captions.items() if not k.startswith(prefix)}
+    html = render.render_section(
+        section.document, section.figures_dir, captions, id_prefix=f"{section.anchor}--"
+    )
+    head, sep, body = str(html).partition("</h2>")
+    if not sep:
+        return markupsafe.Markup(""), html
+    return markupsafe.Markup(head + sep), markupsafe.Markup(body)
+
+
+def render_full_report(
+    *,
+    name: str,
+    sections: list[AnalysisSection],
+    metrics: Mapping[str, Any],
+    explorer: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+) -> str:
+    """The report page as a string (see the module docstring)."""
+    script = explorer_script()
+    parts = []
+    for s in sections:
+        head, body = _section_parts(s) if s.document is not None else (None, None)
+        intro = INTRODUCTIONS.get(s.name, ())
+        if s.name in IN_EXPLORER and s.figures_dir is not None:
+            intro = (*intro, IN_EXPLORER_NOTE.format(folder=f"{s.name}/figures/{IN_EXPLORER[s.name]}*.png"))
+        parts.append(
+            {
+                "anchor": s.anchor,
+                "title": s.title,
+                "status": s.status,
+                "intro": intro,
+                "head": head,
+                "body": body,
+                "created": (s.document or {}).get("provenance", {}).get("timestamp"),
+            }
+        )
+    return (
+        render.environment()
+        .get_template("full_report.html.j2")
+        .render(
+            name=name,
+            sections=parts,
+            summary=summary_rows(metrics),
+            explorer=explorer,
+            explorer_js=script,
+            script_hash=csp_hash(script),
+            prov=provenance,
+        )
+    )

@@ -1,0 +1,130 @@
+"""An index page comparing several report folders side by side (seeds, head counts, encodings, ...).
+
+Public API (also used by the model zoo)::
+
+    from reports.index import build_index
+    page = build_index([Path("runs/a"), Path("runs/b")], Path("runs"))   # -> runs/index.html
+
+``build_index(run_dirs, out) -> Path`` reads each ``DIR/summary.json`` (written by
+``python -m reports.build`` next to ``DIR/report.html``) and writes one offline page with a row per run:
+its name linking to its report (relative link), the model configuration, and the key metrics with
+their 95% CIs. ``out`` is a folder (the page is ``out/index.html``) or a path ending in ``.html``. A
+folder without report.html or summary.json is a ``ValueError`` naming it, raised before anything is
+written; the page is written atomically.
+
+CLI: ``python -m reports.build --index DIR [DIR ...] [--out DIR]`` (default ``--out``: the common
+parent of the DIRs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from reports.summary import SUMMARY_FILE
+
+INDEX_FILE = "index.html"
+REPORT_FILE = "report.html"
+CONFIG_COLUMNS = ("n_layers", "n_heads", "d_model", "positional_embedding", "normalization")
+CONFIG_LABELS = {
+    "n_layers": "layers",
+    "n_heads": "heads",
+    "d_model": "d_model",
+    "positional_embedding": "positions",
+    "normalization": "LayerNorm",
+}
+
+
+def default_index_dir(run_dirs: Sequence[Path]) -> Path:
+    """The common parent of the run folders (for one folder: its parent)."""
+    parents = [str(Path(d).expanduser().absolute().parent) for d in run_dirs]
+    return Path(os.path.commonpath(parents))
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/summary.json``, checked to sit next to a report (``ValueError`` naming the folder)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"--index {run_dir}: not a folder")
+    if not (run_dir / REPORT_FILE).is_file():
+        raise ValueError(f"--index {run_dir}: no {REPORT_FILE} (build one with python -m reports.build)")
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--index {run_dir}: cannot read {SUMMARY_FILE} ({e})") from None
+    if not isinstance(summary, dict) or summary.get("kind") != "report_summary":
+        raise ValueError(f"--index {run_dir}: {SUMMARY_FILE} is not a report summary")
+    return summary
+
+
+def _row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, Any]:
+    metrics = summary.get("metrics") or {}
+    link = os.path.relpath(run_dir.absolute() / REPORT_FILE, page_dir.absolute())
+    flip = metrics.get("flip_mass") or {}
+    pe = metrics.get("pe_zero_accuracy") or {}
+    verdict = metrics.get("qk_verdict") or {}
+    top = metrics.get("top_head") or {}
+    config = summary.get("config") or {}
+    return {
+        "name": summary.get("name") or run_dir.name,
+        "href": quote(Path(link).as_posix()),
+        "config": {k: config.get(k) for k in CONFIG_COLUMNS},
+        "training": summary.get("training") or {},
+        "seed": summary.get("seed"),
+        "num_sequences": summary.get("num_sequences"),
+        "accuracy": (metrics.get("accuracy") or {}).get("estimate"),
+        "flip_head": flip.get("head"),
+        "flip_mass": flip.get("flip_mass"),
+        "neighbour_mass": flip.get("neighbour_mass"),
+        "pe_zero_accuracy": pe.get("estimate"),
+        "verdict": verdict.get("label"),
+        "rho": verdict.get("spearman_rho"),
+        "top_head": top.get("head"),
+        "top_delta": top.get("delta_accuracy"),
+        "timestamp": summary.get("timestamp"),
+        "sha": (summary.get("checkpoint_sha256") or "")[:12],
+    }
+
+
+def render_index(rows: list[dict[str, Any]]) -> str:
+    from reports.render import environment
+
+    return (
+        environment()
+        .get_template("index.html.j2")
+        .render(rows=rows, config_columns=CONFIG_COLUMNS, config_labels=CONFIG_LABELS)
+    )
+
+
+def build_index(run_dirs: list[Path], out: Path) -> Path:
+    """Write the index page for ``run_dirs`` into ``out`` (a folder, or a ``.html`` path); return its path."""
+    from analyses.common import write_text
+
+    if not run_dirs:
+        raise ValueError("--index needs at least one report folder")
+    summaries = [(Path(d).expanduser(), read_summary(Path(d).expanduser())) for d in run_dirs]
+    out = Path(out).expanduser().absolute()
+    page = out if out.suffix == ".html" else out / INDEX_FILE
+    if page.parent.exists() and not page.parent.is_dir():
+        raise ValueError(f"--out {page.parent} is not a folder")
+    rows = [_row(d, s, page.parent) for d, s in summaries]
+    html = render_index(rows)
+    created = []  # folders made here, removed again if the page cannot be written
+    folder = page.parent
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    try:
+        for folder in reversed(created):
+            folder.mkdir()
+        return write_text(page, html)
+    except OSError as e:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise ValueError(f"cannot write --out {page}: {e.strerror or e}") from None
