@@ -195,9 +195,9 @@ def make_verdict(result: QKCircuitResult) -> Verdict:
             f"Verdict: the tutorial is right, once the softmax is taken into account — attention follows the "
             f"similarity of a key's encoding to the flipped key's encoding, but exponentially: attention ≈ "
             f"softmax(β·cos) with β ≈ {beta:.0f}, so a {100 * (c1 - c2) / c1:.0f}% drop in similarity "
-            f"from ±1 to ±2 becomes a {fall:.0f}-fold drop in attention. Similar encodings explain *where* "
+            f"from ±1 to ±2 becomes a {fall:.0f}-fold drop in attention. Similar encodings explain where "
             f"the spread goes; the large gain of the query/key maps (score gaps of several nats) explains "
-            f"*how little* spreads."
+            f"how little spreads."
         )
     elif label == "partly right":
         summary = (
