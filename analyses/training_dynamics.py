@@ -1,8 +1,8 @@
 """Does the flip alignment form before, with or after the accuracy jump? Progress measures over training.
 
 Train with snapshots (``python -m models.train ... --save-every-log-steps K`` writes the encoder at
-log-spaced steps to ``RUN/snapshots/step_XXXXXX.pt``), then for every snapshot (and the run's final
-``model.pt`` when it lies past the last snapshot) evaluate on the same random sequences:
+log-spaced steps and at the step training ended to ``RUN/snapshots/step_XXXXXX.pt``), then for every
+snapshot (and the run's ``model.pt`` when its step has no snapshot) evaluate on the same random sequences:
 
 - accuracy and loss (held-out: fresh random sequences), and both with the positional encoding zeroed;
 - per head: flip mass A[i, N−1−i], neighbour mass (keys N−1−i ± 1, ± 2), row entropy, argmax hit rate;
@@ -86,22 +86,22 @@ _SNAPSHOT = re.compile(r"step_(\d+)\.pt")
 
 
 # --- snapshots ------------------------------------------------------------------------------------
-def _final_model_step(path: Path) -> int | None:
-    """The step of a run's model.pt, read from the best checkpoint's name (``best-step=S-...``), or
+def _recorded_step(path: Path) -> int | None:
+    """The optimizer step of a run's model.pt (``models.train`` records it as ``metadata["step"]``), or
     None when the file does not say."""
     try:
         document = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for unreadable files
         raise CheckpointError(f"{path}: cannot read ({type(e).__name__})") from None
     meta = document.get("metadata", {}) if isinstance(document, dict) else {}
-    found = re.search(r"step=(\d+)", str(meta.get("source_checkpoint") or ""))
-    return int(found.group(1)) if found else None
+    step = meta.get("step") if isinstance(meta, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
 
 
 def find_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, file) of every ``snapshots/step_XXXXXX.pt`` of a run folder, plus its ``model.pt`` when
-    that holds a step no snapshot covers (with ``--stop-at-perfect`` the last log-spaced snapshot can
-    lie well before the end). Sorted by step; a :class:`common.UserError` when there is nothing to read."""
+    """(step, file) of every ``snapshots/step_XXXXXX.pt`` of a run folder (the trainer also snapshots
+    the step training ended at), plus its ``model.pt`` (the best checkpoint's weights) when that holds
+    a step no snapshot covers. Sorted by step; a :class:`common.UserError` when there is nothing to read."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise common.UserError(f"--run {run_dir}: no such folder")
@@ -117,7 +117,7 @@ def find_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
         )
     final = run_dir / "model.pt"
     if final.is_file():
-        step = _final_model_step(final)
+        step = _recorded_step(final)
         if step is not None and step not in found:
             found[step] = final
     if len(found) < 2:

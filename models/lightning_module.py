@@ -23,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from jaxtyping import Float, Int
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from torch import Tensor
 
 from models.config import EncoderConfig
@@ -155,13 +155,20 @@ class StopAtPerfect(pl.Callback):
         self.stop, self.monitor = stop, monitor
         self.first_perfect_step: int | None = None
         self.seconds_to_perfect: float | None = None
-        self.start_step = 0  # global step when this fit began (non-zero after a resume)
+        self.start_step = 0  # global step of the checkpoint this fit resumed from (0 for a new run)
         self.stopped = False  # whether this callback ended the training
         self._start = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
-        self.start_step = trainer.global_step
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Read from the checkpoint, not from trainer.global_step in on_train_start: Lightning skips
+        # on_train_start when the restored loops have no step left (a run killed after its last step
+        # but before metrics.json), which left start_step at 0.
+        self.start_step = int(checkpoint.get("global_step", 0))
 
     # Saved in checkpoints, so that a resumed run still knows when it first reached 100%.
     def state_dict(self) -> dict[str, Any]:
@@ -184,24 +191,35 @@ class StopAtPerfect(pl.Callback):
 
 class SnapshotCallback(pl.Callback):
     """Saves the encoder (``models.save_model`` format) after the optimizer steps in ``steps``,
-    as ``folder/step_XXXXXX.pt``; step 0 is the initialisation."""
+    as ``folder/step_XXXXXX.pt``; step 0 is the initialisation. When training ends, the weights it
+    ended with are saved too (metadata ``"final": True``) unless that step already has a snapshot, so
+    the last point of a training curve is always a snapshot, whatever stopped the run."""
 
     def __init__(self, folder: str | Path, steps: list[int], metadata: dict[str, Any] | None = None):
         self.folder, self.steps, self.metadata = Path(folder), set(steps), dict(metadata or {})
 
-    def _save(self, trainer: pl.Trainer, pl_module: ReverseTaskModule) -> None:
+    def _save(self, trainer: pl.Trainer, pl_module: ReverseTaskModule, final: bool = False) -> None:
         step = trainer.global_step
         path = self.folder / f"step_{step:06d}.pt"
-        if step in self.steps and trainer.is_global_zero and not path.exists():
+        if (final or step in self.steps) and trainer.is_global_zero and not path.exists():
             from models.checkpoints import save_model
 
-            save_model(pl_module.model, path, {**self.metadata, "step": step, "epoch": trainer.current_epoch})
+            metadata = {**self.metadata, "step": step, "epoch": trainer.current_epoch}
+            save_model(pl_module.model, path, {**metadata, "final": True} if final else metadata)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self._save(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module, final=True)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning skips the training loop, on_train_end included, when a resumed run has no step
+        # left (killed between its last step and the final snapshot); on_fit_end always runs.
+        self._save(trainer, pl_module, final=True)
 
 
 class LastCheckpoint(Checkpoint):
@@ -240,3 +258,55 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
             self._save(trainer)  # the final weights of a run that used its whole epoch budget
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose restored state follows its run folder when that moves.
+
+    Lightning records absolute paths (``best_model_path``, ``best_k_models``, ``kth_best_model_path``,
+    ``last_model_path``). Resumed in another folder (a copied or moved run), it keeps only
+    ``best_model_path``, which still names the *old* folder, and forgets the top-k scores, so the next
+    validation would be saved as the best whatever its accuracy and the old best file would never be
+    removed. Here each recorded file is mapped to the same file name in this callback's folder, files
+    missing there are dropped, and the best / k-th best are recomputed from what is left: a resumed run
+    reads and writes only its own ``checkpoints/``.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key, so that checkpoints written before this subclass still restore it.
+        key = super().state_key
+        return ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__) :]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        recorded = state_dict.get("dirpath")
+        if self.dirpath is None or recorded is None or recorded == self.dirpath:
+            super().load_state_dict(state_dict)
+            return
+
+        def here(path: str) -> str:  # the same file name in this run's checkpoints/
+            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+        kept = {
+            here(path): score
+            for path, score in (state_dict.get("best_k_models") or {}).items()
+            if os.path.isfile(here(path))
+        }
+        super().load_state_dict(
+            {
+                **state_dict,
+                "dirpath": self.dirpath,
+                "best_k_models": kept,
+                "last_model_path": here(state_dict.get("last_model_path", "")),
+            }
+        )
+        # As ModelCheckpoint's own top-k update does: the best file by score, and the worst one kept.
+        best, worst = (max, min) if self.mode == "max" else (min, max)
+        if kept:
+            self.best_model_path = best(kept, key=kept.__getitem__)
+            self.best_model_score = kept[self.best_model_path]
+            self.kth_best_model_path = worst(kept, key=kept.__getitem__)
+            self.kth_value = kept[self.kth_best_model_path]
+        else:
+            self.best_model_path, self.best_model_score, self.kth_best_model_path = "", None, ""
+            self.kth_value = torch.tensor(-torch.inf if self.mode == "max" else torch.inf)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from models.data import make_reverse_data, make_split, make_splits, split_seed
 from models.datamodule import ReverseDataModule, TokenBatches, slice_loader
 from models.lightning_module import (
     ReverseTaskModule,
+    RunCheckpoint,
     cosine_warmup_factor,
     log_spaced_steps,
     token_accuracy,
@@ -164,6 +167,8 @@ def test_fast_preset_reaches_perfect_validation_accuracy(trained_fast_run):
     meta = torch.load(trained_fast_run / "model.pt", weights_only=True)["metadata"]
     assert meta["seed"] == 0 and meta["preset"] == "fast" and "torch" in meta["versions"]
     assert meta["metrics"]["val_acc"] == 1.0
+    # The best checkpoint is the first 100% one, where the run stopped: model.pt records that step.
+    assert meta["step"] == metrics["steps"] == metrics["first_perfect_step"]
     # The Lightning checkpoint loads through the same door and holds the same weights.
     best = load_model(trained_fast_run / metrics["best_checkpoint"]).state_dict()
     assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
@@ -184,16 +189,42 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     killed = tmp_path / "killed"
     assert (killed / "checkpoints" / "last.ckpt").is_file()
     assert not (killed / "metrics.json").exists() and not (killed / "model.pt").exists()
-    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 24
+    resumed_step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert resumed_step == 24
 
     assert train([*args, "--name", "killed"]) == killed
     metrics = json.loads((killed / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == 24 and metrics["steps"] == 48
+    assert metrics["resumed_from_step"] == resumed_step and metrics["steps"] == 48
     second_session = (killed / "logs" / "version_1" / "metrics.csv").read_text().splitlines()[1:]
     assert min(int(line.split(",")[1]) for line in second_session) > 24  # continued, not from step 0
     # Mid-epoch resumption is exact: the same batches, so the same final weights as an unbroken run.
     a, b = _last_ckpt_weights(reference), _last_ckpt_weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_killed_after_its_last_step_finishes_on_rerun(tmp_path):
+    import pytorch_lightning as pl
+
+    class Kill(pl.Callback):  # between the last step (last.ckpt written) and metrics.json
+        def on_train_end(self, trainer, *args):
+            raise RuntimeError("simulated kill")
+
+    args = [*TINY, "--max-steps", "6", "--val-check-interval", "3", "--save-every-log-steps", "2"]
+    args += ["--out", str(tmp_path)]
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(args, callbacks=[Kill()])
+    run = tmp_path / "tutorial-seed0"
+    resumed_step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert resumed_step == 6 and not (run / "metrics.json").exists()
+    assert not (run / "snapshots" / "step_000006.pt").exists()  # killed before the final snapshot
+    # Lightning restores a loop with no step left and skips on_train_start and on_train_end.
+    train(args)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == resumed_step == metrics["steps"]
+    final = run / "snapshots" / "step_000006.pt"
+    assert torch.load(final, weights_only=True)["metadata"]["final"] is True
+    last = load_model(run / "checkpoints" / "last.ckpt").state_dict()
+    assert all(torch.equal(last[k], v) for k, v in load_model(final).state_dict().items())
 
 
 def test_a_step_capped_run_continues_with_a_larger_budget(tmp_path, capsys):
@@ -209,6 +240,72 @@ def test_a_step_capped_run_continues_with_a_larger_budget(tmp_path, capsys):
     assert (second["resumed_from_step"], second["steps"], second["stop_reason"]) == (20, 48, "epochs")
     a, b = _last_ckpt_weights(reference), _last_ckpt_weights(capped)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_moved_run_folder_resumes_from_its_own_checkpoints(tmp_path):
+    args = [*TINY, "--val-check-interval", "12", "--name", "run"]
+    reference = train([*args, "--out", str(tmp_path / "reference")])
+    old = train([*args, "--out", str(tmp_path / "zoo0"), "--max-steps", "20"])
+    shutil.move(tmp_path / "zoo0", tmp_path / "zoo1")
+    assert not old.exists()  # nothing can be read from the old location
+    moved = tmp_path / "zoo1" / "run"
+    # No validation between steps 20 and 23: the best model can only come from the restored state.
+    train([*args, "--out", str(tmp_path / "zoo1"), "--max-steps", "23"])
+    first = json.loads((moved / "metrics.json").read_text())
+    assert (first["resumed_from_step"], first["steps"]) == (20, 23)
+    assert first["best_checkpoint"].startswith("checkpoints/best-step=12-")
+    assert (moved / first["best_checkpoint"]).is_file()
+    meta = torch.load(moved / "model.pt", weights_only=True)["metadata"]
+    assert meta["source_checkpoint"] == first["best_checkpoint"] and meta["step"] == 12
+    # The full budget: the same best checkpoint and the same files as a run that never moved (the
+    # restored top-k scores decide the best, and a superseded best file is removed from the new folder).
+    train([*args, "--out", str(tmp_path / "zoo1")])
+    second, expected = (json.loads((r / "metrics.json").read_text()) for r in (moved, reference))
+    assert second["best_checkpoint"] == expected["best_checkpoint"]
+    names = lambda r: sorted(p.name for p in (r / "checkpoints").iterdir())
+    assert names(moved) == names(reference)
+    a, b = _weights(reference), _weights(moved)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_checkpoint_maps_recorded_paths_onto_its_own_folder(tmp_path):
+    old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
+    new.mkdir(parents=True)
+    for name in ("a.ckpt", "b.ckpt"):
+        (new / name).write_bytes(b"")
+    here = lambda name: os.path.join(os.path.realpath(new), name)
+    callback = RunCheckpoint(dirpath=new, monitor="val_acc", mode="max", save_top_k=3)
+    state = {
+        "monitor": "val_acc",
+        "best_model_score": torch.tensor(0.75),
+        "best_model_path": str(old / "c.ckpt"),  # c.ckpt did not come along
+        "current_score": torch.tensor(0.5),
+        "dirpath": str(old),
+        "best_k_models": {
+            str(old / n): torch.tensor(v) for n, v in (("a.ckpt", 0.25), ("b.ckpt", 0.5), ("c.ckpt", 0.75))
+        },
+        "kth_best_model_path": str(old / "a.ckpt"),
+        "kth_value": torch.tensor(0.25),
+        "last_model_path": str(old / "last.ckpt"),
+    }
+    callback.load_state_dict(state)
+    assert callback.best_k_models == {here("a.ckpt"): 0.25, here("b.ckpt"): 0.5}
+    assert (callback.best_model_path, float(callback.best_model_score)) == (here("b.ckpt"), 0.5)
+    assert (callback.kth_best_model_path, float(callback.kth_value)) == (here("a.ckpt"), 0.25)
+    assert callback.last_model_path == here("last.ckpt")
+    # Nothing left in the new folder: a fresh start, so the next validation becomes the best.
+    empty = RunCheckpoint(dirpath=tmp_path / "empty", monitor="val_acc", mode="max")
+    empty.load_state_dict(state)
+    assert (empty.best_k_models, empty.best_model_path, empty.best_model_score) == ({}, "", None)
+    assert float(empty.kth_value) == -math.inf
+    # The same folder: Lightning's own restore, paths untouched.
+    same = RunCheckpoint(dirpath=old, monitor="val_acc", mode="max", save_top_k=3)
+    same.load_state_dict({**state, "dirpath": same.dirpath})
+    assert same.best_model_path == str(old / "c.ckpt") and len(same.best_k_models) == 3
+    # Checkpoints written by Lightning's ModelCheckpoint keep restoring into this subclass.
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    assert callback.state_key == ModelCheckpoint(dirpath=new, monitor="val_acc", mode="max").state_key
 
 
 def test_same_seed_same_weights_and_finished_runs_are_kept(tmp_path, capsys):
@@ -250,11 +347,22 @@ def test_snapshots_at_log_spaced_steps(tmp_path, monkeypatch):
     best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
     assert best.startswith("checkpoints/best-step=") and (run / best).is_file()
     names = sorted(p.name for p in (run / "snapshots").iterdir())
-    assert names == ["step_000000.pt", "step_000001.pt", "step_000003.pt", "step_000010.pt"]
-    first, tenth = load_model(run / "snapshots" / names[0]), load_model(run / "snapshots" / names[-1])
+    # Log-spaced steps 0, 1, 3, 10, then the step training ended at.
+    assert names == ["step_000000.pt", "step_000001.pt", "step_000003.pt", "step_000010.pt", "step_000012.pt"]
+    first, tenth = load_model(run / "snapshots" / names[0]), load_model(run / "snapshots" / names[3])
     assert not torch.equal(first.embed.proj.weight, tenth.embed.proj.weight)
-    meta = torch.load(run / "snapshots" / names[-1], weights_only=True)["metadata"]
-    assert meta["step"] == 10
+    meta = [torch.load(run / "snapshots" / n, weights_only=True)["metadata"] for n in names]
+    assert [m["step"] for m in meta] == [0, 1, 3, 10, 12] and [m.get("final") for m in meta[-2:]] == [
+        None,
+        True,
+    ]
+    last = load_model(run / "checkpoints" / "last.ckpt").state_dict()
+    assert all(
+        torch.equal(last[k], v) for k, v in load_model(run / "snapshots" / names[-1]).state_dict().items()
+    )
+    # model.pt holds the best checkpoint's weights and records its step.
+    step = torch.load(run / best, weights_only=True)["global_step"]
+    assert step in (6, 12) and torch.load(run / "model.pt", weights_only=True)["metadata"]["step"] == step
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
@@ -295,8 +403,11 @@ def test_cli_unwritable_out_and_help(tmp_path, capsys):
 
 def test_importing_data_and_train_does_not_import_lightning():
     code = (
-        "import sys, models.data, models.train\n"
+        "import sys, models.data, models.train, models.train_args\n"
         "assert models.train.main(['--preset', 'nope']) == 2\n"
+        "from models.train import TrainArgs, build_parser, main, parse_args, train\n"
+        "assert TrainArgs is models.train_args.TrainArgs and parse_args is models.train_args.parse_args\n"
+        "assert parse_args(['--preset', 'fast']).resolve().lr == 7e-3\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')]\n"
         "assert not bad, bad\n"
     )

@@ -176,14 +176,27 @@ def snapshot_run(tmp_path_factory) -> Path:
     return train(argv)
 
 
-def test_find_snapshots_adds_the_final_model(snapshot_run):
+def test_find_snapshots_ends_at_the_step_training_ended(snapshot_run):
     snapshots = td.find_snapshots(snapshot_run)
     steps = [s for s, _ in snapshots]
     assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 5
-    final = json.loads((snapshot_run / "metrics.json").read_text())["best_checkpoint"]
-    assert (
-        f"step={steps[-1]}-" in final or (snapshot_run / "snapshots" / f"step_{steps[-1]:06d}.pt").is_file()
-    )
+    assert steps[-1] == json.loads((snapshot_run / "metrics.json").read_text())["steps"]
+    assert snapshots[-1][1] == snapshot_run / "snapshots" / f"step_{steps[-1]:06d}.pt"
+    assert torch.load(snapshot_run / "model.pt", weights_only=True)["metadata"]["step"] in steps
+
+
+def test_find_snapshots_adds_model_pt_at_its_recorded_step(tmp_path):
+    from models import save_model
+
+    for step in (0, 10):
+        save_model(make_model(seed=step), tmp_path / "snapshots" / f"step_{step:06d}.pt")
+    found = lambda: [(s, p.name) for s, p in td.find_snapshots(tmp_path)]
+    save_model(make_model(seed=4), tmp_path / "model.pt", {"step": 4})
+    assert found() == [(0, "step_000000.pt"), (4, "model.pt"), (10, "step_000010.pt")]
+    save_model(make_model(seed=4), tmp_path / "model.pt", {"step": 10})  # a snapshot covers it
+    assert found() == [(0, "step_000000.pt"), (10, "step_000010.pt")]
+    save_model(make_model(seed=4), tmp_path / "model.pt", {"source_checkpoint": "best-step=4-x.ckpt"})
+    assert found() == [(0, "step_000000.pt"), (10, "step_000010.pt")]  # no recorded step: left out
 
 
 def test_cli_writes_every_output(snapshot_run, tmp_path, capsys):
