@@ -22,8 +22,11 @@ if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
 fi
 
 py=${PYTHON:-python3}
-# Only the [project] tables (dependencies) decide the key; tool settings do not.
-key=$( (sed -n '/^\[project\]/,/^\[tool/p' pyproject.toml; "$py" --version) | sha256sum | cut -c1-16)
+here=$(pwd -P)
+# The key: the [project] tables (dependencies; tool settings do not count), the interpreter, and this
+# checkout's path — the environment holds an editable install of the project, so two checkouts must
+# never share one (each would silently import the other's code).
+key=$( (sed -n '/^\[project\]/,/^\[tool/p' pyproject.toml; "$py" --version; echo "$here") | sha256sum | cut -c1-16)
 cache_root=${RTE_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reverse-encoder-interp}
 venv="$cache_root/venv-$key"
 
@@ -31,6 +34,8 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     echo "setup: building the environment in $venv (first run only) ..." >&2
     rm -rf "$venv"
     mkdir -p "$cache_root"
+    # Environments of checkouts untouched for a week (e.g. deleted CI clones) are removed.
+    find "$cache_root" -maxdepth 1 -name 'venv-*' -type d -mtime +7 -exec rm -rf {} + 2>/dev/null || true
     "$py" -m venv "$venv"
     pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
     # Prefer a CPU build of torch found in pip's local find-links (no CUDA download); otherwise
@@ -41,10 +46,5 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     "${pip[@]}" -e ".[dev]"
     touch "$venv/.complete"
 fi
-# Point the editable install at this checkout (cheap; needed when the cache serves another clone).
-here=$(pwd -P)
-installed=$(cd / && "$venv/bin/python" -c "import models; print(models.__file__)" 2>/dev/null || true)
-if [ "$installed" != "$here/models/__init__.py" ]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-fi
+touch "$venv"  # marks it as in use for the clean-up above
 ln -sfn "$venv" .venv
