@@ -30,6 +30,7 @@ faster but its first-100% models still missed a few test tokens (test accuracy 0
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -347,6 +348,13 @@ def _stop_reason(args: TrainArgs, trainer, recorder) -> str:
     return "max_time"
 
 
+def percent(fraction: float) -> str:
+    """``fraction`` as a percentage with two decimals, rounded *down*, so that "100.00%" means exactly 1
+    (0.9999875 → "99.99%", not "100.00%"). The product is first rounded to 6 decimals so that binary
+    noise does not push an exact value down (0.57 · 10⁴ = 5699.999...)."""
+    return f"{math.floor(round(fraction * 10_000, 6)) / 100:.2f}%"
+
+
 def summary(run: Path) -> str:
     """The one-screen report printed at the end of a run."""
     config = json.loads((run / "config.json").read_text())
@@ -370,8 +378,8 @@ def summary(run: Path) -> str:
         f"stop at 100%: {'on' if t['stop_at_perfect'] else 'off'}",
         f"steps     {m['steps']} ({m['epochs']:g} epochs, stopped by {m['stop_reason']}); {perfect}",
         f"seconds   fit {m['fit_seconds']:.2f}, whole run {m['wall_seconds']:.2f}",
-        f"accuracy  val {100 * m['val_acc']:.2f}%  test {100 * m['test_acc']:.2f}%  "
-        f"train {100 * m['train_acc']:.2f}% (first {m['train_eval_sequences']} sequences)",
+        f"accuracy  val {percent(m['val_acc'])}  test {percent(m['test_acc'])}  "
+        f"train {percent(m['train_acc'])} (first {m['train_eval_sequences']} sequences)",
         f"loss      val {m['val_loss']:.4g}  test {m['test_loss']:.4g}  train {m['train_loss']:.4g}",
         f"model.pt  {run / 'model.pt'}",
     ]

@@ -99,7 +99,8 @@ class TrainArgs:
             if values[key] is None:
                 values[key] = value
         args = TrainArgs(**values)
-        args.encoder_config()  # EncoderConfig checks the architecture
+        _check_encoder(args)
+        args.encoder_config()  # EncoderConfig checks the rest of the architecture
         _check(args)
         return args
 
@@ -112,8 +113,33 @@ class TrainArgs:
         return self.name or f"{self.preset}-seed{self.seed}"
 
 
+# Encoder fields whose command-line flag is not "--" + the field name with dashes.
+_FLAGS = {"d_vocab": "--num-categories", "n_ctx": "--seq-len"}
+
+
 def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def _check_encoder(a: TrainArgs) -> None:
+    """The EncoderConfig checks, phrased with the flags the user typed (``--seq-len 0: ...``)."""
+    for field in ("n_layers", "n_heads", "d_model", "d_mlp", "d_vocab", "n_ctx"):
+        value = getattr(a, field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{_flag(field)} {value}: must be a positive integer")
+    for field in ("dropout", "input_dropout"):
+        value = getattr(a, field)
+        if value is not None and not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"{_flag(field)} {value}: must be in [0, 1)")
+    defaults = {f.name: f.default for f in dataclasses.fields(EncoderConfig)}
+    d_model = a.d_model if a.d_model is not None else defaults["d_model"]
+    n_heads = a.n_heads if a.n_heads is not None else defaults["n_heads"]
+    if d_model % n_heads:
+        raise ValueError(f"--d-model {d_model}: not divisible by --n-heads {n_heads}")
+    table = defaults["pe_max_len"]  # rows of the sinusoidal table: positions past it have no encoding
+    sinusoidal = (a.positional_embedding or defaults["positional_embedding"]) == "sinusoidal"
+    if sinusoidal and a.n_ctx is not None and a.n_ctx > table:
+        raise ValueError(f"--seq-len {a.n_ctx}: longer than the sinusoidal encoding's {table} positions")
 
 
 def _check(a: TrainArgs) -> None:

@@ -171,7 +171,12 @@ def run_zoo(
         parse_args(spec.train_argv(run, out)).resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"--out {out}: cannot create the folder ({e.strerror or type(e).__name__})"
+        ) from None
     say = log if (log is not None and _rank_zero()) else (lambda message: None)
     records = [{**asdict(run), "before": _state(out / run.name)[0], "status": "pending"} for run in runs]
     started = time.perf_counter()

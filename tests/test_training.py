@@ -369,7 +369,11 @@ def test_snapshots_at_log_spaced_steps(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--d-model", "30", "--n-heads", "4"], "not divisible"),
+        (["--d-model", "30", "--n-heads", "4"], "--d-model 30: not divisible by --n-heads 4"),
+        (["--seq-len", "0"], "--seq-len 0: must be a positive integer"),
+        (["--num-categories", "-1"], "--num-categories -1: must be a positive integer"),
+        (["--dropout", "1.5"], "--dropout 1.5: must be in [0, 1)"),
+        (["--seq-len", "6000"], "--seq-len 6000: longer than the sinusoidal encoding's 5000 positions"),
         (["--train-size", "-5"], "--train-size"),
         (["--preset", "nope"], "unknown preset"),
         (["--lr", "0"], "--lr"),
@@ -387,6 +391,13 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, a
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_summary_percentages_round_down_so_100_means_every_token():
+    from models.train import percent
+
+    assert percent(1.0) == "100.00%" and percent(0.9999875) == "99.99%"  # 2 wrong tokens of 160,000
+    assert percent(0.57) == "57.00%" and percent(0.0) == "0.00%" and percent(0.123456) == "12.34%"
 
 
 def test_cli_unwritable_out_and_help(tmp_path, capsys):
