@@ -8,6 +8,8 @@
   which analyses get a model (``--checkpoint`` or the cached default model, trained on first use).
 - :class:`ArgumentParser` and :func:`run_cli` turn user mistakes into ``error: ...`` + exit code 2.
 - :func:`token_batches` streams evaluation sequences deterministically in constant memory.
+
+:mod:`analyses.command` builds the shared shape of an analysis command from these.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ DEFAULT_MODEL_NAME = "tutorial-seed0"
 # Evaluation sequences are generated in blocks of this many, each from its own seeded stream, so the
 # data do not depend on the batch size.
 _DATA_BLOCK = 4096
+_PATTERN_ELEMENTS = 1 << 22
 _VERSIONED_PACKAGES = ("torch", "numpy", "transformer-lens", "matplotlib", "jinja2", "scipy")
 
 
@@ -238,26 +241,24 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
+def _int_at_least(text: str, minimum: int, kind: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    return _int_at_least(text, 1, "positive")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+    return _int_at_least(text, 0, "non-negative")
 
 
 def check_device(name: str) -> str:
@@ -341,6 +342,8 @@ def ensure_default_model(log: Callable[[str], None] | None = None) -> Path:
     from models.train import train  # lazy: Lightning is imported only to train
 
     argv = ["--preset", "tutorial", "--stop-at-perfect", "--seed", "0"]
+    if not sys.stdout.isatty():  # a progress bar redrawn into a log file or pipe is only noise
+        argv.append("--no-progress-bar")
     run = Path(train([*argv, "--out", str(target.parent), "--name", target.name]))
     if not (run / "model.pt").is_file():
         raise RuntimeError(f"training finished but wrote no model.pt into {run}")
@@ -370,6 +373,17 @@ def resolve_model(
     return ResolvedModel(model=model.eval(), path=path.absolute(), sha256=sha256)
 
 
+def check_seq_len(cfg: Any, seq_len: int, name: str = "seq_len") -> None:
+    """``ValueError`` (one line naming ``name``) when the model's positional encoding has no rows for
+    ``seq_len`` positions (``cfg.max_positions``; None: no limit)."""
+    limit = cfg.max_positions
+    if limit is not None and seq_len > limit:
+        raise ValueError(
+            f"{name} {seq_len} exceeds what the model's {cfg.positional_embedding} positional encoding "
+            f"supports ({limit} positions)"
+        )
+
+
 # --- data -----------------------------------------------------------------------------------------
 def token_batches(
     num_sequences: int, seq_len: int, num_categories: int, seed: int, batch_size: int
@@ -377,11 +391,15 @@ def token_batches(
     """Uniform random digit sequences ``[batch, seq_len]`` (int64), ``num_sequences`` in total.
 
     Deterministic in ``seed`` and independent of ``batch_size``: sequences come in fixed blocks, block
-    b drawn from ``numpy.random.default_rng([seed, b])``. Memory is one block plus one batch.
+    b drawn from ``numpy.random.default_rng([seed, b])``. Memory is one block plus one batch; batches of
+    long sequences are made smaller than ``batch_size`` so their attention patterns fit in memory.
     """
     for name, value in (("num_sequences", num_sequences), ("seq_len", seq_len), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    # Attention patterns grow as batch × N²: long sequences come in smaller batches so one batch's
+    # [batch, head, N, N] stays near 16 MB per head (no effect at N = 16; batch 1 from N ≈ 2,048).
+    batch_size = max(1, min(batch_size, _PATTERN_ELEMENTS // (seq_len * seq_len)))
     pending: list[torch.Tensor] = []
     have = 0
     for block, start in enumerate(range(0, num_sequences, _DATA_BLOCK)):

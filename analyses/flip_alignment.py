@@ -16,14 +16,13 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyses import common
+from analyses import command, common
 from analyses.flip_alignment_figures import FIGURES, make_figures
 from analyses.flip_alignment_result import (
     ANALYSIS,
@@ -59,6 +58,7 @@ def _pattern_hooks(n_layers: int) -> list[str]:
     return [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
 
 
+@command.records_source(ANALYSIS)
 def run(
     model: Any,
     num_sequences: int = 10_000,
@@ -90,12 +90,7 @@ def run(
         raise ValueError(f"bootstrap_resamples must be a positive integer, got {bootstrap_resamples!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    limit = cfg.max_positions
-    if limit is not None and seq_len > limit:
-        raise ValueError(
-            f"seq_len {seq_len} exceeds what the model's {cfg.positional_embedding} positional encoding "
-            f"supports ({limit} positions)"
-        )
+    common.check_seq_len(cfg, seq_len)
     offsets = tuple(int(d) for d in offsets)
     neighbours = metrics.NEIGHBOUR_OFFSETS
     n_layers, n_heads, n = cfg.n_layers, cfg.n_heads, seq_len
@@ -295,33 +290,9 @@ def _summarise(
 
 
 # --- outputs --------------------------------------------------------------------------------------
-def write_outputs(result: FlipAlignmentResult, out: Path | str) -> Path:
-    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing).
-
-    A result from the Python API gets a provenance record without checkpoint or command line."""
-    if not result.provenance:
-        result.provenance = common.provenance(
-            analysis=ANALYSIS,
-            checkpoint=None,
-            checkpoint_sha256=None,
-            config=result.config,
-            seed=result.seed,
-            num_sequences=result.num_sequences,
-            from_cli=False,
-        )
-    with common.atomic_output_dir(Path(out)) as tmp:
-        _write_into(result, tmp)
-    return Path(out)
-
-
-def _write_into(result: FlipAlignmentResult, folder: Path) -> None:
-    from reports.render import write_report  # lazy: Jinja2 only when a report is written
-
-    document = result.to_dict()
-    common.write_json(folder / "metrics.json", document)
-    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
-    captions = make_figures(result, folder / "figures")
-    write_report(folder / "report.html", document, folder / "figures", captions)
+OUTPUTS = command.Outputs(ANALYSIS, CSV_FIELDS, figures="analyses.flip_alignment_figures")
+# Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
+write_outputs = OUTPUTS.write
 
 
 def summary_table(result: FlipAlignmentResult) -> str:
@@ -354,73 +325,17 @@ def summary_table(result: FlipAlignmentResult) -> str:
 
 # --- command line ---------------------------------------------------------------------------------
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(
-        prog="python -m analyses.flip_alignment",
-        description="Measure how every attention head aligns with the flip i → N−1−i, with bootstrap CIs.",
+    return command.analysis_parser(
+        ANALYSIS,
+        "Measure how every attention head aligns with the flip i → N−1−i, with bootstrap CIs.",
+        out=DEFAULT_OUT,
+        num_sequences=10_000,
     )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="model to analyse (our model.pt, the tutorial's .ckpt or "
-        "Flax msgpack); default: the cached tutorial model, trained on first use",
-    )
-    p.add_argument(
-        "--n-heads", type=common.positive_int, help="heads of a Flax checkpoint (default 1; others store it)"
-    )
-    p.add_argument("--num-sequences", type=common.positive_int, default=10_000)
-    p.add_argument("--seq-len", type=common.positive_int, help="default: the model's training length")
-    p.add_argument("--seed", type=common.non_negative_int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=common.positive_int, default=1000)
-    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
-
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        common.check_device(args.device)
-        with common.atomic_output_dir(args.out) as tmp:  # fails early if --out is not writable
-            loaded = common.resolve_model(
-                args.checkpoint,
-                n_heads=args.n_heads,
-                device=args.device,
-                log=lambda message: print(message, file=sys.stderr),
-            )
-            limit = loaded.model.cfg.max_positions
-            if args.seq_len is not None and limit is not None and args.seq_len > limit:
-                kind = loaded.model.cfg.positional_embedding
-                raise common.UserError(
-                    f"--seq-len {args.seq_len} exceeds what the model's {kind} positional encoding "
-                    f"supports ({limit} positions)"
-                )
-            result = run(
-                loaded.model,
-                num_sequences=args.num_sequences,
-                seq_len=args.seq_len,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                bootstrap_resamples=args.bootstrap_resamples,
-            )
-            result.provenance = common.provenance(
-                analysis=ANALYSIS,
-                checkpoint=loaded.path,
-                checkpoint_sha256=loaded.sha256,
-                config=result.config,
-                seed=args.seed,
-                num_sequences=args.num_sequences,
-                argv=argv,
-                device=args.device,
-            )
-            _write_into(result, tmp)
-        print(summary_table(result))
-        print(f"\nwrote {Path(args.out).absolute()}")
-        return 0
-
-    return common.run_cli(body)
+    return command.model_main(argv, build_parser(), run, outputs=OUTPUTS, summary=summary_table)
 
 
 if __name__ == "__main__":

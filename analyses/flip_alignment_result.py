@@ -151,7 +151,8 @@ class FlipAlignmentResult:
             for h in layer:
                 for name in (*HEAD_SCALARS, "duplicate_mass_per_key", "other_mass_per_key"):
                     add(h.layer, h.head, name, "", getattr(h, name))
-                add(h.layer, h.head, "duplicate_minus_other", "", h.duplicate_minus_other)
+                # "difference" as in metrics.json's duplicate_neighbours: per-key duplicate − other mass
+                add(h.layer, h.head, "difference", "", h.duplicate_minus_other)
                 for d, est in h.offset_mass.items():
                     add(h.layer, h.head, "offset_mass", d, est)
                 for i, est in enumerate(h.per_position_flip_mass):

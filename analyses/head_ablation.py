@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses import common
+from analyses import command, common
 from analyses.head_ablation_result import (  # noqa: F401  (re-exported)
     ANALYSIS,
     CSV_FIELDS,
@@ -76,6 +76,7 @@ def _sweep(
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
+@command.records_source(ANALYSIS)
 def run(
     model: Any,
     num_sequences: int = 10_000,
@@ -105,10 +106,7 @@ def run(
     for name, value in (("seed", seed), ("permutations", permutations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    if cfg.max_positions is not None and seq_len > cfg.max_positions:
-        raise ValueError(
-            f"seq_len {seq_len} exceeds the {cfg.max_positions} positions the model's encoding supports"
-        )
+    common.check_seq_len(cfg, seq_len)
     if patch_position is not None and (
         isinstance(patch_position, bool)
         or not isinstance(patch_position, int)
@@ -220,22 +218,9 @@ def _summarise(
 
 
 # --- outputs --------------------------------------------------------------------------------------
-def write_outputs(result: HeadAblationResult, out: Path | str) -> Path:
-    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing)."""
-    with common.atomic_output_dir(Path(out)) as tmp:
-        _write_into(result, tmp)
-    return Path(out)
-
-
-def _write_into(result: HeadAblationResult, folder: Path) -> None:
-    from analyses.head_ablation_figures import make_figures  # lazy: matplotlib only for figures
-    from reports.render import write_report
-
-    document = result.to_dict()
-    common.write_json(folder / "metrics.json", document)
-    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
-    captions = make_figures(result, folder / "figures")
-    write_report(folder / "report.html", document, folder / "figures", captions)
+OUTPUTS = command.Outputs(ANALYSIS, CSV_FIELDS, figures="analyses.head_ablation_figures")
+# Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
+write_outputs = OUTPUTS.write
 
 
 def summary_table(result: HeadAblationResult) -> str:
@@ -265,25 +250,13 @@ def summary_table(result: HeadAblationResult) -> str:
 
 # --- command line ---------------------------------------------------------------------------------
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(
-        prog="python -m analyses.head_ablation",
-        description="Ablate every attention head (zero / mean / resample), intervene on its pattern and run "
+    p = command.analysis_parser(
+        ANALYSIS,
+        "Ablate every attention head (zero / mean / resample), intervene on its pattern and run "
         "activation patching; effects with bootstrap CIs and Holm-corrected Wilcoxon tests.",
+        out=DEFAULT_OUT,
+        num_sequences=10_000,
     )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="model to analyse (any format models.load_model reads); "
-        "default: the cached tutorial model, trained on first use",
-    )
-    p.add_argument("--n-heads", type=common.positive_int, help="heads (Flax checkpoints only)")
-    p.add_argument("--num-sequences", type=common.positive_int, default=10_000)
-    p.add_argument("--seq-len", type=common.positive_int, help="default: the model's training length")
-    p.add_argument("--seed", type=common.non_negative_int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=common.positive_int, default=1000)
-    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
     p.add_argument(
         "--permutations", type=common.non_negative_int, default=100, help="random row permutations"
     )
@@ -303,45 +276,15 @@ def build_parser() -> common.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body() -> int:
-        common.check_device(args.device)
-        with common.atomic_output_dir(args.out) as tmp:
-            loaded = common.resolve_model(
-                args.checkpoint,
-                n_heads=args.n_heads,
-                device=args.device,
-                log=lambda message: print(message, file=sys.stderr),
-            )
-            result = run(
-                loaded.model,
-                num_sequences=args.num_sequences,
-                seq_len=args.seq_len,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                bootstrap_resamples=args.bootstrap_resamples,
-                permutations=args.permutations,
-                reference_sequences=args.reference_sequences,
-                patch_sequences=args.patch_sequences,
-                patch_position=args.patch_position,
-            )
-            result.provenance = common.provenance(
-                analysis=ANALYSIS,
-                checkpoint=loaded.path,
-                checkpoint_sha256=loaded.sha256,
-                config=result.config,
-                seed=args.seed,
-                num_sequences=args.num_sequences,
-                argv=argv,
-                device=args.device,
-            )
-            _write_into(result, tmp)
-        print(summary_table(result))
-        print(f"\nwrote {Path(args.out).absolute()}")
-        return 0
-
-    return common.run_cli(body)
+    """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
+    return command.model_main(
+        argv,
+        build_parser(),
+        run,
+        outputs=OUTPUTS,
+        summary=summary_table,
+        flags=("permutations", "reference_sequences", "patch_sequences", "patch_position"),
+    )
 
 
 if __name__ == "__main__":

@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from analyses import common
+from analyses import command, common
 from analyses.length_generalisation_measures import (  # noqa: F401  (re-exported)
     check_lengths,
     learned_flip_keys,
@@ -59,6 +58,7 @@ from interp.stats import Estimate, bootstrap_distribution, percentile_interval
 
 
 # --- the analysis ---------------------------------------------------------------------------------
+@command.records_source(ANALYSIS)
 def run(
     model: Any,
     lengths: Sequence[int] = DEFAULT_LENGTHS,
@@ -196,32 +196,9 @@ def _summarise(
 
 
 # --- outputs --------------------------------------------------------------------------------------
-def write_outputs(result: LengthGeneralisationResult, out: Path | str) -> Path:
-    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing)."""
-    if not result.provenance:
-        result.provenance = common.provenance(
-            analysis=ANALYSIS,
-            checkpoint=None,
-            checkpoint_sha256=None,
-            config=result.config,
-            seed=result.seed,
-            num_sequences=result.num_sequences,
-            from_cli=False,
-        )
-    with common.atomic_output_dir(Path(out)) as tmp:
-        _write_into(result, tmp)
-    return Path(out)
-
-
-def _write_into(result: LengthGeneralisationResult, folder: Path) -> None:
-    from analyses.length_generalisation_figures import make_figures  # lazy: matplotlib
-    from reports.render import write_report
-
-    document = result.to_dict()
-    common.write_json(folder / "metrics.json", document)
-    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
-    captions = make_figures(result, folder / "figures")
-    write_report(folder / "report.html", document, folder / "figures", captions)
+OUTPUTS = command.Outputs(ANALYSIS, CSV_FIELDS, figures="analyses.length_generalisation_figures")
+# Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
+write_outputs = OUTPUTS.write
 
 
 def summary_table(result: LengthGeneralisationResult) -> str:
@@ -266,77 +243,46 @@ def _lengths(text: str) -> list[int]:
 
 
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(
-        prog="python -m analyses.length_generalisation",
-        description="Evaluate a model at other sequence lengths N′: accuracy, and whether query i attends "
-        "to N′−1−i (the task) or to N_train−1−i (the position it learned), with bootstrap CIs.",
+    p = command.analysis_parser(
+        ANALYSIS,
+        "Evaluate a model at other sequence lengths N′: accuracy, and whether query i attends to N′−1−i "
+        "(the task) or to N_train−1−i (the position it learned), with bootstrap CIs.",
+        out=DEFAULT_OUT,
+        num_sequences=10_000,
+        seq_len=False,
+        sequences_help="random sequences evaluated at each length",
     )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="model to analyse (any format models.load_model reads); "
-        "default: the cached tutorial model, trained on first use",
-    )
-    p.add_argument("--n-heads", type=common.positive_int, help="heads (Flax checkpoints only)")
     p.add_argument(
         "--lengths",
         type=_lengths,
         default=list(DEFAULT_LENGTHS),
         help=f"evaluation lengths N′, comma-separated (default {','.join(map(str, DEFAULT_LENGTHS))})",
     )
-    p.add_argument("--num-sequences", type=common.positive_int, default=10_000, help="per length")
-    p.add_argument("--seed", type=common.non_negative_int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=common.positive_int, default=1000)
-    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
     return p
+
+
+def _run_from_cli(model: Any, lengths: Sequence[int], **kwargs: Any) -> LengthGeneralisationResult:
+    """:func:`run`, after failing on ``--lengths`` of which none can run, or saying once on stderr
+    which ones will be skipped."""
+    usable, skipped = plan_lengths(model.cfg, lengths)
+    if not usable:
+        raise common.UserError(f"--{nothing_to_run_message(model.cfg, lengths)}")
+    if skipped:
+        print(skipped_message(model.cfg, skipped), file=sys.stderr)
+    return run(model, lengths=lengths, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
-
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        common.check_device(args.device)
-        with common.atomic_output_dir(args.out) as tmp:  # fails early if --out is not writable
-            loaded = common.resolve_model(
-                args.checkpoint,
-                n_heads=args.n_heads,
-                device=args.device,
-                log=lambda message: print(message, file=sys.stderr),
-            )
-            cfg = loaded.model.cfg
-            usable, skipped = plan_lengths(cfg, args.lengths)
-            if not usable:
-                raise common.UserError(f"--{nothing_to_run_message(cfg, args.lengths)}")
-            if skipped:
-                print(skipped_message(cfg, skipped), file=sys.stderr)
-            result = run(
-                loaded.model,
-                lengths=args.lengths,
-                num_sequences=args.num_sequences,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                bootstrap_resamples=args.bootstrap_resamples,
-            )
-            result.provenance = common.provenance(
-                analysis=ANALYSIS,
-                checkpoint=loaded.path,
-                checkpoint_sha256=loaded.sha256,
-                config=result.config,
-                seed=args.seed,
-                num_sequences=args.num_sequences,
-                argv=argv,
-                device=args.device,
-                lengths=args.lengths,
-            )
-            _write_into(result, tmp)
-        print(summary_table(result))
-        print(f"\nwrote {Path(args.out).absolute()}")
-        return 0
-
-    return common.run_cli(body)
+    return command.model_main(
+        argv,
+        build_parser(),
+        _run_from_cli,
+        outputs=OUTPUTS,
+        summary=summary_table,
+        flags=("lengths",),
+        recorded=("lengths",),
+    )
 
 
 if __name__ == "__main__":

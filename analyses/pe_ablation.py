@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses import common
+from analyses import command, common
 from analyses.pe_ablation_result import (  # noqa: F401  (re-exported)
     ANALYSIS,
     COLUMNS,
@@ -84,6 +84,7 @@ def _evaluate(model: Any, tokens: torch.Tensor, hooks: list[str]) -> dict[str, t
     }
 
 
+@command.records_source(ANALYSIS)
 def run(
     model: Any,
     num_sequences: int = 10_000,
@@ -113,10 +114,7 @@ def run(
         raise ValueError(f"shuffle_seeds must be a non-negative integer, got {shuffle_seeds!r}")
     if cfg.positional_embedding == "none":
         raise ValueError("the model has no positional encoding to ablate (positional_embedding='none')")
-    if cfg.max_positions is not None and seq_len > cfg.max_positions:
-        raise ValueError(
-            f"seq_len {seq_len} exceeds the {cfg.max_positions} positions the model's encoding supports"
-        )
+    common.check_seq_len(cfg, seq_len)
     conditions = build_conditions(model, alphas, shuffle_seeds)
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
     device = next(model.parameters()).device
@@ -215,22 +213,9 @@ def _summarise(
 
 
 # --- outputs --------------------------------------------------------------------------------------
-def write_outputs(result: PEAblationResult, out: Path | str) -> Path:
-    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing)."""
-    with common.atomic_output_dir(Path(out)) as tmp:
-        _write_into(result, tmp)
-    return Path(out)
-
-
-def _write_into(result: PEAblationResult, folder: Path) -> None:
-    from analyses.pe_ablation_figures import make_figures  # lazy: matplotlib only for figures
-    from reports.render import write_report
-
-    document = result.to_dict()
-    common.write_json(folder / "metrics.json", document)
-    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
-    captions = make_figures(result, folder / "figures")
-    write_report(folder / "report.html", document, folder / "figures", captions)
+OUTPUTS = command.Outputs(ANALYSIS, CSV_FIELDS, figures="analyses.pe_ablation_figures")
+# Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
+write_outputs = OUTPUTS.write
 
 
 def summary_table(result: PEAblationResult) -> str:
@@ -275,25 +260,13 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(
-        prog="python -m analyses.pe_ablation",
-        description="Ablate the positional encoding in many ways and measure accuracy, loss and flip mass "
-        "with bootstrap CIs, against chance and the no-position ceiling.",
+    p = command.analysis_parser(
+        ANALYSIS,
+        "Ablate the positional encoding in many ways and measure accuracy, loss and flip mass with "
+        "bootstrap CIs, against chance and the no-position ceiling.",
+        out=DEFAULT_OUT,
+        num_sequences=10_000,
     )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="model to analyse (any format models.load_model reads); "
-        "default: the cached tutorial model, trained on first use",
-    )
-    p.add_argument("--n-heads", type=common.positive_int, help="heads (Flax checkpoints only)")
-    p.add_argument("--num-sequences", type=common.positive_int, default=10_000)
-    p.add_argument("--seq-len", type=common.positive_int, help="default: the model's training length")
-    p.add_argument("--seed", type=common.non_negative_int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=common.positive_int, default=1000)
-    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
     p.add_argument("--shuffle-seeds", type=common.non_negative_int, default=5, help="random permutations")
     p.add_argument("--alphas", type=_alphas, default=ALPHAS, help="PE scales, comma-separated")
     p.add_argument("--monte-carlo-sequences", type=common.positive_int, default=100_000)
@@ -301,44 +274,15 @@ def build_parser() -> common.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body() -> int:
-        common.check_device(args.device)
-        with common.atomic_output_dir(args.out) as tmp:
-            loaded = common.resolve_model(
-                args.checkpoint,
-                n_heads=args.n_heads,
-                device=args.device,
-                log=lambda message: print(message, file=sys.stderr),
-            )
-            result = run(
-                loaded.model,
-                num_sequences=args.num_sequences,
-                seq_len=args.seq_len,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                bootstrap_resamples=args.bootstrap_resamples,
-                alphas=args.alphas,
-                shuffle_seeds=args.shuffle_seeds,
-                monte_carlo_sequences=args.monte_carlo_sequences,
-            )
-            result.provenance = common.provenance(
-                analysis=ANALYSIS,
-                checkpoint=loaded.path,
-                checkpoint_sha256=loaded.sha256,
-                config=result.config,
-                seed=args.seed,
-                num_sequences=args.num_sequences,
-                argv=argv,
-                device=args.device,
-            )
-            _write_into(result, tmp)
-        print(summary_table(result))
-        print(f"\nwrote {Path(args.out).absolute()}")
-        return 0
-
-    return common.run_cli(body)
+    """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
+    return command.model_main(
+        argv,
+        build_parser(),
+        run,
+        outputs=OUTPUTS,
+        summary=summary_table,
+        flags=("alphas", "shuffle_seeds", "monte_carlo_sequences"),
+    )
 
 
 if __name__ == "__main__":

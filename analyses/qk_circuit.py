@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses import common
+from analyses import command, common
 from analyses.qk_circuit_result import (
     CSV_FIELDS,
     MAX_UNITS,
@@ -115,6 +115,7 @@ def weight_geometry(model: Any, n: int) -> dict[str, np.ndarray]:
     }
 
 
+@command.records_source(ANALYSIS)
 def run(
     model: Any,
     num_sequences: int = 2000,
@@ -138,12 +139,7 @@ def run(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if seq_len < 3:
         raise ValueError(f"seq_len must be at least 3 (a flipped key with neighbours), got {seq_len}")
-    limit = cfg.max_positions
-    if limit is not None and seq_len > limit:
-        raise ValueError(
-            f"seq_len {seq_len} exceeds what the model's {cfg.positional_embedding} positional encoding "
-            f"supports ({limit} positions)"
-        )
+    common.check_seq_len(cfg, seq_len)
     swap_offsets = tuple(int(o) for o in swap_offsets)
     if not swap_offsets or any(abs(o) >= seq_len for o in swap_offsets):
         raise ValueError(f"swap offsets must be non-empty with |o| < seq_len {seq_len}, got {swap_offsets}")
@@ -205,88 +201,26 @@ def run(
     )
 
 
-# --- outputs --------------------------------------------------------------------------------------
-def write_outputs(result: QKCircuitResult, out: Path | str) -> Path:
-    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing)."""
-    with common.atomic_output_dir(Path(out)) as tmp:
-        _write_into(result, tmp)
-    return Path(out)
+# --- outputs and command line ---------------------------------------------------------------------
+OUTPUTS = command.Outputs(ANALYSIS, CSV_FIELDS, figures="analyses.qk_circuit_figures")
+# Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
+write_outputs = OUTPUTS.write
 
 
-def _write_into(result: QKCircuitResult, folder: Path) -> None:
-    from analyses.qk_circuit_figures import make_figures  # lazy: matplotlib only when writing
-    from reports.render import write_report  # lazy: Jinja2 only when a report is written
-
-    document = result.to_dict()
-    common.write_json(folder / "metrics.json", document)
-    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
-    captions = make_figures(result, folder / "figures")
-    write_report(folder / "report.html", document, folder / "figures", captions)
-
-
-# --- command line ---------------------------------------------------------------------------------
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(
-        prog="python -m analyses.qk_circuit",
-        description="Split layer 0's attention scores into position and token terms and test the "
-        "tutorial's 'similar positional encodings' explanation, with bootstrap CIs.",
+    return command.analysis_parser(
+        ANALYSIS,
+        "Split layer 0's attention scores into position and token terms and test the tutorial's "
+        "'similar positional encodings' explanation, with bootstrap CIs.",
+        out=DEFAULT_OUT,
+        num_sequences=2000,
+        batch_size=500,
     )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="model to analyse (our model.pt, the tutorial's .ckpt or "
-        "Flax msgpack); default: the cached tutorial model, trained on first use",
-    )
-    p.add_argument(
-        "--n-heads", type=common.positive_int, help="heads of a Flax checkpoint (default 1; others store it)"
-    )
-    p.add_argument("--num-sequences", type=common.positive_int, default=2000)
-    p.add_argument("--seq-len", type=common.positive_int, help="default: the model's training length")
-    p.add_argument("--seed", type=common.non_negative_int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=common.positive_int, default=500)
-    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
-
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        common.check_device(args.device)
-        with common.atomic_output_dir(args.out) as tmp:  # fails early if --out is not writable
-            loaded = common.resolve_model(
-                args.checkpoint,
-                n_heads=args.n_heads,
-                device=args.device,
-                log=lambda message: print(message, file=sys.stderr),
-            )
-            result = run(
-                loaded.model,
-                num_sequences=args.num_sequences,
-                seq_len=args.seq_len,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                bootstrap_resamples=args.bootstrap_resamples,
-            )
-            result.provenance = common.provenance(
-                analysis=ANALYSIS,
-                checkpoint=loaded.path,
-                checkpoint_sha256=loaded.sha256,
-                config=result.config,
-                seed=args.seed,
-                num_sequences=args.num_sequences,
-                argv=sys.argv[1:] if argv is None else argv,
-                device=args.device,
-            )
-            _write_into(result, tmp)
-        print(result.summary())
-        print(f"\nwrote {Path(args.out).absolute()}")
-        return 0
-
-    return common.run_cli(body)
+    return command.model_main(argv, build_parser(), run, outputs=OUTPUTS, summary=QKCircuitResult.summary)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,14 @@ class QKCircuitResult:
     def seq_len(self) -> int:
         return int(self.settings["seq_len"])
 
+    @property
+    def seed(self) -> int:
+        return int(self.settings["seed"])
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.settings["num_sequences"])
+
     def to_dict(self) -> dict[str, Any]:
         """The metrics.json document (schema version ``SCHEMA_VERSION``; Estimates as mean/ci_low/ci_high)."""
         return {

@@ -426,4 +426,7 @@ def load_model(
             f"{path}: unrecognised content (first byte 0x{head[0]:02x}): not a torch.save file, not a "
             "pickle, not a Flax msgpack map"
         )
+    # Where the weights came from, so results computed from this model can record it (provenance).
+    model.checkpoint_path = str(path.absolute())
+    model.checkpoint_sha256 = sha256_file(path)
     return model.eval()

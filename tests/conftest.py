@@ -26,6 +26,14 @@ def make_model(seed: int = 0, **overrides) -> HookedReverseEncoder:
     return model.eval()
 
 
+def numbers(result) -> dict:
+    """A result's ``to_dict()`` without the provenance timestamp, the one field that may differ
+    between two runs with the same seed."""
+    doc = result.to_dict()
+    doc.get("provenance", {}).pop("timestamp", None)
+    return doc
+
+
 @pytest.fixture
 def tiny_model() -> HookedReverseEncoder:
     return make_model()

@@ -222,6 +222,11 @@ def test_cli_writes_every_output_and_reruns_identically(checkpoint, tmp_path, ca
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(fa.CSV_FIELDS)
     assert any(r.startswith("0,0,flip_mass,,") for r in rows)
+    # One name in both files: the duplicate − other neighbour difference is "difference" in each.
+    (difference,) = [r.split(",") for r in rows if r.startswith("0,0,difference,,")]
+    expected = first["layers"][0]["heads"][0]["duplicate_neighbours"]["difference"]["mean"]
+    assert float(difference[4]) == pytest.approx(expected)
+    assert not any("duplicate_minus_other" in r for r in rows)
     figure_bytes = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
 
     assert fa.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL]) == 0

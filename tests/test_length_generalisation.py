@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, numbers
 
 from analyses import common
 from analyses import length_generalisation as lg
@@ -157,7 +157,7 @@ def test_a_learned_encoding_skips_lengths_past_its_table_with_a_reason():
 
 def test_same_seed_same_numbers_and_batch_size_does_not_matter(tiny_model):
     a = lg.run(tiny_model, lengths=(12, 20), **SMALL)
-    assert lg.run(tiny_model, lengths=(12, 20), **SMALL).to_dict() == a.to_dict()
+    assert numbers(lg.run(tiny_model, lengths=(12, 20), **SMALL)) == numbers(a)
     b = lg.run(tiny_model, lengths=(12, 20), **{**SMALL, "batch_size": 40})
     for ra, rb in zip(a.lengths, b.lengths):
         assert ra.accuracy == rb.accuracy

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, numbers
 
 from analyses import common
 from analyses import pe_ablation as pa
@@ -96,10 +96,12 @@ def test_multi_head_model_and_determinism(multi_model):
     assert list(a.conditions["none"].flip_mass) == [
         f"{layer}.{head}" for layer in range(2) for head in range(4)
     ]
-    assert pa.run(multi_model, **settings).to_dict() == a.to_dict()  # same seed, same numbers
+    assert numbers(pa.run(multi_model, **settings)) == numbers(a)  # same seed, same numbers
     b = pa.run(multi_model, **{**settings, "batch_size": 48})  # the batch size does not matter
     for name, r in a.conditions.items():
-        assert b.conditions[name].accuracy == r.accuracy
+        # a different batch size changes float rounding in the matmuls; on this untrained model a
+        # near-tied argmax may flip, so allow one prediction in the 48 x 16 to differ
+        assert b.conditions[name].accuracy.mean == pytest.approx(r.accuracy.mean, abs=1.5 / (48 * 16))
         assert b.conditions[name].loss.mean == pytest.approx(r.loss.mean, rel=1e-6)
     c = pa.run(multi_model, **{**settings, "seed": 1})
     assert c.conditions["none"].loss.mean != a.conditions["none"].loss.mean

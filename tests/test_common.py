@@ -1,0 +1,224 @@
+"""The routines every analysis command shares (analyses.command, analyses.common): flags, the CLI body,
+the output folder and its provenance — checked once here, across the analyses that use them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from conftest import make_model
+
+from analyses import command, common
+from analyses import flip_alignment as fa
+from analyses import head_ablation as ha
+from analyses import length_generalisation as lg
+from analyses import pe_ablation as pa
+from analyses import qk_circuit as qk
+from analyses import training_dynamics as td
+from analyses import zoo_summary as zs
+from models import EncoderConfig
+from models.checkpoints import save_model
+
+MODEL_ANALYSES = (fa, qk, pa, ha)  # the analyses of one model that take --seq-len
+TINY = ["--num-sequences", "8", "--batch-size", "8", "--bootstrap-resamples", "5"]
+
+
+# --- --seq-len ------------------------------------------------------------------------------------
+def test_check_seq_len_by_hand():
+    learned = EncoderConfig(n_ctx=16, positional_embedding="learned")
+    common.check_seq_len(learned, 16)  # every row exists
+    with pytest.raises(ValueError) as info:
+        common.check_seq_len(learned, 17, "--seq-len")
+    assert str(info.value) == (
+        "--seq-len 17 exceeds what the model's learned positional encoding supports (16 positions)"
+    )
+    sinusoidal = EncoderConfig(n_ctx=16, pe_max_len=40)
+    common.check_seq_len(sinusoidal, 40)
+    with pytest.raises(ValueError, match=r"^seq_len 41 exceeds .* sinusoidal .* \(40 positions\)$"):
+        common.check_seq_len(sinusoidal, 41)
+    common.check_seq_len(EncoderConfig(positional_embedding="none"), 10**6)  # no table, no limit
+
+
+@pytest.mark.parametrize("module", MODEL_ANALYSES, ids=lambda m: m.__name__.split(".")[-1])
+def test_seq_len_beyond_the_encoding_is_one_line_exit_2_and_no_output(module, tmp_path, capsys):
+    checkpoint = save_model(make_model(positional_embedding="learned"), tmp_path / "learned.pt")
+    argv = ["--checkpoint", str(checkpoint), "--seq-len", "17", "--out", str(tmp_path / "out"), *TINY]
+    assert module.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "error: --seq-len 17 exceeds what the model's learned positional encoding supports (16 positions)\n"
+    )
+    assert captured.out == "" and [p.name for p in tmp_path.iterdir()] == ["learned.pt"]
+
+
+# --- the shared flags -----------------------------------------------------------------------------
+def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.option_strings[0]: a for a in parser._actions if a.option_strings}
+
+
+def test_every_analysis_has_the_shared_flags_with_the_same_help():
+    reference = _actions(command.analysis_parser("x", "", out=Path("o"), num_sequences=7))
+    assert list(reference) == [
+        "-h",
+        "--checkpoint",
+        "--n-heads",
+        "--num-sequences",
+        "--seq-len",
+        "--seed",
+        "--out",
+        "--device",
+        "--batch-size",
+        "--bootstrap-resamples",
+    ]
+    per_analysis = {  # analysis → shared flags it leaves out
+        fa: (),
+        qk: (),
+        pa: (),
+        ha: (),
+        lg: ("--seq-len",),
+        td: ("--checkpoint", "--n-heads", "--seq-len"),
+        zs: ("--checkpoint", "--n-heads", "--seq-len"),
+    }
+    for module, missing in per_analysis.items():
+        actions = _actions(module.build_parser())
+        assert module.build_parser().prog == f"python -m analyses.{module.ANALYSIS}"
+        for flag, expected in reference.items():
+            if flag in missing:
+                assert flag not in actions, (module.__name__, flag)
+                continue
+            got = actions[flag]
+            assert got.type is expected.type, (module.__name__, flag)
+            if flag not in ("--num-sequences", "--batch-size", "--out"):  # defaults of each analysis
+                assert (got.help, got.default) == (expected.help, expected.default), (module.__name__, flag)
+        assert actions["--out"].default == module.DEFAULT_OUT
+
+
+def test_sampling_kwargs_are_the_shared_flags_the_parser_has():
+    parser = command.analysis_parser("x", "", out=Path("o"), num_sequences=7, batch_size=3)
+    assert command.sampling_kwargs(parser.parse_args(["--seq-len", "5"])) == {
+        "num_sequences": 7,
+        "seq_len": 5,
+        "seed": 0,
+        "batch_size": 3,
+        "bootstrap_resamples": 1000,
+    }
+    parser = command.analysis_parser("x", "", out=Path("o"), num_sequences=7, seq_len=False)
+    assert "seq_len" not in command.sampling_kwargs(parser.parse_args([]))
+
+
+def test_int_flags_say_what_they_expect():
+    assert (common.positive_int("3"), common.non_negative_int("0")) == (3, 0)
+    for parse, text, message in (
+        (common.positive_int, "0", "expected a positive integer, got 0"),
+        (common.positive_int, "x", "expected a positive integer, got 'x'"),
+        (common.non_negative_int, "-1", "expected a non-negative integer, got -1"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            parse(text)
+        assert str(info.value) == message
+
+
+# --- the CLI body ---------------------------------------------------------------------------------
+def _fake_cli(argv, calls):
+    parser = command.analysis_parser("qk_circuit", "", out=Path("o"), num_sequences=7, model=False)
+    outputs = command.Outputs("qk_circuit", ("a",), figures="analyses.qk_circuit_figures")
+    return command.main(argv, parser, lambda args, folder: calls.append(args), outputs=outputs, summary=str)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--out", "{blocker}/out"], "error: cannot write to --out"),
+        (["--device", "tpu9", "--out", "{tmp}/out"], "error: --device 'tpu9' is not a device torch knows"),
+        (["--num-sequences", "0", "--out", "{tmp}/out"], "error: argument --num-sequences: expected a"),
+    ],
+)
+def test_main_checks_device_and_out_before_any_work(tmp_path, capsys, flags, message):
+    (tmp_path / "blocker").write_text("")
+    argv = [f.format(tmp=tmp_path, blocker=tmp_path / "blocker") for f in flags]
+    calls = []
+    assert _fake_cli(argv, calls) == 2 and calls == []
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_cli_provenance_reads_the_command_line_when_argv_is_none(tmp_path, monkeypatch):
+    checkpoint = save_model(make_model(), tmp_path / "model.pt")
+    argv = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), *TINY]
+    monkeypatch.setattr(sys, "argv", ["qk_circuit.py", *argv])
+    assert qk.main() == 0
+    provenance = json.loads((tmp_path / "out" / "metrics.json").read_text())["provenance"]
+    assert provenance["command"].endswith("-m analyses.qk_circuit " + " ".join(argv))
+    assert provenance["device"] == "cpu" and provenance["num_sequences"] == 8
+
+
+# --- outputs from Python --------------------------------------------------------------------------
+SMALL = {"num_sequences": 8, "batch_size": 8, "bootstrap_resamples": 5}
+
+
+def _python_results(tmp_path):
+    """(result, what its provenance names as checkpoint) of analyses run from Python."""
+    model = make_model()
+    snapshots = [(0, make_model(seed=1)), (10, model)]
+    return {
+        "qk_circuit": (qk, qk.run(model, **SMALL), None),
+        "pe_ablation": (
+            pa,
+            pa.run(model, **SMALL, alphas=(1.0,), shuffle_seeds=0, monte_carlo_sequences=50),
+            None,
+        ),
+        "training_dynamics": (td, td.run(snapshots, **SMALL, run_dir=tmp_path), str(tmp_path.absolute())),
+    }
+
+
+def test_python_results_get_a_provenance_record_and_keep_their_own(tmp_path):
+    for name, (module, result, checkpoint) in _python_results(tmp_path).items():
+        out = module.write_outputs(result, tmp_path / name)
+        provenance = json.loads((out / "metrics.json").read_text())["provenance"]
+        assert provenance["analysis"] == name and provenance["command"] is None
+        assert (provenance["checkpoint"], provenance["checkpoint_sha256"]) == (checkpoint, None)
+        assert provenance["config"] == result.config and provenance["config"]["d_model"] == 16
+        assert (provenance["seed"], provenance["num_sequences"]) == (0, 8)
+        assert provenance["packages"]["torch"] and provenance["timestamp"]
+        result.provenance = {"built_by": "someone else"}  # a provenance the caller set is kept
+        module.write_outputs(result, out)
+        assert json.loads((out / "metrics.json").read_text())["provenance"] == {"built_by": "someone else"}
+
+
+def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
+    broken = types.ModuleType("broken_figures")
+
+    def make_figures(result, directory):
+        directory.mkdir()
+        (directory / "half.png").write_bytes(b"")
+        raise RuntimeError("figure failed")
+
+    broken.make_figures = make_figures
+    monkeypatch.setitem(sys.modules, "broken_figures", broken)
+    outputs = command.Outputs(qk.ANALYSIS, qk.CSV_FIELDS, figures="broken_figures")
+    result = qk.run(make_model(), **SMALL)
+    out = qk.write_outputs(result, tmp_path / "out")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match="figure failed"):
+        outputs.write(result, out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
+
+
+def test_python_results_name_the_checkpoint_the_model_was_loaded_from(tmp_path):
+    from models import load_model, sha256_file
+
+    path = save_model(make_model(d_model=16), tmp_path / "model.pt")
+    model = load_model(path)
+    assert (model.checkpoint_path, model.checkpoint_sha256) == (str(path.absolute()), sha256_file(path))
+    result = fa.run(model, num_sequences=8, bootstrap_resamples=20)
+    out = fa.write_outputs(result, tmp_path / "out")
+    provenance = json.loads((out / "metrics.json").read_text())["provenance"]
+    assert provenance["checkpoint"] == str(path.absolute())
+    assert provenance["checkpoint_sha256"] == sha256_file(path)
+    assert provenance["command"] is None
