@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from analyses import common
 from interp import effect_plots as ep
@@ -34,8 +35,11 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
         ("delta_loss", "Δ loss (nats)"),
         ("delta_logit_diff", "Δ logit diff"),
     )
-    fig, axes = ep.figure(3, 1, panel=(5.6, max(2.4, 1.3 + 0.7 * len(heads))))
-    for ax, (attr, label) in zip(axes[0], panels):
+    if len(heads) <= 2:  # a row or two of cells per panel: stack the panels so each keeps a sane aspect
+        fig, axes = ep.figure(1, 3, panel=(6.4, 1.4 + 0.7 * len(heads)))
+    else:
+        fig, axes = ep.figure(3, 1, panel=(5.6, 1.3 + 0.7 * len(heads)))
+    for ax, (attr, label) in zip(axes.flat, panels):
         cells = [[result.conditions[f"{m}/L{layer}H{head}"] for m in HEAD_METHODS] for layer, head in heads]
         values = np.array([[getattr(c, attr).mean for c in row] for row in cells])
         # The test is on per-sequence loss, so its star goes on the loss panel only.
@@ -58,7 +62,7 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
             ylabel="head",
         )
     fig.suptitle(
-        f"Head ablations vs clean (accuracy {clean.accuracy.mean:.3f}); {conf} CIs, "
+        f"Head ablations vs clean (accuracy {clean.accuracy.mean:.3f})\n{conf} CIs; "
         "* (on Δ loss): Holm-corrected Wilcoxon p < 0.05",
         fontsize=9,
     )
@@ -145,6 +149,7 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
             ax.set_xlim(0, 1.02)
             ax.set_xlabel("accuracy with a permuted pattern")
             ax.set_ylabel("permutations")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
             ax.set_title(f"L{layer}H{head}: {len(accuracy)} row permutations", fontsize=10)
             ax.legend(fontsize=7)
         common.save_figure(fig, directory, "permutation_distribution")

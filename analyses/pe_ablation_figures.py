@@ -22,6 +22,18 @@ FAMILY_COLOURS = {
     "mirror": "#CC79A7",
 }
 PROFILE_CONDITIONS = ("none", "zero", "mean", "shuffle", "shift_+1", "shift_-1", "mirror")
+# Line styles of the per-position curves: "none" and "mirror" (both 1 everywhere for the tutorial model)
+# and the two shifts (1 at one end only) must stay apart where they coincide: "none" is a thick solid
+# line drawn under the others, the rest differ in colour, dash pattern and marker.
+PROFILE_STYLES = {
+    "none": dict(color="#000000", ls="-", lw=4.0, marker="o", ms=7, alpha=0.35, zorder=2),
+    "zero": dict(color=FAMILY_COLOURS["zero"], ls="-", lw=1.3, marker="s", ms=4),
+    "mean": dict(color=FAMILY_COLOURS["mean"], ls="-", lw=1.3, marker="^", ms=4),
+    "shuffle": dict(color=FAMILY_COLOURS["shuffle"], ls=":", lw=1.5, marker="v", ms=4),
+    "shift_+1": dict(color=FAMILY_COLOURS["shift"], ls="--", lw=1.3, marker=">", ms=5),
+    "shift_-1": dict(color="#0072B2", ls="-.", lw=1.3, marker="<", ms=5),
+    "mirror": dict(color=FAMILY_COLOURS["mirror"], ls=(0, (4, 2)), lw=1.6, marker="x", ms=7, mew=1.8),
+}
 
 
 def _triple(results: list[Any], attr: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,11 +173,16 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
         ylabel="accuracy",
         title="Accuracy by position",
         xticks=np.arange(result.seq_len),
+        styles={result.conditions[name].condition.label: PROFILE_STYLES[name] for name in present},
     )
     axes[0, 0].set_ylim(0, 1.05)
     axes[0, 0].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     common.save_figure(fig, directory, "per_position")
-    captions["per_position"] = f"Accuracy at each output position under selected conditions; {conf} CI bands."
+    captions["per_position"] = (
+        f"Accuracy at each output position under selected conditions; {conf} CI bands. Curves that coincide "
+        "(e.g. none and mirror, both at 1) are told apart by line style and marker: none is the thick grey "
+        "line underneath."
+    )
 
     readout = [
         name for name in ("none", "shift_+1", "shift_-1", "mirror", "zero") if name in result.conditions

@@ -7,6 +7,7 @@ Agg backend; the caller builds the figure, saves and closes it (``analyses.commo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -120,13 +121,17 @@ def curves(
     title: str = "",
     xticks: Sequence[float] | None = None,
     xticklabels: Sequence[str] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """One line with markers and a shaded CI band per series."""
+    """One line with markers and a shaded CI band per series. ``styles`` maps a series name to keyword
+    arguments of ``Axes.plot`` (colour, line style, marker, ...) that replace the defaults, so that
+    series which coincide stay apart."""
     x = np.asarray(x, dtype=float)
     for i, (name, (mean, low, high)) in enumerate(series.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
-        ax.plot(x, mean, marker="o", ms=3.5, color=colour, label=name, zorder=3)
+        style = {"marker": "o", "ms": 3.5, "color": COLOURS[i % len(COLOURS)], "zorder": 3}
+        style.update((styles or {}).get(name, {}))
+        ax.fill_between(x, low, high, color=style["color"], alpha=0.2, lw=0)
+        ax.plot(x, mean, label=name, **style)
     reference_lines(ax, references or {})
     if xticks is not None:
         ax.set_xticks(

@@ -6,6 +6,7 @@ saving (and closing) is the caller's job, e.g. ``analyses.common.save_figure``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -31,6 +32,22 @@ def _head_label(layer: int, head: int) -> str:
     return f"layer {layer} · head {head}"
 
 
+def outline_cells(
+    ax: plt.Axes, cells: Sequence[tuple[int, int]], colour: str = "#ff3b30", lw: float = 1.4
+) -> None:
+    """Draw a box around each (row, column) cell of an ``imshow`` heat map (whole cells, edge to edge),
+    e.g. the flipped keys (i, N − 1 − i) of an attention pattern."""
+    for row, col in cells:
+        ax.add_patch(
+            Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor=colour, lw=lw, clip_on=False)
+        )
+
+
+def flipped_cells(n: int) -> list[tuple[int, int]]:
+    """The (query, key) cells of the flipped keys, (i, N − 1 − i)."""
+    return [(i, n - 1 - i) for i in range(n)]
+
+
 def plot_attention_grid(
     patterns: np.ndarray,
     query_labels: Sequence[str],
@@ -50,7 +67,10 @@ def plot_attention_grid(
     if patterns.ndim != 4:
         raise ValueError(f"patterns must be [layer, head, query, key], got shape {patterns.shape}")
     n_layers, n_heads, n_q, n_k = patterns.shape
-    side = max(3.2, 0.22 * max(n_q, n_k) + 1.0)
+    # Panels grow with the sequence up to 12 inches; past ~48 positions only every k-th tick is labelled
+    # (a panel of a 1,500-long sequence would otherwise be 330 inches and gigabytes of pixels).
+    side = min(12.0, max(3.2, 0.22 * max(n_q, n_k) + 1.0))
+    q_step, k_step = (max(1, math.ceil(n / 48)) for n in (n_q, n_k))
     fig, axes = _grid(n_layers, n_heads, (side, side), layout="constrained")
     vmax = float(patterns.max()) if vmax is None else vmax
     image = None
@@ -58,14 +78,10 @@ def plot_attention_grid(
         for head in range(n_heads):
             ax = axes[layer, head]
             image = ax.imshow(patterns[layer, head], cmap="viridis", vmin=0.0, vmax=vmax, aspect="equal")
-            for q, k in outline:
-                ax.add_patch(
-                    Rectangle(
-                        (k - 0.5, q - 0.5), 1, 1, fill=False, edgecolor="#ff3b30", lw=1.4, clip_on=False
-                    )
-                )
-            ax.set_xticks(range(n_k), list(key_labels), rotation=90, fontsize=7)
-            ax.set_yticks(range(n_q), list(query_labels), fontsize=7)
+            if max(n_q, n_k) <= 64:  # beyond that the boxes would cover the cells they mark
+                outline_cells(ax, outline)
+            ax.set_xticks(range(0, n_k, k_step), list(key_labels)[::k_step], rotation=90, fontsize=7)
+            ax.set_yticks(range(0, n_q, q_step), list(query_labels)[::q_step], fontsize=7)
             ax.set_xlabel(f"key ({tick_meaning})", fontsize=8)
             ax.set_ylabel(f"query ({tick_meaning})", fontsize=8)
             ax.set_title(_head_label(layer, head), fontsize=9)

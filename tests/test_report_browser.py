@@ -104,7 +104,11 @@ def test_report_is_offline_and_the_explorer_follows_layer_and_head(report, brows
     check = w.page.locator("#explorer-check")
     assert check.inner_text().startswith("Check passed")
     assert float(check.get_attribute("data-max-diff")) < 1e-4
-    tokens = [int(t) for t in w.page.locator("#explorer-sequence option").first.inner_text().split(": ")[1]]
+    first = w.page.locator("#explorer-sequence option").first.inner_text()
+    # 0-based, named as in flip_alignment's figures ("Example sequence 0"): the same first sequence.
+    assert first.startswith("Example sequence 0: ")
+    assert w.page.inner_text("#explorer-note").startswith("Example sequence 0: patterns")
+    tokens = [int(t) for t in first.split(": ")[1]]
     expected, predictions = python_patterns(model, tokens)
     shown = {}
     for layer in (0, 1):

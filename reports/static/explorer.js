@@ -162,7 +162,7 @@
   function showExample(index) {
     var ex = data.examples[index];
     current = { tokens: ex.tokens, patterns: ex.patterns, predictions: ex.predictions,
-      origin: "Sequence " + (index + 1) + ": patterns from the model's forward pass in Python (hook_pattern)." };
+      origin: "Example sequence " + index + ": patterns from the model's forward pass in Python (hook_pattern)." };
     render();
   }
 
