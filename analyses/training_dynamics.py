@@ -15,7 +15,8 @@ A restricted loss close to the loss says the model needs nothing outside the fli
 loss far above it says it needs the flipped key itself. Then the step at which each curve first passes
 fractions (default 10%, 50%, 90%) of its way from initial to final value, with bootstrap CIs over the
 evaluation sequences, and the paired difference "flip mass crossing − accuracy crossing" whose CI
-answers before (< 0) / with (∋ 0) / after (> 0). See :mod:`analyses.training_dynamics_result` for the maths.
+answers before (< 0) / with (∋ 0) / after (> 0) — or "unresolved" when both cross between the same two
+snapshots, where only more snapshots can tell. See :mod:`analyses.training_dynamics_crossings` for the maths.
 
 Python: ``result = run(find_snapshots("runs/tutorial-seed0"))``; ``write_outputs(result, "out/td")``.
 CLI:    ``python -m analyses.training_dynamics --run DIR [--out DIR] ...`` (see ``--help``).
@@ -33,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses import common
+from analyses import command, common
 from analyses.training_dynamics_crossings import find_crossings
-from analyses.training_dynamics_figures import FIGURES, make_figures
+from analyses.training_dynamics_figures import FIGURES
 from analyses.training_dynamics_measures import (
     exclude_flip,
     flip_window,
@@ -103,6 +104,10 @@ def find_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
     the step training ended at), plus its ``model.pt`` (the best checkpoint's weights) when that holds
     a step no snapshot covers. Sorted by step; a :class:`common.UserError` when there is nothing to read."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise common.UserError(
+            f"--run {run_dir}: is a file, not a run folder (give the folder holding snapshots/)"
+        )
     if not run_dir.is_dir():
         raise common.UserError(f"--run {run_dir}: no such folder")
     folder = run_dir / "snapshots"
@@ -254,31 +259,9 @@ def run(
 
 
 # --- outputs --------------------------------------------------------------------------------------
-def write_outputs(result: TrainingDynamicsResult, out: Path | str) -> Path:
-    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing)."""
-    if not result.provenance:
-        result.provenance = common.provenance(
-            analysis=ANALYSIS,
-            checkpoint=result.run,
-            checkpoint_sha256=None,
-            config=result.config,
-            seed=result.seed,
-            num_sequences=result.num_sequences,
-            from_cli=False,
-        )
-    with common.atomic_output_dir(Path(out)) as tmp:
-        _write_into(result, tmp)
-    return Path(out)
-
-
-def _write_into(result: TrainingDynamicsResult, folder: Path) -> None:
-    from reports.render import write_report  # lazy: Jinja2 only when a report is written
-
-    document = result.to_dict()
-    common.write_json(folder / "metrics.json", document)
-    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
-    captions = make_figures(result, folder / "figures")
-    write_report(folder / "report.html", document, folder / "figures", captions)
+OUTPUTS = command.Outputs(ANALYSIS, CSV_FIELDS, figures="analyses.training_dynamics_figures", source="run")
+# Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
+write_outputs = OUTPUTS.write
 
 
 def summary_text(result: TrainingDynamicsResult) -> str:
@@ -299,7 +282,7 @@ def summary_text(result: TrainingDynamicsResult) -> str:
         d = c.difference
         lines.append(
             f"{c.first} − {c.second} at {c.fraction:.0%}: {d.mean:+.0f} steps "
-            f"[{d.ci_low:+.0f}, {d.ci_high:+.0f}] → {c.verdict}"
+            f"[{d.ci_low:+.0f}, {d.ci_high:+.0f}] → {c.verdict_text}"
         )
     return "\n".join(lines)
 
@@ -316,9 +299,13 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(
-        prog="python -m analyses.training_dynamics",
-        description="Progress measures over a run's snapshots: when does the flip alignment form?",
+    p = command.analysis_parser(
+        ANALYSIS,
+        "Progress measures over a run's snapshots: when does the flip alignment form?",
+        out=DEFAULT_OUT,
+        num_sequences=2000,
+        model=False,
+        seq_len=False,
     )
     p.add_argument(
         "--run",
@@ -326,9 +313,6 @@ def build_parser() -> common.ArgumentParser:
         required=True,
         help="run folder with snapshots/ (train with --save-every-log-steps K)",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--num-sequences", type=common.positive_int, default=2000)
-    p.add_argument("--seed", type=common.non_negative_int, default=0)
     p.add_argument(
         "--window",
         type=common.non_negative_int,
@@ -342,52 +326,38 @@ def build_parser() -> common.ArgumentParser:
         default=list(FRACTIONS),
         help="threshold fractions of the way from initial to final value (default 0.1 0.5 0.9)",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=common.positive_int, default=1000)
-    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
 
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        common.check_device(args.device)
+    def compute(args: argparse.Namespace, folder: Path) -> TrainingDynamicsResult:
         snapshots = find_snapshots(args.run)
-        with common.atomic_output_dir(args.out) as tmp:
-            try:
-                result = run(
-                    snapshots,
-                    num_sequences=args.num_sequences,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    bootstrap_resamples=args.bootstrap_resamples,
-                    window=args.window,
-                    fractions=args.fractions,
-                    device=args.device,
-                    run_dir=args.run,
-                )
-            except CheckpointError as e:
-                raise common.UserError(f"--run {e}") from None
-            final = args.run / "model.pt"
-            result.provenance = common.provenance(
-                analysis=ANALYSIS,
-                checkpoint=args.run.absolute(),
-                checkpoint_sha256=sha256_file(final) if final.is_file() else None,
-                config=result.config,
-                seed=args.seed,
-                num_sequences=args.num_sequences,
-                argv=argv,
+        try:
+            result = run(
+                snapshots,
+                **command.sampling_kwargs(args),
+                window=args.window,
+                fractions=args.fractions,
                 device=args.device,
-                snapshots=[{"step": s, "file": str(p), "sha256": sha256_file(p)} for s, p in snapshots],
+                run_dir=args.run,
             )
-            _write_into(result, tmp)
-        print(summary_text(result))
-        print(f"\nwrote {Path(args.out).absolute()}")
-        return 0
+        except CheckpointError as e:
+            raise common.UserError(f"--run {e}") from None
+        final = args.run / "model.pt"
+        result.provenance = command.cli_provenance(
+            ANALYSIS,
+            args,
+            argv,
+            checkpoint=args.run.absolute(),
+            checkpoint_sha256=sha256_file(final) if final.is_file() else None,
+            config=result.config,
+            snapshots=[{"step": s, "file": str(p), "sha256": sha256_file(p)} for s, p in snapshots],
+        )
+        return result
 
-    return common.run_cli(body)
+    return command.main(argv, build_parser(), compute, outputs=OUTPUTS, summary=summary_text)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,14 @@ crossing step is interpolated linearly in log(1 + s):
 Every snapshot is evaluated on the same sequences, so one bootstrap resample of sequences gives a whole
 resampled curve of every metric; the crossing step of each resampled curve (with its own θ_f) gives
 the CI of s*, and of the difference s*_A − s*_B between two metrics (paired, same resamples).
+
+What the snapshots can resolve. Those CIs cover evaluation noise only. Whether A crossed before B is
+known from the data when A's first snapshot past its threshold comes before B's (j_A < j_B: at step
+s_{j_A} A is past θ and B is not); when both first pass at the same snapshot (j_A = j_B) the two
+crossings lie between the same two snapshots s_{j−1} and s_j, and their order comes from the
+interpolation alone, an assumption about the curves between snapshots, not a measurement. So a
+comparison whose crossings share their snapshot pair in at least ``UNRESOLVED_SHARE`` of the resamples
+gets the verdict "unresolved" whatever its CI says; more snapshots (``--save-every-log-steps``) resolve it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,10 @@ import numpy as np
 
 from analyses.training_dynamics_result import Comparison, Crossing
 from interp.stats import Estimate
+
+# A comparison whose two crossings fall between the same pair of snapshots in at least this share of
+# the resamples is "unresolved": its order rests on the interpolation (see the module docstring).
+UNRESOLVED_SHARE = 0.5
 
 
 # --- crossing maths (pure numpy) -----------------------------------------------------------------
@@ -75,6 +87,35 @@ def interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def shared_interval(
+    j_first: np.ndarray, j_second: np.ndarray, steps: Sequence[int], point: tuple[int, int]
+) -> tuple[float, tuple[int, int] | None]:
+    """(share of resamples in which both curves first pass their thresholds at the same snapshot,
+    the pair of snapshot steps (s_{j−1}, s_j) they then cross between). The pair is the point curves'
+    when they share one, else the one shared most often; None when no resample shares one."""
+    j_first, j_second = np.asarray(j_first), np.asarray(j_second)
+    same = (j_first == j_second) & (j_first > 0)  # j = 0 never happens for f > 0; −1: no crossing
+    share = float(np.mean(same)) if same.size else 0.0
+    if point[0] == point[1] and point[0] > 0:
+        j = point[0]
+    elif same.any():
+        j = int(np.bincount(j_first[same]).argmax())
+    else:
+        return share, None
+    return share, (int(steps[j - 1]), int(steps[j]))
+
+
+def verdict(low: float, high: float, same_snapshot_share: float) -> str:
+    """The verdict: "undetermined" (a curve never crosses), "unresolved" (the crossings share their
+    snapshot pair in ≥ ``UNRESOLVED_SHARE`` of resamples), else "before" / "after" / "with" as the CI of
+    the difference lies below 0 / above 0 / around 0."""
+    if np.isnan(low) or np.isnan(high):
+        return "undetermined"
+    if same_snapshot_share >= UNRESOLVED_SHARE:
+        return "unresolved"
+    return "before" if high < 0 else "after" if low > 0 else "with"
+
+
 def find_crossings(
     steps: Sequence[int],
     curves: dict[str, tuple[np.ndarray, np.ndarray, tuple[int | None, int | None]]],
@@ -85,17 +126,15 @@ def find_crossings(
     """Crossings of every curve at every fraction, and the paired comparisons ``compared``.
 
     ``curves`` maps a metric to (point curve [snapshot], bootstrap curves [resample, snapshot], its
-    (layer, head) or (None, None)). A comparison's verdict is "before" / "after" when the CI of the
-    difference of crossing steps lies below / above 0, "with" when it contains 0, "undetermined" when a
-    curve has no crossing."""
+    (layer, head) or (None, None)). A comparison's verdict is given by :func:`verdict`."""
     step_array = np.asarray(steps, dtype=np.float64)
     crossings, found = [], {}
     for name, (point, reps, (layer, head)) in curves.items():
         for f in fractions:
             star, j, theta = crossing_steps(point, step_array, f)
             star_reps, j_reps, _ = crossing_steps(reps, step_array, f)
-            found[name, f] = (float(star), star_reps, j_reps)
             j = int(j)
+            found[name, f] = (float(star), star_reps, j_reps, j)
             crossings.append(
                 Crossing(
                     metric=name,
@@ -115,12 +154,10 @@ def find_crossings(
         if first not in curves or second not in curves:
             continue
         for f in fractions:
-            (pa, a, ja), (pb, b, jb) = found[first, f], found[second, f]
+            (pa, a, ja, point_a), (pb, b, jb, point_b) = found[first, f], found[second, f]
             diff = a - b
             lo, hi = interval(diff, confidence)
-            verdict = (
-                "undetermined" if np.isnan(lo) else "before" if hi < 0 else "after" if lo > 0 else "with"
-            )
+            share, between = shared_interval(ja, jb, steps, (point_a, point_b))
             comparisons.append(
                 Comparison(
                     first=first,
@@ -128,8 +165,9 @@ def find_crossings(
                     fraction=f,
                     difference=Estimate(pa - pb, lo, hi),
                     share_before=float(np.mean(diff < 0)),
-                    same_snapshot_share=float(np.mean(ja == jb)),
-                    verdict=verdict,
+                    same_snapshot_share=share,
+                    verdict=verdict(lo, hi, share),
+                    shared_interval=between,
                 )
             )
     return crossings, comparisons

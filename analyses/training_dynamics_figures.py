@@ -20,16 +20,17 @@ FIGURES = {
     "flipped key excluded (renormalised). Bands: 95% bootstrap CIs over evaluation sequences.",
     "attention_metrics": "Flip mass, neighbour mass (keys N−1−i ± 1, ± 2), argmax hit rate and row entropy "
     "of every head against step, with 95% CI bands; dashed: uniform attention.",
-    "progress": "Each measure rescaled to its way from initial (0) to final (1) value; dotted lines: "
-    "the "
-    "threshold fractions; vertical lines and shaded spans: half-way crossing steps with 95% CIs.",
+    "progress": "Each measure rescaled to its way from initial (0) to final (1) value, with 95% CI bands; "
+    "dotted lines: the threshold fractions; dashed vertical lines and shaded spans: half-way crossing steps "
+    "with their 95% CIs (these cover evaluation noise only and are often narrower than the line). Grey: "
+    "the snapshot interval both compared crossings fall in when the verdict is unresolved.",
     "attention_snapshots": "Mean attention pattern of the flip head at selected snapshots "
-    "(outlined: flipped keys).",
+    "(outlined cells: flipped keys N−1−i).",
 }
 _STYLE = {
     "accuracy": ("accuracy", "#0072B2"),
     "zero_pe_accuracy": ("accuracy, PE zeroed", "#CC79A7"),
-    "loss": ("loss", "#0072B2"),
+    "loss": ("loss", "#000000"),
     "zero_pe_loss": ("loss, PE zeroed", "#CC79A7"),
     "restricted_loss": ("loss, rows restricted to flip ± w", "#009E73"),
     "excluded_loss": ("loss, flipped key excluded", "#D55E00"),
@@ -38,6 +39,10 @@ _STYLE = {
     "entropy": ("entropy (flip head)", "#56B4E9"),
     "neighbour_mass": ("neighbour mass (flip head)", "#009E73"),
 }
+
+
+# Markers for the progress figure, so that measures of similar colour stay apart.
+_MARKERS = {"accuracy": "o", "loss": "s", "flip_mass": "^", "argmax_hit_rate": "v", "zero_pe_accuracy": "D"}
 
 
 def _step_axis(ax, steps: list[int]) -> None:
@@ -98,7 +103,7 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
     fig, axes = plt.subplots(2, 2, figsize=(12, 7), layout="constrained")
     panels = (
         ("flip_mass", "flip mass A[i, N−1−i]", 1.0 / n),
-        ("neighbour_mass", "neighbour mass (±1, ±2)", None),
+        ("neighbour_mass", "neighbour mass (±1, ±2)", result.uniform_neighbour_mass),
         ("argmax_hit_rate", "argmax hit rate", 1.0 / n),
         ("entropy", "row entropy (nats)", math.log(n)),
     )
@@ -113,8 +118,12 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
         ax.legend(fontsize=7)
     common.save_figure(fig, directory, "attention_metrics", tight=False)
 
-    fig, ax = plt.subplots(figsize=(9, 4.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
     x = np.array(steps, dtype=float)
+    answer = result.answer
+    if answer is not None and answer.verdict == "unresolved" and answer.shared_interval is not None:
+        a, b = answer.shared_interval
+        ax.axvspan(a, b, color="grey", alpha=0.15, lw=0, label=f"both half-way crossings: steps {a}–{b}")
     for name in ("accuracy", "loss", "flip_mass", "argmax_hit_rate", "zero_pe_accuracy"):
         try:
             c = result.crossing(name, 0.5)
@@ -124,20 +133,33 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
         span = c.final - c.initial
         if span == 0:
             continue
+        low, high = ((result.series(name, part) - c.initial) / span for part in ("ci_low", "ci_high"))
+        ax.fill_between(x, np.minimum(low, high), np.maximum(low, high), color=colour, alpha=0.25, lw=0)
         ax.plot(
             x,
             (result.series(name) - c.initial) / span,
-            marker="o",
-            ms=2.5,
+            marker=_MARKERS[name],
+            ms=3.5,
             lw=1.3,
             color=colour,
             label=f"{label}: half-way at {c.step.mean:.0f} [{c.step.ci_low:.0f}, {c.step.ci_high:.0f}]",
         )
         ax.axvline(c.step.mean, color=colour, lw=1, ls="--")
-        ax.axvspan(c.step.ci_low, c.step.ci_high, color=colour, alpha=0.15, lw=0)
+        ax.axvspan(c.step.ci_low, c.step.ci_high, color=colour, alpha=0.2, lw=0)
     for f in result.fractions:
         ax.axhline(f, ls=":", color="grey", lw=0.8)
-    ax.set(ylabel="progress (0 = initial, 1 = final value)", title="Which measure moves first?")
+    title = "Which measure moves first?"
+    if answer is not None:
+        title += (
+            f"\n{answer.first} − {answer.second} at {answer.fraction:.0%}: {answer.verdict}"
+            + (
+                f" (both between steps {answer.shared_interval[0]} and {answer.shared_interval[1]})"
+                if answer.verdict == "unresolved" and answer.shared_interval is not None
+                else ""
+            )
+        ).replace("_", " ")
+    ax.set(ylabel="progress (0 = initial, 1 = final value)")
+    ax.set_title(title, fontsize=10)
     _step_axis(ax, steps)
     ax.legend(fontsize=7, loc="upper left")
     common.save_figure(fig, directory, "progress", tight=False)
@@ -154,7 +176,7 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
         ax.axis("off")
     for k, (ax, i) in enumerate(zip(axes.flat, picks)):
         image = ax.imshow(result.mean_patterns[i, layer, head], cmap="viridis", vmin=0, vmax=1)
-        ax.plot(np.arange(n - 1, -1, -1), np.arange(n), "s", ms=3.2, mfc="none", mec="#ff3b30", mew=0.6)
+        plotting.outline_cells(ax, plotting.flipped_cells(n), lw=0.9)
         ax.set_title(f"step {steps[i]}", fontsize=9)
         ax.set_xticks([0, n - 1])
         ax.set_yticks([0, n - 1])

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from interp.metrics import NEIGHBOUR_OFFSETS, offset_query_counts
 from interp.stats import Estimate
 
 ANALYSIS = "training_dynamics"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the "unresolved" verdict, shared_interval and verdict_text in comparisons
 DEFAULT_OUT = Path("out") / ANALYSIS
 # Per-sequence model-level statistics (``zero_pe_*`` only when the model has a positional encoding).
 MODEL_METRICS = (
@@ -44,7 +45,8 @@ CROSSING_METRICS = (
     "entropy",
     "argmax_hit_rate",
 )
-VERDICTS = ("before", "with", "after")
+VERDICTS = ("before", "with", "after", "unresolved", "undetermined")
+SNAPSHOT_HINT = "save more snapshots: train with a larger --save-every-log-steps K"
 CSV_FIELDS = ("step", "layer", "head", "metric", "fraction", "mean", "ci_low", "ci_high")
 
 
@@ -75,7 +77,23 @@ class Comparison:
     difference: Estimate  # s*_first − s*_second, in optimizer steps
     share_before: float  # share of resamples with s*_first < s*_second
     same_snapshot_share: float  # share of resamples where both pass θ at the same first snapshot
-    verdict: str  # "before" / "with" / "after": the CI of the difference below / around / above 0
+    # "before" / "with" / "after": the CI of the difference below / around / above 0; "unresolved": the
+    # crossings share their snapshot pair in most resamples; "undetermined": a curve never crosses.
+    verdict: str
+    shared_interval: tuple[int, int] | None = None  # (s_{j−1}, s_j) both cross between, when they share one
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict in words, with the snapshot pair and the hint when it is unresolved."""
+        if self.verdict == "unresolved" and self.shared_interval is not None:
+            a, b = self.shared_interval
+            return (
+                f"unresolved at this snapshot spacing (both cross between steps {a} and {b} in "
+                f"{self.same_snapshot_share:.0%} of resamples; {SNAPSHOT_HINT})"
+            )
+        if self.verdict == "undetermined":
+            return "undetermined (a curve never crosses its threshold)"
+        return self.verdict
 
 
 @dataclass
@@ -111,6 +129,13 @@ class TrainingDynamicsResult:
     @property
     def n_heads(self) -> int:
         return int(self.mean_patterns.shape[2])
+
+    @property
+    def uniform_neighbour_mass(self) -> float:
+        """Neighbour mass of uniform attention: the mean over queries of (neighbour keys that exist) / N,
+        Σ_d (N − |d|) / N² over d ∈ {±1, ±2} (58/256 ≈ 0.227 for N = 16)."""
+        counts = offset_query_counts(self.seq_len, NEIGHBOUR_OFFSETS)
+        return sum(counts) / self.seq_len**2
 
     def series(self, name: str, part: str = "mean", layer: int | None = None, head: int | None = None):
         """One metric over the snapshots as a float array (head metrics: of ``layer``/``head``, by
@@ -160,6 +185,7 @@ class TrainingDynamicsResult:
             "reference": {
                 "chance_accuracy": 1.0 / self.d_vocab,
                 "uniform_mass": 1.0 / self.seq_len,
+                "uniform_neighbour_mass": self.uniform_neighbour_mass,
                 "uniform_entropy": math.log(self.seq_len),
                 "chance_loss": math.log(self.d_vocab),
             },
@@ -251,5 +277,7 @@ def _comparison_dict(c: Comparison) -> dict[str, Any]:
         "difference": c.difference.to_dict(),
         "share_before": c.share_before,
         "same_snapshot_share": c.same_snapshot_share,
+        "shared_interval": None if c.shared_interval is None else list(c.shared_interval),
         "verdict": c.verdict,
+        "verdict_text": c.verdict_text,
     }

@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from conftest import make_model
 
 from analyses import training_dynamics as td
-from analyses.training_dynamics_crossings import crossing_steps
+from analyses.training_dynamics_crossings import (
+    UNRESOLVED_SHARE,
+    crossing_steps,
+    find_crossings,
+    shared_interval,
+    verdict,
+)
 from analyses.training_dynamics_measures import count_degenerate, snapshot_statistics
 from interp.ablation import replace_pattern
 
@@ -54,6 +60,57 @@ def test_crossing_takes_the_first_snapshot_past_the_threshold_and_broadcasts():
         crossing_steps(curves, steps, 0.0)
     with pytest.raises(ValueError, match="increasing"):
         crossing_steps(curves, np.array([0, 20, 10, 30]), 0.5)
+
+
+# --- verdicts: what the snapshots can resolve -----------------------------------------------------
+STEPS = [0, 10, 100, 1000]
+
+
+def compare(first: np.ndarray, second: np.ndarray, noise: float = 0.002, resamples: int = 200):
+    """flip_mass (``first``) vs accuracy (``second``) at 50%, with bootstrap-like curves: the point curve
+    plus small independent noise (seeded), as evaluation noise would give."""
+    rng = np.random.default_rng(0)
+    curves = {
+        name: (curve, curve + rng.normal(0, noise, (resamples, len(curve))), (None, None))
+        for name, curve in (("flip_mass", first), ("accuracy", second))
+    }
+    _, comparisons = find_crossings(STEPS, curves, [0.5], 0.95, [("flip_mass", "accuracy")])
+    return comparisons[0]
+
+
+def test_crossings_between_the_same_two_snapshots_are_unresolved():
+    # Both pass half-way between steps 10 and 100: flip mass is at 0.3 / 0.9 there, accuracy at 0.1 / 0.6.
+    c = compare(np.array([0.0, 0.3, 0.9, 1.0]), np.array([0.0, 0.1, 0.6, 1.0]))
+    # The interpolation alone puts the flip mass first, with a CI far from 0 (the old verdict: "before") ...
+    assert c.difference.ci_high < 0 and c.share_before == 1.0
+    # ... but both first pass θ at the snapshot of step 100, so the data cannot order them.
+    assert c.same_snapshot_share == 1.0 and c.shared_interval == (10, 100)
+    assert c.verdict == "unresolved"
+    assert "between steps 10 and 100" in c.verdict_text and "--save-every-log-steps" in c.verdict_text
+
+
+def test_crossings_at_different_snapshots_are_before_or_after():
+    early = np.array([0.0, 0.8, 0.9, 1.0])  # half-way between steps 0 and 10
+    late = np.array([0.0, 0.05, 0.2, 1.0])  # half-way between steps 100 and 1000
+    c = compare(early, late)
+    assert (c.verdict, c.same_snapshot_share, c.shared_interval) == ("before", 0.0, None)
+    assert c.verdict_text == "before" and c.difference.ci_high < 0
+    c = compare(late, early)
+    assert (c.verdict, c.same_snapshot_share, c.shared_interval) == ("after", 0.0, None)
+    assert c.difference.ci_low > 0
+
+
+def test_verdict_rules_and_the_shared_snapshot_pair():
+    assert verdict(-5.0, -1.0, UNRESOLVED_SHARE) == "unresolved"
+    assert verdict(-5.0, -1.0, UNRESOLVED_SHARE - 0.01) == "before"
+    assert verdict(1.0, 5.0, 0.0) == "after" and verdict(-1.0, 5.0, 0.0) == "with"
+    assert verdict(math.nan, math.nan, 1.0) == "undetermined"
+    # j = index of the first snapshot past θ; −1 = never crosses (not a shared pair).
+    share, pair = shared_interval(np.array([2, 2, 3, -1]), np.array([2, 3, 3, -1]), STEPS, (2, 3))
+    assert share == 0.5 and pair == (10, 100)  # 2 of 4 resamples share; pair 2 (10→100) and 3 tie: lowest
+    share, pair = shared_interval(np.array([3, 3, 1]), np.array([3, 2, 1]), STEPS, (1, 1))
+    assert share == pytest.approx(2 / 3) and pair == (0, 10)  # the point curves' own pair wins
+    assert shared_interval(np.array([1, 2]), np.array([3, 3]), STEPS, (1, 3)) == (0.0, None)
 
 
 # --- restricted / excluded attention --------------------------------------------------------------
@@ -220,11 +277,17 @@ def test_cli_writes_every_output(snapshot_run, tmp_path, capsys):
     assert len(provenance["snapshots"]) == len(document["snapshots"]) and provenance["command"]
     assert all(len(s["sha256"]) == 64 for s in provenance["snapshots"])
     answer = document["answer"]
-    assert answer["verdict"] in ("before", "with", "after")
     first, second = answer["first_crossing"], answer["second_crossing"]
     assert answer["difference"]["mean"] == pytest.approx(first["step"]["mean"] - second["step"]["mean"])
     lo, hi = answer["difference"]["ci_low"], answer["difference"]["ci_high"]
-    assert answer["verdict"] == ("before" if hi < 0 else "after" if lo > 0 else "with")
+    if answer["same_snapshot_share"] >= UNRESOLVED_SHARE:
+        assert answer["verdict"] == "unresolved"
+        a, b = answer["shared_interval"]
+        steps = [snap["step"] for snap in document["snapshots"]]
+        assert [a, b] in [steps[i : i + 2] for i in range(len(steps) - 1)]  # two consecutive snapshots
+        assert f"between steps {a} and {b}" in answer["verdict_text"]
+    else:
+        assert answer["verdict"] == ("before" if hi < 0 else "after" if lo > 0 else "with")
     snap = document["snapshots"][-1]
     assert snap["accuracy"]["mean"] > 0.9  # the tiny run learns the task
     assert snap["restricted_loss_increase"]["mean"] == pytest.approx(
@@ -253,6 +316,7 @@ def test_same_seed_same_numbers(snapshot_run):
     "argv, message",
     [
         (["--run", "/nonexistent/run"], "no such folder"),
+        (["--run", "{tmp}/model.pt"], "is a file, not a run folder"),
         (["--run", "{tmp}"], "no snapshots/step_*.pt"),
         (["--run", "{tmp}", "--fractions", "1.5"], "(0, 1]"),
         (["--out", "x"], "required"),
@@ -260,6 +324,7 @@ def test_same_seed_same_numbers(snapshot_run):
 )
 def test_cli_errors_are_one_line(tmp_path, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    (tmp_path / "model.pt").write_bytes(b"not a folder")
     done = subprocess.run(
         [sys.executable, "-m", "analyses.training_dynamics", *argv], cwd=ROOT, capture_output=True, text=True
     )
