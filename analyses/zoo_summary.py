@@ -21,6 +21,8 @@ CLI:    ``python -m analyses.zoo_summary ZOO_DIR [--out DIR] ...`` (see ``--help
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from analyses import common
-from analyses.zoo_summary_figures import FIGURES, make_figures
+from analyses import command, common
+from analyses.zoo_summary_figures import FIGURES
 from analyses.zoo_summary_result import (
     ANALYSIS,
     CSV_FIELDS,
@@ -165,31 +167,9 @@ def run(
 
 
 # --- outputs --------------------------------------------------------------------------------------
-def write_outputs(result: ZooSummaryResult, out: Path | str) -> Path:
-    """Write metrics.json, metrics.csv, figures/ and report.html into ``out`` (all or nothing)."""
-    if not result.provenance:
-        result.provenance = common.provenance(
-            analysis=ANALYSIS,
-            checkpoint=result.zoo,
-            checkpoint_sha256=None,
-            config={},
-            seed=result.seed,
-            num_sequences=result.num_sequences,
-            from_cli=False,
-        )
-    with common.atomic_output_dir(Path(out)) as tmp:
-        _write_into(result, tmp)
-    return Path(out)
-
-
-def _write_into(result: ZooSummaryResult, folder: Path) -> None:
-    from reports.render import write_report  # lazy: Jinja2 only when a report is written
-
-    document = result.to_dict()
-    common.write_json(folder / "metrics.json", document)
-    common.write_csv(folder / "metrics.csv", result.csv_rows(), CSV_FIELDS)
-    captions = make_figures(result, folder / "figures")
-    write_report(folder / "report.html", document, folder / "figures", captions)
+OUTPUTS = command.Outputs(ANALYSIS, CSV_FIELDS, figures="analyses.zoo_summary_figures", source="zoo")
+# Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
+write_outputs = OUTPUTS.write
 
 
 def summary_text(result: ZooSummaryResult) -> str:
@@ -201,16 +181,35 @@ def summary_text(result: ZooSummaryResult) -> str:
         f"mean [{result.confidence:.0%} t-interval over seeds]",
         head,
     ]
+    single = False
     for a in result.architectures:
-        cells = []
+        runs = [r for r in result.runs if r.architecture == a.name]
+        cells, run_cells = [], []
         for m in shown:
             s = a.stats.get(m)
             digits = 0 if m == "first_perfect_step" else 3
-            cells.append(
-                "n/a" if s is None else f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
-            )
+            run_cells.append("")
+            if s is None or not math.isfinite(s.mean):
+                cells.append("n/a")
+            elif s.n < 2:  # no interval over seeds: show the one run's evaluation CI instead
+                cells.append(f"{s.mean:.{digits}f} n/a (1 seed)")
+                measured = [
+                    r.measured[m] for r in runs if m in r.measured and math.isfinite(r.measured[m].mean)
+                ]
+                e = measured[0] if len(measured) == 1 else None
+                run_cells[-1] = "–" if e is None else f"[{e.ci_low:.{digits}f}, {e.ci_high:.{digits}f}]"
+            else:
+                cells.append(f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]")
         n = max((s.n for s in a.stats.values()), default=0)
         lines.append(f"{a.name:<20}{n:>6}" + "".join(f"{c:>26}" for c in cells))
+        if any(run_cells):
+            single = True
+            lines.append(f"{'  run CI (1 seed)':<26}" + "".join(f"{c:>26}" for c in run_cells))
+    if single:
+        lines.append(
+            f"n/a (1 seed): no interval over seeds; 'run CI' is that run's {result.confidence:.0%} bootstrap "
+            "CI over evaluation sequences (– : no evaluation CI, a training number)"
+        )
     if result.missing:
         lines.append(f"not finished ({len(result.missing)}): {', '.join(result.missing)}")
     return "\n".join(lines)
@@ -233,15 +232,16 @@ def _build_index(result: ZooSummaryResult, args: Any, folder: Path) -> str:
 
 # --- command line ---------------------------------------------------------------------------------
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(
-        prog="python -m analyses.zoo_summary",
-        description="Flip mass, neighbour mass and zero-PE accuracy across the seeds and architectures "
-        "of a zoo.",
+    p = command.analysis_parser(
+        ANALYSIS,
+        "Flip mass, neighbour mass and zero-PE accuracy across the seeds and architectures of a zoo.",
+        out=DEFAULT_OUT,
+        num_sequences=2000,
+        model=False,
+        seq_len=False,
+        sequences_help="random sequences evaluated on every run",
     )
     p.add_argument("zoo", type=Path, help="zoo folder written by python -m models.zoo")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--num-sequences", type=common.positive_int, default=2000)
-    p.add_argument("--seed", type=common.non_negative_int, default=0)
     p.add_argument(
         "--reference",
         default=DEFAULT_REFERENCE,
@@ -253,48 +253,34 @@ def build_parser() -> common.ArgumentParser:
         help="also build every run's full report into RUN/report/ (python -m reports.build; ~20 s per run, "
         "reused when up to date) and OUT/index.html comparing them",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=common.positive_int, default=1000)
-    p.add_argument("--bootstrap-resamples", type=common.positive_int, default=1000)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
 
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        common.check_device(args.device)
-        with common.atomic_output_dir(args.out) as tmp:
-            result = run(
-                args.zoo,
-                num_sequences=args.num_sequences,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                bootstrap_resamples=args.bootstrap_resamples,
-                reference=args.reference,
-                device=args.device,
-                log=lambda message: print(message, file=sys.stderr, flush=True),
-            )
-            result.provenance = common.provenance(
-                analysis=ANALYSIS,
-                checkpoint=Path(args.zoo).absolute(),
-                checkpoint_sha256=None,
-                config={},
-                seed=args.seed,
-                num_sequences=args.num_sequences,
-                argv=argv,
-                device=args.device,
-                runs=[{"name": r.name, "sha256": r.sha256} for r in result.runs],
-            )
-            if args.index:
-                result.index_page = _build_index(result, args, tmp)
-            _write_into(result, tmp)
-        print(summary_text(result))
-        print(f"\nwrote {Path(args.out).absolute()}")
-        return 0
+    def compute(args: argparse.Namespace, folder: Path) -> ZooSummaryResult:
+        result = run(
+            args.zoo,
+            **command.sampling_kwargs(args),
+            reference=args.reference,
+            device=args.device,
+            log=lambda message: print(message, file=sys.stderr, flush=True),
+        )
+        result.provenance = command.cli_provenance(
+            ANALYSIS,
+            args,
+            argv,
+            checkpoint=Path(args.zoo).absolute(),
+            checkpoint_sha256=None,
+            config={},
+            runs=[{"name": r.name, "sha256": r.sha256} for r in result.runs],
+        )
+        if args.index:
+            result.index_page = _build_index(result, args, folder)
+        return result
 
-    return common.run_cli(body)
+    return command.main(argv, build_parser(), compute, outputs=OUTPUTS, summary=summary_text)
 
 
 if __name__ == "__main__":

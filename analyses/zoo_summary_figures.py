@@ -9,14 +9,17 @@ import numpy as np
 
 from analyses import common
 from analyses.zoo_summary_result import LABELS, ZooSummaryResult
+from interp.metrics import NEIGHBOUR_OFFSETS, offset_query_counts
 
 FIGURES = {
-    "seed_metrics": "Every seed (dots) and the mean over seeds with its 95% t-interval (bars) for each "
-    "architecture; dashed: uniform attention (1/N) or chance accuracy (1/C).",
+    "seed_metrics": "Every seed (dots, with the run's 95% bootstrap CI over evaluation sequences where it "
+    "has one) and the mean over seeds with its 95% t-interval (diamonds; no interval with one seed) for each "
+    "architecture; dashed: uniform attention (flip mass 1/N, neighbour mass Σ_d (N−|d|)/N²) or chance "
+    "accuracy (1/C).",
     "differences": "Difference from the reference architecture (mean over seeds, 95% Welch interval); an "
     "interval that excludes 0 is a difference the seeds resolve.",
     "mean_patterns": "Mean attention pattern of the best head (largest flip mass) of the first seed of every "
-    "architecture (outlined: flipped keys).",
+    "architecture (outlined cells: flipped keys N−1−i).",
 }
 PANELS = (
     "flip_mass",
@@ -26,12 +29,22 @@ PANELS = (
     "accuracy",
     "first_perfect_step",
 )
+YLABELS = {
+    "flip_mass": "attention weight",
+    "neighbour_mass": "attention weight",
+    "zero_pe_accuracy": "token accuracy",
+    "flip_coverage": "attention weight",
+    "accuracy": "token accuracy",
+    "first_perfect_step": "optimizer steps",
+    "fit_seconds": "seconds",
+}
 DIFFERENCES = ("flip_mass", "neighbour_mass", "zero_pe_accuracy", "first_perfect_step")
 
 
 def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
     """Write every figure as PNG and SVG into ``directory``; return {name: caption}."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from interp import plotting  # lazy: matplotlib only when figures are made (sets the Agg backend)
 
@@ -44,29 +57,84 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
     chance = 1.0 / result.d_vocab
     references = {
         "flip_mass": 1.0 / result.seq_len,
-        "neighbour_mass": None,
+        "neighbour_mass": sum(offset_query_counts(result.seq_len, NEIGHBOUR_OFFSETS)) / result.seq_len**2,
         "flip_coverage": 1.0 / result.seq_len,
         "zero_pe_accuracy": chance,
         "accuracy": chance,
         "first_perfect_step": None,
     }
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), layout="constrained")
-    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, size=64)  # fixed: same numbers, same figure
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), layout="constrained")
+    jitter = np.random.default_rng(0).uniform(-0.06, 0.06, size=64)  # fixed: same numbers, same figure
+    rotate = len(archs) > 4 or max((len(label) for label in labels), default=0) > 18
     for ax, metric in zip(axes.flat, PANELS):
         for i, (a, colour) in enumerate(zip(archs, colours)):
             s = a.stats.get(metric)
-            if s is None:
+            if s is None or not math.isfinite(s.mean):  # no PE to zero, or never reached 100%
+                missing = {"zero_pe_accuracy": "no PE", "first_perfect_step": "never reached"}.get(
+                    metric, "n/a"
+                )
+                ax.text(
+                    i,
+                    0.5,
+                    missing,
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    fontsize=8,
+                    color="grey",
+                )
                 continue
-            values = np.array(s.values, dtype=float)
-            ax.scatter(i + jitter[: len(values)], values, s=14, color=colour, alpha=0.6, lw=0)
+            runs = [r for r in result.runs if r.architecture == a.name]
+            for k, r in enumerate(runs):  # one dot per seed, with its evaluation CI when it has one
+                value, e = r.value(metric), r.measured.get(metric)
+                err = [[value - e.ci_low], [e.ci_high - value]] if e is not None else None
+                ax.errorbar(
+                    i - 0.12 + jitter[k % len(jitter)],
+                    value,
+                    yerr=err,
+                    fmt="o",
+                    ms=4,
+                    color=colour,
+                    alpha=0.8,
+                    lw=0.8,
+                    capsize=1.5,
+                )
             low, high = s.ci_low, s.ci_high
             err = [[s.mean - low], [high - s.mean]] if math.isfinite(low) else None
-            ax.errorbar(i + 0.3, s.mean, yerr=err, fmt="D", ms=5, color="black", capsize=3, lw=1.2)
+            ax.errorbar(i + 0.15, s.mean, yerr=err, fmt="D", ms=5, color="black", capsize=3, lw=1.2)
         if references[metric] is not None:
             ax.axhline(references[metric], ls="--", color="grey", lw=1)
-        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(archs) - 0.5)
+        if rotate:
+            ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+        else:
+            ax.set_xticks(x, labels, fontsize=8)
+        ax.set_ylabel(YLABELS[metric])
         ax.set_title(LABELS[metric], fontsize=10)
         ax.grid(axis="y", alpha=0.3, lw=0.5)
+    single = any(s.n < 2 for a in archs for s in a.stats.values() if math.isfinite(s.mean))
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker="o",
+            ms=4,
+            color="grey",
+            label="one seed (whisker: its 95% CI over evaluation sequences)",
+        ),
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker="D",
+            ms=5,
+            color="black",
+            label="mean over seeds (bar: 95% "
+            "t-interval over seeds" + ("; none with 1 seed)" if single else ")"),
+        ),
+        Line2D([], [], ls="--", color="grey", lw=1, label="uniform attention or chance accuracy 1/C"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     common.save_figure(fig, directory, "seed_metrics", tight=False)
 
     compared = [a for a in archs if a.differences]
@@ -116,7 +184,7 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
     image = None
     for ax, r in zip(axes.flat, firsts):
         image = ax.imshow(r.mean_pattern, cmap="viridis", vmin=0, vmax=1)
-        ax.plot(np.arange(n - 1, -1, -1), np.arange(n), "s", ms=3.0, mfc="none", mec="#ff3b30", mew=0.6)
+        plotting.outline_cells(ax, plotting.flipped_cells(n), lw=0.9)
         ax.set_title(f"{r.architecture}\nseed {r.seed}, head {r.best_head[0]}.{r.best_head[1]}", fontsize=8)
         ax.set_xticks([0, n - 1])
         ax.set_yticks([0, n - 1])

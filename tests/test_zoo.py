@@ -71,6 +71,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert zoo.main(["--out", str(tmp_path), "--", "--name", "x"]) == 2
     assert "the zoo sets --name" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert zoo.main(["--out", str(blocker / "zoo")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {blocker / 'zoo'}: cannot create the folder (")
+    assert err.count("\n") == 1
 
 
 # --- a tiny real zoo ------------------------------------------------------------------------------
@@ -171,6 +177,29 @@ def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "Model zoo" in html and html.count("data:image/png;base64,") == len(zs.FIGURES)
+
+
+def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo, tmp_path):
+    zoo_dir = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, zoo_dir)
+    manifest = json.loads((zoo_dir / "zoo.json").read_text())
+    manifest["runs"] = [r for r in manifest["runs"] if r["seed"] == 0]  # one seed per architecture
+    (zoo_dir / "zoo.json").write_text(json.dumps(manifest))
+    result = zs.run(zoo_dir, num_sequences=64, bootstrap_resamples=50)
+    text = zs.summary_text(result)
+    assert "nan" not in text and "n/a (1 seed)" in text
+    sin = next(a for a in result.architectures if a.name == "sinusoidal L1 H1")
+    run = next(r for r in result.runs if r.architecture == sin.name)
+    e = run.measured["flip_mass"]
+    lines = text.splitlines()
+    row = lines.index(next(line for line in lines if line.startswith("sinusoidal L1 H1")))
+    assert f"{e.mean:.3f} n/a (1 seed)" in lines[row]
+    assert (
+        lines[row + 1].startswith("  run CI (1 seed)")
+        and f"[{e.ci_low:.3f}, {e.ci_high:.3f}]" in lines[row + 1]
+    )
+    html = (zs.write_outputs(result, tmp_path / "out") / "report.html").read_text()
+    assert f"{e.mean:.3f} n/a (1 seed)" in html and f"run CI [{e.ci_low:.3f}, {e.ci_high:.3f}]" in html
 
 
 def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(tiny_zoo, tmp_path):
