@@ -23,8 +23,10 @@ validation per epoch). ``fast`` is tuned for wall-clock seconds to 100% validati
 epoch), validation every 20 steps, stop at the first 100%. Small batches win on a CPU because a step's
 cost grows with the batch while the steps needed to converge shrink more slowly; lr 1e-2 was ~10%
 faster but its first-100% models still missed a few test tokens (test accuracy 0.99997) where
-7e-3's reached 1.0 on all 8 seeds tried. One intra-op thread by default (``--threads``): on a shared
-2-core machine a second OpenMP thread made steps up to 10x slower, and it gains <10% when idle.
+7e-3's reached 1.0 on all 8 seeds tried. One intra-op thread by default (``--threads``): the thread
+count changes the trained weights (summation order; ~1e-5 after 120 steps), so one thread gives the
+same weights whatever the core count; on a busy 2-core machine a second OpenMP thread made steps up to
+10x slower, and idle it saves ~25% at batch 128 and ~8% at batch 32 (benchmarks/train_speed.py).
 """
 
 from __future__ import annotations

@@ -240,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="stop at the first 100%% val accuracy (default: on for fast, off for tutorial)",
     )
-    g.add_argument("--threads", type=int, default=1, help="CPU intra-op threads, 0 = torch default (1)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU intra-op threads (default 1: weights independent of the core count); 0 = torch default",
+    )
     g.add_argument("--save-every-log-steps", type=int, metavar="K", help="encoder snapshots, K per decade")
     g = p.add_argument_group("where and how")
     g.add_argument("--accelerator", default="auto")
