@@ -62,7 +62,7 @@ def analysis_parser(
     """
     p = common.ArgumentParser(prog=f"python -m analyses.{analysis}", description=description)
     if model:
-        p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
+        p.add_argument("--checkpoint", type=common.path_arg, help=CHECKPOINT_HELP)
         p.add_argument("--n-heads", type=common.positive_int, help=N_HEADS_HELP)
     p.add_argument(
         "--num-sequences",
@@ -73,7 +73,7 @@ def analysis_parser(
     if seq_len:
         p.add_argument("--seq-len", type=common.positive_int, help="default: the model's training length")
     p.add_argument("--seed", type=common.non_negative_int, default=0, help=SEED_HELP)
-    p.add_argument("--out", type=Path, default=out, help=f"output folder (default {out})")
+    p.add_argument("--out", type=common.path_arg, default=out, help=f"output folder (default {out})")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--batch-size",

@@ -137,16 +137,49 @@ def save_figure(
     return paths
 
 
+def is_output_folder(folder: Path) -> bool:
+    """Whether ``folder`` is an analysis' output: it holds a ``metrics.json`` naming the analysis
+    (``"analysis"`` and ``"schema_version"`` keys), as every ``write_outputs`` writes."""
+    try:
+        document = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "analysis" in document and "schema_version" in document
+
+
+def check_replaceable(out: Path, flag: str = "--out") -> Path:
+    """``out`` made absolute, if writing an output folder there may replace what is there: nothing,
+    a file-free empty folder, or an earlier output folder (:func:`is_output_folder`). Anything else —
+    the current folder or one containing it, a home or project folder, a training run — raises
+    :class:`UserError` before any work is done: an output folder is replaced whole, and replacing a
+    folder that is not one would delete the user's files."""
+    raw = str(out)
+    if not raw.strip():
+        raise UserError(f"{flag} is empty: name the output folder")
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out} exists and is not a folder")
+    resolved, here = out.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise UserError(f"{flag} {out} is the current folder or contains it: name a new folder")
+    if out.is_dir() and any(out.iterdir()) and not is_output_folder(out):
+        raise UserError(
+            f"{flag} {out} exists and is not an analysis output folder (no metrics.json naming an "
+            "analysis): refusing to replace it; name a new or empty folder"
+        )
+    return out
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: Path) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``out``; on success it replaces ``out`` atomically.
 
-    On any exception the temporary folder (and any parent folder created for it) is removed and an
-    existing ``out`` is left untouched. Raises :class:`UserError` if ``out`` cannot be written.
+    ``out`` must pass :func:`check_replaceable` (checked first: an existing folder is replaced only
+    when it is empty or an earlier output). On any exception the temporary folder (and any parent
+    folder created for it) is removed and an existing ``out`` is left untouched. Raises
+    :class:`UserError` if ``out`` cannot be written.
     """
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    out = check_replaceable(out)
     created: list[Path] = []  # parents we create, removed again on failure
     parent = out.parent
     while not parent.exists():
@@ -251,6 +284,13 @@ def _int_at_least(text: str, minimum: int, kind: str) -> int:
     return value
 
 
+def path_arg(text: str) -> Path:
+    """argparse type: a non-empty path (an empty one would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(text)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
     return _int_at_least(text, 1, "positive")
@@ -267,8 +307,12 @@ def check_device(name: str) -> str:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name!r} is not a device torch knows") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: the analyses run on cpu, cuda[:N] or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {name}: MPS is not available on this machine")
     return name
@@ -362,15 +406,16 @@ def resolve_model(
     ``n_heads`` only matters for Flax files (which do not store it). A checkpoint that cannot be read
     is a :class:`UserError` naming ``--checkpoint`` and the problem.
     """
-    from models.checkpoints import RUN_FOLDER_MODEL, CheckpointError, load_model, sha256_file
+    from models.checkpoints import CheckpointError, load_model
 
     path = Path(checkpoint).expanduser() if checkpoint is not None else ensure_default_model(log)
     try:
         model = load_model(path, n_heads=n_heads, device=device)
-        sha256 = sha256_file(path / RUN_FOLDER_MODEL if path.is_dir() else path)
     except CheckpointError as e:
         raise UserError(f"--checkpoint {e}") from None
-    return ResolvedModel(model=model.eval(), path=path.absolute(), sha256=sha256)
+    # The file read (a run folder's model.pt) and its sha256, as load_model noted them: the same
+    # provenance whether a result is made here or in Python from load_model.
+    return ResolvedModel(model=model.eval(), path=Path(model.checkpoint_path), sha256=model.checkpoint_sha256)
 
 
 def check_seq_len(cfg: Any, seq_len: int, name: str = "seq_len") -> None:

@@ -212,7 +212,7 @@ def _names(keys: list[str], limit: int = 8) -> str:
 def _check_tensors(
     path: Path, found: dict[str, Any], expected: dict[str, tuple[int, ...]], what: str
 ) -> None:
-    """Same keys, floating tensors/arrays, same shapes, or a CheckpointError naming the difference."""
+    """Same keys, finite floating tensors/arrays, same shapes, or a CheckpointError naming the difference."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(map(str, set(found) - set(expected)))
     if missing or unexpected:
@@ -230,6 +230,9 @@ def _check_tensors(
             raise CheckpointError(
                 f"{path}: {key} has shape {tuple(value.shape)}, expected {shape} for {what}"
             )
+        finite = torch.isfinite(value).all() if isinstance(value, Tensor) else np.isfinite(value).all()
+        if not bool(finite):
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values (a diverged run?)")
 
 
 def _build(

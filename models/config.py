@@ -19,6 +19,9 @@ POSITIONAL_EMBEDDINGS: tuple[str, ...] = ("sinusoidal", "learned", "none")
 NORMALIZATIONS: tuple[str, ...] = ("post", "pre")
 
 
+MAX_ELEMENTS = 1 << 30  # a larger model is a corrupt config, not a research model
+
+
 @dataclass
 class EncoderConfig:
     """Sizes and switches of :class:`models.HookedReverseEncoder`.
@@ -48,6 +51,11 @@ class EncoderConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}")
+        if self.positional_embedding == "sinusoidal" and self.n_ctx > self.pe_max_len:
+            raise ValueError(
+                f"EncoderConfig: n_ctx={self.n_ctx} exceeds the sinusoidal table "
+                f"(pe_max_len={self.pe_max_len})"
+            )
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"EncoderConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}"
@@ -72,6 +80,19 @@ class EncoderConfig:
         if not float(self.layer_norm_eps) > 0:
             raise ValueError(f"EncoderConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         self.d_head = self.d_model // self.n_heads
+        if self.num_elements() > MAX_ELEMENTS:
+            raise ValueError(
+                f"EncoderConfig: {self.num_elements():,} weights and table entries exceed the "
+                f"{MAX_ELEMENTS:,} this toolkit builds (4 GiB of float32); is the config corrupt?"
+            )
+
+    def num_elements(self) -> int:
+        """Parameters plus positional-table entries: what building the model allocates."""
+        d, m = self.d_model, int(self.d_mlp or 2 * self.d_model)
+        per_layer = 4 * d * d + 4 * d + 2 * d * m + m + d + 4 * d  # qkv + out, MLP, two LayerNorms
+        head = d * d + d + 2 * d + d * self.d_vocab + self.d_vocab
+        table = {"sinusoidal": self.pe_max_len, "learned": self.n_ctx}.get(self.positional_embedding, 0)
+        return self.d_vocab * d + d + self.n_layers * per_layer + head + table * d
 
     @property
     def max_positions(self) -> int | None:

@@ -106,7 +106,9 @@ def unpack_tree(data: bytes) -> dict[str, Any]:
     except FlaxMsgpackError:
         raise
     except Exception as exc:  # ValueError, ExtraData, FormatError, StackError, TypeError, ...
-        raise FlaxMsgpackError(f"not valid Flax msgpack, truncated or corrupt ({exc})") from None
+        raise FlaxMsgpackError(
+            f"not valid Flax msgpack, truncated or corrupt ({str(exc) or type(exc).__name__})"
+        ) from None
     if not isinstance(tree, dict):
         raise FlaxMsgpackError(f"holds a msgpack {type(tree).__name__}, expected a map of parameters")
     return _unchunk(tree)

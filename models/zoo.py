@@ -220,9 +220,15 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m models.zoo", description="Train a grid of reverse-task encoders (resumable).")
-    p.add_argument("--out", required=True, type=Path, help="folder holding one run folder per grid cell")
+    p.add_argument("--out", required=True, type=_path, help="folder holding one run folder per grid cell")
     p.add_argument("--seeds", type=_ints, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--heads", type=_ints, nargs="+", default=[1, 2, 4])
     p.add_argument("--layers", type=_ints, nargs="+", default=[1, 2])

@@ -136,9 +136,13 @@ def build_report(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{label} must be an integer ≥ {low}, got {value!r}")
+    if not str(out).strip():
+        raise common.UserError("--out is empty: name the report folder")
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise common.UserError(f"--out {out} exists and is not a folder")
+    for analysis in selected:  # each OUT/<analysis> is replaced whole: it must be an earlier output
+        common.check_replaceable(out / analysis)
     loaded = common.resolve_model(checkpoint, n_heads=n_heads, log=log)
     model = loaded.model
     name = default_name(loaded.path) if name is None else str(name)
@@ -304,13 +308,13 @@ def build_parser() -> common.ArgumentParser:
     )
     p.add_argument(
         "--checkpoint",
-        type=Path,
+        type=common.path_arg,
         help="model (our model.pt or run folder, the tutorial's .ckpt or Flax msgpack); "
         "default: the cached tutorial model, trained on first use",
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=common.path_arg,
         help=f"report folder (default {DEFAULT_OUT}); with --index: folder for index.html "
         "(default: the runs' common parent)",
     )

@@ -526,6 +526,10 @@ def test_own_format_errors(tmp_path):
     del state["head.ln.b"]
     check(raw | {"state_dict": state}, "missing keys [head.ln.b] for a reverse-encoder-interp file")
     check({k: v for k, v in raw.items() if k != "state_dict"}, "missing keys [state_dict]")
+    state = dict(raw["state_dict"])
+    state["blocks.0.attn.qkv_proj.bias"] = torch.full_like(state["blocks.0.attn.qkv_proj.bias"], float("nan"))
+    check(raw | {"state_dict": state}, "blocks.0.attn.qkv_proj.bias holds NaN or infinite values")
+    check(raw | {"config": raw["config"] | {"pe_max_len": 10**12}}, "invalid model configuration", "exceed")
     with pytest.raises(CheckpointError, match=r"metadata\['run'\]\[1\] is a Tensor"):
         save_model(model, tmp_path / "n.pt", metadata={"run": [1, torch.ones(1)]})
     assert not (tmp_path / "n.pt").exists()

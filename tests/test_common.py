@@ -134,6 +134,11 @@ def _fake_cli(argv, calls):
     [
         (["--out", "{blocker}/out"], "error: cannot write to --out"),
         (["--device", "tpu9", "--out", "{tmp}/out"], "error: --device 'tpu9' is not a device torch knows"),
+        # device types torch parses but the analyses cannot run on: a line, not a traceback
+        (["--device", "meta", "--out", "{tmp}/out"], "error: --device meta: the analyses run on cpu"),
+        (["--device", "xpu", "--out", "{tmp}/out"], "error: --device xpu: the analyses run on cpu"),
+        (["--device", "hpu", "--out", "{tmp}/out"], "error: --device hpu: the analyses run on cpu"),
+        (["--out", ""], "error: argument --out: empty path"),
         (["--num-sequences", "0", "--out", "{tmp}/out"], "error: argument --num-sequences: expected a"),
     ],
 )
@@ -222,3 +227,8 @@ def test_python_results_name_the_checkpoint_the_model_was_loaded_from(tmp_path):
     assert provenance["checkpoint"] == str(path.absolute())
     assert provenance["checkpoint_sha256"] == sha256_file(path)
     assert provenance["command"] is None
+    # the CLI, given the run folder, records the same file and hash
+    argv = ["--checkpoint", str(tmp_path), "--num-sequences", "8", "--out", str(tmp_path / "cli")]
+    assert fa.main(argv) == 0
+    cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())["provenance"]
+    assert (cli["checkpoint"], cli["checkpoint_sha256"]) == (str(path.absolute()), sha256_file(path))

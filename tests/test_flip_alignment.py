@@ -158,16 +158,47 @@ def test_atomic_output_dir_all_or_nothing(tmp_path):
             raise RuntimeError("boom")
     assert not (tmp_path / "a").exists()  # the parents it made are gone too
     with common.atomic_output_dir(out) as tmp:
-        common.write_json(tmp / "x.json", {"v": float("nan")})
-    assert json.loads((out / "x.json").read_text()) == {"v": None}
+        common.write_json(tmp / "metrics.json", {"schema_version": 1, "analysis": "x", "v": float("nan")})
+    assert json.loads((out / "metrics.json").read_text())["v"] is None
     with pytest.raises(RuntimeError):
         with common.atomic_output_dir(out) as tmp:
             raise RuntimeError("boom")
-    assert (out / "x.json").exists()  # the previous output survives a failed rerun
+    assert (out / "metrics.json").exists()  # the previous output survives a failed rerun
     with common.atomic_output_dir(out) as tmp:
         common.write_text(tmp / "y.txt", "new")
     assert sorted(p.name for p in out.iterdir()) == ["y.txt"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no temp folders left
+
+
+def test_out_never_replaces_a_folder_that_is_not_an_output(tmp_path, monkeypatch):
+    """An output folder is replaced whole, so --out may only name a new or empty folder or an earlier
+    output: never the current folder, a folder containing it, or one holding the user's files."""
+    home = tmp_path / "project"
+    (home / "src").mkdir(parents=True)
+    (home / "keep.txt").write_text("mine")
+    (home / "metrics.json").write_text('{"train_acc": 1.0}')  # a training run's metrics.json
+    monkeypatch.chdir(home / "src")
+    for out in (home, home / "src", Path("."), Path(".."), tmp_path):
+        with pytest.raises(common.UserError, match="current folder or contains it"):
+            with common.atomic_output_dir(out):
+                pass
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(common.UserError, match="not an analysis output folder"):
+        with common.atomic_output_dir(home):
+            pass
+    with pytest.raises(common.UserError, match="empty"):
+        common.check_replaceable("")
+    assert (home / "keep.txt").read_text() == "mine" and (home / "src").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no temp folders left
+    (tmp_path / "empty").mkdir()
+    with common.atomic_output_dir(tmp_path / "empty") as tmp:  # an empty folder is fine
+        common.write_text(tmp / "a.txt", "a")
+    assert (tmp_path / "empty" / "a.txt").exists()
+    # the CLI: one line, exit 2, the folder untouched
+    monkeypatch.chdir(home)
+    for argv in (["--out", ""], ["--out", "."], ["--out", str(home.parent)]):
+        assert fa.main([*CLI_SMALL, *argv]) == 2
+    assert (home / "keep.txt").read_text() == "mine" and (home / "src").is_dir()
 
 
 def test_unwritable_out_is_a_user_error(tmp_path):

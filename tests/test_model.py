@@ -253,11 +253,27 @@ def test_too_long_for_positional_encoding():
         (dict(positional_embedding="rotary"), "positional_embedding must be one of"),
         (dict(normalization="mid"), "normalization must be one of"),
         (dict(dropout=1.0), "dropout must be in"),
+        (dict(n_ctx=6000), r"n_ctx=6000 exceeds the sinusoidal table \(pe_max_len=5000\)"),
+        # a corrupt config must not try to allocate terabytes: 10^12 table rows x 32
+        (dict(pe_max_len=10**12, n_ctx=16), "exceed the 1,073,741,824 this toolkit builds"),
+        (dict(d_model=2**16, d_mlp=2**16), "exceed the 1,073,741,824"),
     ],
 )
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EncoderConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, dict(n_layers=2, n_heads=4, d_model=16), dict(positional_embedding="learned"),
+     dict(positional_embedding="none", d_mlp=50, d_vocab=7), dict(normalization="pre", d_vocab=3)],
+)  # fmt: skip
+def test_num_elements_counts_what_building_the_model_allocates(kwargs):
+    cfg = EncoderConfig(**kwargs)
+    model = HookedReverseEncoder(cfg)
+    allocated = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    assert cfg.num_elements() == allocated
 
 
 def test_config_round_trip():

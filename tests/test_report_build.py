@@ -228,6 +228,8 @@ def test_a_failing_build_leaves_the_folder_as_it_was(built, checkpoint, tmp_path
         ("out_is_a_file", "is not a folder"),
         ("index_without_report", "no report.html"),
         ("index_with_checkpoint", "error: --index takes report folders only, not --checkpoint"),
+        ("empty_out", "error: argument --out: empty path"),
+        ("section_folder_is_not_an_output", "flip_alignment exists and is not an analysis output folder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(case, message, checkpoint, tmp_path, capsys):
@@ -236,6 +238,9 @@ def test_bad_input_is_one_line_and_exit_code_2(case, message, checkpoint, tmp_pa
     empty_run = tmp_path / "runs" / "empty"
     empty_run.mkdir(parents=True)
     out = tmp_path / "out"
+    if case == "section_folder_is_not_an_output":  # OUT/<analysis> is replaced whole: never user files
+        (out / "flip_alignment").mkdir(parents=True)
+        (out / "flip_alignment" / "notes.txt").write_text("mine")
     argv = {
         "missing_checkpoint": ["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(out)],
         "unknown_analysis": [
@@ -250,6 +255,8 @@ def test_bad_input_is_one_line_and_exit_code_2(case, message, checkpoint, tmp_pa
         "out_is_a_file": ["--checkpoint", str(checkpoint), "--out", str(a_file)],
         "index_without_report": ["--index", str(empty_run)],
         "index_with_checkpoint": ["--index", str(empty_run), "--checkpoint", str(checkpoint)],
+        "empty_out": ["--checkpoint", str(checkpoint), "--out", ""],
+        "section_folder_is_not_an_output": ["--checkpoint", str(checkpoint), "--out", str(out)],
     }[case]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert build.main(argv) == 2
