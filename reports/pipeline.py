@@ -73,6 +73,12 @@ ANALYSES: dict[str, AnalysisSpec] = {
         3.0,
         "Head ablation",
     ),
+    "length_generalisation": AnalysisSpec(
+        "analyses.length_generalisation",
+        {"bootstrap_resamples": DEFAULT_RESAMPLES},
+        1.0,
+        "Length generalisation",
+    ),
 }
 
 
