@@ -72,7 +72,7 @@ def analysis_parser(
     )
     if seq_len:
         p.add_argument("--seq-len", type=common.positive_int, help="default: the model's training length")
-    p.add_argument("--seed", type=common.non_negative_int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=common.seed_int, default=0, help=SEED_HELP)
     p.add_argument("--out", type=common.path_arg, default=out, help=f"output folder (default {out})")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
@@ -244,6 +244,14 @@ def model_main(
     """
 
     def compute(args: argparse.Namespace, folder: Path) -> Any:
+        if args.checkpoint is not None:
+            checkpoint = Path(args.checkpoint).expanduser().resolve()
+            out = Path(args.out).expanduser().resolve()
+            if checkpoint == out or out in checkpoint.parents:
+                raise common.UserError(
+                    f"--checkpoint {args.checkpoint} lies inside --out {args.out}, which is replaced whole: "
+                    "write the output elsewhere"
+                )
         loaded = common.resolve_model(args.checkpoint, n_heads=args.n_heads, device=args.device, log=_stderr)
         if getattr(args, "seq_len", None) is not None:
             common.check_seq_len(loaded.model.cfg, args.seq_len, "--seq-len")

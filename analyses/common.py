@@ -291,6 +291,17 @@ def path_arg(text: str) -> Path:
     return Path(text)
 
 
+MAX_SEED = 2**32 - 1  # numpy's seeds: every generator here accepts 0 .. 2^32 - 1
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer in 0 .. 2^32 - 1."""
+    value = _int_at_least(text, 0, "non-negative")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
     return _int_at_least(text, 1, "positive")
@@ -327,6 +338,12 @@ def run_cli(body: Callable[[], int | None]) -> int:
     # Commands only write figure files: use the file backend whatever display the machine has
     # (library modules leave the backend alone so notebooks keep their inline figures).
     matplotlib.use("Agg")
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    # A kill (SIGTERM, e.g. from `timeout`) unwinds like Ctrl-C, so temporary folders are removed.
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return int(body() or 0)
     except SystemExit as e:
@@ -338,6 +355,20 @@ def run_cli(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler of :func:`run_cli`."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
 
 
 # --- models ---------------------------------------------------------------------------------------

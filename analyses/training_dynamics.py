@@ -309,7 +309,7 @@ def build_parser() -> common.ArgumentParser:
     )
     p.add_argument(
         "--run",
-        type=Path,
+        type=common.path_arg,
         required=True,
         help="run folder with snapshots/ (train with --save-every-log-steps K)",
     )

@@ -241,7 +241,7 @@ def build_parser() -> common.ArgumentParser:
         seq_len=False,
         sequences_help="random sequences evaluated on every run",
     )
-    p.add_argument("zoo", type=Path, help="zoo folder written by python -m models.zoo")
+    p.add_argument("zoo", type=common.path_arg, help="zoo folder written by python -m models.zoo")
     p.add_argument(
         "--reference",
         default=DEFAULT_REFERENCE,

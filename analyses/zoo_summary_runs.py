@@ -26,6 +26,8 @@ from models.checkpoints import CheckpointError, load_model, sha256_file
 def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
     """(finished run folders with their role, names of unfinished runs) of a zoo folder."""
     zoo = Path(zoo)
+    if zoo.exists() and not zoo.is_dir():
+        raise common.UserError(f"zoo folder {zoo}: is a file, not a folder written by python -m models.zoo")
     if not zoo.is_dir():
         raise common.UserError(f"zoo folder {zoo}: no such folder")
     manifest = zoo / "zoo.json"

@@ -390,9 +390,16 @@ def summary(run: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    interrupted = "error: interrupted: rerun the same command to continue from the last checkpoint"
     try:
         run = train(argv)
-    except SystemExit as exc:  # --help
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help (0), or Lightning's sys.exit(1) after a Ctrl-C during fit
+        if exc.code == 1:
+            print(interrupted, file=sys.stderr)
+            return 130
         return int(exc.code or 0)
     except ValueError as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)

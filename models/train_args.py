@@ -155,6 +155,8 @@ def _check(a: TrainArgs) -> None:
         positive(field)
     for field in ("seed", "warmup", "threads"):
         positive(field, allow_zero=True)
+    if a.seed > 2**32 - 1:
+        raise ValueError(f"--seed: must be at most {2**32 - 1} (numpy's seed range), got {a.seed}")
     positive("max_steps", allow_none=True)
     positive("save_every_log_steps", allow_none=True)
     if not (isinstance(a.lr, (int, float)) and a.lr > 0 and a.lr == a.lr and a.lr != float("inf")):
@@ -175,6 +177,8 @@ def _check(a: TrainArgs) -> None:
         devices == "auto" or devices.lstrip("-").isdigit() or all(p.isdigit() for p in devices.split(","))
     ):
         raise ValueError(f"--devices: expected 'auto', a count or a list like 0,1; got {devices!r}")
+    if not str(a.out).strip():
+        raise ValueError("--out: empty path (name the parent folder of the run folder)")
     name = a.run_name
     if not name or name in (".", "..") or "/" in name or os.sep in name:
         raise ValueError(f"--name: {name!r} is not a plain folder name")

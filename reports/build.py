@@ -68,6 +68,19 @@ def training_metadata(checkpoint: Path) -> dict[str, Any]:
     return {k: metadata[k] for k in ("preset", "seed") if isinstance(metadata.get(k), str | int)}
 
 
+def is_report_folder(folder: Path) -> bool:
+    """Whether a report may be written into ``folder``: it is empty, holds a report (its summary.json
+    is one of :func:`build_report`'s), or holds nothing but analysis output folders."""
+    try:
+        summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+        if isinstance(summary, dict) and summary.get("kind") == "report_summary":
+            return True
+    except (OSError, ValueError):
+        pass
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".report-build-")]
+    return all(p.name in pipeline.ANALYSES and common.is_output_folder(p) for p in entries)
+
+
 def _prepare_out(out: Path) -> tuple[Path, list[Path]]:
     """Create ``out`` (and missing parents) and a staging folder inside it; return both, and the
     folders created (to remove on failure). :class:`UserError` when it cannot be written."""
@@ -141,6 +154,11 @@ def build_report(
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise common.UserError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and not is_report_folder(out):  # report.html and summary.json are overwritten
+        raise common.UserError(
+            f"--out {out} exists and is not a report folder (no summary.json of reports.build, and not "
+            "only analysis outputs): refusing to write into it; name a new or empty folder"
+        )
     for analysis in selected:  # each OUT/<analysis> is replaced whole: it must be an earlier output
         common.check_replaceable(out / analysis)
     loaded = common.resolve_model(checkpoint, n_heads=n_heads, log=log)
@@ -320,7 +338,7 @@ def build_parser() -> common.ArgumentParser:
     )
     p.add_argument("--only", action="append", metavar="A[,B]", help=f"run only these analyses ({names})")
     p.add_argument("--skip", action="append", metavar="A[,B]", help="leave these analyses out")
-    p.add_argument("--seed", type=common.non_negative_int, default=0, help="data and bootstrap seed")
+    p.add_argument("--seed", type=common.seed_int, default=0, help="data and bootstrap seed")
     p.add_argument(
         "--num-sequences",
         type=common.positive_int,
@@ -335,7 +353,9 @@ def build_parser() -> common.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="analyses run in parallel processes (default: 2, or 1 on a one-core machine)",
     )
-    p.add_argument("--index", nargs="+", type=Path, metavar="DIR", help="report folders to compare")
+    p.add_argument(
+        "--index", nargs="+", type=common.path_arg, metavar="DIR", help="report folders to compare"
+    )
     return p
 
 

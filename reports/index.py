@@ -62,22 +62,27 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a dict, else {}: a hand-edited or foreign summary shows as missing numbers."""
+    return value if isinstance(value, dict) else {}
+
+
 def _row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, Any]:
-    metrics = summary.get("metrics") or {}
+    metrics = _mapping(summary.get("metrics"))
     link = os.path.relpath(run_dir.absolute() / REPORT_FILE, page_dir.absolute())
-    flip = metrics.get("flip_mass") or {}
-    pe = metrics.get("pe_zero_accuracy") or {}
-    verdict = metrics.get("qk_verdict") or {}
-    top = metrics.get("top_head") or {}
-    config = summary.get("config") or {}
+    flip = _mapping(metrics.get("flip_mass"))
+    pe = _mapping(metrics.get("pe_zero_accuracy"))
+    verdict = _mapping(metrics.get("qk_verdict"))
+    top = _mapping(metrics.get("top_head"))
+    config = _mapping(summary.get("config"))
     return {
         "name": summary.get("name") or run_dir.name,
         "href": quote(Path(link).as_posix()),
         "config": {k: config.get(k) for k in CONFIG_COLUMNS},
-        "training": summary.get("training") or {},
+        "training": _mapping(summary.get("training")),
         "seed": summary.get("seed"),
         "num_sequences": summary.get("num_sequences"),
-        "accuracy": (metrics.get("accuracy") or {}).get("estimate"),
+        "accuracy": _mapping(metrics.get("accuracy")).get("estimate"),
         "flip_head": flip.get("head"),
         "flip_mass": flip.get("flip_mass"),
         "neighbour_mass": flip.get("neighbour_mass"),
@@ -87,7 +92,7 @@ def _row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, An
         "top_head": top.get("head"),
         "top_delta": top.get("delta_accuracy"),
         "timestamp": summary.get("timestamp"),
-        "sha": (summary.get("checkpoint_sha256") or "")[:12],
+        "sha": str(summary.get("checkpoint_sha256") or "")[:12],
     }
 
 
@@ -101,6 +106,18 @@ def render_index(rows: list[dict[str, Any]]) -> str:
     )
 
 
+INDEX_MARKER = '<meta name="generator" content="reverse-encoder-interp reports.index">'
+
+
+def is_index_page(path: Path) -> bool:
+    """Whether ``path`` is an index page this module wrote (it carries :data:`INDEX_MARKER`)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return INDEX_MARKER in f.read(1 << 20)
+    except OSError:
+        return False
+
+
 def build_index(run_dirs: list[Path], out: Path) -> Path:
     """Write the index page for ``run_dirs`` into ``out`` (a folder, or a ``.html`` path); return its path."""
     from analyses.common import write_text
@@ -112,6 +129,10 @@ def build_index(run_dirs: list[Path], out: Path) -> Path:
     page = out if out.suffix == ".html" else out / INDEX_FILE
     if page.parent.exists() and not page.parent.is_dir():
         raise ValueError(f"--out {page.parent} is not a folder")
+    if page.exists() and not is_index_page(page):  # never overwrite a report or a file of the user's
+        raise ValueError(
+            f"--out {page} exists and is not an index page of reports.build: refusing to replace it"
+        )
     rows = [_row(d, s, page.parent) for d, s in summaries]
     html = render_index(rows)
     created = []  # folders made here, removed again if the page cannot be written

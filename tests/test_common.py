@@ -232,3 +232,48 @@ def test_python_results_name_the_checkpoint_the_model_was_loaded_from(tmp_path):
     assert fa.main(argv) == 0
     cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())["provenance"]
     assert (cli["checkpoint"], cli["checkpoint_sha256"]) == (str(path.absolute()), sha256_file(path))
+
+
+# --- bad input found by the CLI audits -------------------------------------------------------------
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_folder(tmp_path, capsys):
+    import os
+    import signal
+
+    def body():
+        with common.atomic_output_dir(tmp_path / "out") as folder:
+            (folder / "half.json").write_text("{")
+            os.kill(os.getpid(), signal.SIGTERM)  # what `timeout` or a job scheduler sends
+            raise AssertionError("not reached")
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert common.run_cli(body) == 143
+    assert capsys.readouterr().err == "error: terminated\n"
+    assert list(tmp_path.iterdir()) == []  # no .out.tmp-* left behind
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the caller's again
+
+
+@pytest.mark.parametrize(
+    "main, argv, message",
+    [
+        (qk.main, ["--seed", str(2**64)], "argument --seed: expected a seed from 0 to 4294967295"),
+        (pa.main, ["--alphas", "1,0.5,1"], "argument --alphas: each scale once"),
+        (td.main, ["--run", ""], "argument --run: empty path"),
+        (zs.main, [""], "argument zoo: empty path"),
+    ],
+)
+def test_more_bad_arguments_are_one_line(main, argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_analysis_refuses_to_replace_the_folder_holding_its_checkpoint(tmp_path, capsys):
+    out = tmp_path / "earlier"
+    assert qk.main(["--checkpoint", str(save_model(make_model(), tmp_path / "m.pt")), "--num-sequences", "8",
+                    "--out", str(out)]) == 0  # fmt: skip
+    checkpoint = save_model(make_model(), out / "model.pt")  # a checkpoint kept inside an output
+    capsys.readouterr()
+    assert qk.main(["--checkpoint", str(checkpoint), "--num-sequences", "8", "--out", str(out)]) == 2
+    assert "lies inside --out" in capsys.readouterr().err
+    assert checkpoint.is_file()

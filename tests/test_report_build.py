@@ -233,7 +233,9 @@ def test_a_failing_build_leaves_the_folder_as_it_was(built, checkpoint, tmp_path
         ("index_without_report", "no report.html"),
         ("index_with_checkpoint", "error: --index takes report folders only, not --checkpoint"),
         ("empty_out", "error: argument --out: empty path"),
-        ("section_folder_is_not_an_output", "flip_alignment exists and is not an analysis output folder"),
+        ("section_folder_is_not_an_output", "exists and is not a report folder"),
+        ("out_holds_other_files", "exists and is not a report folder"),
+        ("index_over_a_report", "report.html exists and is not an index page of reports.build"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(case, message, checkpoint, tmp_path, capsys):
@@ -245,6 +247,13 @@ def test_bad_input_is_one_line_and_exit_code_2(case, message, checkpoint, tmp_pa
     if case == "section_folder_is_not_an_output":  # OUT/<analysis> is replaced whole: never user files
         (out / "flip_alignment").mkdir(parents=True)
         (out / "flip_alignment" / "notes.txt").write_text("mine")
+    if case == "out_holds_other_files":  # report.html and summary.json would be overwritten
+        out.mkdir()
+        (out / "report.html").write_text("<p>my own page</p>")
+    if case == "index_over_a_report":
+        (tmp_path / "runs" / "r1").mkdir(parents=True)
+        (tmp_path / "runs" / "r1" / "report.html").write_text("<p>a report</p>")
+        (tmp_path / "runs" / "r1" / "summary.json").write_text('{"kind": "report_summary"}')
     argv = {
         "missing_checkpoint": ["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(out)],
         "unknown_analysis": [
@@ -261,6 +270,13 @@ def test_bad_input_is_one_line_and_exit_code_2(case, message, checkpoint, tmp_pa
         "index_with_checkpoint": ["--index", str(empty_run), "--checkpoint", str(checkpoint)],
         "empty_out": ["--checkpoint", str(checkpoint), "--out", ""],
         "section_folder_is_not_an_output": ["--checkpoint", str(checkpoint), "--out", str(out)],
+        "out_holds_other_files": ["--checkpoint", str(checkpoint), "--out", str(out)],
+        "index_over_a_report": [
+            "--index",
+            str(tmp_path / "runs" / "r1"),
+            "--out",
+            str(tmp_path / "runs" / "r1" / "report.html"),
+        ],
     }[case]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert build.main(argv) == 2
@@ -409,6 +425,12 @@ def test_index_links_each_run_and_shows_its_numbers(built, tmp_path, capsys):
     links = re.findall(r'<a href="([^"]+)"', page.read_text())
     assert links == ["../../runs/seed%20a/report.html", "../../runs/b/report.html"]
     assert (page.parent / "../../runs/b/report.html").resolve() == (second / "report.html").resolve()
+    assert build_index([first], page).read_text().count("<tr") >= 2  # its own index page: rewritten
+    # a hand-edited summary with the wrong types shows as missing numbers, not a traceback
+    summary.update(metrics=[1, 2], config="x", training=3, checkpoint_sha256=5)
+    (second / "summary.json").write_text(json.dumps(summary))
+    assert build.main(["--index", str(second), "--out", str(tmp_path / "odd")]) == 0
+    assert "b &amp; &lt;i&gt;second&lt;/i&gt;" in (tmp_path / "odd" / "index.html").read_text()
 
 
 def test_explorer_typed_length_limits_follow_the_encoding():

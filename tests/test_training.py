@@ -439,3 +439,34 @@ def test_cli_subprocess_error_has_no_traceback(tmp_path):
         done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     )
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", str(2**33)], "error: --seed: must be at most 4294967295"),
+        (["--out", ""], "error: --out: empty path"),
+    ],
+)
+def test_more_bad_training_arguments(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt(), SystemExit(1)])
+def test_ctrl_c_during_training_says_how_to_continue(raised, monkeypatch, capsys):
+    """Lightning answers a Ctrl-C during fit with a graceful shutdown and sys.exit(1): the user gets a
+    line saying the run can continue, and exit code 130, not a silent 1."""
+    import models.train as train_module
+
+    def interrupted(argv):
+        raise raised
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    assert train_module.main(["--preset", "fast"]) == 130
+    assert capsys.readouterr().err == (
+        "error: interrupted: rerun the same command to continue from the last checkpoint\n"
+    )
