@@ -19,6 +19,7 @@ to ``models.train`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -161,7 +162,7 @@ def run_zoo(
     the :class:`ZooRun` fields plus ``before``, ``status``, ``seconds`` and the run's final metrics.
 
     Every run's arguments are checked before the first run starts (``ValueError`` on bad input)."""
-    from models.train import parse_args, train
+    from models.train import parse_args
 
     spec = ZooSpec() if spec is None else spec
     out = Path(out)
@@ -171,12 +172,31 @@ def run_zoo(
         parse_args(spec.train_argv(run, out)).resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
+    created = []  # folders made here: removed again if they are still empty when the zoo fails
+    folder = out
+    while not folder.exists() and folder.parent != folder:
+        created.append(folder)
+        folder = folder.parent
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(
             f"--out {out}: cannot create the folder ({e.strerror or type(e).__name__})"
         ) from None
+    try:
+        return _train_runs(out, spec, runs, log)
+    except BaseException:  # e.g. Lightning rejecting --devices/--strategy before the first run
+        for folder in created:  # deepest first; rmdir leaves any folder that holds something
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _train_runs(
+    out: Path, spec: ZooSpec, runs: list[ZooRun], log: Callable[[str], None] | None
+) -> list[dict]:
+    from models.train import train
+
     say = log if (log is not None and _rank_zero()) else (lambda message: None)
     records = [{**asdict(run), "before": _state(out / run.name)[0], "status": "pending"} for run in runs]
     started = time.perf_counter()

@@ -77,6 +77,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {blocker / 'zoo'}: cannot create the folder (")
     assert err.count("\n") == 1
+    # Lightning rejects the devices only when the first run starts: the folders made for it go again
+    assert zoo.main(["--out", str(tmp_path / "new" / "zoo"), "--seeds", "1", "--", "--devices", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "new").exists()
 
 
 # --- a tiny real zoo ------------------------------------------------------------------------------
