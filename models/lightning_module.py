@@ -243,6 +243,8 @@ class LastCheckpoint(Checkpoint):
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        # weights_only=False: the full checkpoint (optimizer, schedule, loop state) that resuming needs;
+        # it holds tensors and plain values only, so it is read back with torch.load(weights_only=True).
         trainer.save_checkpoint(tmp, weights_only=False)  # every rank calls it; only rank 0 writes
         if trainer.is_global_zero:
             os.replace(tmp, self.path)

@@ -213,6 +213,7 @@ def _fit(
     args: TrainArgs, run: Path, config: dict, resume_from: Path | None, extra_callbacks: list, started: float
 ) -> Path:
     import importlib.util
+    import inspect
     import math
     import shutil
 
@@ -293,7 +294,10 @@ def _fit(
     if resume_from is not None:
         _say(f"{run}: resuming from {resume_from}")
     fit_start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    # Resuming reads checkpoints/last.ckpt with torch.load(weights_only=True): a run folder copied from
+    # elsewhere cannot run code (Lightning >= 2.6 takes the flag; older ones use torch's default).
+    safe = {"weights_only": True} if "weights_only" in inspect.signature(pl.Trainer.fit).parameters else {}
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from, **safe)
     fit_seconds = time.perf_counter() - fit_start
     if not trainer.is_global_zero or trainer.interrupted:
         return run
