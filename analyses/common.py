@@ -181,37 +181,59 @@ def atomic_output_dir(out: Path) -> Iterator[Path]:
     """
     out = check_replaceable(out)
     created: list[Path] = []  # parents we create, removed again on failure
-    parent = out.parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
     try:
-        for folder in reversed(created):
-            folder.mkdir()
+        created = make_folders(out.parent)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     except OSError as e:
-        _remove_created(created)
+        remove_empty(created)
         raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        _remove_created(created)
+        remove_empty(created)
         raise
 
 
-def _remove_created(created: list[Path]) -> None:
-    for folder in created:  # deepest first
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those it created, deepest first (for
+    :func:`remove_empty` on failure). On an ``OSError`` the ones made so far are removed again."""
+    missing: list[Path] = []
+    probe = Path(folder)
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    made: list[Path] = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            made.insert(0, path)
+    except OSError:
+        remove_empty(made)
+        raise
+    return made
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each folder (deepest first) that is empty; leave any that holds something."""
+    for folder in folders:
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def replace_dir(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target``, replacing an existing folder: it is moved aside first and deleted
+    only once ``source`` is in place. Callers check that ``target`` may be replaced
+    (:func:`check_replaceable`)."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.replace(target, old / target.name)
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
 
 
 # --- provenance -----------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ Python: ``build_report(checkpoint, out, ...)`` returns the path of report.html.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -87,35 +86,13 @@ def _prepare_out(out: Path) -> tuple[Path, list[Path]]:
     if out.exists() and not out.is_dir():
         raise common.UserError(f"--out {out} exists and is not a folder")
     created: list[Path] = []
-    parent = out
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
     try:
-        for folder in reversed(created):
-            folder.mkdir()
+        created = common.make_folders(out)
         staging = Path(tempfile.mkdtemp(dir=out, prefix=".report-build-"))
     except OSError as e:
-        _remove_empty(created)
+        common.remove_empty(created)
         raise common.UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
     return staging, created
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for folder in folders:  # deepest first
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
-def _replace_dir(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, replacing an existing folder (moved aside first, then deleted)."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, old / target.name)
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
 
 
 def build_report(
@@ -207,12 +184,12 @@ def build_report(
         }
         common.write_json(staging / SUMMARY_FILE, summary)
         for task in tasks:  # everything exists: move it into place
-            _replace_dir(task.out, out / task.name)
+            common.replace_dir(task.out, out / task.name)
         os.replace(staging / SUMMARY_FILE, out / SUMMARY_FILE)
         os.replace(staging / REPORT_FILE, out / REPORT_FILE)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty(created)
+        common.remove_empty(created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return out / REPORT_FILE

@@ -18,7 +18,6 @@ parent of the DIRs).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -120,7 +119,7 @@ def is_index_page(path: Path) -> bool:
 
 def build_index(run_dirs: list[Path], out: Path) -> Path:
     """Write the index page for ``run_dirs`` into ``out`` (a folder, or a ``.html`` path); return its path."""
-    from analyses.common import write_text
+    from analyses.common import make_folders, remove_empty, write_text
 
     if not run_dirs:
         raise ValueError("--index needs at least one report folder")
@@ -135,17 +134,10 @@ def build_index(run_dirs: list[Path], out: Path) -> Path:
         )
     rows = [_row(d, s, page.parent) for d, s in summaries]
     html = render_index(rows)
-    created = []  # folders made here, removed again if the page cannot be written
-    folder = page.parent
-    while not folder.exists():
-        created.append(folder)
-        folder = folder.parent
+    created: list[Path] = []  # folders made here, removed again if the page cannot be written
     try:
-        for folder in reversed(created):
-            folder.mkdir()
+        created = make_folders(page.parent)
         return write_text(page, html)
     except OSError as e:
-        for folder in created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(created)
         raise ValueError(f"cannot write --out {page}: {e.strerror or e}") from None
