@@ -36,8 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
-CACHE_ENV = "REVERSE_ENCODER_INTERP_CACHE"
-DEFAULT_MODEL_NAME = "tutorial-seed0"
+from models.default_model import (  # noqa: F401  (re-exported: the CLIs' model cache)
+    CACHE_ENV,
+    DEFAULT_MODEL_NAME,
+    DefaultModelError,
+    cache_dir,
+    default_model_dir,
+    ensure_default_model,
+)
+
 # Evaluation sequences are generated in blocks of this many, each from its own seeded stream, so the
 # data do not depend on the batch size.
 _DATA_BLOCK = 4096
@@ -401,50 +408,6 @@ class ResolvedModel:
     model: Any  # models.HookedReverseEncoder
     path: Path
     sha256: str
-
-
-def cache_dir() -> Path:
-    """``$REVERSE_ENCODER_INTERP_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/reverse-encoder-interp``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "reverse-encoder-interp"
-
-
-def default_model_dir() -> Path:
-    return cache_dir() / "models" / DEFAULT_MODEL_NAME
-
-
-def ensure_default_model(log: Callable[[str], None] | None = None) -> Path:
-    """Path of the default model's ``model.pt``, training it on first use.
-
-    The default model is the tutorial's recipe (``models.train --preset tutorial --seed 0``) stopped at
-    the first 100% validation accuracy, in the run folder :func:`default_model_dir`. A run counts as
-    finished when it holds ``model.pt`` and ``metrics.json`` (written last); an interrupted run is
-    continued by the trainer. Training is the only step that imports Lightning, and only here.
-    """
-    target = default_model_dir()
-    checkpoint = target / "model.pt"
-    if checkpoint.is_file() and (target / "metrics.json").is_file():
-        return checkpoint
-    if log is not None:
-        log(f"no cached default model in {target}; training it (tutorial preset, seed 0, stop at 100%)")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(
-            f"cannot create the model cache {target.parent}: {e.strerror or e} "
-            f"(set {CACHE_ENV} to a writable folder)"
-        ) from None
-    from models.train import train  # lazy: Lightning is imported only to train
-
-    argv = ["--preset", "tutorial", "--stop-at-perfect", "--seed", "0"]
-    if not sys.stdout.isatty():  # a progress bar redrawn into a log file or pipe is only noise
-        argv.append("--no-progress-bar")
-    run = Path(train([*argv, "--out", str(target.parent), "--name", target.name]))
-    if not (run / "model.pt").is_file():
-        raise RuntimeError(f"training finished but wrote no model.pt into {run}")
-    return run / "model.pt"
 
 
 def resolve_model(

@@ -1,0 +1,65 @@
+"""The default model: the tutorial's recipe, trained once on first use and cached.
+
+``models.load_model()`` with no path and every command without ``--checkpoint`` use it. It is the
+``tutorial`` preset (``python -m models.train --preset tutorial --seed 0``) stopped at the first 100%
+validation accuracy, in the run folder :func:`default_model_dir`:
+``$REVERSE_ENCODER_INTERP_CACHE/models/tutorial-seed0`` (default ``${XDG_CACHE_HOME:-~/.cache}/
+reverse-encoder-interp``). Training is the only step that imports Lightning, and only here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+CACHE_ENV = "REVERSE_ENCODER_INTERP_CACHE"
+DEFAULT_MODEL_NAME = "tutorial-seed0"
+
+
+class DefaultModelError(ValueError):
+    """The default model's cache folder cannot be used; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """``$REVERSE_ENCODER_INTERP_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/reverse-encoder-interp``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "reverse-encoder-interp"
+
+
+def default_model_dir() -> Path:
+    """The run folder of the cached default model."""
+    return cache_dir() / "models" / DEFAULT_MODEL_NAME
+
+
+def ensure_default_model(log: Callable[[str], None] | None = None) -> Path:
+    """Path of the default model's ``model.pt``, training it on first use (logged through ``log``).
+
+    A run counts as finished when it holds ``model.pt`` and ``metrics.json`` (written last); an
+    interrupted run is continued by the trainer.
+    """
+    target = default_model_dir()
+    checkpoint = target / "model.pt"
+    if checkpoint.is_file() and (target / "metrics.json").is_file():
+        return checkpoint
+    if log is not None:
+        log(f"no cached default model in {target}; training it (tutorial preset, seed 0, stop at 100%)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DefaultModelError(
+            f"cannot create the model cache {target.parent}: {e.strerror or e} "
+            f"(set {CACHE_ENV} to a writable folder)"
+        ) from None
+    from models.train import train  # lazy: Lightning is imported only to train
+
+    argv = ["--preset", "tutorial", "--stop-at-perfect", "--seed", "0"]
+    if not sys.stdout.isatty():  # a progress bar redrawn into a log file or pipe is only noise
+        argv.append("--no-progress-bar")
+    run = Path(train([*argv, "--out", str(target.parent), "--name", target.name]))
+    if not (run / "model.pt").is_file():
+        raise RuntimeError(f"training finished but wrote no model.pt into {run}")
+    return run / "model.pt"
