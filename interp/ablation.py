@@ -85,7 +85,7 @@ def positional_rows(model: torch.nn.Module, positions: Int[Tensor, " n"]) -> Flo
     0..n_ctx−1, so positions are clamped to that range.
     """
     cfg = model.cfg
-    table = model.pos_embed.W_pos.detach()
+    table = model.pos_embed.table.detach()
     positions = torch.as_tensor(positions, device=table.device).long()
     if cfg.positional_embedding == "learned":
         return table[positions.clamp(0, table.shape[0] - 1)]

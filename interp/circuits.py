@@ -78,7 +78,7 @@ def positional_encodings(model: HookedReverseEncoder, n_pos: int) -> Float[Tenso
         raise ValueError(f"n_pos {n_pos} exceeds the {limit} positions the model's encoding supports")
     if model.cfg.positional_embedding == "none":
         return torch.zeros(n_pos, model.cfg.d_model, device=model.embed.proj.weight.device)
-    return model.W_pos[:n_pos].detach()
+    return model.pos_embed.table[:n_pos].detach()
 
 
 def bilinear_score_terms(

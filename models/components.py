@@ -53,24 +53,42 @@ class Embed(nn.Module):
 
 
 class PosEmbed(nn.Module):
-    """Positional encoding added to the token embedding (sinusoidal, learned, or none)."""
+    """Positional encoding added to the token embedding: ``P[p]`` for each position p.
+
+    TransformerLens' ``W_pos`` is ``[n_ctx, d_model]``, the rows of the training length; ``table`` holds
+    every row the encoding defines (sinusoidal: ``pe_max_len`` rows, as the tutorial's buffer; learned:
+    ``n_ctx``; none: zero rows), which other lengths read. The activation is always a fresh tensor,
+    never a view of ``table``: a hook that edits it in place must not edit the model.
+    """
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.cfg = cfg
         if cfg.positional_embedding == "sinusoidal":
             # Not saved with the weights (persistent=False), exactly like the tutorial's buffer.
-            self.register_buffer("W_pos", sinusoidal_table(cfg.pe_max_len, cfg.d_model), persistent=False)
+            self.register_buffer("table", sinusoidal_table(cfg.pe_max_len, cfg.d_model), persistent=False)
         elif cfg.positional_embedding == "learned":
             self.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * 0.02)
         else:
-            self.register_buffer("W_pos", torch.zeros(0, cfg.d_model), persistent=False)
+            self.register_buffer("table", torch.zeros(0, cfg.d_model), persistent=False)
+
+    def __getattr__(self, name: str) -> Tensor:
+        # ``W_pos`` is the parameter of a learned encoding and the first n_ctx rows of the table
+        # otherwise (zeros without an encoding); ``table`` of a learned encoding is its parameter.
+        if name == "W_pos" and "table" in self._buffers:
+            table = self._buffers["table"]
+            if self.cfg.positional_embedding == "none":
+                return table.new_zeros(self.cfg.n_ctx, self.cfg.d_model)
+            return table[: self.cfg.n_ctx]
+        if name == "table" and "W_pos" in self._parameters:
+            return self._parameters["W_pos"]
+        return super().__getattr__(name)
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         batch, pos = tokens.shape
         if self.cfg.positional_embedding == "none":
             return torch.zeros(batch, pos, self.cfg.d_model, device=tokens.device)
-        return self.W_pos[:pos].unsqueeze(0).expand(batch, pos, self.cfg.d_model)
+        return self.table[:pos].unsqueeze(0).repeat(batch, 1, 1)  # a copy: see the class docstring
 
 
 class LayerNorm(nn.Module):
@@ -110,6 +128,10 @@ class Attention(nn.Module):
         nn.init.zeros_(self.o_proj.bias)
         for name in ("q", "k", "v", "attn_scores", "pattern", "z", "result"):
             setattr(self, f"hook_{name}", HookPoint())
+        # Per-head copies of the block's input [batch, pos, head, d_model], only with
+        # cfg.use_split_qkv_input (TransformerLens' direct-path patching adds to one head's copy).
+        for name in ("q_input", "k_input", "v_input"):
+            setattr(self, f"hook_{name}", HookPoint())
 
     # TransformerLens weight views, derived from the fused layout --------------------------------
     def _qkv_weight(self, i: int) -> Float[Tensor, "head d_model d_head"]:
@@ -134,13 +156,32 @@ class Attention(nn.Module):
     def b_O(self) -> Float[Tensor, " d_model"]:
         return self.o_proj.bias
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        batch, pos, _ = x.shape
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head d_model"],
+        key_input: Float[Tensor, "batch pos head d_model"] | None = None,
+        value_input: Float[Tensor, "batch pos head d_model"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Attention over ``x`` [batch, pos, d_model]; with per-head inputs (``key_input`` and
+        ``value_input`` given, ``x`` the query input), each [batch, pos, head, d_model] and head h's q, k,
+        v computed from its own copy."""
+        batch, pos = x.shape[:2]
         h, dh = self.cfg.n_heads, self.cfg.d_head
-        qkv = self.qkv_proj(x).view(batch, pos, h, 3, dh)
-        q = self.hook_q(qkv[..., 0, :])  # [batch, pos, head, d_head]
-        k = self.hook_k(qkv[..., 1, :])
-        v = self.hook_v(qkv[..., 2, :])
+        if key_input is None:
+            qkv = self.qkv_proj(x).view(batch, pos, h, 3, dh)
+            q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+        else:
+            q, k, v = (
+                torch.einsum("bphd,hde->bphe", inp, w) + b
+                for inp, w, b in (
+                    (x, self.W_Q, self.b_Q),
+                    (key_input, self.W_K, self.b_K),
+                    (value_input, self.W_V, self.b_V),
+                )
+            )
+        q = self.hook_q(q)  # [batch, pos, head, d_head]
+        k = self.hook_k(k)
+        v = self.hook_v(v)
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(dh)
         scores = self.hook_attn_scores(scores)  # [batch, head, query_pos, key_pos]
         pattern = self.hook_pattern(scores.softmax(dim=-1))
@@ -152,7 +193,10 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """The tutorial's ``linear_net``: Linear(d → d_mlp) → (dropout) → ReLU → Linear(d_mlp → d)."""
+    """The tutorial's ``linear_net``: Linear(d → d_mlp) → (dropout) → ReLU → Linear(d_mlp → d).
+
+    TransformerLens views: ``W_in`` [d_model, d_mlp], ``b_in``, ``W_out`` [d_mlp, d_model], ``b_out``.
+    """
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -162,10 +206,22 @@ class MLP(nn.Module):
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
 
+    W_in = property(lambda self: self.fc_in.weight.T)
+    b_in = property(lambda self: self.fc_in.bias)
+    W_out = property(lambda self: self.fc_out.weight.T)
+    b_out = property(lambda self: self.fc_out.bias)
+
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = self.hook_pre(self.fc_in(x))
         post = self.hook_post(F.relu(self.dropout(pre)))
         return self.fc_out(post)
+
+
+SPLIT_INPUT_POST_LN = (
+    "use_split_qkv_input needs a pre-LN model: in this post-LayerNorm model (x = LN(x + Attn(x))) a head's "
+    "output reaches later heads only through LayerNorm, so adding it to one head's input is not the "
+    "direct path A -> B (TransformerLens' direct-path patching assumes pre-LN blocks)"
+)
 
 
 class TransformerBlock(nn.Module):
@@ -191,13 +247,22 @@ class TransformerBlock(nn.Module):
     def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
         if self.cfg.normalization == "post":
+            if self.cfg.use_split_qkv_input:
+                raise ValueError(SPLIT_INPUT_POST_LN)
             attn_out = self.hook_attn_out(self.attn(resid_pre))
             resid_mid = self.hook_resid_mid(resid_pre + self.dropout(attn_out))
             normalized_mid = self.ln1(resid_mid)
             mlp_out = self.hook_mlp_out(self.mlp(normalized_mid))
             resid_post = self.hook_resid_post(normalized_mid + self.dropout(mlp_out))
             return self.ln2(resid_post)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))
+        if self.cfg.use_split_qkv_input:  # one copy of the input per head and per q, k, v
+            copies = resid_pre.unsqueeze(2).expand(-1, -1, self.cfg.n_heads, -1)  # [batch, pos, head, d]
+            a = self.attn
+            inputs = [hook(copies.clone()) for hook in (a.hook_q_input, a.hook_k_input, a.hook_v_input)]
+            attn_out = self.attn(*(self.ln1(x) for x in inputs))
+        else:
+            attn_out = self.attn(self.ln1(resid_pre))
+        attn_out = self.hook_attn_out(attn_out)
         resid_mid = self.hook_resid_mid(resid_pre + self.dropout(attn_out))
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
         return self.hook_resid_post(resid_mid + self.dropout(mlp_out))

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from models.scalars import as_float, as_int
+
 PositionalEmbedding = Literal["sinusoidal", "learned", "none"]
 Normalization = Literal["post", "pre"]
 
@@ -48,9 +50,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model", "d_vocab", "n_ctx", "pe_max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}")
+            setattr(self, name, as_int(getattr(self, name), f"EncoderConfig.{name}", minimum=1))
         if self.positional_embedding == "sinusoidal" and self.n_ctx > self.pe_max_len:
             raise ValueError(
                 f"EncoderConfig: n_ctx={self.n_ctx} exceeds the sinusoidal table "
@@ -62,8 +62,8 @@ class EncoderConfig:
             )
         if self.d_mlp is None:
             self.d_mlp = 2 * self.d_model
-        elif isinstance(self.d_mlp, bool) or not isinstance(self.d_mlp, int) or self.d_mlp < 1:
-            raise ValueError(f"EncoderConfig.d_mlp must be a positive integer, got {self.d_mlp!r}")
+        else:
+            self.d_mlp = as_int(self.d_mlp, "EncoderConfig.d_mlp", minimum=1)
         if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
             raise ValueError(
                 f"EncoderConfig.positional_embedding must be one of {POSITIONAL_EMBEDDINGS}, "
@@ -74,12 +74,17 @@ class EncoderConfig:
                 f"EncoderConfig.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
             )
         for name in ("dropout", "input_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
+            value = as_float(getattr(self, name), f"EncoderConfig.{name}")
+            if not 0.0 <= value < 1.0:
                 raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got {value!r}")
-        if not float(self.layer_norm_eps) > 0:
+            setattr(self, name, value)
+        self.layer_norm_eps = as_float(self.layer_norm_eps, "EncoderConfig.layer_norm_eps")
+        if not self.layer_norm_eps > 0:
             raise ValueError(f"EncoderConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         self.d_head = self.d_model // self.n_heads
+        # A run-time switch, not part of the saved configuration (so not a dataclass field): per-head
+        # copies of the attention input, TransformerLens' use_split_qkv_input (pre-LN models only).
+        self.use_split_qkv_input = False
         if self.num_elements() > MAX_ELEMENTS:
             raise ValueError(
                 f"EncoderConfig: {self.num_elements():,} weights and table entries exceed the "
@@ -93,6 +98,23 @@ class EncoderConfig:
         head = d * d + d + 2 * d + d * self.d_vocab + self.d_vocab
         table = {"sinusoidal": self.pe_max_len, "learned": self.n_ctx}.get(self.positional_embedding, 0)
         return self.d_vocab * d + d + self.n_layers * per_layer + head + table * d
+
+    # TransformerLens reads these; they are fixed by this architecture, so derived, never stored.
+    @property
+    def n_key_value_heads(self) -> None:
+        """No grouped-query attention: every head has its own keys and values."""
+        return None
+
+    @property
+    def attn_only(self) -> bool:
+        """Every block has an MLP."""
+        return False
+
+    @property
+    def normalization_type(self) -> str:
+        """LayerNorm with weight and bias (where it sits, before or after the sublayer, is
+        ``normalization``)."""
+        return "LN"
 
     @property
     def max_positions(self) -> int | None:

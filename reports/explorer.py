@@ -68,7 +68,7 @@ def model_weights(model: Any) -> dict[str, dict[str, Any]]:
     weights.pop("pos_embed.W_pos", None)
     if cfg.positional_embedding != "none":
         rows = max_typed_length(cfg)
-        weights["pos"] = _encode(model.pos_embed.W_pos[:rows])
+        weights["pos"] = _encode(model.pos_embed.table[:rows])
     return weights
 
 

@@ -94,7 +94,7 @@ def test_zero_pe_equals_the_model_without_positional_encoding(fixture, tokens, r
 
 def test_positional_methods_do_what_they_say(multi_model, tokens):
     n = tokens.shape[1]
-    table = multi_model.W_pos[: n + 1]
+    table = multi_model.pos_embed.table[: n + 1]
     pe = table[:n]
     assert torch.equal(pos_embed_under(multi_model, tokens, method="zero"), torch.zeros_like(pe))
     assert torch.allclose(pos_embed_under(multi_model, tokens, method="mean"), pe.mean(0).expand_as(pe))
@@ -124,7 +124,7 @@ def test_positional_methods_do_what_they_say(multi_model, tokens):
 
 def test_positional_rows_match_the_table_and_clamp_learned(tiny_model):
     positions = torch.tensor([0, 5, 15, 16, 4999])
-    assert torch.equal(ablation.positional_rows(tiny_model, positions), tiny_model.W_pos[positions])
+    assert torch.equal(ablation.positional_rows(tiny_model, positions), tiny_model.pos_embed.table[positions])
     learned = make_model(positional_embedding="learned")
     rows = ablation.positional_rows(learned, torch.tensor([-1, 0, 15, 16]))
     assert torch.equal(rows, learned.W_pos[torch.tensor([0, 0, 15, 15])])

@@ -118,10 +118,10 @@ def test_no_hooks_leaves_output_unchanged(multi_model, tokens):
 
 def test_every_hook_can_be_read_and_replaced(multi_model, tokens):
     _, cache = multi_model.run_with_cache(tokens)
-    # attn.hook_result only fires when cfg.use_attn_result is set.
-    assert set(cache.keys()) == set(multi_model.hook_dict) - {
-        f"blocks.{i}.attn.hook_result" for i in range(2)
-    }
+    # attn.hook_result fires only with cfg.use_attn_result, hook_{q,k,v}_input only with
+    # cfg.use_split_qkv_input.
+    optional = ("attn.hook_result", "attn.hook_q_input", "attn.hook_k_input", "attn.hook_v_input")
+    assert set(cache.keys()) == set(multi_model.hook_dict) - {f"blocks.{i}.{h}" for i in range(2) for h in optional}
     with torch.no_grad():
         base = multi_model(tokens)
         for name in cache.keys():
@@ -199,8 +199,11 @@ def test_no_positional_embedding_is_permutation_equivariant(tokens):
 
 def test_sinusoidal_table_values():
     model = make_model(d_model=8)
-    pe = model.W_pos
+    pe = model.pos_embed.table
     assert pe.shape == (5000, 8)
+    # TransformerLens' W_pos: the n_ctx rows of the training length, the table's first rows.
+    assert model.W_pos.shape == model.pos_embed.W_pos.shape == (16, 8)
+    assert torch.equal(model.W_pos, pe[:16])
     for p in (0, 1, 7):
         for k in range(4):
             freq = 10000 ** (-2 * k / 8)

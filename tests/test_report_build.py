@@ -374,7 +374,7 @@ def test_explorer_data_holds_exact_weights_and_the_hooked_patterns(pe):
     if rows is None:
         assert "pos" not in data["weights"]
     else:
-        assert np.array_equal(decode(data["weights"]["pos"]), model.pos_embed.W_pos[:rows].detach().numpy())
+        assert np.array_equal(decode(data["weights"]["pos"]), model.pos_embed.table[:rows].detach().numpy())
     tokens = next(common.token_batches(3, 16, 10, 4, 3))
     assert [e["tokens"] for e in data["examples"]] == tokens.tolist()
     logits, cache = model.run_with_cache(tokens)
