@@ -77,7 +77,7 @@ def offset_profile(matrix: torch.Tensor) -> torch.Tensor:
     offsets = list(range(-(n - 1), n))
     flat = matrix.reshape(-1, *matrix.shape[-3:])
     counts = torch.tensor(metrics.offset_query_counts(n, offsets), dtype=matrix.dtype)
-    return (metrics.offset_mass(flat, offsets).sum(2) / counts).reshape(*matrix.shape[:-2], len(offsets))
+    return (metrics.offset_values(flat, offsets).sum(2) / counts).reshape(*matrix.shape[:-2], len(offsets))
 
 
 def similarity_law(scores: torch.Tensor, similarity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

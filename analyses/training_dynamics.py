@@ -132,7 +132,7 @@ def find_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 def _load(source: Any, device: str) -> Any:
     if isinstance(source, (str, Path)):
-        return load_model(source, device=device)
+        return load_model(source, device=device, check_accuracy=False)  # snapshots start untrained
     return source
 
 

@@ -1,8 +1,14 @@
 """Model-agnostic interpretability tools: metrics on attention patterns, ablations and interventions
 as hook context managers, bootstrap and paired statistics, circuit decompositions.
 
-``interp.plotting`` (matplotlib) is not imported here, to keep ``import interp`` light.
+The circuit tools (``interp.circuits``: QK/OV FactoredMatrix, the exact split of layer 0's scores,
+positional scores, swap effects; ``interp.residual``: the frozen-LayerNorm decomposition of the
+residual stream) import TransformerLens, which takes seconds, so their names below are imported on
+first use. ``interp.plotting`` (matplotlib) is not imported here at all.
 """
+
+import importlib
+from typing import Any
 
 from interp.ablation import ablate_heads, ablate_positional_encoding, intervene, replace_pattern
 from interp.baselines import no_position_ceiling
@@ -33,7 +39,33 @@ from interp.stats import (
     resample_counts,
 )
 
+_LAZY = {
+    name: "interp.circuits"
+    for name in (
+        "SCORE_TERMS",
+        "ScoreDecomposition",
+        "SwapEffect",
+        "bilinear_score_terms",
+        "cosine_by_offset",
+        "decompose_layer0_scores",
+        "flip_score_gap",
+        "ov_circuit",
+        "positional_encodings",
+        "positional_scores",
+        "qk_circuit",
+        "swap_effect",
+    )
+} | {name: "interp.residual" for name in ("frozen_ln_decomposition", "removal_error", "decomposition_hooks")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")
+
+
 __all__ = [
+    *_LAZY,
     "ablate_heads",
     "ablate_positional_encoding",
     "intervene",

@@ -18,14 +18,19 @@ v[b, k, h]``, the head's output before ``W_O``); pattern interventions on ``bloc
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from models.scalars import as_float, as_int
 
 PEMethod = Literal["zero", "mean", "shuffle", "shift", "mirror", "scale", "remove_band"]
 PE_METHODS: tuple[str, ...] = get_args(PEMethod)
@@ -38,21 +43,33 @@ Head = tuple[int, int]
 
 # --- the one hook routine -------------------------------------------------------------------------
 @contextmanager
-def intervene(model: torch.nn.Module, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[torch.nn.Module]:
+def intervene(
+    model: torch.nn.Module, hooks: Sequence[tuple[str, HookFn]] | Mapping[str, HookFn]
+) -> Iterator[torch.nn.Module]:
     """Replace the activation at each named hook point by ``fn(activation)`` inside the block.
 
-    ``fn`` must return a tensor of the activation's shape. The hooks are removed on exit, also when
-    the block raises; only the hooks added here are removed.
+    ``hooks`` is a list of ``(name, fn)`` pairs or a dict ``{name: fn}``. ``fn`` is either ours,
+    ``fn(activation)``, or TransformerLens-style, ``fn(activation, hook)`` (it has a parameter named
+    ``hook`` or takes two positional arguments); it returns a tensor of the activation's shape, or
+    None after editing the activation in place (TransformerLens' convention). The hooks are removed on
+    exit, also when the block raises; only the hooks added here are removed. An unknown name is a
+    ``ValueError`` that suggests the closest hook point.
     """
+    pairs = list(hooks.items()) if isinstance(hooks, Mapping) else list(hooks)
     points = model.hook_dict
-    for name, fn in hooks:
+    for item in pairs:
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError(f"interventions must be (hook name, function) pairs or a dict, got {item!r}")
+        name, fn = item
         if name not in points:
-            raise ValueError(f"unknown hook point {name!r}; the model has: {', '.join(points)}")
+            close = difflib.get_close_matches(name, list(points), n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]!r}?" if close else " (model.hook_dict lists them all)"
+            raise ValueError(f"unknown hook point {name!r}{hint}")
         if not callable(fn):
             raise ValueError(f"the intervention at {name!r} must be callable, got {type(fn).__name__}")
     added = []
     try:
-        for name, fn in hooks:
+        for name, fn in pairs:
             point = points[name]
             added.append((point, point.add_hook(_checked(name, fn))))
         yield model
@@ -62,9 +79,26 @@ def intervene(model: torch.nn.Module, hooks: Sequence[tuple[str, HookFn]]) -> It
             point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
 
 
+def takes_hook(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is a TransformerLens hook function, ``fn(activation, hook)``: it has a parameter
+    named ``hook``, or accepts a second positional argument."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature: called with the activation only
+        return False
+    if any(p.name == "hook" for p in parameters):
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+
+
 def _checked(name: str, fn: HookFn) -> Callable[..., Tensor]:
+    call_with_hook = takes_hook(fn)
+
     def hook(activation: Tensor, hook: object) -> Tensor:
-        out = fn(activation)
+        out = fn(activation, hook=hook) if call_with_hook else fn(activation)
+        if out is None:  # edited in place, TransformerLens-style
+            return activation
         if not isinstance(out, Tensor) or out.shape != activation.shape:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
@@ -140,12 +174,8 @@ def positional_transform(
             raise ValueError(f"{name}= is not used by the {method!r} ablation")
     if needs is not None and given[needs] is None:
         raise ValueError(f"the {method!r} ablation needs {needs}=")
-    for name in ("shift", "band", "seed"):
-        value = given[name]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if alpha is not None and not (isinstance(alpha, int | float) and math.isfinite(alpha)):
-        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    shift, band, seed = (None if given[n] is None else as_int(given[n], n) for n in ("shift", "band", "seed"))
+    alpha = None if alpha is None else as_float(alpha, "alpha")
     if band is not None and not 0 <= band < num_bands(model.cfg.d_model):
         last = num_bands(model.cfg.d_model) - 1
         raise ValueError(f"band {band} does not exist: d_model={model.cfg.d_model} has bands 0..{last}")
@@ -198,12 +228,11 @@ def check_heads(model: torch.nn.Module, heads: Iterable[Head]) -> list[Head]:
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     out = set()
     for item in heads:
+        if isinstance(item, Tensor | np.ndarray):
+            item = item.tolist()
         if not (isinstance(item, tuple | list) and len(item) == 2):
             raise ValueError(f"heads must be (layer, head) pairs, got {item!r}")
-        layer, head = item
-        for name, value in (("layer", layer), ("head", head)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+        layer, head = as_int(item[0], "layer"), as_int(item[1], "head")
         if not 0 <= layer < n_layers:
             raise ValueError(f"layer {layer} does not exist: the model has layers 0..{n_layers - 1}")
         if not 0 <= head < n_heads:
@@ -284,7 +313,7 @@ def ablate_heads(
     if method == "resample" and reference is None:
         raise ValueError("the 'resample' head ablation needs reference= tokens to resample from")
     pool = head_activations(model, reference, layers) if method == "resample" else {}
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(as_int(seed, "seed", minimum=0))
 
     def make_hook(layer: int) -> HookFn:
         layer_heads = [h for lay, h in heads if lay == layer]

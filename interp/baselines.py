@@ -49,6 +49,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Estimate, bootstrap_ci
+from models.scalars import as_int
 
 BRUTE_FORCE_LIMIT = 2_000_000  # sequences × positions enumerated at most
 
@@ -81,8 +82,7 @@ def chance_accuracy(num_categories: int) -> float:
 
 def _check_sizes(seq_len: int, num_categories: int) -> None:
     for name, value in (("seq_len", seq_len), ("num_categories", num_categories)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        as_int(value, name, minimum=1)
 
 
 def _partitions(n: int, max_parts: int, largest: int | None = None) -> Iterator[tuple[int, ...]]:
@@ -190,8 +190,7 @@ def no_position_ceiling_monte_carlo(
     """Accuracy of :func:`no_position_predictions` on ``num_sequences`` random sequences drawn from
     ``numpy.random.default_rng(seed)``, with a percentile-bootstrap CI over sequences."""
     _check_sizes(seq_len, num_categories)
-    if isinstance(num_sequences, bool) or not isinstance(num_sequences, int) or num_sequences < 1:
-        raise ValueError(f"num_sequences must be a positive integer, got {num_sequences!r}")
+    num_sequences = as_int(num_sequences, "num_sequences", minimum=1)
     rng = np.random.default_rng(seed)
     per_sequence = []
     for start in range(0, num_sequences, 65536):

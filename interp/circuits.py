@@ -42,12 +42,13 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from models.encoder import HookedReverseEncoder
+from models.scalars import as_int, is_int
 
 SCORE_TERMS: tuple[str, ...] = ("pos_pos", "tok_pos", "pos_tok", "tok_tok", "bias")
 
 
 def _check_layer(model: HookedReverseEncoder, layer: int) -> None:
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < model.cfg.n_layers:
+    if not is_int(layer) or not 0 <= int(layer) < model.cfg.n_layers:
         raise ValueError(f"layer {layer!r} is out of range for a model with {model.cfg.n_layers} layer(s)")
 
 
@@ -71,8 +72,7 @@ def ov_circuit(model: HookedReverseEncoder, layer: int = 0) -> FactoredMatrix:
 
 def positional_encodings(model: HookedReverseEncoder, n_pos: int) -> Float[Tensor, "pos d_model"]:
     """The encodings the model adds at positions 0..n_pos−1 (zeros for ``positional_embedding='none'``)."""
-    if isinstance(n_pos, bool) or not isinstance(n_pos, int) or n_pos < 1:
-        raise ValueError(f"n_pos must be a positive integer, got {n_pos!r}")
+    n_pos = as_int(n_pos, "n_pos", minimum=1)
     limit = model.cfg.max_positions
     if limit is not None and n_pos > limit:
         raise ValueError(f"n_pos {n_pos} exceeds the {limit} positions the model's encoding supports")
@@ -222,7 +222,7 @@ def flip_score_gap(scores: Float[Tensor, "*batch query key"], offset: int) -> Fl
     n_q, n_k = scores.shape[-2:]
     if n_q != n_k:
         raise ValueError(f"scores must be square over (query, key), got {n_q} x {n_k}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset == 0 or abs(offset) >= n_k:
+    if not is_int(offset) or int(offset) == 0 or abs(int(offset)) >= n_k:
         raise ValueError(f"offset must be a non-zero integer with |offset| < {n_k}, got {offset!r}")
     queries = torch.arange(n_q, device=scores.device)
     flipped = n_k - 1 - queries
@@ -270,7 +270,7 @@ def swap_effect(
         raise ValueError(f"offsets must be a non-empty list of integers with |o| < {n}, got {offsets}")
     if n_vocab < (3 if any(offsets) else 2):
         raise ValueError(f"a swap needs at least {3 if any(offsets) else 2} digits, the model has {n_vocab}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if not is_int(chunk_size) or int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     device = tokens.device
     query = torch.arange(n, device=device)

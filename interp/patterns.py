@@ -7,11 +7,11 @@ those with parameters are used through ``functools.partial``, e.g.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from models.scalars import as_float, as_int
 
 
 def _check(pattern: Tensor) -> int:
@@ -29,8 +29,7 @@ def flip(pattern: Float[Tensor, "batch query key"], shift: int = 0) -> Float[Ten
     not exist the row stays on the nearest key (the flipped key itself).
     """
     n = _check(pattern)
-    if isinstance(shift, bool) or not isinstance(shift, int):
-        raise ValueError(f"shift must be an integer, got {shift!r}")
+    shift = as_int(shift, "shift")
     keys = (torch.arange(n - 1, -1, -1, device=pattern.device) + shift).clamp(0, n - 1)
     one_hot = torch.nn.functional.one_hot(keys, n).to(pattern.dtype)
     return one_hot.expand_as(pattern).clone()
@@ -44,7 +43,7 @@ def uniform(pattern: Float[Tensor, "batch query key"]) -> Float[Tensor, "batch q
 
 def row_permutations(n: int, seed: int) -> Tensor:
     """[query, key] index: row i is a random permutation π_i of the keys, drawn from ``seed``."""
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(as_int(seed, "seed", minimum=0))
     return torch.rand(n, n, generator=generator).argsort(dim=-1)
 
 
@@ -66,6 +65,7 @@ def temperature(pattern: Float[Tensor, "batch query key"], tau: float) -> Float[
     τ < 1 sharpens the rows towards their argmax, τ > 1 flattens them towards uniform; τ = 1 is A.
     """
     _check(pattern)
-    if isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau) or tau <= 0:
+    tau = as_float(tau, "tau")
+    if tau <= 0:
         raise ValueError(f"tau must be a positive number, got {tau!r}")
     return torch.softmax(torch.log(pattern) / tau, dim=-1)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.scalars import as_int, is_int
+
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 # Elements of one count matrix (float64): 4e6 × 8 bytes = 32 MB, whatever n is.
@@ -43,8 +45,7 @@ class Estimate:
 
 
 def _check(resamples: int, confidence: float) -> None:
-    if isinstance(resamples, bool) or not isinstance(resamples, int | np.integer) or resamples < 1:
-        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    as_int(resamples, "resamples", minimum=1)
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
 
@@ -55,8 +56,9 @@ def resample_counts(n: int, resamples: int, seed: int | Sequence[int] = 0) -> It
     Row r holds how many times each of the n units was drawn (with replacement) in resample r.
     Chunks keep memory constant in the number of resamples.
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+    if not is_int(n) or int(n) < 1:
         raise ValueError(f"the bootstrap needs at least one unit, got n={n!r}")
+    n, resamples = int(n), int(resamples)
     _check(resamples, 0.5)
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, _CHUNK_ELEMENTS // n))

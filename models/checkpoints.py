@@ -23,6 +23,7 @@ import hashlib
 import os
 import pickle
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -34,8 +35,11 @@ import torch
 from torch import Tensor
 
 from models.config import EncoderConfig
+from models.data import make_reverse_data
+from models.devices import check_device
 from models.encoder import HookedReverseEncoder
 from models.flax_msgpack import FlaxMsgpackError, flatten_tree, pack_tree, unpack_tree
+from models.scalars import as_int
 
 FORMAT_NAME = "reverse-encoder-interp"
 FORMAT_VERSION = 1
@@ -391,16 +395,35 @@ def _load_torch_dict(path: Path, obj: Any, n_heads: int | None, device: str) -> 
 
 
 def load_model(
-    path: str | os.PathLike, *, n_heads: int | None = None, device: str = "cpu"
+    path: str | os.PathLike | None = None,
+    *,
+    n_heads: int | None = None,
+    device: str = "cpu",
+    check_accuracy: bool = True,
 ) -> HookedReverseEncoder:
     """Load any supported checkpoint (see the module docstring) as a model in eval mode.
 
-    ``n_heads`` is needed only for Flax files, which do not store it (default 1); for the other formats
-    it is read from the file, and a different explicit value is an error.
+    ``path`` None: the cached default model (the tutorial's recipe, seed 0), trained on first use
+    (about 15 s; see :mod:`models.default_model`). ``n_heads`` is needed only for Flax files, which do
+    not store it (default 1, with a warning saying so); for the other formats it is read from the
+    file, and a different explicit value is an error. ``device``: cpu, cuda[:N] or mps, checked first.
+    With ``check_accuracy`` the model reverses 256 random sequences once and a warning says so when
+    its accuracy is near chance (an untrained model, or a Flax file loaded with the wrong head count).
     """
+    if path is None:
+        from models.default_model import ensure_default_model
+
+        path = ensure_default_model(log=lambda message: sys.stderr.write(message + "\n"))
     path = Path(path)
-    if n_heads is not None and (isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1):
-        raise CheckpointError(f"{path}: n_heads must be a positive integer, got {n_heads!r}")
+    try:
+        device = check_device(device)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: cannot load onto {exc}") from None
+    if n_heads is not None:
+        try:
+            n_heads = as_int(n_heads, "n_heads", minimum=1)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
     if path.is_dir():
         if not (path / RUN_FOLDER_MODEL).is_file():
             hint = (
@@ -420,10 +443,18 @@ def load_model(
     if not head:
         raise CheckpointError(f"{path}: empty file")
     # A pickle starts with PROTO (0x80) and its protocol; torch.save's legacy format uses protocol 2.
+    flax = False
     if head == _ZIP_MAGIC or (head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5):
         model = _load_torch_dict(path, _torch_load(path), n_heads, device)
     elif 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):
+        flax = True
         model = _load_flax(path, path.read_bytes(), n_heads, device)
+        if n_heads is None:
+            warnings.warn(
+                f"{path}: a Flax checkpoint does not store its head count; assumed n_heads=1 (pass "
+                "n_heads= if it was trained with more)",
+                stacklevel=2,
+            )
     else:
         raise CheckpointError(
             f"{path}: unrecognised content (first byte 0x{head[0]:02x}): not a torch.save file, not a "
@@ -432,4 +463,32 @@ def load_model(
     # Where the weights came from, so results computed from this model can record it (provenance).
     model.checkpoint_path = str(path.absolute())
     model.checkpoint_sha256 = sha256_file(path)
-    return model.eval()
+    model.eval()
+    if check_accuracy:
+        _warn_if_near_chance(model, path, flax_heads_guessed=flax and n_heads is None)
+    return model
+
+
+CHECK_SEQUENCES = 256
+
+
+@torch.no_grad()
+def _warn_if_near_chance(model: HookedReverseEncoder, path: Path, flax_heads_guessed: bool) -> None:
+    """Warn when the model reverses 256 random sequences no better than 1.5× chance."""
+    cfg = model.cfg
+    tokens = make_reverse_data(CHECK_SEQUENCES, cfg.n_ctx, cfg.d_vocab, seed=0).to(
+        model.embed.proj.weight.device
+    )
+    accuracy = float((model(tokens).argmax(-1) == tokens.flip(-1)).float().mean())
+    chance = 1.0 / cfg.d_vocab
+    if accuracy <= 1.5 * chance:
+        hint = (
+            f"; wrong n_heads? Flax files do not store it and {cfg.n_heads} was assumed"
+            if flax_heads_guessed
+            else f" (is it trained? for a Flax file, is n_heads={cfg.n_heads} right?)"
+        )
+        warnings.warn(
+            f"{path}: accuracy {accuracy:.3f} on {CHECK_SEQUENCES} random sequences is near chance "
+            f"({chance:.2f}){hint}",
+            stacklevel=3,
+        )

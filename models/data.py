@@ -17,6 +17,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from models.scalars import as_int
+
 # The tutorial's sizes: 50,000 / 1,000 / 10,000 sequences of 16 digits from 10 categories.
 TRAIN_SIZE, VAL_SIZE, TEST_SIZE = 50_000, 1_000, 10_000
 SEQ_LEN, NUM_CATEGORIES = 16, 10
@@ -24,8 +26,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    as_int(value, name, minimum=1)
 
 
 def make_reverse_data(
@@ -35,9 +36,7 @@ def make_reverse_data(
     _check_positive("num_sequences", num_sequences)
     _check_positive("seq_len", seq_len)
     _check_positive("num_categories", num_categories)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(as_int(seed, "seed", minimum=0))
     return torch.randint(0, num_categories, (num_sequences, seq_len), generator=generator)
 
 

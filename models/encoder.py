@@ -121,7 +121,7 @@ class HookedReverseEncoder(HookedRootModule):
     def check_hook_name(self, name: str) -> str:
         """``name`` if it is a hook point of this model, else ``ValueError`` with the closest names."""
         if name not in self.hook_dict:
-            close = difflib.get_close_matches(name, list(self.hook_dict), n=1, cutoff=0.6)
+            close = difflib.get_close_matches(name, list(self.hook_dict), n=1, cutoff=0.8)
             hint = f"; did you mean {close[0]!r}?" if close else " (model.hook_dict lists them all)"
             raise ValueError(f"unknown hook point {name!r}{hint}")
         return name

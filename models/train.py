@@ -303,7 +303,7 @@ def _fit(
         return run
 
     best = checkpoint.best_model_path
-    model = load_model(best) if best else module.model.cpu().eval()
+    model = load_model(best, check_accuracy=False) if best else module.model.cpu().eval()
     # The step of the weights model.pt holds: the best checkpoint's (or the last step without one).
     model_step = torch.load(best, map_location="cpu", weights_only=True)["global_step"] if best else None
     dm.setup()

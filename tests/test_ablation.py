@@ -272,7 +272,11 @@ def test_permuted_and_tempered_patterns():
         (lambda m: replace_pattern(m, 0, 9, patterns.uniform), r"head 9 does not exist"),
         (
             lambda m: intervene(m, [("blocks.7.hook_nothing", lambda x: x)]),
-            r"unknown hook point .*hook_embed",
+            r"unknown hook point 'blocks.7.hook_nothing' \(model.hook_dict lists them all\)",
+        ),
+        (
+            lambda m: intervene(m, {"blocks.0.attn.hook_patern": lambda x: x}),
+            r"unknown hook point 'blocks.0.attn.hook_patern'; did you mean 'blocks.0.attn.hook_pattern'\?",
         ),
     ],
 )

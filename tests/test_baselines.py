@@ -79,7 +79,7 @@ def test_a_model_without_positions_never_beats_the_ceiling_on_an_enumerable_case
     "call,message",
     [
         (lambda: baselines.no_position_ceiling(0, 10), "seq_len must be a positive integer"),
-        (lambda: baselines.no_position_ceiling(4, 2.5), "num_categories must be a positive integer"),
+        (lambda: baselines.no_position_ceiling(4, 2.5), "num_categories must be an integer, got 2.5"),
         (lambda: baselines.no_position_ceiling_brute_force(16, 10), "too large"),
         (lambda: baselines.no_position_ceiling_monte_carlo(4, 3, num_sequences=0), "num_sequences"),
         (lambda: baselines.no_position_predictions(torch.zeros(4, dtype=torch.long), 3), r"\[batch, pos\]"),
