@@ -121,7 +121,9 @@ def test_every_hook_can_be_read_and_replaced(multi_model, tokens):
     # attn.hook_result fires only with cfg.use_attn_result, hook_{q,k,v}_input only with
     # cfg.use_split_qkv_input.
     optional = ("attn.hook_result", "attn.hook_q_input", "attn.hook_k_input", "attn.hook_v_input")
-    assert set(cache.keys()) == set(multi_model.hook_dict) - {f"blocks.{i}.{h}" for i in range(2) for h in optional}
+    assert set(cache.keys()) == set(multi_model.hook_dict) - {
+        f"blocks.{i}.{h}" for i in range(2) for h in optional
+    }
     with torch.no_grad():
         base = multi_model(tokens)
         for name in cache.keys():
