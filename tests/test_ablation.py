@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import get_args
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_model
@@ -298,3 +299,53 @@ def test_pattern_builders_reject_bad_shapes_and_parameters():
         patterns.uniform(torch.ones(2, 3, 4))
     with pytest.raises(ValueError, match="tau"):
         patterns.temperature(torch.ones(1, 2, 2) / 2, 0.0)
+
+
+# --- TransformerLens-style hook functions, dicts, numpy and torch scalars --------------------------
+def test_intervene_takes_transformer_lens_hook_functions_and_dicts(multi_model, tokens):
+    name = "blocks.1.attn.hook_z"
+    with intervene(multi_model, [(name, lambda z: z * 0.5)]):
+        ours = multi_model(tokens)
+    seen = []
+
+    def tl_style(z, hook):
+        seen.append(hook.name)
+        return z * 0.5
+
+    def in_place(z, hook):  # TransformerLens' convention: edit in place, return None
+        z.mul_(0.5)
+
+    for hooks in ([(name, tl_style)], {name: tl_style}, {name: in_place}, {name: lambda z, hook: z * 0.5}):
+        with intervene(multi_model, hooks):
+            torch.testing.assert_close(multi_model(tokens), ours, rtol=0, atol=0)
+    assert seen == [name, name]
+    assert not any(p.fwd_hooks for p in multi_model.hook_dict.values())
+
+
+def test_numpy_and_torch_scalars_are_accepted(multi_model, tokens):
+    with ablate_positional_encoding(multi_model, "scale", alpha=0.5):
+        expected = multi_model(tokens)
+    for alpha in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5)):
+        with ablate_positional_encoding(multi_model, "scale", alpha=alpha):
+            torch.testing.assert_close(multi_model(tokens), expected)
+    with ablate_heads(multi_model, [(0, 1)]):
+        expected = multi_model(tokens)
+    for heads in (
+        [(np.int64(0), np.int64(1))],
+        [(torch.tensor(0), 1)],
+        [torch.tensor([0, 1])],
+        np.array([[0, 1]]),
+    ):
+        with ablate_heads(multi_model, heads):
+            torch.testing.assert_close(multi_model(tokens), expected)
+    for layer in np.arange(2):  # a sweep over np.arange
+        with replace_pattern(multi_model, layer, np.int64(0), patterns.uniform):
+            multi_model(tokens)
+    shifted = [
+        ablation.positional_transform(multi_model, "shift", shift=s) for s in (np.int64(1), torch.tensor(1))
+    ]
+    assert all(callable(f) for f in shifted)
+    with pytest.raises(ValueError, match="alpha must be a number, got True"):
+        ablation.positional_transform(multi_model, "scale", alpha=True)
+    with pytest.raises(ValueError, match="shift must be an integer, got 1.5"):
+        ablation.positional_transform(multi_model, "shift", shift=1.5)

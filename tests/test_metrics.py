@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -176,3 +177,59 @@ def test_streaming_in_batches_equals_computing_at_once(seed, n, split):
         assert torch.allclose(streamed, value, atol=1e-12, equal_nan=True), name
     # Per-sequence means of per-row values average back to the all-rows mean.
     assert whole["flip_mass"].mean().item() == pytest.approx(metrics.flip_mass(p).mean().item())
+
+
+# --- input checks and one head ----------------------------------------------------------------------
+PATTERN_METRICS = [
+    metrics.flip_mass,
+    metrics.offset_mass,
+    metrics.neighbour_mass,
+    metrics.remainder_mass,
+    metrics.argmax_hit,
+    metrics.row_entropy,
+]
+
+
+@pytest.mark.parametrize("metric", PATTERN_METRICS, ids=lambda f: f.__name__)
+def test_one_heads_pattern_gives_one_value_per_row(metric):
+    pattern = torch.rand(3, 2, 6, 6).softmax(-1)
+    both = metric(pattern)
+    single = metric(pattern[:, 1])
+    assert single.shape == both[:, 1].shape
+    torch.testing.assert_close(single, both[:, 1])
+
+
+def test_token_metrics_take_one_head_too():
+    pattern = torch.rand(3, 2, 6, 6).softmax(-1)
+    tokens = torch.randint(0, 3, (3, 6))
+    torch.testing.assert_close(
+        metrics.target_digit_mass(pattern[:, 0], tokens), metrics.target_digit_mass(pattern, tokens)[:, 0]
+    )
+    one, both = (
+        metrics.sequence_statistics(pattern[:, 0], tokens),
+        metrics.sequence_statistics(pattern, tokens),
+    )
+    for name, value in one.items():
+        expected = both[name] if name.endswith("_keys") else both[name][:, 0]
+        torch.testing.assert_close(value, expected, msg=name)
+
+
+@pytest.mark.parametrize("metric", PATTERN_METRICS, ids=lambda f: f.__name__)
+def test_scores_are_not_a_pattern(metric):
+    scores = torch.randn(2, 1, 5, 5) * 4  # what hook_attn_scores holds: rows do not sum to one
+    with pytest.raises(
+        ValueError, match=r"pattern rows must sum to one .*\(hook_attn_scores\) are not a pattern"
+    ):
+        metric(scores)
+    metric(scores.softmax(-1))  # the same numbers as a pattern are fine
+    nan_rows = scores.softmax(-1)
+    nan_rows[0, 0, 2] = float("nan")
+    assert metric(nan_rows).shape[0] == 2  # undefined rows propagate as NaN, they are not an error
+
+
+def test_numpy_patterns_are_refused_with_the_conversion():
+    pattern = np.full((2, 1, 4, 4), 0.25)
+    with pytest.raises(TypeError, match=r"got numpy.ndarray \(convert with torch.from_numpy\(pattern\)\)"):
+        metrics.flip_mass(pattern)
+    with pytest.raises(ValueError, match="query == key"):
+        metrics.flip_mass(torch.full((2, 4, 5), 0.2))
