@@ -5,7 +5,8 @@ Every function takes a pattern ``[batch, head, query, key]`` (rows sum to one, e
 ``[batch, head, query]`` (or per row and offset), so callers can average however they need. One
 head's pattern ``[batch, query, key]`` gives ``[batch, query]``. Inputs are checked: a torch tensor
 (numpy arrays are refused with the conversion to use), square over (query, key), rows summing to one
-(within 1e-3; rows holding NaN pass as NaN) — so scores (``hook_attn_scores``) passed by mistake are named as such.
+(within 1e-3; rows holding NaN pass as NaN) — so scores (``hook_attn_scores``) passed by mistake are
+named as such.
 
 Conventions (used throughout the toolkit):
 
