@@ -28,6 +28,7 @@ from torch import Tensor
 
 from models.config import EncoderConfig
 from models.encoder import HookedReverseEncoder
+from models.limits import iter_log_spaced_steps
 
 
 def cosine_warmup_factor(step: int, warmup: int, max_iters: int) -> float:
@@ -140,11 +141,7 @@ def log_spaced_steps(max_steps: int, per_decade: int) -> list[int]:
     """
     if isinstance(per_decade, bool) or not isinstance(per_decade, int) or per_decade < 1:
         raise ValueError(f"per_decade must be a positive integer, got {per_decade!r}")
-    steps, k = {0}, 0
-    while (step := round(10 ** (k / per_decade))) <= max_steps:
-        steps.add(step)
-        k += 1
-    return sorted(steps)
+    return list(iter_log_spaced_steps(max_steps, per_decade))  # one iteration per step, any per_decade
 
 
 class StopAtPerfect(pl.Callback):

@@ -424,7 +424,7 @@ def how_to_continue(argv: list[str]) -> str:
     """What rerunning does after an interruption, from the run folder's state: continue from its last
     checkpoint (the same command; without ``--overwrite``, which would start over) or start again."""
     try:
-        args = parse_args(list(argv)).resolve()
+        args = parse_args(list(argv))
     except ValueError:
         return "rerun the same command to continue"
     run = Path(args.out) / args.run_name
