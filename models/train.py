@@ -11,10 +11,14 @@ Writes one run folder ``OUT/NAME`` (NAME defaults to ``<preset>-seed<seed>``)::
     model.pt        the best checkpoint's encoder in this project's format (models.save_model);
                     its metadata records that checkpoint's "step"
     metrics.json    final train/val/test loss and accuracy, steps, seconds; written last = finished
+    SHA256SUMS      (here, in checkpoints/ and in snapshots/) the sha256 of each model file, recorded
+                    when it is written atomically (models.integrity) and checked by models.load_model
 
 A folder with ``checkpoints/last.ckpt`` and no ``metrics.json`` is an interrupted run: the same
-command continues it. A finished run is left alone unless ``--overwrite``. A run folder may be copied
-or moved (another ``--out``): it resumes from its own checkpoints, whatever paths Lightning recorded.
+command continues it (from the newest intact checkpoint when ``last.ckpt`` is corrupt, see
+:mod:`models.atomic_checkpoint`). A finished run is left alone unless ``--overwrite``. A run
+folder may be copied or moved (another ``--out``): it resumes from its own checkpoints, whatever paths
+Lightning recorded.
 Arguments, presets and their checks live in :mod:`models.train_args` (re-exported here).
 
 Presets: ``tutorial`` is the tutorial's recipe (Adam 5e-4, warm-up 50, batch 128, 10 epochs, one
