@@ -428,7 +428,7 @@ def resolve_model(
     try:
         model = load_model(path, n_heads=n_heads, device=device)
     except CheckpointError as e:
-        raise UserError(f"--checkpoint {e}") from None
+        raise UserError(f"{'--checkpoint' if checkpoint is not None else 'default model:'} {e}") from None
     # The file read (a run folder's model.pt) and its sha256, as load_model noted them: the same
     # provenance whether a result is made here or in Python from load_model.
     return ResolvedModel(model=model.eval(), path=Path(model.checkpoint_path), sha256=model.checkpoint_sha256)

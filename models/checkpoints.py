@@ -15,16 +15,21 @@ A directory is a run folder and must contain ``model.pt``. Tutorial weights map 
 (both keep the fused per-head ``qkv_proj``); Flax Dense kernels are [in, out], the transpose of torch's
 [out, in], and Flax LayerNorm uses eps 1e-6 instead of torch's 1e-5. Every problem raises a
 :class:`CheckpointError` naming the file and what is wrong.
+
+Before anything is unpickled (:mod:`models.integrity`): the path must be a regular file (a FIFO or a
+symlink loop is named, never opened for reading); a file with a sha256 recorded in its folder's
+``SHA256SUMS`` (every model file this toolkit writes) must match it; a zip's declared member sizes
+must fit a checkpoint of the largest model :mod:`models.config` builds and must not exceed the
+file's own size many times over (a decompression bomb); and a zip without a recorded sha256 must
+pass its members' CRC-32 checks. Legacy pickles and Flax files without a record cannot be verified.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +44,14 @@ from models.data import make_reverse_data
 from models.devices import check_device
 from models.encoder import HookedReverseEncoder
 from models.flax_msgpack import FlaxMsgpackError, flatten_tree, pack_tree, unpack_tree
+from models.integrity import (
+    CheckpointError,
+    atomic_write,
+    check_zip,
+    open_regular,
+    sha256_file,
+    verify_recorded,
+)
 from models.scalars import as_int
 
 FORMAT_NAME = "reverse-encoder-interp"
@@ -51,37 +64,14 @@ TUTORIAL_HPARAMS = ("input_dim", "model_dim", "num_classes", "num_heads", "num_l
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or written; the message names the file and the problem."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, for provenance records."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["CheckpointError", "load_model", "save_model", "sha256_file", "write_flax_msgpack"]
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write through a temp file in the same folder, then ``os.replace``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Temp file in the same folder, fsync, ``os.replace``, mode 0644, sha256 recorded in the folder's
+    SHA256SUMS (:func:`models.integrity.atomic_write`): never a half-written or unrecorded model file."""
+    atomic_write(path, write, record=True)
+    return Path(path)
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -228,6 +218,10 @@ def _check_tensors(
         value = found[key]
         if not isinstance(value, (Tensor, np.ndarray)):
             raise CheckpointError(f"{path}: {key} holds a {type(value).__name__}, expected a tensor")
+        if isinstance(value, Tensor) and value.layout != torch.strided:
+            raise CheckpointError(
+                f"{path}: {key} is a {str(value.layout).removeprefix('torch.')} tensor, expected a dense one"
+            )
         if not (value.dtype.is_floating_point if isinstance(value, Tensor) else value.dtype.kind == "f"):
             raise CheckpointError(f"{path}: {key} has dtype {value.dtype}, expected floating point")
         if tuple(value.shape) != shape:
@@ -425,7 +419,7 @@ def load_model(
         except ValueError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
     if path.is_dir():
-        if not (path / RUN_FOLDER_MODEL).is_file():
+        if not os.path.lexists(path / RUN_FOLDER_MODEL):  # present but not a file: named below
             hint = (
                 " (its checkpoints/*.ckpt files can be loaded directly)"
                 if (path / "checkpoints").is_dir()
@@ -433,22 +427,25 @@ def load_model(
             )
             raise CheckpointError(f"{path}: directory without {RUN_FOLDER_MODEL}, so not a run folder{hint}")
         path = path / RUN_FOLDER_MODEL
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        with path.open("rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    with open_regular(path) as f:  # a FIFO, a symlink loop, a device: named, never read
+        head = f.read(4)
     if not head:
         raise CheckpointError(f"{path}: empty file")
+    # The sha256 recorded when the file was written (SHA256SUMS beside it), when there is one.
+    digest = sha256_file(path)
+    recorded = verify_recorded(path, digest)
     # A pickle starts with PROTO (0x80) and its protocol; torch.save's legacy format uses protocol 2.
     flax = False
-    if head == _ZIP_MAGIC or (head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5):
+    if head == _ZIP_MAGIC:
+        check_zip(path, crc=recorded is None)  # declared sizes before torch.load allocates them
+        model = _load_torch_dict(path, _torch_load(path), n_heads, device)
+    elif head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
         model = _load_torch_dict(path, _torch_load(path), n_heads, device)
     elif 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):
         flax = True
-        model = _load_flax(path, path.read_bytes(), n_heads, device)
+        with open_regular(path) as f:
+            data = f.read()
+        model = _load_flax(path, data, n_heads, device)
         if n_heads is None:
             warnings.warn(
                 f"{path}: a Flax checkpoint does not store its head count; assumed n_heads=1 (pass "
@@ -462,7 +459,7 @@ def load_model(
         )
     # Where the weights came from, so results computed from this model can record it (provenance).
     model.checkpoint_path = str(path.absolute())
-    model.checkpoint_sha256 = sha256_file(path)
+    model.checkpoint_sha256 = digest
     model.eval()
     if check_accuracy:
         _warn_if_near_chance(model, path, flax_heads_guessed=flax and n_heads is None)

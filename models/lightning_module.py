@@ -28,6 +28,7 @@ from torch import Tensor
 
 from models.config import EncoderConfig
 from models.encoder import HookedReverseEncoder
+from models.limits import iter_log_spaced_steps
 
 
 def cosine_warmup_factor(step: int, warmup: int, max_iters: int) -> float:
@@ -140,11 +141,7 @@ def log_spaced_steps(max_steps: int, per_decade: int) -> list[int]:
     """
     if isinstance(per_decade, bool) or not isinstance(per_decade, int) or per_decade < 1:
         raise ValueError(f"per_decade must be a positive integer, got {per_decade!r}")
-    steps, k = {0}, 0
-    while (step := round(10 ** (k / per_decade))) <= max_steps:
-        steps.add(step)
-        k += 1
-    return sorted(steps)
+    return list(iter_log_spaced_steps(max_steps, per_decade))  # one iteration per step, any per_decade
 
 
 class StopAtPerfect(pl.Callback):
@@ -161,6 +158,8 @@ class StopAtPerfect(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
+        if self.stopped:  # restored: the interrupted run had stopped here (see state_dict)
+            trainer.should_stop = True
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -170,13 +169,21 @@ class StopAtPerfect(pl.Callback):
         # but before metrics.json), which left start_step at 0.
         self.start_step = int(checkpoint.get("global_step", 0))
 
-    # Saved in checkpoints, so that a resumed run still knows when it first reached 100%.
+    # Saved in checkpoints, so that a resumed run still knows when it first reached 100%, and whether
+    # it had already decided to stop there: a run killed after that decision (last.ckpt written) but
+    # before its metadata stops again at once when resumed, so it records the steps, stop reason and
+    # stopped_at_perfect of an uninterrupted run instead of training on to the next validation.
     def state_dict(self) -> dict[str, Any]:
-        return {"first_perfect_step": self.first_perfect_step, "seconds_to_perfect": self.seconds_to_perfect}
+        return {
+            "first_perfect_step": self.first_perfect_step,
+            "seconds_to_perfect": self.seconds_to_perfect,
+            "stopped": self.stopped,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.first_perfect_step = state_dict.get("first_perfect_step")
         self.seconds_to_perfect = state_dict.get("seconds_to_perfect")
+        self.stopped = bool(state_dict.get("stopped", False)) and self.stop
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
@@ -226,8 +233,9 @@ class LastCheckpoint(Checkpoint):
     """Writes ``path`` (a full Lightning checkpoint) after every validation and when training stops.
 
     Lightning's own ``save_last`` only follows a top-k save, i.e. only when val accuracy improved, so a
-    killed run could fall back many validations. The file is written beside its target and renamed
-    (``os.replace``), so a kill during the write leaves the previous ``last.ckpt`` intact.
+    killed run could fall back many validations. ``models.train`` gives its Trainer an
+    :class:`models.atomic_checkpoint.AtomicCheckpointIO`: the file is written beside its target and
+    renamed, so a kill or a full disk during the write leaves the previous ``last.ckpt`` intact.
 
     A run stopped by ``max_steps`` or ``max_time`` is saved at the end of its last batch, where the
     loops' state says "mid-epoch" and a later run with a larger budget continues exactly; a save from
@@ -240,14 +248,9 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        if trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         # weights_only=False: the full checkpoint (optimizer, schedule, loop state) that resuming needs;
         # it holds tensors and plain values only, so it is read back with torch.load(weights_only=True).
-        trainer.save_checkpoint(tmp, weights_only=False)  # every rank calls it; only rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; only rank 0 writes
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)

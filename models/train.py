@@ -11,10 +11,14 @@ Writes one run folder ``OUT/NAME`` (NAME defaults to ``<preset>-seed<seed>``)::
     model.pt        the best checkpoint's encoder in this project's format (models.save_model);
                     its metadata records that checkpoint's "step"
     metrics.json    final train/val/test loss and accuracy, steps, seconds; written last = finished
+    SHA256SUMS      (here, in checkpoints/ and in snapshots/) the sha256 of each model file, recorded
+                    when it is written atomically (models.integrity) and checked by models.load_model
 
 A folder with ``checkpoints/last.ckpt`` and no ``metrics.json`` is an interrupted run: the same
-command continues it. A finished run is left alone unless ``--overwrite``. A run folder may be copied
-or moved (another ``--out``): it resumes from its own checkpoints, whatever paths Lightning recorded.
+command continues it (from the newest intact checkpoint when ``last.ckpt`` is corrupt, see
+:mod:`models.atomic_checkpoint`). A finished run is left alone unless ``--overwrite``. A run
+folder may be copied or moved (another ``--out``): it resumes from its own checkpoints, whatever paths
+Lightning recorded.
 Arguments, presets and their checks live in :mod:`models.train_args` (re-exported here).
 
 Presets: ``tutorial`` is the tutorial's recipe (Adam 5e-4, warm-up 50, batch 128, 10 epochs, one
@@ -65,10 +69,29 @@ TRAIN_EVAL_SEQUENCES = 10_000  # final train metrics use the first 10k training 
 
 # --------------------------------------------------------------------------------------------------
 def _write_json(path: Path, data: Any) -> None:
-    """Atomic: a temp file in the same folder, then os.replace (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Atomic: a temp file in the same folder, then os.replace (never a half-written file, no temp
+    file left when the disk is full)."""
+    from models.integrity import atomic_write
+
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()), record=False)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON object, or a one-line ``ValueError`` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise ValueError(
+            f"{path}: unreadable or corrupt ({reason}); repair it, or pass --overwrite to start the run over"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: holds a JSON {type(data).__name__}, not an object; repair it, or pass --overwrite to "
+            "start the run over"
+        )
+    return data
 
 
 def versions() -> dict[str, str]:
@@ -99,12 +122,12 @@ def _plan(args: TrainArgs, run: Path, config: dict[str, Any]) -> str:
         return "new"
     if args.overwrite:
         return "new"
-    differ = changed_fields(json.loads((run / "config.json").read_text()), config)
+    differ = changed_fields(_read_json(run / "config.json"), config)
     if differ:
         raise ValueError(f"{run} holds a run with different {', '.join(differ)}; pass --name or --overwrite")
     last = (run / "checkpoints" / "last.ckpt").is_file()
     if (run / "model.pt").is_file() and (run / "metrics.json").is_file():
-        done = json.loads((run / "metrics.json").read_text())
+        done = _read_json(run / "metrics.json")
         reason = done.get("stop_reason")
         more_steps = args.max_steps is None or args.max_steps > done.get("steps", 0)
         if last and (reason == "max_time" or (reason == "max_steps" and more_steps)):
@@ -158,8 +181,12 @@ def train(args: TrainArgs | list[str] | None = None, callbacks: list | None = No
     if plan == "finished":
         _say(f"{run}: already finished (model.pt and metrics.json); --overwrite to train again")
         return run
-    resume_from = run / "checkpoints" / "last.ckpt" if plan == "resume" else None
     check_out(Path(args.out))
+    resume_from = None
+    if plan == "resume":  # last.ckpt, or the newest intact checkpoint when it is corrupt
+        from models.atomic_checkpoint import resume_checkpoint
+
+        resume_from = resume_checkpoint(run, _say)
 
     import logging
     import warnings
@@ -222,6 +249,7 @@ def _fit(
     from pytorch_lightning.callbacks import TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger
 
+    from models.atomic_checkpoint import AtomicCheckpointIO
     from models.checkpoints import load_model, save_model
     from models.datamodule import ReverseDataModule
     from models.lightning_module import (
@@ -270,7 +298,11 @@ def _fit(
         loggers.append(TensorBoardLogger(run, name="tensorboard"))
     try:
         trainer = pl.Trainer(
-            logger=loggers, callbacks=callbacks, default_root_dir=run, **_trainer_kwargs(args)
+            logger=loggers,
+            callbacks=callbacks,
+            default_root_dir=run,
+            plugins=[AtomicCheckpointIO()],  # checkpoints written in place atomically, sha256 recorded
+            **_trainer_kwargs(args),
         )
     except Exception as exc:  # Lightning's MisconfigurationException & co: bad accelerator/devices/strategy
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -392,22 +424,40 @@ def summary(run: Path) -> str:
     return "\n".join(lines)
 
 
+def how_to_continue(argv: list[str]) -> str:
+    """What rerunning does after an interruption, from the run folder's state: continue from its last
+    checkpoint (the same command; without ``--overwrite``, which would start over) or start again."""
+    try:
+        args = parse_args(list(argv))
+    except ValueError:
+        return "rerun the same command to continue"
+    run = Path(args.out) / args.run_name
+    if not (run / "checkpoints" / "last.ckpt").is_file() or (run / "metrics.json").is_file():
+        return "rerun the same command to start again (no checkpoint was written yet)"
+    if args.overwrite:
+        return "rerun without --overwrite to continue from the last checkpoint (with it, the run starts over)"
+    return "rerun the same command to continue from the last checkpoint"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    interrupted = "error: interrupted: rerun the same command to continue from the last checkpoint"
     try:
         run = train(argv)
     except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+        print(f"error: interrupted: {how_to_continue(argv)}", file=sys.stderr)
         return 130
     except SystemExit as exc:  # --help (0), or Lightning's sys.exit(1) after a Ctrl-C during fit
         if exc.code == 1:
-            print(interrupted, file=sys.stderr)
+            print(f"error: interrupted: {how_to_continue(argv)}", file=sys.stderr)
             return 130
         return int(exc.code or 0)
     except ValueError as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a folder made read-only during the run, ...: not the user's input
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; once fixed, {how_to_continue(argv)}", file=sys.stderr)
+        return 1
     if (run / "metrics.json").is_file():
         try:
             print(summary(run))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import NORMALIZATIONS, POSITIONAL_EMBEDDINGS, EncoderConfig
+from models.limits import check_training
 
 __all__ = [
     "ENCODER_FIELDS",
@@ -100,8 +102,13 @@ class TrainArgs:
                 values[key] = value
         args = TrainArgs(**values)
         _check_encoder(args)
-        args.encoder_config()  # EncoderConfig checks the rest of the architecture
+        try:
+            args.encoder_config()  # EncoderConfig checks the rest of the architecture
+        except ValueError as exc:  # e.g. more weights than it builds: name the flags that asked for them
+            given = [f"{_flag(f)} {getattr(args, f)}" for f in ENCODER_FIELDS if getattr(self, f) is not None]
+            raise ValueError(f"{' '.join(given) or '--preset ' + args.preset}: {exc}") from None
         _check(args)
+        check_training(args)  # counts against this machine's memory, cores and free disk
         return args
 
     def encoder_config(self) -> EncoderConfig:
@@ -207,6 +214,21 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+def _count(text: str) -> int:
+    """An integer, also written 1e12 or 1_000_000 (how people type large counts)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}")
+    return int(value)
+
+
 def _interval(text: str) -> int | float:
     try:
         return float(text) if any(c in text for c in ".eE") else int(text)
@@ -231,13 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input-dropout", type=float)
     g = p.add_argument_group("recipe (default: the preset's)")
     g.add_argument("--lr", type=float)
-    g.add_argument("--warmup", type=int, help="linear warm-up steps of the cosine schedule")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--epochs", type=int, help="epoch budget; max_iters = epochs * steps per epoch")
-    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    g.add_argument("--train-size", type=int, default=50_000)
-    g.add_argument("--val-size", type=int, default=1_000)
-    g.add_argument("--test-size", type=int, default=10_000)
+    g.add_argument("--warmup", type=_count, help="linear warm-up steps of the cosine schedule")
+    g.add_argument("--batch-size", type=_count)
+    g.add_argument("--epochs", type=_count, help="epoch budget; max_iters = epochs * steps per epoch")
+    g.add_argument("--max-steps", type=_count, help="stop after this many optimizer steps")
+    g.add_argument("--train-size", type=_count, default=50_000)
+    g.add_argument("--val-size", type=_count, default=1_000)
+    g.add_argument("--test-size", type=_count, default=10_000)
     g.add_argument("--val-check-interval", type=_interval, help="N steps (int) or fraction of an epoch")
     g.add_argument(
         "--stop-at-perfect",
@@ -246,16 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--threads",
-        type=int,
+        type=_count,
         default=1,
         help="CPU intra-op threads (default 1: weights independent of the core count); 0 = torch default",
     )
-    g.add_argument("--save-every-log-steps", type=int, metavar="K", help="encoder snapshots, K per decade")
+    g.add_argument("--save-every-log-steps", type=_count, metavar="K", help="encoder snapshots, K per decade")
     g = p.add_argument_group("where and how")
     g.add_argument("--accelerator", default="auto")
     g.add_argument("--devices", default="auto")
     g.add_argument("--strategy", default="auto")
-    g.add_argument("--num-nodes", type=int, default=1)
+    g.add_argument("--num-nodes", type=_count, default=1)
     g.add_argument("--max-time", help="wall-clock budget, DD:HH:MM:SS or seconds")
     g.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--out", default="runs", help="parent folder of the run folder (runs/)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -155,6 +156,41 @@ def _write_manifest(out: Path, spec: ZooSpec, records: list[dict[str, Any]]) -> 
     os.replace(tmp, out / MANIFEST)
 
 
+def check_plan(out: Path, spec: ZooSpec) -> list[ZooRun]:
+    """The runs of ``spec``, after every check a zoo makes before its first run trains (``--list``
+    makes the same): the grid, its size against the free space on ``out`` (before the plan is built:
+    ``--seeds 10**9`` would otherwise fill the memory with run names), every run's ``models.train``
+    flags (against this machine too) and ``out`` itself."""
+    from models.limits import free_bytes, run_disk_bytes, size, trained_weights
+    from models.train import parse_args
+
+    _check_train_args(spec.train_args)
+    seeds = spec.seeds
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds: expected positive integers, got [{seeds}]")
+    per_seed = dataclasses.replace(spec, seeds=1).runs()  # each architecture once (and the control)
+    started = {p.name for p in out.iterdir() if (p / "config.json").is_file()} if out.is_dir() else set()
+    need = new = 0
+    for run in per_seed:  # count the runs not started yet without listing every run
+        stem = run.name.removesuffix("0")  # <preset>_<pe>_L<layers>_H<heads>_seed
+        seed_of = (name[len(stem) :] for name in started if name.startswith(stem))
+        done = sum(1 for seed in seed_of if seed.isdigit() and int(seed) < seeds)
+        weights = trained_weights(parse_args(spec.train_argv(run, out)).resolve().encoder_config())
+        need += (seeds - done) * run_disk_bytes(weights)
+        new += seeds - done
+    if need > (free := free_bytes(out)):
+        raise ValueError(
+            f"--seeds {seeds}: {new:,} new runs need at least {size(need)} for their run folders "
+            f"(model.pt and two checkpoints each), more than the {size(free)} free on --out {out}"
+        )
+    runs = spec.runs()
+    for run in runs:  # every run's flags are checked before the first one trains
+        parse_args(spec.train_argv(run, out)).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    return runs
+
+
 def run_zoo(
     out: str | Path, spec: ZooSpec | None = None, log: Callable[[str], None] | None = None
 ) -> list[dict]:
@@ -162,16 +198,9 @@ def run_zoo(
     the :class:`ZooRun` fields plus ``before``, ``status``, ``seconds`` and the run's final metrics.
 
     Every run's arguments are checked before the first run starts (``ValueError`` on bad input)."""
-    from models.train import parse_args
-
     spec = ZooSpec() if spec is None else spec
     out = Path(out)
-    _check_train_args(spec.train_args)
-    runs = spec.runs()
-    for run in runs:  # every run's flags are checked before the first one trains
-        parse_args(spec.train_argv(run, out)).resolve()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
+    runs = check_plan(out, spec)
     created = []  # folders made here: removed again if they are still empty when the zoo fails
     folder = out
     while not folder.exists() and folder.parent != folder:
@@ -287,9 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_nodes=args.num_nodes,
             train_args=extra,
         )
-        if args.list:
-            _check_train_args(extra)
-            for run in spec.runs():
+        if args.list:  # the plan is checked exactly as a real run checks it
+            for run in check_plan(args.out, spec):
                 print(f"{run.name:<40} {_state(args.out / run.name)[0]}")  # noqa: T201  (CLI)
             return 0
         run_zoo(args.out, spec, log=lambda message: print(message, file=sys.stderr, flush=True))  # noqa: T201

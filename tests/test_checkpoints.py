@@ -297,7 +297,11 @@ def test_flax_reference_and_eps_have_teeth(tokens):
 def test_own_format_round_trip(tmp_path, tokens, overrides):
     model = make_model(seed=2, **overrides)
     path = save_model(model, tmp_path / "sub" / "model.pt", metadata={"seed": 2, "tags": ["a", None, 1.5]})
-    assert path == tmp_path / "sub" / "model.pt" and os.listdir(tmp_path / "sub") == ["model.pt"]
+    # The file and, beside it, the record of its sha256 (checked by load_model and by `sha256sum -c`).
+    assert path == tmp_path / "sub" / "model.pt"
+    assert sorted(os.listdir(tmp_path / "sub")) == ["SHA256SUMS", "model.pt"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (tmp_path / "sub" / "SHA256SUMS").read_text() == f"{digest}  model.pt\n"
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert raw["format"] == "reverse-encoder-interp" and raw["format_version"] == 1
     assert raw["metadata"] == {"seed": 2, "tags": ["a", None, 1.5]}
@@ -548,7 +552,9 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_model(make_model(seed=1), tmp_path / "model.pt")
-    assert os.listdir(tmp_path) == ["model.pt"] and (tmp_path / "model.pt").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["SHA256SUMS", "model.pt"]
+    assert (tmp_path / "model.pt").read_bytes() == before
+    load_model(tmp_path / "model.pt", check_accuracy=False)  # the record still matches the old file
 
 
 def test_flax_errors(tmp_path):
@@ -664,8 +670,12 @@ def test_more_bad_inputs(tmp_path, monkeypatch):
     )
     assert_error(tmp_path / "i.pt", "head.ln.b has dtype torch.int64, expected floating point")
 
-    def unreadable(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(type(tmp_path), "open", unreadable)
+    def unreadable(path, *args, **kwargs):  # root reads files whatever their mode: refuse the open
+        if str(path) == str(tmp_path / "ok.pt"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", unreadable)
     assert_error(tmp_path / "ok.pt", "cannot read the file (Permission denied)")

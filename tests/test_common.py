@@ -52,7 +52,7 @@ def test_seq_len_beyond_the_encoding_is_one_line_exit_2_and_no_output(module, tm
     assert captured.err == (
         "error: --seq-len 17 exceeds what the model's learned positional encoding supports (16 positions)\n"
     )
-    assert captured.out == "" and [p.name for p in tmp_path.iterdir()] == ["learned.pt"]
+    assert captured.out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["SHA256SUMS", "learned.pt"]
 
 
 # --- the shared flags -----------------------------------------------------------------------------

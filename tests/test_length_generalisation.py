@@ -248,7 +248,7 @@ def test_cli_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, args
     assert lg.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["learned.pt"]  # no output, no temp folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SHA256SUMS", "learned.pt"]  # no output, no temp
 
 
 # --- a trained model ------------------------------------------------------------------------------

@@ -331,4 +331,4 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tiny_model, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
     assert not (tmp_path / "out").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt", "model.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SHA256SUMS", "garbage.pt", "model.pt"]

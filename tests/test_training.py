@@ -346,7 +346,7 @@ def test_snapshots_at_log_spaced_steps(tmp_path, monkeypatch):
     assert run == Path("runs") / "tutorial-seed0"
     best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
     assert best.startswith("checkpoints/best-step=") and (run / best).is_file()
-    names = sorted(p.name for p in (run / "snapshots").iterdir())
+    names = sorted(p.name for p in (run / "snapshots").glob("step_*.pt"))
     # Log-spaced steps 0, 1, 3, 10, then the step training ended at.
     assert names == ["step_000000.pt", "step_000001.pt", "step_000003.pt", "step_000010.pt", "step_000012.pt"]
     first, tenth = load_model(run / "snapshots" / names[0]), load_model(run / "snapshots" / names[3])
@@ -457,16 +457,34 @@ def test_more_bad_training_arguments(argv, message, tmp_path, capsys, monkeypatc
 
 
 @pytest.mark.parametrize("raised", [KeyboardInterrupt(), SystemExit(1)])
-def test_ctrl_c_during_training_says_how_to_continue(raised, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "state, flags, advice",
+    [
+        ("checkpoint", [], "rerun the same command to continue from the last checkpoint"),
+        (
+            "checkpoint",
+            ["--overwrite"],
+            "rerun without --overwrite to continue from the last checkpoint (with it, the run starts over)",
+        ),
+        ("none", [], "rerun the same command to start again (no checkpoint was written yet)"),
+    ],
+)
+def test_ctrl_c_during_training_says_how_to_continue(
+    raised, state, flags, advice, tmp_path, monkeypatch, capsys
+):
     """Lightning answers a Ctrl-C during fit with a graceful shutdown and sys.exit(1): the user gets a
-    line saying the run can continue, and exit code 130, not a silent 1."""
+    line saying what rerunning will do, and exit code 130, not a silent 1. With --overwrite the same
+    command would start over, so it is not what the line suggests."""
     import models.train as train_module
+
+    monkeypatch.chdir(tmp_path)
+    if state == "checkpoint":
+        (tmp_path / "runs" / "fast-seed0" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "runs" / "fast-seed0" / "checkpoints" / "last.ckpt").write_bytes(b"")
 
     def interrupted(argv):
         raise raised
 
     monkeypatch.setattr(train_module, "train", interrupted)
-    assert train_module.main(["--preset", "fast"]) == 130
-    assert capsys.readouterr().err == (
-        "error: interrupted: rerun the same command to continue from the last checkpoint\n"
-    )
+    assert train_module.main(["--preset", "fast", *flags]) == 130
+    assert capsys.readouterr().err == f"error: interrupted: {advice}\n"
