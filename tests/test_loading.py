@@ -32,9 +32,7 @@ def messages(record) -> list[str]:
 def test_no_path_loads_the_cached_default_model(tmp_path, monkeypatch, trained_fast_run):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     target = default_model_dir()
-    target.mkdir(parents=True)
-    for name in ("model.pt", "metrics.json"):  # a finished run: no training needed
-        shutil.copy(trained_fast_run / name, target / name)
+    shutil.copytree(trained_fast_run, target)  # a finished run (with its SHA256SUMS): no training needed
     model = load_model()
     assert model.checkpoint_path == str(target / "model.pt")
     assert not model.training
