@@ -351,14 +351,17 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def train_ensemble(argvs: Sequence[Sequence[str]], workdir: str | Path | None = None) -> list[Path]:
+def train_ensemble(
+    argvs: Sequence[Sequence[str]], workdir: str | Path | None = None, callbacks: list | None = None
+) -> list[Path]:
     """Train the members described by the ``models.train`` command lines ``argvs`` together; return
     their run folders, in the order of ``argvs``.
 
     Each member is written to ``workdir/<name>`` (default: its own ``--out``), which must not exist
     yet or be empty; its config.json records the member's command line as ``models.train`` would
     (``--out`` as given), which trains the same weights alone. ``ValueError`` on bad input, before any
-    training; a failure later leaves the member folders unfinished (no metrics.json).
+    training; a failure later leaves the member folders unfinished (no metrics.json). ``callbacks``
+    are extra Lightning callbacks (they see the :class:`EnsembleModule`).
     """
     import logging
     import warnings
@@ -388,6 +391,7 @@ def train_ensemble(argvs: Sequence[Sequence[str]], workdir: str | Path | None = 
             kwargs = _trainer_kwargs(first)
             kwargs.pop("gradient_clip_val")  # manual optimisation: clipped per member in training_step
             kwargs.update(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+            kwargs["callbacks"] = list(callbacks or [])
             try:
                 trainer = pl.Trainer(**kwargs)
             except Exception as exc:  # Lightning rejecting --accelerator/--devices, as models.train says

@@ -17,8 +17,11 @@ from analyses.zoo_summary_result import t_interval, welch_interval
 from models import zoo
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
-TINY = "--d-model 16 --train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
-TINY_SPEC = dict(seeds=2, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",), train_args=TINY)
+TINY = "--train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
+TINY_SPEC = dict(
+    seeds=2, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",), d_models=(16,), train_args=TINY
+)
+SEQUENTIAL = zoo.ZooEngine(engine="sequential", ensemble=False)  # today's in-place path, one run at a time
 
 
 # --- the grid -------------------------------------------------------------------------------------
@@ -54,6 +57,10 @@ def test_device_flags_go_to_every_run(tmp_path):
     [
         (dict(train_args=["--seed", "3"]), "the zoo sets --seed"),
         (dict(train_args=["--n-heads=2"]), "the zoo sets --n-heads"),
+        (dict(train_args=["--d-model", "64"]), "the zoo sets --d-model"),
+        (dict(train_args=["--num-categories=5"]), "the zoo sets --num-categories"),
+        (dict(seq_lens=(0,)), "--seq-len"),
+        (dict(d_models=(30,), heads=(4,)), "--d-model 30: not divisible by --n-heads 4"),
         (dict(heads=(0,)), "--heads"),
         (dict(positional_embeddings=("rotary",)), "unknown 'rotary'"),
         (dict(train_args=["--lr", "-1"]), "--lr"),  # checked by models.train before anything trains
@@ -61,7 +68,7 @@ def test_device_flags_go_to_every_run(tmp_path):
 )
 def test_bad_grids_fail_before_training(tmp_path, spec, message):
     with pytest.raises(ValueError, match=message):
-        zoo.run_zoo(tmp_path / "z", zoo.ZooSpec(**spec))
+        zoo.run_zoo(tmp_path / "z", zoo.ZooSpec(**spec), engine=SEQUENTIAL)
     assert not (tmp_path / "z").exists()
 
 
@@ -77,17 +84,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {blocker / 'zoo'}: cannot create the folder (")
     assert err.count("\n") == 1
-    # Lightning rejects the devices only when the first run starts: the folders made for it go again
-    assert zoo.main(["--out", str(tmp_path / "new" / "zoo"), "--seeds", "1", "--", "--devices", "0"]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
-    assert not (tmp_path / "new").exists()
+    # Lightning rejects the devices only when a run starts: every task fails, each reported with its
+    # runs' names, and the zoo exits 1 leaving no run folder behind (zoo.json records the failures)
+    out = tmp_path / "new" / "zoo"
+    grid = ["--seeds", "1", "--heads", "1", "--layers", "1", "--positional-embeddings", "learned"]
+    argv = ["--out", str(out), *grid, "--engine", "sequential", "--", "--devices", "0"]
+    assert zoo.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "fast_learned_L1_H1_seed0" in err and "--devices" in err
+    assert err.strip().splitlines()[-1].startswith("error: 2 of 2 tasks failed: fast_learned_L1_H1_seed0 (")
+    assert sorted(p.name for p in out.iterdir()) == ["zoo.json"]
+    assert {r["status"] for r in json.loads((out / "zoo.json").read_text())["runs"]} == {"failed"}
 
 
 # --- a tiny real zoo ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zoo")
-    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC, accelerator="cpu", devices="1"))
+    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC, accelerator="cpu", devices="1"), engine=SEQUENTIAL)
     assert [r["status"] for r in records] == ["trained"] * 4  # 2 seeds + 2 controls
     return out
 
@@ -96,11 +110,15 @@ def test_zoo_writes_run_folders_and_a_manifest(tiny_zoo):
     manifest = json.loads((tiny_zoo / "zoo.json").read_text())
     names = [r["name"] for r in manifest["runs"]]
     assert names == [
-        "fast_sinusoidal_L1_H1_seed0",
-        "fast_sinusoidal_L1_H1_seed1",
-        "fast_none_L1_H1_seed0",
-        "fast_none_L1_H1_seed1",
+        "fast_sinusoidal_L1_H1_D16_seed0",
+        "fast_sinusoidal_L1_H1_D16_seed1",
+        "fast_none_L1_H1_D16_seed0",
+        "fast_none_L1_H1_D16_seed1",
     ]
+    assert {(r["engine"], r["ensemble_size"], r["attempts"]) for r in manifest["runs"]} == {
+        ("sequential", 1, 1)
+    }
+    assert all(r["seconds"] > 0 and r["hostname"] for r in manifest["runs"])
     for name in names:
         config = json.loads((tiny_zoo / name / "config.json").read_text())
         assert (tiny_zoo / name / "model.pt").is_file() and config["training"]["max_steps"] == 30
@@ -110,21 +128,23 @@ def test_zoo_writes_run_folders_and_a_manifest(tiny_zoo):
 
 def test_a_killed_zoo_continues_and_trains_only_what_is_missing(tmp_path):
     out = tmp_path / "zoo"
-    zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC))  # trained in place: a resumed run must find its own files
+    zoo.run_zoo(
+        out, zoo.ZooSpec(**TINY_SPEC), engine=SEQUENTIAL
+    )  # trained in place: resumes read their own files
     # seed 1 was killed mid-run: its checkpoints exist, but neither model.pt nor metrics.json;
     # the first control never started.
-    interrupted, unstarted = out / "fast_sinusoidal_L1_H1_seed1", out / "fast_none_L1_H1_seed0"
+    interrupted, unstarted = out / "fast_sinusoidal_L1_H1_D16_seed1", out / "fast_none_L1_H1_D16_seed0"
     (interrupted / "model.pt").unlink()
     (interrupted / "metrics.json").unlink()
     shutil.rmtree(unstarted)
     untouched = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
-    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC))
+    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC), engine=SEQUENTIAL)
     status = {r["name"]: (r["before"], r["status"]) for r in records}
     assert status == {
-        "fast_sinusoidal_L1_H1_seed0": ("finished", "skipped"),
-        "fast_sinusoidal_L1_H1_seed1": ("partial", "resumed"),
-        "fast_none_L1_H1_seed0": ("new", "trained"),
-        "fast_none_L1_H1_seed1": ("finished", "skipped"),
+        "fast_sinusoidal_L1_H1_D16_seed0": ("finished", "skipped"),
+        "fast_sinusoidal_L1_H1_D16_seed1": ("partial", "resumed"),
+        "fast_none_L1_H1_D16_seed0": ("new", "trained"),
+        "fast_none_L1_H1_D16_seed1": ("finished", "skipped"),
     }
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in untouched.items())  # finished runs untouched
     assert (interrupted / "model.pt").is_file() and (unstarted / "model.pt").is_file()
@@ -209,17 +229,17 @@ def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo,
 def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(tiny_zoo, tmp_path):
     out = tmp_path / "zoo"
     shutil.copytree(tiny_zoo, out)
-    (out / "fast_none_L1_H1_seed1" / "metrics.json").unlink()
-    assert zs.discover(out)[1] == ["fast_none_L1_H1_seed1"]
+    (out / "fast_none_L1_H1_D16_seed1" / "metrics.json").unlink()
+    assert zs.discover(out)[1] == ["fast_none_L1_H1_D16_seed1"]
     (out / "zoo.json").unlink()
     folders, missing = zs.discover(out)
     assert [p.name for p, _ in folders] == [
-        "fast_none_L1_H1_seed0",
-        "fast_sinusoidal_L1_H1_seed0",
-        "fast_sinusoidal_L1_H1_seed1",
+        "fast_none_L1_H1_D16_seed0",
+        "fast_sinusoidal_L1_H1_D16_seed0",
+        "fast_sinusoidal_L1_H1_D16_seed1",
     ]
     assert [role for _, role in folders] == ["control", "grid", "grid"] and missing == [
-        "fast_none_L1_H1_seed1"
+        "fast_none_L1_H1_D16_seed1"
     ]
 
 
@@ -248,9 +268,9 @@ def test_index_links_every_runs_full_report(tiny_zoo, tmp_path):
         "--index",
     ]
     assert zs.main(argv) == 0
-    run_report = zoo_dir / "fast_sinusoidal_L1_H1_seed0" / "report"
+    run_report = zoo_dir / "fast_sinusoidal_L1_H1_D16_seed0" / "report"
     assert (run_report / "report.html").is_file() and (run_report / "summary.json").is_file()
     index = (out / "index.html").read_text()
-    assert "../zoo/fast_sinusoidal_L1_H1_seed0/report/report.html" in index
+    assert "../zoo/fast_sinusoidal_L1_H1_D16_seed0/report/report.html" in index
     assert json.loads((out / "metrics.json").read_text())["index_page"] == "index.html"
     assert 'href="index.html"' in (out / "report.html").read_text()
