@@ -328,9 +328,13 @@ def run_tasks(
                 else:
                     yield TaskOutcome(i, labels[i], value=value, info=info)
     finally:
-        for ref in pending:  # left early: stop everything still queued or running
+        # Left early: stop everything still queued or running. Not force=True: killing a running
+        # worker can race with its reply and trip a check in Ray's core worker (Ray 2.60) that aborts
+        # the driver before it shuts down; a KeyboardInterrupt in the task ends it as well, and the
+        # job's workers end with the driver anyway.
+        for ref in pending:
             with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+                ray.cancel(ref, force=False)
 
 
 # --- files home -----------------------------------------------------------------------------------
