@@ -274,3 +274,100 @@ def test_index_links_every_runs_full_report(tiny_zoo, tmp_path):
     assert "../zoo/fast_sinusoidal_L1_H1_D16_seed0/report/report.html" in index
     assert json.loads((out / "metrics.json").read_text())["index_page"] == "index.html"
     assert 'href="index.html"' in (out / "report.html").read_text()
+
+
+# --- bigger grids, the plan and its estimate --------------------------------------------------------
+def test_bigger_grids_name_only_what_differs_from_the_tutorial():
+    spec = zoo.ZooSpec(seeds=2, heads=(1,), layers=(1,), positional_embeddings=("learned",),
+                       d_models=(32, 64), seq_lens=(16, 24), num_categories=(10, 5))  # fmt: skip
+    runs = spec.runs()
+    assert len(runs) == 2 * 2 * 2 * 2 * 2  # seeds × d × N × C × (grid + control)
+    names = {r.name for r in runs}
+    assert "fast_learned_L1_H1_seed0" in names and "fast_none_L1_H1_D64_N24_C5_seed1" in names
+    run = next(r for r in runs if r.name == "fast_learned_L1_H1_N24_C5_seed1")
+    argv = spec.train_argv(run, Path("z"))
+    for flag, value in (("--d-model", "32"), ("--seq-len", "24"), ("--num-categories", "5"), ("--seed", "1")):
+        assert argv[argv.index(flag) + 1] == value
+
+
+def test_the_plan_groups_seeds_into_ensembles_and_trains_the_rest_alone(tmp_path):
+    from models.zoo_plan import plan_tasks
+
+    spec = zoo.ZooSpec(seeds=5, heads=(1, 2), layers=(1,), positional_embeddings=("sinusoidal",))
+    tasks = plan_tasks(spec, spec.runs(), tmp_path, max_ensemble=3)
+    assert sorted(len(t.runs) for t in tasks) == [2, 2, 2, 3, 3, 3]  # 3 architectures × (3 + 2) seeds
+    assert all(len({(r.n_heads, r.positional_embedding) for r in t.runs}) == 1 for t in tasks)
+    assert (
+        tasks[0].runs[0].n_heads == 2 and tasks[0].name == "fast_sinusoidal_L1_H2_seeds0-2"
+    )  # largest first
+    alone = plan_tasks(spec, spec.runs(), tmp_path, ensemble=False)
+    assert len(alone) == 15 and {t.note for t in alone} == {"--no-ensemble"}
+    dropout = zoo.ZooSpec(
+        seeds=2, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",), control=False,
+        train_args=["--dropout", "0.1"],
+    )  # fmt: skip
+    assert [t.note for t in plan_tasks(dropout, dropout.runs(), tmp_path)] == ["dropout", "dropout"]
+
+
+def test_list_shows_the_plan_and_an_estimate_from_the_measured_throughput(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("REVERSE_ENCODER_INTERP_CACHE", str(tmp_path / "cache"))
+    from models.zoo_plan import record_throughput
+
+    assert zoo.main(["--out", str(tmp_path / "z"), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "65 runs, 0 finished; 65 to train in 13 tasks:" in out and "ensemble of 5" in out
+    assert "runs/min, default for ray/ensemble" in out
+    record_throughput("ray", True, 2.0, runs=65, seconds=130.0)  # 30 runs per minute
+    assert zoo.main(["--out", str(tmp_path / "z"), "--list", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "26 to train in 13 tasks" in out and "52 s (30.0 runs/min, measured here: 65 runs in 130 s" in out
+    assert not (tmp_path / "z").exists()  # --list writes nothing
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--engine", "sequential", "--address", "auto"], "--address auto: needs --engine ray"),
+        (["--engine", "sequential", "--gpus-per-task", "0.5"], "--gpus-per-task: needs --engine ray"),
+        (["--cpus-per-task", "0"], "--cpus-per-task 0.0: must be a positive number"),
+        (["--gpus-per-task", "1.5"], "--gpus-per-task 1.5: above 1 it must be a whole number"),
+        (["--gpus-per-task", "nan"], "expected a finite number"),
+        (["--max-ensemble", "0"], "expected a positive integer"),
+        (["--engine", "dask"], "invalid choice"),
+        (["--d-model", "0"], "expected a positive integer"),
+    ],
+)
+def test_engine_flags_are_checked_before_anything_starts(tmp_path, capsys, argv, message):
+    assert zoo.main(["--out", str(tmp_path / "z"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "z").exists()
+
+
+def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
+    """models.train, the analyses and the sequential zoo never import Ray; the Ray engine does."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, runpy\n"
+        "import models.train, models.ensemble, models.zoo, models.zoo_plan, models.cluster\n"
+        "import analyses.flip_alignment, analyses.zoo_summary, analyses.training_dynamics, reports.build\n"
+        "assert 'ray' not in sys.modules, 'imported by a module'\n"
+        "from models import zoo\n"
+        "argv = ['--out', sys.argv[1], '--engine', 'sequential', '--seeds', '1', '--heads', '1',"
+        " '--layers', '1', '--positional-embeddings', 'sinusoidal', '--no-control', '--',"
+        " '--train-size', '64', '--val-size', '8', '--test-size', '8', '--max-steps', '2']\n"
+        "assert zoo.main(argv) == 0\n"
+        "assert 'ray' not in sys.modules, 'imported by the sequential engine'\n"
+        "print('ok')\n"
+    )
+    env = {**__import__("os").environ, "REVERSE_ENCODER_INTERP_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "z")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
