@@ -286,9 +286,11 @@ class EnsembleModule(pl.LightningModule):
         ]
 
     @torch.no_grad()
-    def evaluate(self, tokens: Tensor, batch_size: int = 1024) -> list[dict[str, float]]:
+    def evaluate(self, tokens: Tensor, batch_size: int = 1024, chunk: int = 256) -> list[dict[str, float]]:
         """Each member's mean loss and token accuracy with its best weights on ``tokens[M, n, pos]``:
-        ``models.train._evaluate`` for all members at once (the same batches, so the same sums)."""
+        ``models.train._evaluate`` for all members at once, with the same sums over the same batches of
+        ``batch_size`` (so the same numbers); each batch is computed in chunks of ``chunk`` sequences,
+        whose activations stay in the CPU's cache."""
         states = self.best_states()
         params = {name: torch.stack([state[name] for state in states]) for name in self.names}
         if self.cfg.positional_embedding == "sinusoidal":
@@ -298,14 +300,20 @@ class EnsembleModule(pl.LightningModule):
         loss_sums, correct = [0.0] * m, [0] * m
         for start in range(0, tokens.shape[1], batch_size):
             batch = tokens[:, start : start + batch_size].to(device)
-            logits = stacked_logits(self.cfg, params, batch)
-            targets = batch.flip(-1)
-            for i in range(m):  # per member, as _evaluate sums one model's batch
+            losses, hits = [], torch.zeros(m, dtype=torch.long, device=device)
+            for first in range(0, batch.shape[1], chunk):
+                part = batch[:, first : first + chunk]
+                logits = stacked_logits(self.cfg, params, part)
+                targets = part.flip(-1)
                 per_token = torch.nn.functional.cross_entropy(
-                    logits[i].transpose(1, 2), targets[i], reduction="none"
+                    logits.flatten(0, 1).transpose(1, 2), targets.flatten(0, 1), reduction="none"
                 )
-                loss_sums[i] += float(per_token.sum())
-                correct[i] += int((logits[i].argmax(-1) == targets[i]).sum())
+                losses.append(per_token.view(m, -1, part.shape[-1]))
+                hits += (logits.argmax(-1) == targets).flatten(1).sum(1)
+            per_token = torch.cat(losses, 1)  # [M, batch, pos]: one member's rows are _evaluate's tensor
+            for i in range(m):
+                loss_sums[i] += float(per_token[i].sum())
+                correct[i] += int(hits[i])
         n = tokens[0].numel()
         return [{"loss": loss_sums[i] / n, "acc": correct[i] / n} for i in range(m)]
 

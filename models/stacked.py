@@ -44,7 +44,15 @@ def _layer_norm(x: Float[Tensor, "M b n d"], params: Params, name: str, eps: flo
     """``models.components.LayerNorm``: centre, divide by sqrt(mean square + eps), scale and shift."""
     x = x - x.mean(-1, keepdim=True)
     scale = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    return x / scale * params[f"{name}.w"][:, None, None] + params[f"{name}.b"][:, None, None]
+    w, b = params[f"{name}.w"][:, None, None], params[f"{name}.b"][:, None, None]
+    if torch.is_grad_enabled():
+        return x / scale * w + b
+    return x.div_(scale).mul_(w).add_(b)  # the same operations in the same order, without new tensors
+
+
+def _add(x: Tensor, y: Tensor) -> Tensor:
+    """x + y; in place into the fresh ``y`` when no gradient is recorded (addition commutes exactly)."""
+    return x + y if torch.is_grad_enabled() else y.add_(x)
 
 
 def _attention(x: Float[Tensor, "M b n d"], params: Params, name: str, cfg: EncoderConfig) -> Tensor:
@@ -61,8 +69,12 @@ def _attention(x: Float[Tensor, "M b n d"], params: Params, name: str, cfg: Enco
     return _linear(z, params, f"{name}.o_proj")
 
 
+def _relu(x: Tensor) -> Tensor:
+    return F.relu(x, inplace=not torch.is_grad_enabled())
+
+
 def _mlp(x: Tensor, params: Params, name: str) -> Tensor:
-    return _linear(F.relu(_linear(x, params, f"{name}.fc_in")), params, f"{name}.fc_out")
+    return _linear(_relu(_linear(x, params, f"{name}.fc_in")), params, f"{name}.fc_out")
 
 
 def _embed(tokens: Int[Tensor, "M b n"], params: Params, cfg: EncoderConfig) -> Float[Tensor, "M b n d"]:
@@ -98,12 +110,15 @@ def stacked_logits(
     for layer in range(cfg.n_layers):
         p = f"blocks.{layer}"
         if cfg.normalization == "post":  # x = LN1(x + Attn(x)); x = LN2(x + MLP(x))
-            mid = _layer_norm(resid + _attention(resid, params, f"{p}.attn", cfg), params, f"{p}.ln1", eps)
-            resid = _layer_norm(mid + _mlp(mid, params, f"{p}.mlp"), params, f"{p}.ln2", eps)
+            mid = _layer_norm(
+                _add(resid, _attention(resid, params, f"{p}.attn", cfg)), params, f"{p}.ln1", eps
+            )
+            resid = _layer_norm(_add(mid, _mlp(mid, params, f"{p}.mlp")), params, f"{p}.ln2", eps)
         else:  # x = x + Attn(LN1(x)); x = x + MLP(LN2(x))
-            mid = resid + _attention(_layer_norm(resid, params, f"{p}.ln1", eps), params, f"{p}.attn", cfg)
-            resid = mid + _mlp(_layer_norm(mid, params, f"{p}.ln2", eps), params, f"{p}.mlp")
-    hidden = F.relu(_layer_norm(_linear(resid, params, "head.fc_in"), params, "head.ln", eps))
+            attn = _attention(_layer_norm(resid, params, f"{p}.ln1", eps), params, f"{p}.attn", cfg)
+            mid = _add(resid, attn)
+            resid = _add(mid, _mlp(_layer_norm(mid, params, f"{p}.ln2", eps), params, f"{p}.mlp"))
+    hidden = _relu(_layer_norm(_linear(resid, params, "head.fc_in"), params, "head.ln", eps))
     return _linear(hidden, params, "head.fc_out")
 
 

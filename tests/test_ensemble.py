@@ -41,6 +41,9 @@ def test_stacked_forward_and_gradients_equal_each_hooked_model(arch):
     logits = stacked_logits(cfg, params, tokens)
     stacked_loss(logits, tokens).sum().backward()
     stacked_grads = [{n: p.grad.clone() for n, p in m.named_parameters()} for m in models]
+    with torch.no_grad():  # evaluation computes in place: the same operations, the same bits
+        no_grad = stacked_logits(cfg, {k: v.detach() for k, v in params.items()}, tokens)
+    torch.testing.assert_close(no_grad, logits.detach(), rtol=0, atol=0)
     for m, model in enumerate(models):
         model.zero_grad()
         alone, loss = model(tokens[m], return_type="both")
