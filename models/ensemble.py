@@ -152,6 +152,26 @@ class EnsembleData(pl.LightningDataModule):
 
 
 # --- the module -----------------------------------------------------------------------------------
+def _scored(
+    cfg: EncoderConfig, params: dict[str, Tensor], batch: Tensor, chunk: int = 256
+) -> tuple[Tensor, Tensor]:
+    """Per-token losses ``[M, b, pos]`` and correct tokens ``[M]`` of the stacked models on ``batch
+    [M, b, pos]``, computed in chunks of ``chunk`` sequences (their activations stay in the CPU's cache;
+    every number is the one the whole batch would give)."""
+    m = batch.shape[0]
+    losses, hits = [], torch.zeros(m, dtype=torch.long, device=batch.device)
+    for first in range(0, batch.shape[1], chunk):
+        part = batch[:, first : first + chunk]
+        logits = stacked_logits(cfg, params, part)
+        targets = part.flip(-1)
+        per_token = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).transpose(1, 2), targets.flatten(0, 1), reduction="none"
+        )
+        losses.append(per_token.view(m, -1, part.shape[-1]))
+        hits += (logits.argmax(-1) == targets).flatten(1).sum(1)
+    return torch.cat(losses, 1), hits
+
+
 class EnsembleModule(pl.LightningModule):
     """M encoders of one architecture and recipe, one per seed, trained in one stacked pass.
 
@@ -187,6 +207,7 @@ class EnsembleModule(pl.LightningModule):
         self.best_acc: list[float] = [-math.inf] * m
         self.best_state: list[dict[str, Tensor] | None] = [None] * m
         self.best_step: list[int | None] = [None] * m
+        self.best_val: list[dict[str, float] | None] = [None] * m  # its validation: the final val metrics
         self.first_perfect_step: list[int | None] = [None] * m
         self.seconds_to_perfect: list[float | None] = [None] * m
         self.stopped = [False] * m
@@ -244,19 +265,12 @@ class EnsembleModule(pl.LightningModule):
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         active = list(self._val)
-        tokens = batch[active]
-        logits = self(tokens, active)
-        targets = tokens.flip(-1)
-        loss = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).transpose(1, 2), targets.flatten(0, 1), reduction="none"
-        )
-        loss = loss.view(len(active), -1).sum(1)
-        correct = (logits.argmax(-1) == targets).flatten(1).sum(1)
+        per_token, correct = _scored(self.cfg, self.stacked_params(active), batch[active])
         for i, m in enumerate(active):
             record = self._val[m]
-            record[0] += float(loss[i])
+            record[0] += float(per_token[i].sum())  # as models.train._evaluate sums one model's batch
             record[1] += int(correct[i])
-            record[2] += targets[i].numel()
+            record[2] += per_token[i].numel()
 
     def on_validation_epoch_end(self) -> None:
         step = self.global_step
@@ -267,6 +281,7 @@ class EnsembleModule(pl.LightningModule):
             )
             if acc > self.best_acc[m]:  # the first of equal bests, as ModelCheckpoint(mode="max")
                 self.best_acc[m], self.best_step[m] = acc, step
+                self.best_val[m] = {"loss": loss_sum / count, "acc": acc}
                 self.best_state[m] = {k: v.detach().clone() for k, v in self.members[m].state_dict().items()}
             if correct == count:
                 if self.first_perfect_step[m] is None:
@@ -299,19 +314,10 @@ class EnsembleModule(pl.LightningModule):
         m = len(states)
         loss_sums, correct = [0.0] * m, [0] * m
         for start in range(0, tokens.shape[1], batch_size):
-            batch = tokens[:, start : start + batch_size].to(device)
-            losses, hits = [], torch.zeros(m, dtype=torch.long, device=device)
-            for first in range(0, batch.shape[1], chunk):
-                part = batch[:, first : first + chunk]
-                logits = stacked_logits(self.cfg, params, part)
-                targets = part.flip(-1)
-                per_token = torch.nn.functional.cross_entropy(
-                    logits.flatten(0, 1).transpose(1, 2), targets.flatten(0, 1), reduction="none"
-                )
-                losses.append(per_token.view(m, -1, part.shape[-1]))
-                hits += (logits.argmax(-1) == targets).flatten(1).sum(1)
-            per_token = torch.cat(losses, 1)  # [M, batch, pos]: one member's rows are _evaluate's tensor
-            for i in range(m):
+            per_token, hits = _scored(
+                self.cfg, params, tokens[:, start : start + batch_size].to(device), chunk
+            )
+            for i in range(m):  # one member's rows are the tensor _evaluate sums
                 loss_sums[i] += float(per_token[i].sum())
                 correct[i] += int(hits[i])
         n = tokens[0].numel()
@@ -423,9 +429,11 @@ def train_ensemble(
             from models.train import TRAIN_EVAL_SEQUENCES
 
             module.eval()
+            # A member's best validation is the evaluation of its best weights on the val split.
+            validated = all(v is not None for v in module.best_val)
             evaluations = {
                 "train": module.evaluate(data.train_tokens[:, :TRAIN_EVAL_SEQUENCES]),
-                "val": module.evaluate(data.val_tokens),
+                "val": list(module.best_val) if validated else module.evaluate(data.val_tokens),
                 "test": module.evaluate(torch.stack([s.test for s in data.members])),
             }
             return [
