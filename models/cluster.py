@@ -153,24 +153,28 @@ def ray_cluster(
         parsed = parse_address(address)
         if parsed is not None:
             _probe(address, *parsed)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves this machine
-    _set_loopback(embedded)
+    environment = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}  # no report
+    if embedded:  # loopback only, so authentication off is safe; a user's explicit choice is respected
+        environment["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    saved = {key: os.environ.get(key) for key in (*environment, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    constants = sys.modules.get("ray._private.ray_constants")
+    saved_constant = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    sigterm = signal.getsignal(signal.SIGTERM) if threading_main() else None
     temp_dir = None
-    environment = {}
-    if embedded:
-        # Loopback only, so authentication off is safe; a user's explicit choice is respected.
-        environment = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-        temp_dir = tempfile.mkdtemp(prefix="rz-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    saved = {key: os.environ.get(key) for key in environment}
-    os.environ.update(environment)
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        raise ClusterError("Ray is already initialised in this process; shut it down first")
-    sigterm = signal.getsignal(signal.SIGTERM)
+    ours = False  # whether this call connected (and so must shut down)
     try:
+        os.environ.update(environment)
+        _set_loopback(embedded)  # before Ray is imported: it reads the variable then
+        import logging
+
+        import ray
+
+        if ray.is_initialized():
+            raise ClusterError("Ray is already initialised in this process; shut it down first")
+        _set_loopback(embedded)  # a Ray imported earlier in this process is updated in place
+        if embedded:
+            temp_dir = tempfile.mkdtemp(prefix="rz-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        ours = True
         try:
             if embedded:
                 cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
@@ -185,14 +189,12 @@ def ray_cluster(
                 )
             else:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        except ClusterError:
-            raise
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError from Ray
             where = "embedded Ray" if embedded else f"--address {address}"
             raise ClusterError(f"{where}: {_first_line(exc)}") from None
         finally:
             # ray.init installs a SIGTERM handler that exits without cleaning up: keep the caller's.
-            if threading_main():
+            if sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
         nodes = _alive_nodes(ray)
         resources = ray.cluster_resources()
@@ -209,13 +211,17 @@ def ray_cluster(
             raise ClusterError(f"embedded Ray: listens on {info.node_ips}, not on {LOOPBACK} only")
         yield info
     finally:
-        if ray.is_initialized():
-            ray.shutdown()  # stops the embedded instance's processes; only disconnects from a cluster
-        for key, value in saved.items():
+        if ours and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()  # stops an embedded instance; only disconnects from a cluster
+        for key, value in saved.items():  # this process's environment as it was (a notebook goes on)
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:
+            default = not constants.IS_WINDOWS_OR_OSX
+            constants.ENABLE_RAY_CLUSTER = default if saved_constant is None else saved_constant
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -60,7 +60,7 @@ def _attention(x: Float[Tensor, "M b n d"], params: Params, name: str, cfg: Enco
     m, b, n, _ = x.shape
     h, dh = cfg.n_heads, cfg.d_head
     qkv = _linear(x, params, f"{name}.qkv_proj").view(m, b, n, h, 3, dh)
-    q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+    q, k, v = qkv.unbind(-2)  # the values of qkv[..., i, :]; its backward stacks instead of zero-filling
     # The batch axis of one model's einsums becomes (model, batch): the same per-item products.
     q, k, v = (t.reshape(m * b, n, h, dh) for t in (q, k, v))
     scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(dh)

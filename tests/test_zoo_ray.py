@@ -230,3 +230,44 @@ def test_gpus_per_task_on_a_machine_without_gpus_is_one_line(tmp_path):
     assert result.stderr.startswith("error: --gpus-per-task 0.25: the embedded local Ray: 1 node(s)")
     assert "has no GPU" in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_cluster_helpers_in_one_python_session(tmp_path, monkeypatch):
+    """models.cluster as another command (zoo_summary) will use it: start, run tasks, fail one, leave
+    the process as it found it."""
+    import math
+
+    from models import cluster
+
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with cluster.ray_cluster(num_cpus=1) as info:
+        assert info.embedded and info.node_ips == ["127.0.0.1"] and info.cpus == 1.0 and info.gpus == 0.0
+        with pytest.raises(cluster.ClusterError, match="--gpus-per-task 1: .* has no GPU"):
+            cluster.check_resources(info, 1.0, 1.0)
+        with pytest.raises(cluster.ClusterError, match="already initialised"):
+            with cluster.ray_cluster():
+                pass
+        outcomes = list(cluster.run_tasks(math.sqrt, [4.0, -1.0, 9.0], ["four", "minus one", "nine"]))
+    by_label = {o.label: o for o in outcomes}
+    assert by_label["four"].value == 2.0 and by_label["nine"].value == 3.0
+    assert (
+        by_label["minus one"].value is None and by_label["minus one"].error == "ValueError: math domain error"
+    )
+    assert by_label["four"].info["attempts"] == 1 and by_label["four"].info["node_ip"] == "127.0.0.1"
+    import ray
+
+    assert not ray.is_initialized()
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ and "RAY_AUTH_MODE" not in os.environ
+    folder = tmp_path / "a"
+    (folder / "b").mkdir(parents=True)
+    (folder / "b" / "c.txt").write_text("c")
+    files = cluster.pack_folder(folder)
+    assert files == {"b/c.txt": b"c"}
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "old.txt").write_text("replaced whole")
+    cluster.install_folder(tmp_path / "dest", files=files)
+    assert cluster.pack_folder(tmp_path / "dest") == files and not list(tmp_path.glob(".*"))
+    with pytest.raises(ValueError, match="refusing the file name"):
+        cluster.install_folder(tmp_path / "evil", files={"../x": b""})
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".incoming-*"))
