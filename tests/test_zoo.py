@@ -371,3 +371,16 @@ def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_a_task_given_a_gpu_that_finds_no_cuda_fails_saying_so(monkeypatch):
+    import torch
+
+    from models import zoo_task
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a node without a usable GPU
+    task = {"names": ["fast_x_seed0", "fast_x_seed1"], "argvs": [], "ensemble": True, "gpus": 0.5}
+    with pytest.raises(
+        RuntimeError, match=r"fast_x_seed0 and others: --gpus-per-task 0.5 but no CUDA device"
+    ):
+        zoo_task.execute(task)
