@@ -463,7 +463,7 @@ def _list(out: Path, spec: ZooSpec, engine: ZooEngine) -> None:
     print(f"estimated time on the {engine.engine} engine: {cluster.format_seconds(seconds)} ({source})")
 
 
-class _Terminated(Exception):
+class _Terminated(BaseException):  # not an Exception: no "except Exception" may swallow it
     pass
 
 
