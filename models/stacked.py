@@ -45,14 +45,16 @@ def _layer_norm(x: Float[Tensor, "M b n d"], params: Params, name: str, eps: flo
     x = x - x.mean(-1, keepdim=True)
     scale = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
     w, b = params[f"{name}.w"][:, None, None], params[f"{name}.b"][:, None, None]
+    # The same operations in the same order as the hooked model's, in place where autograd allows:
+    # every in-place step here writes a fresh tensor that no backward formula needs.
     if torch.is_grad_enabled():
-        return x / scale * w + b
-    return x.div_(scale).mul_(w).add_(b)  # the same operations in the same order, without new tensors
+        return (x / scale * w).add_(b)
+    return x.div_(scale).mul_(w).add_(b)
 
 
 def _add(x: Tensor, y: Tensor) -> Tensor:
-    """x + y; in place into the fresh ``y`` when no gradient is recorded (addition commutes exactly)."""
-    return x + y if torch.is_grad_enabled() else y.add_(x)
+    """x + y, in place into ``y`` (a fresh output that no backward needs; addition commutes exactly)."""
+    return y.add_(x)
 
 
 def _attention(x: Float[Tensor, "M b n d"], params: Params, name: str, cfg: EncoderConfig) -> Tensor:
@@ -70,7 +72,7 @@ def _attention(x: Float[Tensor, "M b n d"], params: Params, name: str, cfg: Enco
 
 
 def _relu(x: Tensor) -> Tensor:
-    return F.relu(x, inplace=not torch.is_grad_enabled())
+    return F.relu(x, inplace=True)  # x is a fresh output; ReLU's backward reads its own result
 
 
 def _mlp(x: Tensor, params: Params, name: str) -> Tensor:
