@@ -6,7 +6,8 @@ interleaved, with the 1-minute load average printed beside each (a shared machin
 1. ``zoo``: the default 65-run zoo (``python -m models.zoo --out DIR``) as separate processes —
    today's engine (``--engine sequential --no-ensemble``: one run after the other in one process), the
    sequential engine with ensembles, the Ray engine without and with ensembles (the default: an
-   embedded local Ray instance, one task per CPU). Target: Ray + ensembles ≥ 4× less wall time than today's engine.
+   embedded local Ray instance, one task per CPU). Target: Ray + ensembles ≥ 4× less wall time than
+   today's engine.
    Then the closeness of every run of the ensemble zoo to the same run trained alone: largest weight
    difference, val/test accuracy difference, and the flip mass of ``blocks.0.attn.hook_pattern``
    (``interp.metrics.flip_mass``, best head) on 2,000 random sequences.
