@@ -138,20 +138,19 @@ def test_a_worker_killed_mid_task_is_retried_and_the_zoo_equals_the_sequential_o
 
 def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_continues(reference, tmp_path):
     out = tmp_path / "zoo"
-    flags = ("--cpus-per-task", "2")  # one task at a time on the 2-CPU embedded instance
+    # one run per task and one task at a time (each takes the 2-CPU embedded instance): after the
+    # first two runs, two tasks are still to come when Ctrl-C arrives
+    flags = ("--cpus-per-task", "2", "--max-ensemble", "1")
     proc = _zoo_process(out, tmp_path, *flags)
     seen: set[int] = set()
     deadline = time.monotonic() + TIMEOUT
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            family = _descendants(proc.pid)
-            seen |= {p.pid for p in family}
-            done = _finished(out) if out.is_dir() else []
-            running = any(p.name().startswith("ray::zoo-task") for p in family if p.is_running())
-            if len(done) == 2 and running:  # the first task is home, the second one is training
+            seen |= {p.pid for p in _descendants(proc.pid)}
+            if len(list(out.glob("*/metrics.json"))) >= 2:
                 proc.send_signal(signal.SIGINT)
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -159,7 +158,7 @@ def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_conti
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted")
     kept = _finished(out)
-    assert len(kept) == 2
+    assert 2 <= len(kept) < 4
     assert sorted(p.name for p in out.iterdir()) == sorted([*kept, "zoo.json"])  # nothing half-written
     _assert_gone(seen)
     stamps = {name: (out / name / "model.pt").stat().st_mtime_ns for name in kept}
