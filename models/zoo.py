@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from models import cluster
+from models.train_args import check_out
 from models.zoo_plan import (
     GRID_FLAGS,
     ZooRun,
@@ -179,6 +180,7 @@ def run_zoo(
     _check_runs(spec, runs, out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
+    check_out(out)  # a folder under a file, or an unwritable parent: said before Ray starts
     with contextlib.ExitStack() as stack:
         info = None
         if engine.engine == "ray":

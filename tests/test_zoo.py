@@ -82,7 +82,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert zoo.main(["--out", str(blocker / "zoo")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --out {blocker / 'zoo'}: cannot create the folder (")
+    assert err.startswith(f"error: --out {blocker / 'zoo'}: {blocker} exists and is not a folder")
     assert err.count("\n") == 1
     # Lightning rejects the devices only when a run starts: every task fails, each reported with its
     # runs' names, and the zoo exits 1 leaving no run folder behind (zoo.json records the failures)
