@@ -1,21 +1,30 @@
-"""How long does the default model zoo take? Time one representative run per architecture, extrapolate.
+"""How fast is the model zoo, and how close are ensemble members to seeds trained alone?
 
-The default zoo (``python -m models.zoo``) is seeds × heads {1, 2, 4} × layers {1, 2} × positional
-encoding {sinusoidal, learned} plus the ``none`` control, ``fast`` preset. This trains the zoo with ONE
-seed (seed 0: one run of each of the 13 architectures) in a fresh folder, in this process, and
-extrapolates to the full grid:
+Every number comes from whole commands or whole calls measured in this one run, baseline and candidate
+interleaved, with the 1-minute load average printed beside each (a shared machine slows everything):
 
-    estimate = import seconds + Σ_architectures seconds(seed 0) × seeds
+1. ``zoo``: the default 65-run zoo (``python -m models.zoo --out DIR``) as separate processes —
+   today's engine (``--engine sequential --no-ensemble``: one run after the other in one process), the
+   sequential engine with ensembles, the Ray engine without and with ensembles (the default: an
+   embedded local Ray instance, one task per CPU). Target: Ray + ensembles ≥ 4× less wall time than
+   today's engine.
+   Then the closeness of every run of the ensemble zoo to the same run trained alone: largest weight
+   difference, val/test accuracy difference, and the flip mass of ``blocks.0.attn.hook_pattern``
+   (``interp.metrics.flip_mass``, best head) on 2,000 random sequences.
+2. ``ensemble``: 5 seeds of the fast preset as one ensemble (``models.ensemble.train_ensemble``) vs the
+   same 5 runs one after the other (``models.train.train``) in this process, after a warm-up; the
+   median of ``--repeats`` interleaved pairs. Target ≥ 3×.
+3. ``startup``: a 1-run zoo (``--seeds 1 --heads 1 --layers 1 --positional-embeddings sinusoidal
+   --no-control``) as a process on the Ray engine vs the sequential engine; the median difference of
+   ``--repeats`` pairs. Target: Ray costs ≤ 10 s more.
 
-and the same with the process's CPU seconds instead of wall seconds, which is what an idle machine
-would take (each run trains on one thread; on a shared machine the wall time grows with the load).
+Throughput is runs per minute of the whole 65-run command. Extrapolation to a 1,000-run grid: on this
+machine, 1,000 / (runs per minute); on a cluster of 10 such machines, the Ray engine's tasks are
+independent and send back ~0.3 MB each, so the training part divides by the number of nodes while
+the driver's start-up (measured by ``startup``) does not: 1,000 / (10 × per-machine runs per minute)
++ the start-up; that assumes tasks balance across nodes, which holds for ≫ 20 tasks per node.
 
-Runs reach 100% validation accuracy after a seed-dependent number of steps, so the estimate carries
-that spread (shown per architecture as steps); ``--full`` trains the whole default grid instead and
-reports its measured wall time. Target: the default grid ≤ 600 s on a 2-core CPU. The 1-minute load
-average is printed before and after: on a shared machine other processes slow every run.
-
-    python benchmarks/zoo_time.py [--seeds 5] [--full] [--out DIR] [--json out.json]
+    python benchmarks/zoo_time.py [--only zoo,ensemble,startup] [--repeats 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,71 +41,173 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BUDGET_SECONDS = 600.0
+
+ENGINES = {
+    "sequential": ["--engine", "sequential", "--no-ensemble"],
+    "sequential+ensemble": ["--engine", "sequential"],
+    "ray": ["--no-ensemble"],
+    "ray+ensemble": [],
+}
+ONE_RUN = "--seeds 1 --heads 1 --layers 1 --positional-embeddings sinusoidal --no-control".split()
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def zoo_command(out: Path, *flags: str) -> float:
+    """Wall seconds of one ``python -m models.zoo`` process (it must succeed)."""
+    command = [sys.executable, "-m", "models.zoo", "--out", str(out), *flags]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def closeness(alone: Path, together: Path, num_sequences: int = 2000) -> dict:
+    import torch
+
+    from interp.metrics import flip_mass
+    from models import load_model
+
+    tokens = torch.randint(0, 10, (num_sequences, 16), generator=torch.Generator().manual_seed(0))
+    worst = {"max_abs_weight_difference": 0.0, "max_val_acc_difference": 0.0, "max_test_acc_difference": 0.0}
+    worst["max_flip_mass_difference"] = 0.0
+    identical = 0
+    runs = sorted(p.name for p in alone.iterdir() if (p / "model.pt").is_file())
+    for name in runs:
+        a, b = (load_model(z / name, check_accuracy=False) for z in (alone, together))
+        sa, sb = a.state_dict(), b.state_dict()
+        diff = max(float((sa[k] - sb[k]).abs().max()) for k in sa)
+        identical += diff == 0.0
+        worst["max_abs_weight_difference"] = max(worst["max_abs_weight_difference"], diff)
+        ma, mb = (json.loads((z / name / "metrics.json").read_text()) for z in (alone, together))
+        for split in ("val", "test"):
+            key = f"max_{split}_acc_difference"
+            worst[key] = max(worst[key], abs(ma[f"{split}_acc"] - mb[f"{split}_acc"]))
+        with torch.no_grad():
+            fa = [
+                flip_mass(
+                    m.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")[1][
+                        "blocks.0.attn.hook_pattern"
+                    ]
+                )
+                .mean((0, -1))
+                .max()
+                for m in (a, b)
+            ]  # best head's mean flip mass
+        worst["max_flip_mass_difference"] = max(
+            worst["max_flip_mass_difference"], float((fa[0] - fa[1]).abs())
+        )
+    return {"runs": len(runs), "identical_runs": identical, **worst}
+
+
+def bench_zoo(result: dict) -> None:
+    root = Path(tempfile.mkdtemp(prefix="zoo_time_"))
+    result["zoo"] = {}
+    for name, flags in ENGINES.items():
+        before = load()
+        seconds = zoo_command(root / name.replace("+", "_"), *flags)
+        result["zoo"][name] = {
+            "seconds": round(seconds, 1),
+            "runs_per_minute": round(65 * 60 / seconds, 1),
+            "load_before": before,
+            "load_after": load(),
+        }
+        rate = 65 * 60 / seconds
+        print(f"65-run zoo, {name:<22} {seconds:7.1f} s  ({rate:5.1f} runs/min; load {before} → {load()})")
+    base = result["zoo"]["sequential"]["seconds"]
+    for name in ("sequential+ensemble", "ray", "ray+ensemble"):
+        ratio = base / result["zoo"][name]["seconds"]
+        result["zoo"][name]["speedup_vs_sequential"] = round(ratio, 2)
+        print(f"  {name}: {ratio:.2f}× less wall time than today's sequential engine")
+    result["closeness"] = closeness(root / "sequential", root / "ray_ensemble")
+    print(f"ensemble members vs the same seeds trained alone: {json.dumps(result['closeness'])}")
+
+
+def bench_ensemble(result: dict, repeats: int) -> None:
+    from models.ensemble import train_ensemble
+    from models.train import train
+
+    root = Path(tempfile.mkdtemp(prefix="zoo_ensemble_"))
+
+    def argv(seed: int, folder: str) -> list[str]:
+        return ["--preset", "fast", "--seed", str(seed), "--out", str(root / folder), "--name", f"s{seed}",
+                "--no-progress-bar"]  # fmt: skip
+
+    train(argv(99, "warm"))  # imports and first-call costs out of the way
+    train_ensemble([argv(98, "warm_ensemble")])
+    pairs = []
+    for r in range(repeats):
+        before = load()
+        started, cpu = time.perf_counter(), time.process_time()
+        for seed in range(5):
+            train(argv(seed, f"alone{r}"))
+        alone, alone_cpu = time.perf_counter() - started, time.process_time() - cpu
+        started, cpu = time.perf_counter(), time.process_time()
+        train_ensemble([argv(seed, f"together{r}") for seed in range(5)])
+        together, together_cpu = time.perf_counter() - started, time.process_time() - cpu
+        pair = {"alone": round(alone, 2), "ensemble": round(together, 2), "ratio": round(alone / together, 2)}
+        pair["cpu_ratio"] = round(alone_cpu / together_cpu, 2)  # CPU seconds of this (one-thread) process
+        pairs.append({**pair, "load_before": before, "load_after": load()})
+        print(f"5 seeds alone {alone:5.2f} s, as one ensemble {together:5.2f} s: {alone / together:.2f}× "
+              f"(load {before} → {load()})")  # fmt: skip
+    median = statistics.median(p["ratio"] for p in pairs)
+    cpu_median = statistics.median(p["cpu_ratio"] for p in pairs)
+    result["ensemble"] = {"pairs": pairs, "median_ratio": median, "median_cpu_ratio": cpu_median}
+    print(f"  median {median:.2f}× wall, {cpu_median:.2f}× CPU seconds (target ≥ 3×)")
+
+
+def bench_startup(result: dict, repeats: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="zoo_startup_"))
+    pairs = []
+    for r in range(repeats):
+        before = load()
+        sequential = zoo_command(root / f"sequential{r}", *ONE_RUN, "--engine", "sequential")
+        ray = zoo_command(root / f"ray{r}", *ONE_RUN)
+        pair = {"sequential": round(sequential, 2), "ray": round(ray, 2), "extra": round(ray - sequential, 2)}
+        pairs.append({**pair, "load_before": before, "load_after": load()})
+        print(f"1-run zoo: sequential {sequential:5.1f} s, Ray {ray:5.1f} s: +{ray - sequential:.1f} s "
+              f"(load {before} → {load()})")  # fmt: skip
+    median = statistics.median(p["extra"] for p in pairs)
+    result["startup"] = {"pairs": pairs, "median_extra_seconds": median}
+    print(f"  median +{median:.1f} s on Ray (target ≤ 10 s)")
+
+
+def extrapolate(result: dict) -> None:
+    zoo = result.get("zoo", {}).get("ray+ensemble")
+    if not zoo:
+        return
+    per_minute = zoo["runs_per_minute"]
+    startup = result.get("startup", {}).get("median_extra_seconds", 0.0)
+    here = 1000 / per_minute * 60
+    cluster = 1000 / (10 * per_minute) * 60 + max(startup, 0.0)
+    result["extrapolation_1000_runs"] = {
+        "this_machine_seconds": round(here),
+        "ten_nodes_seconds": round(cluster),
+    }
+    print(f"1,000 runs: ≈ {here / 60:.0f} min on this machine, ≈ {cluster / 60:.1f} min on 10 such nodes")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=5, help="seeds of the grid to extrapolate to (default 5)")
-    p.add_argument("--full", action="store_true", help="train the whole default grid and time it")
-    p.add_argument("--out", type=Path, help="zoo folder (default: a fresh temporary folder)")
+    p.add_argument("--only", default="zoo,ensemble,startup", help="comma-separated: zoo, ensemble, startup")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved pairs for ensemble and startup (3)")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args()
-
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    import pytorch_lightning  # noqa: F401  (timed: every zoo process pays it once)
-
-    from models.zoo import ZooSpec, run_zoo
-
-    import_seconds = time.perf_counter() - t0
-    out = args.out or Path(tempfile.mkdtemp(prefix="zoo_time_"))
-    spec = ZooSpec(seeds=args.seeds if args.full else 1)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    records = run_zoo(out, spec, log=lambda message: print(message, file=sys.stderr, flush=True))
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    trained = [r for r in records if r["status"] in ("trained", "resumed")]
-    if len(trained) != len(records):
-        print(f"warning: {len(records) - len(trained)} runs were already in {out} and not timed")
-
-    print(
-        f"\nimport (Lightning, torch, models): {import_seconds:.1f} s; load average before {load_before:.2f}"
-    )
-    print(f"{'run':<36}{'seconds':>9}{'steps':>7}{'val acc':>9}")
-    for r in records:
-        print(f"{r['name']:<36}{r['seconds']:>9.1f}{r.get('steps') or 0:>7}{r.get('val_acc') or 0:>9.4f}")
-    per_seed = sum(r["seconds"] for r in trained)
-    result = {
-        "import_seconds": import_seconds,
-        "runs": records,
-        "zoo_wall_seconds": wall,
-        "zoo_cpu_seconds": cpu,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg()[0],
-        "cpu_count": os.cpu_count(),
-    }
-    if args.full:
-        total = import_seconds + wall
-        print(
-            f"\nfull grid ({len(records)} runs): {total:.1f} s measured "
-            f"({total / BUDGET_SECONDS:.2f} × budget)"
-        )
-        result["full_grid_seconds"] = total
-    else:
-        estimate = import_seconds + per_seed * args.seeds
-        print(
-            f"\none seed of every architecture: {per_seed:.1f} s → {args.seeds} seeds ≈ {estimate:.1f} s "
-            f"({estimate / BUDGET_SECONDS:.2f} × the {BUDGET_SECONDS:.0f} s budget)"
-        )
-        result["estimate_seconds"] = estimate
-        cpu_estimate = import_seconds + cpu * args.seeds
-        print(
-            f"CPU seconds of this process: {cpu:.1f} → {args.seeds} seeds ≈ {cpu_estimate:.1f} s: "
-            "the wall time "
-            "of an otherwise idle machine (one training thread per run)"
-        )
-        result["estimate_cpu_seconds"] = cpu_estimate
-    print(f"load average after {result['load_average_after']:.2f} on {os.cpu_count()} CPUs")
+    os.environ.setdefault("REVERSE_ENCODER_INTERP_CACHE", tempfile.mkdtemp(prefix="zoo_cache_"))
+    result: dict = {"cpu_count": os.cpu_count(), "load_start": load()}
+    parts = args.only.split(",")
+    if "ensemble" in parts:
+        bench_ensemble(result, args.repeats)
+    if "startup" in parts:
+        bench_startup(result, args.repeats)
+    if "zoo" in parts:
+        bench_zoo(result)
+    extrapolate(result)
+    result["load_end"] = load()
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

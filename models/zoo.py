@@ -2,18 +2,39 @@
 
 Default grid: seeds 0..4 × heads {1, 2, 4} × layers {1, 2} × positional encoding {sinusoidal, learned},
 ``fast`` preset, plus a control without positional encoding (``none``; 1 head, 1 layer, every seed): 65
-runs. Each run is an ordinary ``models.train`` run folder ``DIR/<preset>_<pe>_L<layers>_H<heads>_seed<s>``.
+runs; ``--d-model``, ``--seq-len`` and ``--num-categories`` take lists too (``models.zoo_plan``). Each run
+is an ordinary ``models.train`` run folder ``DIR/<preset>_<pe>_L<layers>_H<heads>_seed<s>``.
 
-Resumable: the grid runs one run after the other through :func:`models.train.train`, which leaves
-finished runs alone and continues interrupted ones from their ``checkpoints/last.ckpt``, so a killed zoo
-is continued by the same command. ``DIR/zoo.json`` (rewritten atomically after every run) records the
-grid, the training flags and each run's status: ``new``/``partial``/``finished`` before, then
-``trained``/``resumed``/``skipped``/``continued``.
+Engines. ``--engine ray`` (default) runs the plan's tasks as Ray tasks (``models.cluster``): without
+``--address`` on an embedded local Ray instance sized to this machine (loopback only, no dashboard,
+stopped afterwards); with ``--address auto|HOST:PORT`` on a running cluster. Each task trains in a
+temporary folder on its worker and returns the run folders' files; the driver writes them into DIR
+atomically, so DIR needs to exist on the driver only. ``--cpus-per-task`` / ``--gpus-per-task``
+(fractional: 0.25 lets four tasks share a GPU) are each task's Ray resources; inside, Lightning picks the
+accelerator (``--accelerator auto``), and a task given a GPU that finds no CUDA fails saying so. A
+worker that dies mid-task is retried by Ray (``--max-retries``). ``--engine sequential`` trains the
+tasks one after the other in this process, without importing Ray (debugging; the benchmark baseline).
 
-Several GPUs or nodes: ``--accelerator/--devices/--strategy/--num-nodes`` go to every run's Lightning
-Trainer; runs stay sequential (each uses all devices), no scheduler of our own. Flags after ``--`` go
-to ``models.train`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); the grid's own flags
-(seed, heads, layers, positional encoding, out, name, preset) cannot be given there.
+Seeds train together (``--ensemble``, default): runs that differ only in seed are one task, a
+vectorised ensemble (``models.ensemble``, at most ``--max-ensemble`` members) whose members are saved
+as ordinary run folders with the same weights as the seeds trained alone (on a CPU, one thread).
+
+Resumable: finished runs (``model.pt`` + ``metrics.json``) are skipped; an interrupted run folder (a
+killed ``--engine sequential --no-ensemble`` zoo trains in place) is continued from its
+``checkpoints/last.ckpt``; a run that was on its way when the zoo was killed is trained again (same
+seed, same weights). ``DIR/zoo.json`` (rewritten atomically after every task) records the grid, the
+engine and, per run: its state before, ``status`` (trained / resumed / continued / skipped / failed /
+interrupted), the task it belonged to (``ensemble_size``), ``engine``, ``node_id``, ``hostname``,
+``node_ip``, ``attempts`` and ``seconds`` (the task's wall time on its worker).
+
+A task that fails (e.g. Lightning rejecting ``-- --devices 0``) is reported with its runs' names; the
+other tasks go on, and the zoo exits with status 1. Ctrl-C cancels the tasks still running; finished
+runs stay, and no half-written folder is left. ``--list`` prints the plan and its estimated time from
+the throughput this machine measured last (``models.zoo_plan.estimate``).
+
+Flags after ``--`` go to ``models.train`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); the
+grid's own flags (seed, heads, layers, positional encoding, d-model, seq-len, num-categories, out,
+name, preset) cannot be given there.
 """
 
 from __future__ import annotations
@@ -21,158 +42,111 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as _dt
 import json
 import os
+import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from models import cluster
+from models.train_args import check_out
+from models.zoo_plan import (
+    GRID_FLAGS,
+    ZooRun,
+    ZooSpec,
+    ZooTask,
+    check_train_args,
+    estimate,
+    manifest_document,
+    plan_tasks,
+    record_throughput,
+    run_state,
+)
+
+__all__ = ["GRID_FLAGS", "MANIFEST", "ZooEngine", "ZooRun", "ZooSpec", "ZooTaskError", "main", "run_zoo"]
+
 MANIFEST = "zoo.json"
-SCHEMA_VERSION = 1
-GRID_FLAGS = ("--seed", "--n-heads", "--n-layers", "--positional-embedding", "--out", "--name", "--preset")
-
-
-@dataclass(frozen=True)
-class ZooRun:
-    """One cell of the grid."""
-
-    name: str
-    seed: int
-    n_heads: int
-    n_layers: int
-    positional_embedding: str
-    role: str  # "grid" or "control"
+SCHEMA_VERSION = 2
+ENGINES = ("ray", "sequential")
 
 
 @dataclass
-class ZooSpec:
-    """The grid. ``train_args`` are extra ``models.train`` flags applied to every run."""
+class ZooEngine:
+    """How the zoo runs (what it computes is the :class:`ZooSpec`)."""
 
-    seeds: int = 5
-    heads: tuple[int, ...] = (1, 2, 4)
-    layers: tuple[int, ...] = (1, 2)
-    positional_embeddings: tuple[str, ...] = ("sinusoidal", "learned")
-    control: bool = True
-    preset: str = "fast"
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    train_args: list[str] = field(default_factory=list)
+    engine: str = "ray"
+    address: str | None = None  # None: an embedded local Ray instance
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+    ensemble: bool = True
+    max_ensemble: int = 8
+    max_retries: int = 3
+    num_cpus: int | None = None  # size of the embedded instance (default: every CPU)
 
-    def runs(self) -> list[ZooRun]:
-        """Every run, grid first (architecture-major, seeds inner), then the controls."""
-        from models.config import POSITIONAL_EMBEDDINGS
-
-        for name, values in (("seeds", [self.seeds]), ("heads", self.heads), ("layers", self.layers)):
-            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-                raise ValueError(f"--{name}: expected positive integers, got {list(values)}")
-        for pe in self.positional_embeddings:
-            if pe not in POSITIONAL_EMBEDDINGS:
+    def check(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine: unknown {self.engine!r} (choose from {', '.join(ENGINES)})")
+        for flag, value, low in (
+            ("--cpus-per-task", self.cpus_per_task, 0.0),
+            ("--gpus-per-task", self.gpus_per_task, -1e-300),
+        ):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low < value < 1e6:
+                kind = "positive" if low == 0 else "non-negative"
+                raise ValueError(f"{flag} {value!r}: must be a {kind} number")
+        if self.gpus_per_task > 1 and self.gpus_per_task != int(self.gpus_per_task):
+            raise ValueError(f"--gpus-per-task {self.gpus_per_task:g}: above 1 it must be a whole number")
+        for flag, value in (("--max-ensemble", self.max_ensemble), ("--max-retries", self.max_retries + 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{flag} {value!r}: must be a positive integer")
+        if self.engine == "sequential":
+            if self.address is not None:
+                raise ValueError(f"--address {self.address}: needs --engine ray")
+            if self.gpus_per_task:
                 raise ValueError(
-                    f"--positional-embeddings: unknown {pe!r} (choose from {POSITIONAL_EMBEDDINGS})"
+                    "--gpus-per-task: needs --engine ray (the sequential engine uses --accelerator)"
                 )
-        runs = [
-            self._run(seed, h, n_layers, pe, "grid")
-            for pe in dict.fromkeys(self.positional_embeddings)
-            for n_layers in sorted(set(self.layers))
-            for h in sorted(set(self.heads))
-            for seed in range(self.seeds)
-        ]
-        if self.control and "none" not in self.positional_embeddings:
-            runs += [
-                self._run(s, min(self.heads), min(self.layers), "none", "control") for s in range(self.seeds)
-            ]
-        return runs
-
-    def _run(self, seed: int, n_heads: int, n_layers: int, pe: str, role: str) -> ZooRun:
-        name = f"{self.preset}_{pe}_L{n_layers}_H{n_heads}_seed{seed}"
-        return ZooRun(name, seed, n_heads, n_layers, pe, role)
-
-    def train_argv(self, run: ZooRun, out: Path) -> list[str]:
-        """The ``models.train`` command line of one run."""
-        return [
-            "--preset",
-            self.preset,
-            "--seed",
-            str(run.seed),
-            "--n-heads",
-            str(run.n_heads),
-            "--n-layers",
-            str(run.n_layers),
-            "--positional-embedding",
-            run.positional_embedding,
-            "--out",
-            str(out),
-            "--name",
-            run.name,
-            "--accelerator",
-            self.accelerator,
-            "--devices",
-            str(self.devices),
-            "--strategy",
-            self.strategy,
-            "--num-nodes",
-            str(self.num_nodes),
-            "--no-progress-bar",
-            *self.train_args,
-        ]
+        if self.address is not None:
+            cluster.parse_address(self.address)
 
 
-def _check_train_args(args: Sequence[str]) -> None:
-    for arg in args:
-        flag = arg.split("=", 1)[0]
-        if flag in GRID_FLAGS:
-            raise ValueError(f"{arg}: the zoo sets {flag} itself; use the zoo's own options")
+class ZooTaskError(RuntimeError):
+    """Some tasks failed (the others finished); ``records`` holds every run's record."""
+
+    def __init__(self, message: str, records: list[dict[str, Any]]):
+        super().__init__(message)
+        self.records = records
 
 
-def _state(run_dir: Path) -> tuple[str, int | None]:
-    """("finished" | "partial" | "new", metrics.json mtime) from the files a run folder holds."""
-    metrics = run_dir / "metrics.json"
-    if (run_dir / "model.pt").is_file() and metrics.is_file():
-        return "finished", metrics.stat().st_mtime_ns
-    return ("partial" if (run_dir / "config.json").is_file() else "new"), None
-
-
-def _rank_zero() -> bool:
-    """True outside distributed training and on the global rank 0 process inside it."""
-    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
-def _write_manifest(out: Path, spec: ZooSpec, records: list[dict[str, Any]]) -> None:
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "reverse-encoder-zoo",
-        "spec": asdict(spec),
-        "runs": records,
-        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+# --------------------------------------------------------------------------------------------------
+def _write_manifest(out: Path, spec: ZooSpec, engine: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    document = manifest_document(spec, engine, records)
     tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     os.replace(tmp, out / MANIFEST)
 
 
 def check_plan(out: Path, spec: ZooSpec) -> list[ZooRun]:
-    """The runs of ``spec``, after every check a zoo makes before its first run trains (``--list``
-    makes the same): the grid, its size against the free space on ``out`` (before the plan is built:
-    ``--seeds 10**9`` would otherwise fill the memory with run names), every run's ``models.train``
-    flags (against this machine too) and ``out`` itself."""
+    """The runs of ``spec``, after every check a zoo makes before anything is written (``--list``
+    makes the same): the size of the grid against the free space on ``out`` — before the plan is
+    built, so that ``--seeds 10**9`` is one line instead of filling the memory with run names —
+    then every run's ``models.train`` flags (against this machine too), and no foreign folder in the
+    way of a run."""
     from models.limits import free_bytes, run_disk_bytes, size, trained_weights
-    from models.train import parse_args
+    from models.train_args import parse_args
 
-    _check_train_args(spec.train_args)
     seeds = spec.seeds
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"--seeds: expected positive integers, got [{seeds}]")
-    per_seed = dataclasses.replace(spec, seeds=1).runs()  # each architecture once (and the control)
+    per_seed = dataclasses.replace(spec, seeds=1).runs()  # each architecture once (and the controls)
     started = {p.name for p in out.iterdir() if (p / "config.json").is_file()} if out.is_dir() else set()
     need = new = 0
     for run in per_seed:  # count the runs not started yet without listing every run
-        stem = run.name.removesuffix("0")  # <preset>_<pe>_L<layers>_H<heads>_seed
+        stem = run.name.rsplit("_seed", 1)[0] + "_seed"
         seed_of = (name[len(stem) :] for name in started if name.startswith(stem))
         done = sum(1 for seed in seed_of if seed.isdigit() and int(seed) < seeds)
         weights = trained_weights(parse_args(spec.train_argv(run, out)).resolve().encoder_config())
@@ -184,24 +158,20 @@ def check_plan(out: Path, spec: ZooSpec) -> list[ZooRun]:
             f"(model.pt and two checkpoints each), more than the {size(free)} free on --out {out}"
         )
     runs = spec.runs()
-    for run in runs:  # every run's flags are checked before the first one trains
+    for run in runs:
         parse_args(spec.train_argv(run, out)).resolve()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
+        folder = out / run.name
+        if folder.exists() and not (folder / "config.json").is_file():
+            if not folder.is_dir() or any(folder.iterdir()):
+                raise ValueError(f"--out {out}: {folder.name} exists, is not empty and is not a run folder")
     return runs
 
 
-def run_zoo(
-    out: str | Path, spec: ZooSpec | None = None, log: Callable[[str], None] | None = None
-) -> list[dict]:
-    """Train (or skip, or continue) every run of ``spec`` under ``out``; return one record per run:
-    the :class:`ZooRun` fields plus ``before``, ``status``, ``seconds`` and the run's final metrics.
-
-    Every run's arguments are checked before the first run starts (``ValueError`` on bad input)."""
-    spec = ZooSpec() if spec is None else spec
-    out = Path(out)
-    runs = check_plan(out, spec)
-    created = []  # folders made here: removed again if they are still empty when the zoo fails
+def _make_out(out: Path) -> list[Path]:
+    """Create ``out``; return the folders made (removed again if the zoo fails before training)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    created = []
     folder = out
     while not folder.exists() and folder.parent != folder:
         created.append(folder)
@@ -212,55 +182,234 @@ def run_zoo(
         raise ValueError(
             f"--out {out}: cannot create the folder ({e.strerror or type(e).__name__})"
         ) from None
-    try:
-        return _train_runs(out, spec, runs, log)
-    except BaseException:  # e.g. Lightning rejecting --devices/--strategy before the first run
-        for folder in created:  # deepest first; rmdir leaves any folder that holds something
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+    return created
 
 
-def _train_runs(
-    out: Path, spec: ZooSpec, runs: list[ZooRun], log: Callable[[str], None] | None
+def run_zoo(
+    out: str | Path,
+    spec: ZooSpec | None = None,
+    log: Callable[[str], None] | None = None,
+    engine: ZooEngine | None = None,
 ) -> list[dict]:
-    from models.train import train
+    """Train (or skip, or continue) every run of ``spec`` under ``out``; return one record per run: the
+    :class:`ZooRun` fields plus ``before``, ``status`` and, for the runs trained now, where and how
+    (see the module docstring) and their final metrics.
 
-    say = log if (log is not None and _rank_zero()) else (lambda message: None)
-    records = [{**asdict(run), "before": _state(out / run.name)[0], "status": "pending"} for run in runs]
+    Bad input raises ``ValueError`` (``cluster.ClusterError`` for the cluster) before anything is
+    written; failed tasks raise :class:`ZooTaskError` after the others finished."""
+    spec = ZooSpec() if spec is None else spec
+    engine = ZooEngine() if engine is None else engine
+    out = Path(out)
+    engine.check()
+    check_train_args(spec.train_args)
+    runs = check_plan(out, spec)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    check_out(out)  # a folder under a file, or an unwritable parent: said before Ray starts
+    with contextlib.ExitStack() as stack:
+        info = None
+        if engine.engine == "ray":
+            info = stack.enter_context(cluster.ray_cluster(engine.address, num_cpus=engine.num_cpus))
+            cluster.check_resources(info, engine.cpus_per_task, engine.gpus_per_task)
+        created = _make_out(out)
+        try:
+            return _train(out, spec, engine, runs, info, log)
+        except BaseException:
+            for folder in created:  # deepest first; rmdir leaves any folder that holds something
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+
+
+def _engine_record(engine: ZooEngine, info: cluster.ClusterInfo | None) -> dict[str, Any]:
+    return {**asdict(engine), "cluster": info.to_dict() if info is not None else None}
+
+
+def _train(
+    out: Path,
+    spec: ZooSpec,
+    engine: ZooEngine,
+    runs: list[ZooRun],
+    info: cluster.ClusterInfo | None,
+    log: Callable[[str], None] | None,
+) -> list[dict]:
+    say = log or (lambda message: None)
+    cluster.remove_leftovers(out)
+    records = []
+    for run in runs:
+        before = run_state(out / run.name, spec.train_argv(run, out))[0]
+        status = "skipped" if before == "finished" else "pending"
+        records.append(
+            {**asdict(run), "before": "finished" if before == "extendable" else before, "status": status}
+        )
+    by_name = {r["name"]: r for r in records}
+    todo = [run for run, record in zip(runs, records) if record["status"] == "pending"]
+    tasks = plan_tasks(spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble)
+    engine_doc = _engine_record(engine, info)
+    _write_manifest(out, spec, engine_doc, records)
+    where = info.describe() if info is not None else "sequential engine, this process"
+    say(f"zoo: {len(runs)} runs, {len(todo)} to train in {len(tasks)} tasks on the {where} → {out}")
+    progress = cluster.Progress(len(todo), say)
     started = time.perf_counter()
-    for i, (run, record) in enumerate(zip(runs, records), 1):
-        run_dir = out / run.name
-        before, stamp = _state(run_dir)
-        t0 = time.perf_counter()
-        train(spec.train_argv(run, out))  # a list, so that config.json records the command
-        seconds = time.perf_counter() - t0
-        after, new_stamp = _state(run_dir)
-        if after != "finished":  # a --max-time window ran out, or a non-zero rank returned early
-            status = "interrupted"
-        elif before == "finished":
-            status = "skipped" if new_stamp == stamp else "continued"
+    failed: list[str] = []
+
+    def finish(task: ZooTask, statuses: dict[str, str], trace: dict[str, Any], error: str | None) -> None:
+        for run in task.runs:
+            record = by_name[run.name]
+            record.update(
+                status="failed" if error else statuses.get(run.name, "failed"),
+                engine=engine.engine,
+                task=task.name,
+                ensemble_size=len(task.runs) if task.ensemble else 1,
+                **{k: trace.get(k) for k in ("node_id", "hostname", "node_ip", "attempts", "seconds")},
+            )
+            if error:
+                record["error"] = error
+            elif (out / run.name / "metrics.json").is_file():
+                metrics = json.loads((out / run.name / "metrics.json").read_text())
+                record.update(
+                    {k: metrics.get(k) for k in ("val_acc", "test_acc", "steps", "first_perfect_step")}
+                )
+        _write_manifest(out, spec, engine_doc, records)
+        kind = f"ensemble of {len(task.runs)}" if task.ensemble else "1 run"
+        place = f"{trace.get('hostname')}" + (f" {trace['node_ip']}" if trace.get("node_ip") else "")
+        if trace.get("node_id"):
+            place += f" node {trace['node_id'][:8]}"
+        attempt = f", attempt {trace['attempts']}" if trace.get("attempts") else ""
+        if error:
+            failed.append(f"{task.name} ({error})")
+            progress.advance(len(task.runs), f"{task.name} ({kind}): FAILED{attempt}: {error}")
         else:
-            status = "trained" if before == "new" else "resumed"
-        record.update(status=status, seconds=round(seconds, 3))
-        if after == "finished":
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-            record.update({k: metrics.get(k) for k in ("val_acc", "test_acc", "steps", "first_perfect_step")})
-        if _rank_zero():
-            _write_manifest(out, spec, records)
-        detail = f"val acc {record['val_acc']:.4f}, {record['steps']} steps" if "val_acc" in record else ""
-        say(f"[{i}/{len(runs)}] {run.name}: {status} in {seconds:.1f} s {detail}".rstrip())
-    say(f"zoo: {len(runs)} runs in {time.perf_counter() - started:.1f} s → {out}")
+            status = ", ".join(sorted(set(statuses.values())))
+            seconds = trace.get("seconds") or 0.0
+            progress.advance(
+                len(task.runs), f"{task.name} ({kind}): {status} on {place}{attempt} in {seconds:.1f} s"
+            )
+
+    if engine.engine == "ray":
+        _run_on_ray(out, engine, tasks, finish)
+    else:
+        _run_here(out, tasks, finish)
+    seconds = time.perf_counter() - started
+    trained = sum(len(t.runs) for t in tasks)
+    if trained and not failed:
+        slots = info.cpus / engine.cpus_per_task if info is not None else 1.0
+        record_throughput(engine.engine, engine.ensemble, slots, trained, seconds)
+    say(f"zoo: {trained} runs trained in {seconds:.1f} s, {len(runs) - trained} already finished → {out}")
+    if failed:
+        raise ZooTaskError(f"{len(failed)} of {len(tasks)} tasks failed: " + "; ".join(failed), records)
     return records
 
 
-def _ints(text: str) -> int:
+def _payload(out: Path, task: ZooTask, gpus: float) -> dict[str, Any]:
+    resume = {run.name: cluster.pack_folder(out / run.name) for run in task.runs} if task.resume else {}
+    return {
+        "names": [run.name for run in task.runs],
+        "argvs": task.argvs,
+        "ensemble": task.ensemble,
+        "resume": resume,
+        "gpus": gpus,
+    }
+
+
+def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Callable) -> None:
+    from models import zoo_task
+
+    payloads = [_payload(out, task, engine.gpus_per_task) for task in tasks]
+    outcomes = cluster.run_tasks(
+        zoo_task.execute,
+        payloads,
+        [task.name for task in tasks],
+        cpus=engine.cpus_per_task,
+        gpus=engine.gpus_per_task,
+        max_retries=engine.max_retries,
+        name="zoo-task",
+    )
+    with contextlib.closing(outcomes):
+        for outcome in outcomes:
+            task = tasks[outcome.index]
+            payloads[outcome.index] = None  # the resume files are not needed any more
+            statuses = {}
+            if outcome.error is None:
+                for name, result in outcome.value["runs"].items():
+                    cluster.install_folder(out / name, files=result["files"])
+                    statuses[name] = result["status"]
+                    if task.resume and result["status"] == "resumed":
+                        statuses[name] = "continued" if task.note == "continues a finished run" else "resumed"
+            finish(task, statuses, outcome.info, outcome.error)
+
+
+def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
+    """The sequential engine: single runs train in place (``models.train``), ensembles in a hidden
+    staging folder whose member folders are then renamed into place."""
+    import shutil
+
+    for task in tasks:
+        trace = {"hostname": socket.gethostname(), "attempts": 1}
+        started = time.perf_counter()
+        statuses: dict[str, str] = {}
+        error = None
+        try:
+            if task.ensemble:
+                from models.ensemble import train_ensemble
+
+                staging = out / f".incoming-{task.name}-{os.getpid()}"
+                try:
+                    train_ensemble(task.argvs, workdir=staging)
+                    for run in task.runs:
+                        cluster.install_folder(out / run.name, source=staging / run.name)
+                        statuses[run.name] = "trained"
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+            else:
+                from models.train import train
+
+                for run, argv in zip(task.runs, task.argvs):
+                    before = run_state(out / run.name, argv)[0]
+                    train(argv)  # a list, so that config.json records the command
+                    after = run_state(out / run.name, argv)[0]
+                    if after not in ("finished", "extendable"):  # a --max-time window ran out
+                        statuses[run.name] = "interrupted"
+                    else:
+                        statuses[run.name] = {"new": "trained", "partial": "resumed"}.get(before, "continued")
+        except SystemExit as exc:  # Lightning's answer to Ctrl-C during fit
+            if exc.code == 1:
+                raise KeyboardInterrupt from None
+            raise
+        except Exception as exc:  # reported with the task's runs; the other tasks go on
+            error = f"{type(exc).__name__}: {cluster._first_line(exc)}"
+        trace["seconds"] = round(time.perf_counter() - started, 3)
+        finish(task, statuses, trace, error)
+
+
+# --------------------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value == value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
@@ -278,29 +427,82 @@ def _path(text: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m models.zoo", description="Train a grid of reverse-task encoders (resumable).")
     p.add_argument("--out", required=True, type=_path, help="folder holding one run folder per grid cell")
-    p.add_argument("--seeds", type=_ints, default=5, help="seeds 0..N-1 (default 5)")
-    p.add_argument("--heads", type=_ints, nargs="+", default=[1, 2, 4])
-    p.add_argument("--layers", type=_ints, nargs="+", default=[1, 2])
-    p.add_argument("--positional-embeddings", nargs="+", default=["sinusoidal", "learned"])
-    p.add_argument(
+    g = p.add_argument_group("the grid")
+    g.add_argument("--seeds", type=_positive_int, default=5, help="seeds 0..N-1 (default 5)")
+    g.add_argument("--heads", type=_positive_int, nargs="+", default=[1, 2, 4])
+    g.add_argument("--layers", type=_positive_int, nargs="+", default=[1, 2])
+    g.add_argument("--positional-embeddings", nargs="+", default=["sinusoidal", "learned"])
+    g.add_argument("--d-model", type=_positive_int, nargs="+", default=[32], help="model widths (32)")
+    g.add_argument("--seq-len", type=_positive_int, nargs="+", default=[16], help="sequence lengths (16)")
+    g.add_argument(
+        "--num-categories", type=_positive_int, nargs="+", default=[10], help="digit categories (10)"
+    )
+    g.add_argument(
         "--control",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="add positional encoding 'none' (smallest architecture, every seed)",
     )
-    p.add_argument("--preset", default="fast", help="models.train preset (default fast)")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", default="auto")
-    p.add_argument("--strategy", default="auto")
-    p.add_argument("--num-nodes", type=_ints, default=1)
-    p.add_argument("--list", action="store_true", help="print the runs and their state; train nothing")
+    g.add_argument("--preset", default="fast", help="models.train preset (default fast)")
+    g = p.add_argument_group("the engine")
+    g.add_argument(
+        "--engine", choices=ENGINES, default="ray", help="ray (default) or sequential (this process)"
+    )
+    g.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: embedded Ray)")
+    g.add_argument("--cpus-per-task", type=_number, default=1.0, help="Ray CPUs per task (default 1)")
+    g.add_argument("--gpus-per-task", type=_number, default=0.0, help="Ray GPUs per task, fractional (0)")
+    g.add_argument(
+        "--ensemble",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train runs that differ only in seed together (default on)",
+    )
+    g.add_argument("--max-ensemble", type=_positive_int, default=8, help="members per ensemble task (8)")
+    g.add_argument(
+        "--max-retries", type=_non_negative_int, default=3, help="Ray retries of a dead worker (3)"
+    )
+    g = p.add_argument_group("Lightning inside each run")
+    g.add_argument("--accelerator", default="auto")
+    g.add_argument("--devices", default="auto")
+    g.add_argument("--strategy", default="auto")
+    g.add_argument("--num-nodes", type=_positive_int, default=1)
+    p.add_argument(
+        "--list", action="store_true", help="print the plan, its state and estimated time; train nothing"
+    )
     return p
+
+
+def _list(out: Path, spec: ZooSpec, engine: ZooEngine) -> None:
+    runs = check_plan(out, spec)  # exactly as a real run checks it
+    states = {run.name: run_state(out / run.name, spec.train_argv(run, out))[0] for run in runs}
+    for run in runs:
+        print(f"{run.name:<48} {states[run.name]}")
+    todo = [run for run in runs if states[run.name] != "finished"]
+    tasks = plan_tasks(spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble)
+    print(
+        f"\n{len(runs)} runs, {len(runs) - len(todo)} finished; {len(todo)} to train in {len(tasks)} tasks:"
+    )
+    for task in tasks:
+        how = f"ensemble of {len(task.runs)}" if task.ensemble else f"alone ({task.note})"
+        print(f"  {task.name:<52} {how}")
+    seconds, source = estimate(engine.engine, engine.ensemble, len(todo))
+    print(f"estimated time on the {engine.engine} engine: {cluster.format_seconds(seconds)} ({source})")
+
+
+class _Terminated(BaseException):  # not an Exception: no "except Exception" may swallow it
+    pass
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
+    raise _Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
+    say = lambda message: print(message, file=sys.stderr, flush=True)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if cluster.threading_main() else None
     try:
         args = build_parser().parse_args(own)
         spec = ZooSpec(
@@ -308,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             heads=tuple(args.heads),
             layers=tuple(args.layers),
             positional_embeddings=tuple(args.positional_embeddings),
+            d_models=tuple(args.d_model),
+            seq_lens=tuple(args.seq_len),
+            num_categories=tuple(args.num_categories),
             control=args.control,
             preset=args.preset,
             accelerator=args.accelerator,
@@ -316,20 +521,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_nodes=args.num_nodes,
             train_args=extra,
         )
-        if args.list:  # the plan is checked exactly as a real run checks it
-            for run in check_plan(args.out, spec):
-                print(f"{run.name:<40} {_state(args.out / run.name)[0]}")  # noqa: T201  (CLI)
+        engine = ZooEngine(
+            engine=args.engine,
+            address=args.address,
+            cpus_per_task=args.cpus_per_task,
+            gpus_per_task=args.gpus_per_task,
+            ensemble=args.ensemble,
+            max_ensemble=args.max_ensemble,
+            max_retries=args.max_retries,
+        )
+        engine.check()
+        check_train_args(extra)
+        if args.list:
+            _list(args.out, spec, engine)
             return 0
-        run_zoo(args.out, spec, log=lambda message: print(message, file=sys.stderr, flush=True))  # noqa: T201
+        run_zoo(args.out, spec, log=say, engine=engine)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except (ValueError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)  # noqa: T201
+        say(f"error: {message}")
         return 2
+    except ZooTaskError as exc:
+        say(f"error: {exc}")
+        return 1
     except KeyboardInterrupt:
-        print("error: interrupted (run the same command to continue)", file=sys.stderr)  # noqa: T201
+        say("error: interrupted (finished runs are kept; run the same command to continue)")
         return 130
+    except _Terminated:
+        say("error: terminated (finished runs are kept; run the same command to continue)")
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

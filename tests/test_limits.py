@@ -150,7 +150,7 @@ def test_zoo_list_of_a_good_plan_lists_every_run(tmp_path, capsys):
         zoo.main(["--out", str(tmp_path / "zoo"), "--seeds", "2", "--heads", "1", "--layers", "1", "--list"])
         == 0
     )
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.split("\n\n")[0].splitlines()  # the runs; then the tasks and estimate
     assert [line.split()[0] for line in lines] == [
         "fast_sinusoidal_L1_H1_seed0",
         "fast_sinusoidal_L1_H1_seed1",

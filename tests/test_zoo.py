@@ -17,8 +17,11 @@ from analyses.zoo_summary_result import t_interval, welch_interval
 from models import zoo
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
-TINY = "--d-model 16 --train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
-TINY_SPEC = dict(seeds=2, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",), train_args=TINY)
+TINY = "--train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
+TINY_SPEC = dict(
+    seeds=2, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",), d_models=(16,), train_args=TINY
+)
+SEQUENTIAL = zoo.ZooEngine(engine="sequential", ensemble=False)  # today's in-place path, one run at a time
 
 
 # --- the grid -------------------------------------------------------------------------------------
@@ -54,6 +57,10 @@ def test_device_flags_go_to_every_run(tmp_path):
     [
         (dict(train_args=["--seed", "3"]), "the zoo sets --seed"),
         (dict(train_args=["--n-heads=2"]), "the zoo sets --n-heads"),
+        (dict(train_args=["--d-model", "64"]), "the zoo sets --d-model"),
+        (dict(train_args=["--num-categories=5"]), "the zoo sets --num-categories"),
+        (dict(seq_lens=(0,)), "--seq-len"),
+        (dict(d_models=(30,), heads=(4,)), "--d-model 30: not divisible by --n-heads 4"),
         (dict(heads=(0,)), "--heads"),
         (dict(positional_embeddings=("rotary",)), "unknown 'rotary'"),
         (dict(train_args=["--lr", "-1"]), "--lr"),  # checked by models.train before anything trains
@@ -61,7 +68,7 @@ def test_device_flags_go_to_every_run(tmp_path):
 )
 def test_bad_grids_fail_before_training(tmp_path, spec, message):
     with pytest.raises(ValueError, match=message):
-        zoo.run_zoo(tmp_path / "z", zoo.ZooSpec(**spec))
+        zoo.run_zoo(tmp_path / "z", zoo.ZooSpec(**spec), engine=SEQUENTIAL)
     assert not (tmp_path / "z").exists()
 
 
@@ -75,19 +82,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert zoo.main(["--out", str(blocker / "zoo")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --out {blocker / 'zoo'}: cannot create the folder (")
+    assert err.startswith(f"error: --out {blocker / 'zoo'}: {blocker} exists and is not a folder")
     assert err.count("\n") == 1
-    # Lightning rejects the devices only when the first run starts: the folders made for it go again
-    assert zoo.main(["--out", str(tmp_path / "new" / "zoo"), "--seeds", "1", "--", "--devices", "0"]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
-    assert not (tmp_path / "new").exists()
+    # Lightning rejects the devices only when a run starts: every task fails, each reported with its
+    # runs' names, and the zoo exits 1 leaving no run folder behind (zoo.json records the failures)
+    out = tmp_path / "new" / "zoo"
+    grid = ["--seeds", "1", "--heads", "1", "--layers", "1", "--positional-embeddings", "learned"]
+    argv = ["--out", str(out), *grid, "--engine", "sequential", "--", "--devices", "0"]
+    assert zoo.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "fast_learned_L1_H1_seed0" in err and "--devices" in err
+    assert err.strip().splitlines()[-1].startswith("error: 2 of 2 tasks failed: fast_learned_L1_H1_seed0 (")
+    assert sorted(p.name for p in out.iterdir()) == ["zoo.json"]
+    assert {r["status"] for r in json.loads((out / "zoo.json").read_text())["runs"]} == {"failed"}
 
 
 # --- a tiny real zoo ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zoo")
-    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC, accelerator="cpu", devices="1"))
+    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC, accelerator="cpu", devices="1"), engine=SEQUENTIAL)
     assert [r["status"] for r in records] == ["trained"] * 4  # 2 seeds + 2 controls
     return out
 
@@ -96,11 +110,15 @@ def test_zoo_writes_run_folders_and_a_manifest(tiny_zoo):
     manifest = json.loads((tiny_zoo / "zoo.json").read_text())
     names = [r["name"] for r in manifest["runs"]]
     assert names == [
-        "fast_sinusoidal_L1_H1_seed0",
-        "fast_sinusoidal_L1_H1_seed1",
-        "fast_none_L1_H1_seed0",
-        "fast_none_L1_H1_seed1",
+        "fast_sinusoidal_L1_H1_D16_seed0",
+        "fast_sinusoidal_L1_H1_D16_seed1",
+        "fast_none_L1_H1_D16_seed0",
+        "fast_none_L1_H1_D16_seed1",
     ]
+    assert {(r["engine"], r["ensemble_size"], r["attempts"]) for r in manifest["runs"]} == {
+        ("sequential", 1, 1)
+    }
+    assert all(r["seconds"] > 0 and r["hostname"] for r in manifest["runs"])
     for name in names:
         config = json.loads((tiny_zoo / name / "config.json").read_text())
         assert (tiny_zoo / name / "model.pt").is_file() and config["training"]["max_steps"] == 30
@@ -110,21 +128,23 @@ def test_zoo_writes_run_folders_and_a_manifest(tiny_zoo):
 
 def test_a_killed_zoo_continues_and_trains_only_what_is_missing(tmp_path):
     out = tmp_path / "zoo"
-    zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC))  # trained in place: a resumed run must find its own files
+    zoo.run_zoo(
+        out, zoo.ZooSpec(**TINY_SPEC), engine=SEQUENTIAL
+    )  # trained in place: resumes read their own files
     # seed 1 was killed mid-run: its checkpoints exist, but neither model.pt nor metrics.json;
     # the first control never started.
-    interrupted, unstarted = out / "fast_sinusoidal_L1_H1_seed1", out / "fast_none_L1_H1_seed0"
+    interrupted, unstarted = out / "fast_sinusoidal_L1_H1_D16_seed1", out / "fast_none_L1_H1_D16_seed0"
     (interrupted / "model.pt").unlink()
     (interrupted / "metrics.json").unlink()
     shutil.rmtree(unstarted)
     untouched = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
-    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC))
+    records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC), engine=SEQUENTIAL)
     status = {r["name"]: (r["before"], r["status"]) for r in records}
     assert status == {
-        "fast_sinusoidal_L1_H1_seed0": ("finished", "skipped"),
-        "fast_sinusoidal_L1_H1_seed1": ("partial", "resumed"),
-        "fast_none_L1_H1_seed0": ("new", "trained"),
-        "fast_none_L1_H1_seed1": ("finished", "skipped"),
+        "fast_sinusoidal_L1_H1_D16_seed0": ("finished", "skipped"),
+        "fast_sinusoidal_L1_H1_D16_seed1": ("partial", "resumed"),
+        "fast_none_L1_H1_D16_seed0": ("new", "trained"),
+        "fast_none_L1_H1_D16_seed1": ("finished", "skipped"),
     }
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in untouched.items())  # finished runs untouched
     assert (interrupted / "model.pt").is_file() and (unstarted / "model.pt").is_file()
@@ -209,17 +229,17 @@ def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo,
 def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(tiny_zoo, tmp_path):
     out = tmp_path / "zoo"
     shutil.copytree(tiny_zoo, out)
-    (out / "fast_none_L1_H1_seed1" / "metrics.json").unlink()
-    assert zs.discover(out)[1] == ["fast_none_L1_H1_seed1"]
+    (out / "fast_none_L1_H1_D16_seed1" / "metrics.json").unlink()
+    assert zs.discover(out)[1] == ["fast_none_L1_H1_D16_seed1"]
     (out / "zoo.json").unlink()
     folders, missing = zs.discover(out)
     assert [p.name for p, _ in folders] == [
-        "fast_none_L1_H1_seed0",
-        "fast_sinusoidal_L1_H1_seed0",
-        "fast_sinusoidal_L1_H1_seed1",
+        "fast_none_L1_H1_D16_seed0",
+        "fast_sinusoidal_L1_H1_D16_seed0",
+        "fast_sinusoidal_L1_H1_D16_seed1",
     ]
     assert [role for _, role in folders] == ["control", "grid", "grid"] and missing == [
-        "fast_none_L1_H1_seed1"
+        "fast_none_L1_H1_D16_seed1"
     ]
 
 
@@ -248,9 +268,119 @@ def test_index_links_every_runs_full_report(tiny_zoo, tmp_path):
         "--index",
     ]
     assert zs.main(argv) == 0
-    run_report = zoo_dir / "fast_sinusoidal_L1_H1_seed0" / "report"
+    run_report = zoo_dir / "fast_sinusoidal_L1_H1_D16_seed0" / "report"
     assert (run_report / "report.html").is_file() and (run_report / "summary.json").is_file()
     index = (out / "index.html").read_text()
-    assert "../zoo/fast_sinusoidal_L1_H1_seed0/report/report.html" in index
+    assert "../zoo/fast_sinusoidal_L1_H1_D16_seed0/report/report.html" in index
     assert json.loads((out / "metrics.json").read_text())["index_page"] == "index.html"
     assert 'href="index.html"' in (out / "report.html").read_text()
+
+
+# --- bigger grids, the plan and its estimate --------------------------------------------------------
+def test_bigger_grids_name_only_what_differs_from_the_tutorial():
+    spec = zoo.ZooSpec(seeds=2, heads=(1,), layers=(1,), positional_embeddings=("learned",),
+                       d_models=(32, 64), seq_lens=(16, 24), num_categories=(10, 5))  # fmt: skip
+    runs = spec.runs()
+    assert len(runs) == 2 * 2 * 2 * 2 * 2  # seeds × d × N × C × (grid + control)
+    names = {r.name for r in runs}
+    assert "fast_learned_L1_H1_seed0" in names and "fast_none_L1_H1_D64_N24_C5_seed1" in names
+    run = next(r for r in runs if r.name == "fast_learned_L1_H1_N24_C5_seed1")
+    argv = spec.train_argv(run, Path("z"))
+    for flag, value in (("--d-model", "32"), ("--seq-len", "24"), ("--num-categories", "5"), ("--seed", "1")):
+        assert argv[argv.index(flag) + 1] == value
+
+
+def test_the_plan_groups_seeds_into_ensembles_and_trains_the_rest_alone(tmp_path):
+    from models.zoo_plan import plan_tasks
+
+    spec = zoo.ZooSpec(seeds=5, heads=(1, 2), layers=(1,), positional_embeddings=("sinusoidal",))
+    tasks = plan_tasks(spec, spec.runs(), tmp_path, max_ensemble=3)
+    assert sorted(len(t.runs) for t in tasks) == [2, 2, 2, 3, 3, 3]  # 3 architectures × (3 + 2) seeds
+    assert all(len({(r.n_heads, r.positional_embedding) for r in t.runs}) == 1 for t in tasks)
+    assert (
+        tasks[0].runs[0].n_heads == 2 and tasks[0].name == "fast_sinusoidal_L1_H2_seeds0-2"
+    )  # largest first
+    alone = plan_tasks(spec, spec.runs(), tmp_path, ensemble=False)
+    assert len(alone) == 15 and {t.note for t in alone} == {"--no-ensemble"}
+    dropout = zoo.ZooSpec(
+        seeds=2, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",), control=False,
+        train_args=["--dropout", "0.1"],
+    )  # fmt: skip
+    assert [t.note for t in plan_tasks(dropout, dropout.runs(), tmp_path)] == ["dropout", "dropout"]
+
+
+def test_list_shows_the_plan_and_an_estimate_from_the_measured_throughput(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("REVERSE_ENCODER_INTERP_CACHE", str(tmp_path / "cache"))
+    from models.zoo_plan import record_throughput
+
+    assert zoo.main(["--out", str(tmp_path / "z"), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "65 runs, 0 finished; 65 to train in 13 tasks:" in out and "ensemble of 5" in out
+    assert "runs/min, default for ray/ensemble" in out
+    record_throughput("ray", True, 2.0, runs=65, seconds=130.0)  # 30 runs per minute
+    assert zoo.main(["--out", str(tmp_path / "z"), "--list", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "26 to train in 13 tasks" in out and "52 s (30.0 runs/min, measured here: 65 runs in 130 s" in out
+    assert not (tmp_path / "z").exists()  # --list writes nothing
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--engine", "sequential", "--address", "auto"], "--address auto: needs --engine ray"),
+        (["--engine", "sequential", "--gpus-per-task", "0.5"], "--gpus-per-task: needs --engine ray"),
+        (["--cpus-per-task", "0"], "--cpus-per-task 0.0: must be a positive number"),
+        (["--gpus-per-task", "1.5"], "--gpus-per-task 1.5: above 1 it must be a whole number"),
+        (["--gpus-per-task", "nan"], "expected a finite number"),
+        (["--max-ensemble", "0"], "expected a positive integer"),
+        (["--engine", "dask"], "invalid choice"),
+        (["--d-model", "0"], "expected a positive integer"),
+    ],
+)
+def test_engine_flags_are_checked_before_anything_starts(tmp_path, capsys, argv, message):
+    assert zoo.main(["--out", str(tmp_path / "z"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "z").exists()
+
+
+def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
+    """models.train, the analyses and the sequential zoo never import Ray; the Ray engine does."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, runpy\n"
+        "import models.train, models.ensemble, models.zoo, models.zoo_plan, models.cluster\n"
+        "import analyses.flip_alignment, analyses.zoo_summary, analyses.training_dynamics, reports.build\n"
+        "assert 'ray' not in sys.modules, 'imported by a module'\n"
+        "from models import zoo\n"
+        "argv = ['--out', sys.argv[1], '--engine', 'sequential', '--seeds', '1', '--heads', '1',"
+        " '--layers', '1', '--positional-embeddings', 'sinusoidal', '--no-control', '--',"
+        " '--train-size', '64', '--val-size', '8', '--test-size', '8', '--max-steps', '2']\n"
+        "assert zoo.main(argv) == 0\n"
+        "assert 'ray' not in sys.modules, 'imported by the sequential engine'\n"
+        "print('ok')\n"
+    )
+    env = {**__import__("os").environ, "REVERSE_ENCODER_INTERP_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "z")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_a_task_given_a_gpu_that_finds_no_cuda_fails_saying_so(monkeypatch):
+    import torch
+
+    from models import zoo_task
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a node without a usable GPU
+    task = {"names": ["fast_x_seed0", "fast_x_seed1"], "argvs": [], "ensemble": True, "gpus": 0.5}
+    with pytest.raises(
+        RuntimeError, match=r"fast_x_seed0 and others: --gpus-per-task 0.5 but no CUDA device"
+    ):
+        zoo_task.execute(task)

@@ -1,0 +1,447 @@
+"""Ray for populations of independent jobs (the model zoo; later the zoo's analyses): start or join a
+cluster, run tasks with retries and progress, and bring their files home.
+
+Three pieces, each usable alone:
+
+- :func:`ray_cluster` — a context manager. ``address=None`` starts an *embedded* local Ray instance
+  sized to this machine (every CPU, its GPUs), with no dashboard, quiet logs, no usage reporting, in a
+  private temporary folder, listening on 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes
+  Ray use the loopback address for its node; authentication is then off, which is why it must not be
+  reachable from the network), and shut down on exit. ``address="auto"`` or ``"HOST:PORT"`` joins a
+  running cluster (``ray start --head`` on one machine, ``ray start --address HOST:PORT`` on the others)
+  and leaves it running. A bad or unreachable address is a :class:`ClusterError` naming it.
+- :func:`run_tasks` — runs ``fn(item)`` for every item as a Ray task (``cpus``/``gpus`` per task,
+  fractional GPUs allowed) and yields a :class:`TaskOutcome` per item as each finishes: its value or a
+  one-line error, and where and how it ran (node id, host, node address, attempt count, seconds). A
+  worker process that dies mid-task (killed, out of memory) is retried by Ray up to ``max_retries``
+  times; an exception raised by ``fn`` is not retried (it would fail again). Leaving the loop early —
+  Ctrl-C included — cancels every task still pending or running.
+- :func:`pack_folder` / :func:`install_folder` — a folder's files as ``{relative path: bytes}`` (what a
+  task returns, so workers need no shared filesystem) and their atomic installation on the driver
+  (written beside the destination, then renamed into place; signals held off for the renames).
+
+``fn`` must be a top-level function of an importable module (Ray pickles it by reference), and every
+node must run the same environment (``bash scripts/setup.sh`` in a checkout of the same commit).
+:class:`Progress` prints "done / total, ETA" lines for any loop of jobs, with or without Ray.
+
+Ray is imported only inside these functions: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ClusterError",
+    "ClusterInfo",
+    "Progress",
+    "TaskOutcome",
+    "check_resources",
+    "install_folder",
+    "pack_folder",
+    "ray_cluster",
+    "run_tasks",
+]
+
+LOOPBACK = "127.0.0.1"
+CONNECT_TIMEOUT_SECONDS = 5.0  # the TCP probe of --address before Ray is asked to join
+
+
+class ClusterError(ValueError):
+    """The cluster cannot be started, joined or used as asked; the message is one line naming the input."""
+
+
+@dataclass
+class ClusterInfo:
+    """What :func:`ray_cluster` connected to."""
+
+    address: str | None  # None for the embedded instance
+    embedded: bool
+    cpus: float
+    gpus: float
+    nodes: int
+    node_cpus: list[float] = field(default_factory=list)  # per alive node
+    node_ips: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        where = "embedded local Ray" if self.embedded else f"Ray cluster at {self.address}"
+        return f"{where}: {self.nodes} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "embedded": self.embedded,
+            "cpus": self.cpus,
+            "gpus": self.gpus,
+            "nodes": self.nodes,
+            "node_ips": self.node_ips,
+        }
+
+
+# --- starting and joining -------------------------------------------------------------------------
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})$")
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``"auto"`` → None; ``"HOST:PORT"`` → (host, port); anything else → :class:`ClusterError`."""
+    if address == "auto":
+        return None
+    match = _ADDRESS.match(address.strip())
+    port = int(match["port"]) if match else 0
+    if not match or not 1 <= port <= 65535:
+        raise ClusterError(f"--address {address!r}: expected 'auto' or HOST:PORT (e.g. 10.0.0.5:6379)")
+    return match["host"].strip("[]"), port
+
+
+def _probe(address: str, host: str, port: int) -> None:
+    """Fail fast (one line) when nothing listens at HOST:PORT, instead of Ray's minute of retries."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
+            pass
+    except socket.gaierror:
+        raise ClusterError(f"--address {address}: unknown host {host!r}") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ClusterError(f"--address {address}: no Ray cluster reachable there ({reason})") from None
+
+
+def _set_loopback(embedded: bool) -> None:
+    """Make Ray use 127.0.0.1 as this node's address (embedded) or the machine's address (joining).
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when ``ray._private.ray_constants`` is imported;
+    a process that already imported Ray (a second zoo in one Python session) is updated in place."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0" if embedded else "1"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = not embedded
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _alive_nodes(ray) -> list[dict[str, Any]]:
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+@contextlib.contextmanager
+def ray_cluster(
+    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
+) -> Iterator[ClusterInfo]:
+    """Start an embedded local Ray instance (``address`` None) or join one; see the module docstring.
+
+    ``num_cpus``/``num_gpus`` size the embedded instance (default: this machine's); they are
+    refused with an address (a cluster's nodes declare their own resources)."""
+    embedded = address is None
+    if not embedded:
+        if num_cpus is not None or num_gpus is not None:
+            raise ClusterError("num_cpus/num_gpus size an embedded instance only, not a joined cluster")
+        parsed = parse_address(address)
+        if parsed is not None:
+            _probe(address, *parsed)
+    environment = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}  # no report
+    if embedded:  # loopback only, so authentication off is safe; a user's explicit choice is respected
+        environment["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    saved = {key: os.environ.get(key) for key in (*environment, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    constants = sys.modules.get("ray._private.ray_constants")
+    saved_constant = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    sigterm = signal.getsignal(signal.SIGTERM) if threading_main() else None
+    temp_dir = None
+    ours = False  # whether this call connected (and so must shut down)
+    try:
+        os.environ.update(environment)
+        _set_loopback(embedded)  # before Ray is imported: it reads the variable then
+        import logging
+
+        import ray
+
+        if ray.is_initialized():
+            raise ClusterError("Ray is already initialised in this process; shut it down first")
+        _set_loopback(embedded)  # a Ray imported earlier in this process is updated in place
+        if embedded:
+            temp_dir = tempfile.mkdtemp(prefix="rz-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        ours = True
+        try:
+            if embedded:
+                cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+                ray.init(
+                    address="local",  # never an existing cluster found through RAY_ADDRESS or /tmp/ray
+                    num_cpus=cpus,
+                    num_gpus=num_gpus,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    _temp_dir=temp_dir,
+                )
+            else:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError from Ray
+            where = "embedded Ray" if embedded else f"--address {address}"
+            raise ClusterError(f"{where}: {_first_line(exc)}") from None
+        finally:
+            # ray.init installs a SIGTERM handler that exits without cleaning up: keep the caller's.
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
+        nodes = _alive_nodes(ray)
+        resources = ray.cluster_resources()
+        info = ClusterInfo(
+            address=address,
+            embedded=embedded,
+            cpus=float(resources.get("CPU", 0)),
+            gpus=float(resources.get("GPU", 0)),
+            nodes=len(nodes),
+            node_cpus=[float(n.get("Resources", {}).get("CPU", 0)) for n in nodes],
+            node_ips=sorted({n.get("NodeManagerAddress", "") for n in nodes}),
+        )
+        if embedded and info.node_ips != [LOOPBACK]:
+            raise ClusterError(f"embedded Ray: listens on {info.node_ips}, not on {LOOPBACK} only")
+        yield info
+    finally:
+        if ours and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()  # stops an embedded instance; only disconnects from a cluster
+        for key, value in saved.items():  # this process's environment as it was (a notebook goes on)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:
+            default = not constants.IS_WINDOWS_OR_OSX
+            constants.ENABLE_RAY_CLUSTER = default if saved_constant is None else saved_constant
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def check_resources(info: ClusterInfo, cpus_per_task: float, gpus_per_task: float) -> None:
+    """:class:`ClusterError` when no node can run a task asking for these resources."""
+    if gpus_per_task > 0 and info.gpus == 0:
+        raise ClusterError(
+            f"--gpus-per-task {gpus_per_task:g}: the {info.describe()} has no GPU "
+            "(leave --gpus-per-task at 0 to train on CPUs)"
+        )
+    if gpus_per_task > info.gpus:
+        raise ClusterError(f"--gpus-per-task {gpus_per_task:g}: the {info.describe()} has fewer GPUs")
+    if info.node_cpus and cpus_per_task > max(info.node_cpus):
+        raise ClusterError(
+            f"--cpus-per-task {cpus_per_task:g}: no node has that many CPUs "
+            f"(largest: {max(info.node_cpus):g}; {info.describe()})"
+        )
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+@dataclass
+class TaskOutcome:
+    """One finished task: ``value`` (None on failure), ``error`` (one line, None on success), and
+    ``info``: ``node_id``, ``hostname``, ``node_ip``, ``pid``, ``attempts``, ``seconds`` (on the
+    worker; absent when the task never returned)."""
+
+    index: int
+    label: str
+    value: Any = None
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _attempt_number() -> int | None:
+    """0 for a task's first execution, 1 for its first retry, ... (None if Ray cannot say)."""
+    try:
+        import ray
+
+        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+    except Exception:  # a private API: an older or newer Ray may not have it
+        return None
+
+
+def _traced(fn: Callable[[Any], Any], item: Any) -> tuple[Any, dict[str, Any]]:
+    """What runs on the worker: ``fn(item)`` and where it ran."""
+    import ray
+
+    started = time.perf_counter()
+    attempt = _attempt_number()
+    context = ray.get_runtime_context()
+    value = fn(item)
+    info = {
+        "node_id": context.get_node_id(),
+        "hostname": socket.gethostname(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+        "attempts": None if attempt is None else attempt + 1,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return value, info
+
+
+def _error_line(exc: BaseException) -> str:
+    """The root cause of a task's failure, one line."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def run_tasks(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    labels: Sequence[str] | None = None,
+    *,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    max_retries: int = 3,
+    name: str = "task",
+    poll_seconds: float = 0.5,
+) -> Iterator[TaskOutcome]:
+    """Run ``fn(item)`` for every item as a Ray task (connect first with :func:`ray_cluster`) and yield
+    one :class:`TaskOutcome` per item in the order they finish. Items are submitted in the given order
+    (Ray starts them in about that order as resources free up). Closing the generator early — an
+    exception or Ctrl-C in the caller's loop, or here while waiting — cancels what is left. ``name``
+    is the tasks' name in Ray (worker processes show ``ray::<name>`` while they run one)."""
+    import ray
+
+    labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
+    remote = ray.remote(_traced).options(
+        num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=False, name=name
+    )
+    pending = {remote.remote(fn, item): i for i, item in enumerate(items)}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
+            for ref in done:
+                i = pending.pop(ref)
+                try:
+                    value, info = ray.get(ref)
+                except Exception as exc:  # RayTaskError (fn raised), WorkerCrashedError after retries, ...
+                    yield TaskOutcome(i, labels[i], error=_error_line(exc))
+                else:
+                    yield TaskOutcome(i, labels[i], value=value, info=info)
+    finally:
+        # Left early: stop everything still queued or running. Not force=True: killing a running
+        # worker can race with its reply and trip a check in Ray's core worker (Ray 2.60) that aborts
+        # the driver before it shuts down; a KeyboardInterrupt in the task ends it as well, and the
+        # job's workers end with the driver anyway.
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=False)
+
+
+# --- files home -----------------------------------------------------------------------------------
+def pack_folder(folder: str | Path) -> dict[str, bytes]:
+    """Every regular file under ``folder`` as ``{POSIX path relative to folder: bytes}``."""
+    folder = Path(folder)
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (main thread, POSIX; a no-op elsewhere)."""
+    if not threading_main() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def install_folder(
+    dest: str | Path, files: dict[str, bytes] | None = None, source: Path | None = None
+) -> Path:
+    """Put a folder at ``dest`` atomically: from ``files`` (:func:`pack_folder`'s dict, written into a
+    hidden sibling first) or by renaming the folder ``source`` (which must be on the same filesystem).
+
+    Whatever ``dest`` held before (an interrupted run's files) is replaced; readers see either the old
+    folder or the complete new one. Temporary siblings are named ``.incoming-*`` / ``.replaced-*``."""
+    dest = Path(dest)
+    tag = f"{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    incoming = dest.parent / f".incoming-{tag}"
+    replaced = dest.parent / f".replaced-{tag}"
+    try:
+        if files is not None:
+            for rel, data in files.items():
+                path = incoming / rel
+                if ".." in Path(rel).parts or Path(rel).is_absolute():
+                    raise ValueError(f"{dest}: refusing the file name {rel!r}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            incoming.mkdir(parents=True, exist_ok=True)
+        elif source is not None:
+            os.rename(source, incoming)
+        else:
+            raise ValueError("install_folder: give files or source")
+        with signals_held():
+            if dest.exists():
+                os.rename(dest, replaced)
+            os.rename(incoming, dest)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
+    return dest
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Remove ``.incoming-*`` / ``.replaced-*`` siblings a killed driver left in ``folder``."""
+    removed = []
+    for path in folder.glob(".incoming-*"):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    for path in folder.glob(".replaced-*"):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
+
+
+# --- progress -------------------------------------------------------------------------------------
+class Progress:
+    """Counts finished units (runs) of ``total`` and says "done/total, ETA" through ``log``."""
+
+    def __init__(self, total: int, log: Callable[[str], None] | None, unit: str = "runs"):
+        self.total, self.log, self.unit = total, log, unit
+        self.done = 0
+        self.started = time.perf_counter()
+
+    def eta_seconds(self) -> float | None:
+        if self.done == 0 or self.done >= self.total:
+            return None if self.done == 0 else 0.0
+        elapsed = time.perf_counter() - self.started
+        return elapsed / self.done * (self.total - self.done)
+
+    def advance(self, units: int, message: str) -> None:
+        self.done += units
+        eta = self.eta_seconds()
+        tail = "" if eta is None or self.done >= self.total else f", ETA {format_seconds(eta)}"
+        if self.log is not None:
+            self.log(f"[{self.done}/{self.total} {self.unit}{tail}] {message}")
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"

@@ -1,0 +1,289 @@
+"""The zoo's plan: the grid of runs, their state in the zoo folder, how they are grouped into tasks, and
+how long the plan should take. No torch, Lightning or Ray here: ``--list`` and bad input answer at once.
+
+Grid: seeds 0..S−1 × d_model × sequence length × categories × heads × layers × positional encoding
+(``fast`` preset), plus a control without positional encoding (smallest heads and layers) for every
+d_model × length × categories. A run's folder name is ``<preset>_<pe>_L<layers>_H<heads>_seed<s>``, with
+``_D<d_model>``, ``_N<length>``, ``_C<categories>`` before ``_seed`` for values other than the
+tutorial's 32, 16 and 10 (so the default grid keeps the names it always had).
+
+Tasks: runs that differ only in their seed form one ensemble task (``models.ensemble``; at most
+``max_ensemble`` members each); a run that cannot join one (dropout, snapshots, ``--max-time``, several
+devices, or an interrupted run folder to continue) is a task of its own. Tasks are ordered largest
+first (a longest-processing-time order: the big ones start early and the small ones fill the gaps).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+GRID_FLAGS = (
+    "--seed", "--n-heads", "--n-layers", "--positional-embedding", "--out", "--name", "--preset",
+    "--d-model", "--seq-len", "--n-ctx", "--num-categories", "--d-vocab",
+)  # fmt: skip
+DEFAULTS = {"d_model": 32, "n_ctx": 16, "d_vocab": 10}  # the tutorial's: left out of run names
+THROUGHPUT_FILE = "zoo_throughput.json"  # in models.default_model.cache_dir()
+
+
+@dataclass(frozen=True)
+class ZooRun:
+    """One cell of the grid."""
+
+    name: str
+    seed: int
+    n_heads: int
+    n_layers: int
+    positional_embedding: str
+    role: str  # "grid" or "control"
+    d_model: int = 32
+    n_ctx: int = 16  # sequence length
+    d_vocab: int = 10  # categories
+
+
+@dataclass
+class ZooSpec:
+    """The grid. ``train_args`` are extra ``models.train`` flags applied to every run."""
+
+    seeds: int = 5
+    heads: tuple[int, ...] = (1, 2, 4)
+    layers: tuple[int, ...] = (1, 2)
+    positional_embeddings: tuple[str, ...] = ("sinusoidal", "learned")
+    d_models: tuple[int, ...] = (32,)
+    seq_lens: tuple[int, ...] = (16,)
+    num_categories: tuple[int, ...] = (10,)
+    control: bool = True
+    preset: str = "fast"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    train_args: list[str] = field(default_factory=list)
+
+    def runs(self) -> list[ZooRun]:
+        """Every run: grid first (architecture-major, seeds inner), then the controls."""
+        from models.config import POSITIONAL_EMBEDDINGS
+
+        lists = (
+            ("heads", self.heads),
+            ("layers", self.layers),
+            ("d-model", self.d_models),
+            ("seq-len", self.seq_lens),
+            ("num-categories", self.num_categories),
+        )
+        for name, values in (("seeds", [self.seeds]), *lists):
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+                raise ValueError(f"--{name}: expected positive integers, got {list(values)}")
+        for pe in self.positional_embeddings:
+            if pe not in POSITIONAL_EMBEDDINGS:
+                raise ValueError(
+                    f"--positional-embeddings: unknown {pe!r} (choose from {POSITIONAL_EMBEDDINGS})"
+                )
+        shapes = [
+            (d, n, c)
+            for d in sorted(set(self.d_models))
+            for n in sorted(set(self.seq_lens))
+            for c in sorted(set(self.num_categories))
+        ]
+        runs = [
+            self._run(seed, h, n_layers, pe, "grid", shape)
+            for shape in shapes
+            for pe in dict.fromkeys(self.positional_embeddings)
+            for n_layers in sorted(set(self.layers))
+            for h in sorted(set(self.heads))
+            for seed in range(self.seeds)
+        ]
+        if self.control and "none" not in self.positional_embeddings:
+            runs += [
+                self._run(s, min(self.heads), min(self.layers), "none", "control", shape)
+                for shape in shapes
+                for s in range(self.seeds)
+            ]
+        return runs
+
+    def _run(
+        self, seed: int, n_heads: int, n_layers: int, pe: str, role: str, shape: tuple[int, int, int]
+    ) -> ZooRun:
+        d_model, n_ctx, d_vocab = shape
+        name = f"{self.preset}_{pe}_L{n_layers}_H{n_heads}"
+        for tag, key, value in (("D", "d_model", d_model), ("N", "n_ctx", n_ctx), ("C", "d_vocab", d_vocab)):
+            if value != DEFAULTS[key]:
+                name += f"_{tag}{value}"
+        return ZooRun(f"{name}_seed{seed}", seed, n_heads, n_layers, pe, role, d_model, n_ctx, d_vocab)
+
+    def train_argv(self, run: ZooRun, out: Path | str) -> list[str]:
+        """The ``models.train`` command line of one run."""
+        return [
+            "--preset", self.preset, "--seed", str(run.seed),
+            "--n-heads", str(run.n_heads), "--n-layers", str(run.n_layers),
+            "--positional-embedding", run.positional_embedding,
+            "--d-model", str(run.d_model), "--seq-len", str(run.n_ctx), "--num-categories", str(run.d_vocab),
+            "--out", str(out), "--name", run.name,
+            "--accelerator", self.accelerator, "--devices", str(self.devices),
+            "--strategy", self.strategy, "--num-nodes", str(self.num_nodes),
+            "--no-progress-bar",
+            *self.train_args,
+        ]  # fmt: skip
+
+
+def check_train_args(args: Sequence[str]) -> None:
+    """The grid's own flags may not be given after ``--``."""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in GRID_FLAGS:
+            raise ValueError(f"{arg}: the zoo sets {flag} itself; use the zoo's own options")
+
+
+def run_state(run_dir: Path, argv: Sequence[str] | None = None) -> tuple[str, int | None]:
+    """("finished" | "partial" | "new", metrics.json mtime) from the files a run folder holds.
+
+    With the run's ``models.train`` command line ``argv``, a finished run that ``models.train`` would
+    continue — stopped by ``--max-time``, or by a ``--max-steps`` below the new one, with its
+    ``checkpoints/last.ckpt`` — is "extendable"."""
+    metrics = run_dir / "metrics.json"
+    if (run_dir / "model.pt").is_file() and metrics.is_file():
+        stamp = metrics.stat().st_mtime_ns
+        if argv is not None and (run_dir / "checkpoints" / "last.ckpt").is_file():
+            from models.train_args import parse_args
+
+            try:
+                done = json.loads(metrics.read_text())
+            except (OSError, ValueError):
+                return "finished", stamp
+            max_steps = parse_args(list(argv)).max_steps
+            reason = done.get("stop_reason")
+            more = max_steps is None or max_steps > done.get("steps", 0)
+            if reason == "max_time" or (reason == "max_steps" and more):
+                return "extendable", stamp
+        return "finished", stamp
+    return ("partial" if (run_dir / "config.json").is_file() else "new"), None
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+@dataclass
+class ZooTask:
+    """Runs trained together in one process: one run, or the members of one ensemble."""
+
+    runs: list[ZooRun]
+    argvs: list[list[str]]  # models.train command lines, --out the zoo folder
+    ensemble: bool
+    resume: bool = False  # a single run continued from the files already in the zoo folder
+    note: str | None = None  # why a run trains alone
+
+    @property
+    def name(self) -> str:
+        first = self.runs[0].name
+        if len(self.runs) == 1:
+            return first
+        return f"{first.rsplit('_seed', 1)[0]}_seeds{self.runs[0].seed}-{self.runs[-1].seed}"
+
+    def cost(self) -> float:
+        """A relative cost, for ordering only: members × layers × (d_model · length) of the biggest."""
+        run = self.runs[0]
+        return len(self.runs) * run.n_layers * run.d_model * run.n_ctx * (1 + 0.25 * run.n_heads)
+
+
+def plan_tasks(
+    spec: ZooSpec, runs: Sequence[ZooRun], out: Path, ensemble: bool = True, max_ensemble: int = 8
+) -> list[ZooTask]:
+    """Group the unfinished ``runs`` into tasks (see the module docstring), largest first."""
+    from models.ensemble_args import ensemble_blocker, ensemble_key
+    from models.train_args import parse_args
+
+    tasks: list[ZooTask] = []
+    groups: dict[str, list[tuple[ZooRun, list[str]]]] = {}
+    for run in runs:
+        argv = spec.train_argv(run, out)
+        state = run_state(out / run.name, argv)[0]
+        if state in ("partial", "extendable"):
+            note = "continues its checkpoint" if state == "partial" else "continues a finished run"
+            tasks.append(ZooTask([run], [argv], ensemble=False, resume=True, note=note))
+            continue
+        args = parse_args(argv).resolve()
+        blocker = ensemble_blocker(args) if ensemble else "--no-ensemble"
+        if blocker:
+            tasks.append(ZooTask([run], [argv], ensemble=False, note=blocker))
+            continue
+        groups.setdefault(ensemble_key(args), []).append((run, argv))
+    for members in groups.values():
+        for start in range(0, len(members), max_ensemble):
+            chunk = members[start : start + max_ensemble]
+            tasks.append(ZooTask([r for r, _ in chunk], [a for _, a in chunk], ensemble=len(chunk) > 1))
+    tasks.sort(key=lambda task: -task.cost())  # stable: plan order among equals
+    return tasks
+
+
+# --- measured throughput and the estimate ---------------------------------------------------------
+def _throughput_path() -> Path:
+    from models.default_model import cache_dir
+
+    return cache_dir() / THROUGHPUT_FILE
+
+
+def record_throughput(engine: str, ensemble: bool, slots: float, runs: int, seconds: float) -> None:
+    """Remember how fast a zoo trained on this machine (the newest measurement per engine/ensemble)."""
+    if runs < 1 or seconds <= 0:
+        return
+    path = _throughput_path()
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    data[f"{engine}/{'ensemble' if ensemble else 'single'}"] = {
+        "runs": runs,
+        "seconds": round(seconds, 3),
+        "slots": slots,
+        "runs_per_minute": round(60 * runs / seconds, 3),
+        "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an estimate is a convenience: never fail a zoo for it
+
+
+# Measured by benchmarks/zoo_time.py on this project's 2-core machine at load 3-5 (the README's figures);
+# used until this machine has measured its own.
+DEFAULT_RUNS_PER_MINUTE = {
+    "ray/ensemble": 21.6,
+    "ray/single": 21.6,
+    "sequential/ensemble": 27.7,
+    "sequential/single": 16.9,
+}
+
+
+def estimate(engine: str, ensemble: bool, pending: int) -> tuple[float, str]:
+    """(seconds, where the throughput came from) for ``pending`` runs."""
+    key = f"{engine}/{'ensemble' if ensemble else 'single'}"
+    source = f"default for {key} (benchmarks/zoo_time.py on 2 cores)"
+    rate = DEFAULT_RUNS_PER_MINUTE[key]
+    path = _throughput_path()
+    try:
+        measured = json.loads(path.read_text()).get(key) if path.is_file() else None
+    except (OSError, ValueError):
+        measured = None
+    if measured and measured.get("runs_per_minute", 0) > 0:
+        rate = float(measured["runs_per_minute"])
+        source = (
+            f"measured here: {measured['runs']} runs in {measured['seconds']:.0f} s, {measured['measured']}"
+        )
+    return 60.0 * pending / rate, f"{rate:.1f} runs/min, {source}"
+
+
+def manifest_document(spec: ZooSpec, engine: dict[str, Any], records: list[dict[str, Any]]) -> dict:
+    return {
+        "schema_version": 2,
+        "kind": "reverse-encoder-zoo",
+        "spec": asdict(spec),
+        "engine": engine,
+        "runs": records,
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
