@@ -3,7 +3,7 @@
 The explorer shows the attention pattern of any layer and head for a chosen sequence. Two sources:
 
 - **embedded sequences**: the first ``n`` sequences of the analyses' evaluation stream
-  (``analyses.common.token_batches`` with the report's seed), with their patterns read from
+  (``analyses.frame.sequences.token_batches`` with the report's seed), with their patterns read from
   ``blocks.l.attn.hook_pattern`` on the model's one forward pass and the model's predictions;
 - **typed digits**: no table can hold every input, so the page carries the model's weights and the
   script re-states the small forward pass (embedding + positional encoding, attention, LayerNorm, MLP,
@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from analyses import common
+from analyses.frame.sequences import token_batches
 
 PATTERN_DECIMALS = 5  # embedded patterns are rounded to this many decimals (|error| ≤ 5e-6)
 
@@ -37,7 +37,7 @@ def max_typed_length(cfg: Any) -> int:
 
 def example_tokens(cfg: Any, seed: int, count: int) -> Int[Tensor, "example pos"]:
     """The first ``count`` evaluation sequences of the stream every analysis reads with ``seed``."""
-    return next(common.token_batches(count, cfg.n_ctx, cfg.d_vocab, seed, count))
+    return next(token_batches(count, cfg.n_ctx, cfg.d_vocab, seed, count))
 
 
 def attention_patterns(

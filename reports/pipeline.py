@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports.render import CAPTIONS_FILE
+from analyses.frame.html import CAPTIONS_FILE
 
 DEFAULT_RESAMPLES = 1000
 
@@ -176,12 +176,12 @@ def run_task(task: Task, model: Any = None) -> float:
     """
     import torch
 
-    from analyses import common
+    from analyses.frame.loading import resolve_model
 
     started = time.perf_counter()
     if model is None:
         torch.set_num_threads(1)
-        model = common.resolve_model(task.checkpoint, n_heads=task.n_heads).model
+        model = resolve_model(task.checkpoint, n_heads=task.n_heads).model
     module = importlib.import_module(task.spec.module)
     with _quiet_progress_bars():
         result = module.run(model, num_sequences=task.num_sequences, seed=task.seed, **task.spec.kwargs)

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import make_model
 
-from analyses import common
 from analyses import head_ablation as ha
-from analyses.head_patching import corrupt, patching_sweep
+from analyses.frame import sequences
+from analyses.head_ablation import __main__ as ha_cli
+from analyses.head_ablation.patching import corrupt, patching_sweep
 from interp import paired, patterns
 from interp.ablation import ablate_heads, head_means, replace_pattern
 from models.checkpoints import save_model
@@ -42,7 +43,7 @@ def multi_result():
 
 
 def tokens_of(model, n=40, seed=0):
-    return torch.cat(list(common.token_batches(n, 16, 10, seed, 1000)))
+    return torch.cat(list(sequences.token_batches(n, 16, 10, seed, 1000)))
 
 
 def test_a_silenced_head_has_exactly_no_effect(multi_result):
@@ -174,15 +175,15 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
         "--patch-sequences",
         "8",
     ]
-    assert ha.main([*base, "--out", str(out)]) == 0
+    assert ha_cli.main([*base, "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {"metrics.json", "metrics.csv", "figures", "report.html"}
     capsys.readouterr()
     bad = tmp_path / "bad"
-    assert ha.main([*base, "--patch-position", "16", "--out", str(bad)]) == 2
+    assert ha_cli.main([*base, "--patch-position", "16", "--out", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: patch position must be an integer in 0..15, got 16"
     assert not bad.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    assert ha.main(["--permutations", "-1", "--out", str(bad)]) == 2  # argparse's exit, returned
+    assert ha_cli.main(["--permutations", "-1", "--out", str(bad)]) == 2  # argparse's exit, returned
     assert capsys.readouterr().err.startswith("error: ")
 
 

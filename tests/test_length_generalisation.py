@@ -13,8 +13,10 @@ import pytest
 import torch
 from conftest import make_model, numbers
 
-from analyses import common
 from analyses import length_generalisation as lg
+from analyses.frame import sequences
+from analyses.length_generalisation import __main__ as lg_cli
+from interp.stats import Estimate
 from models import load_model, save_model
 
 SMALL = dict(num_sequences=40, batch_size=16, bootstrap_resamples=40)
@@ -78,7 +80,7 @@ def test_length_statistics_on_a_hand_built_batch():
 
 
 def test_preference_reads_the_confidence_interval():
-    e = lambda lo, hi: lg.Estimate((lo + hi) / 2, lo, hi)  # noqa: E731
+    e = lambda lo, hi: Estimate((lo + hi) / 2, lo, hi)  # noqa: E731
     assert lg.preference(e(0.1, 0.3), 20, 16, 16) == "learned"
     assert lg.preference(e(-0.3, -0.1), 20, 16, 16) == "task"
     assert lg.preference(e(-0.1, 0.1), 20, 16, 16) == "unclear"
@@ -121,7 +123,7 @@ def test_agrees_with_a_direct_computation(multi_model):
     result = lg.run(multi_model, lengths=(6, 16, 24), **SMALL)
     assert result.heads == [(layer, head) for layer in range(2) for head in range(4)]
     for n in (6, 16, 24):
-        tokens = torch.cat(list(common.token_batches(40, n, 10, 0, 1000)))
+        tokens = torch.cat(list(sequences.token_batches(40, n, 10, 0, 1000)))
         with torch.no_grad():
             logits, cache = multi_model.run_with_cache(tokens)
         correct = (logits.argmax(-1) == tokens.flip(-1)).double()
@@ -200,8 +202,8 @@ def test_outputs_and_report(tmp_path):
     assert np.array(doc["lengths"][1]["heads"][0]["mean_pattern"]).shape == (12, 12)
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(lg.CSV_FIELDS)
-    assert any(line.startswith("12,,,accuracy,,") for line in rows)
-    assert rows[-1].startswith("24,,,skipped,,,,,") and "learned positional encoding" in rows[-1]
+    assert any(line.startswith("12,model,,,accuracy,,") for line in rows)
+    assert rows[-1].startswith("24,model,,,skipped,,,,,") and "learned positional encoding" in rows[-1]
     html = (out / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
@@ -215,7 +217,7 @@ def test_outputs_and_report(tmp_path):
 def test_cli_writes_everything_and_says_once_which_lengths_it_skips(tmp_path, capsys):
     checkpoint = save_model(make_model(positional_embedding="learned"), tmp_path / "model.pt")
     out = tmp_path / "run"
-    code = lg.main(
+    code = lg_cli.main(
         ["--checkpoint", str(checkpoint), "--out", str(out), "--lengths", "12,16,20,24", *CLI_SMALL]
     )
     assert code == 0
@@ -245,7 +247,7 @@ def test_cli_writes_everything_and_says_once_which_lengths_it_skips(tmp_path, ca
 def test_cli_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, args, message):
     checkpoint = save_model(make_model(positional_embedding="learned"), tmp_path / "learned.pt")
     argv = ["--checkpoint", str(checkpoint), *CLI_SMALL, *args, "--out", str(tmp_path / "out")]
-    assert lg.main(argv) == 2
+    assert lg_cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["learned.pt"]  # no output, no temp folder

@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import make_model, numbers
 
-from analyses import common
 from analyses import pe_ablation as pa
+from analyses.frame import sequences
+from analyses.pe_ablation import __main__ as pa_cli
 from interp import baselines, metrics
 from interp.ablation import ablate_positional_encoding
 from models import EncoderConfig, HookedReverseEncoder
@@ -29,7 +30,7 @@ def tiny_result():
 
 def direct(model, manager, num_sequences=48, seed=0):
     """Accuracy, loss and per-position accuracy computed without the analysis code."""
-    tokens = torch.cat(list(common.token_batches(num_sequences, 16, 10, seed, 1000)))
+    tokens = torch.cat(list(sequences.token_batches(num_sequences, 16, 10, seed, 1000)))
     with torch.no_grad(), manager:
         logits = model(tokens)
     correct = (logits.argmax(-1) == tokens.flip(-1)).double()
@@ -132,7 +133,9 @@ def test_outputs_and_report(tiny_result, tmp_path):
         "band_0",
     } <= set(doc["conditions"])
     csv = (out / "metrics.csv").read_text().splitlines()
-    assert csv[0] == ",".join(pa.CSV_FIELDS) and any(line.startswith("zero,accuracy,") for line in csv)
+    assert csv[0] == ",".join(pa.CSV_FIELDS) and any(
+        line.startswith("zero,model,,,accuracy,") for line in csv
+    )
     html = (out / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
@@ -151,7 +154,7 @@ def test_outputs_and_report(tiny_result, tmp_path):
 def test_cli_writes_everything(tmp_path, capsys):
     checkpoint = save_model(make_model(), tmp_path / "model.pt")
     out = tmp_path / "run"
-    code = pa.main(
+    code = pa_cli.main(
         [
             "--checkpoint",
             str(checkpoint),
@@ -196,7 +199,7 @@ def test_cli_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, args
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
         raise SystemExit(
-            pa.main(
+            pa_cli.main(
                 [*args, "--out", str(out), "--num-sequences", "16"]
                 if "--num-sequences" not in args
                 else [*args, "--out", str(out)]

@@ -16,14 +16,15 @@ import torch.nn.functional as F
 from conftest import make_model
 
 from analyses import training_dynamics as td
-from analyses.training_dynamics_crossings import (
+from analyses.training_dynamics import __main__ as td_cli
+from analyses.training_dynamics.attention import count_degenerate, snapshot_statistics
+from analyses.training_dynamics.crossings import (
     UNRESOLVED_SHARE,
     crossing_steps,
     find_crossings,
     shared_interval,
     verdict,
 )
-from analyses.training_dynamics_measures import count_degenerate, snapshot_statistics
 from interp.ablation import replace_pattern
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,7 +269,7 @@ def test_cli_writes_every_output(snapshot_run, tmp_path, capsys):
         "--bootstrap-resamples",
         "100",
     ]
-    assert td.main(argv) == 0
+    assert td_cli.main(argv) == 0
     assert "flip_mass − accuracy at 50%" in capsys.readouterr().out
     document = json.loads((out / "metrics.json").read_text())
     assert document["schema_version"] == td.SCHEMA_VERSION and document["analysis"] == "training_dynamics"

@@ -1,0 +1,80 @@
+"""What every analysis' result object has: the same three views and the same metrics.csv shape.
+
+Each analysis' result is a dataclass that inherits :class:`AnalysisResult` (declared with
+``@dataclass(repr=False)``, so this short ``repr`` is kept) and provides ``to_dict()`` (metrics.json),
+``csv_rows()`` (metrics.csv) and ``summary()`` (the text the CLI prints). In return it gets:
+
+- ``repr(result)``: one line — the class, the analysis, how many sequences with which seed and the key
+  numbers (``headline()``) — instead of a dump of every array;
+- ``result.to_dataframe()``: the metrics.csv rows as a pandas DataFrame, ``layer``/``head`` as nullable
+  integers (``<NA>`` on model-wide rows, never ``nan`` or ``0.0``). pandas is optional: without it, an
+  ``ImportError`` that says ``pip install pandas``.
+
+metrics.csv rows are built with :func:`estimate_row`: every row of a metric of one head has
+``scope`` "head" and integer ``layer`` and ``head``; a metric of the whole model has ``scope`` "model"
+and empty ``layer`` and ``head`` cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+INTEGER_COLUMNS = ("layer", "head")
+
+
+def estimate_row(estimate: Any, *, layer: int | None = None, head: int | None = None, **columns: Any) -> dict:
+    """One metrics.csv row: ``columns``, the scope ("head" with ``layer`` and ``head``, "model" without
+    them) and the estimate's ``mean``, ``ci_low``, ``ci_high`` (None where undefined)."""
+    if (layer is None) != (head is None):
+        raise ValueError(f"a head row needs both layer and head, got layer={layer!r}, head={head!r}")
+    scope = "model" if layer is None else "head"
+    return {**columns, "scope": scope, "layer": layer, "head": head, **estimate.to_dict()}
+
+
+class AnalysisResult:
+    """Mixin of every analysis' result dataclass (see the module docstring)."""
+
+    ANALYSIS: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int]
+    CSV_FIELDS: ClassVar[tuple[str, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def csv_rows(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """The text summary the CLI prints."""
+        raise NotImplementedError
+
+    def headline(self) -> str:
+        """The key numbers in a few words, for ``repr``."""
+        return ""
+
+    def header(self) -> dict[str, Any]:
+        """The first keys of every metrics.json: ``schema_version``, ``analysis``, ``provenance``."""
+        return {
+            "schema_version": self.SCHEMA_VERSION,
+            "analysis": self.ANALYSIS,
+            "provenance": getattr(self, "provenance", {}),
+        }
+
+    def __repr__(self) -> str:
+        size = f"{self.num_sequences:,} sequences, seed {self.seed}"  # type: ignore[attr-defined]
+        headline = self.headline()
+        return f"<{type(self).__name__} {self.ANALYSIS}: {size}" + (f"; {headline}>" if headline else ">")
+
+    def to_dataframe(self) -> Any:
+        """The metrics.csv rows as a ``pandas.DataFrame`` (columns ``CSV_FIELDS``; empty cells as
+        ``<NA>``/None; ``layer`` and ``head`` as nullable integers)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
+        rows = [{k: (None if v == "" else v) for k, v in row.items()} for row in self.csv_rows()]
+        frame = pd.DataFrame(rows, columns=list(self.CSV_FIELDS))
+        for column in INTEGER_COLUMNS:
+            if column in frame:
+                frame[column] = frame[column].astype("Int64")
+        return frame
