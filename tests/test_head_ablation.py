@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, numbers
 
 from analyses import head_ablation as ha
 from analyses.frame import sequences
@@ -104,6 +104,58 @@ def test_permutations_and_their_summary(multi_result):
         "tau_4",
         "permuted",
     }
+
+
+def _permuted_accuracy(model, tokens, k, seed=0):
+    """Per-sequence accuracy with head 0.0's rows permuted by permutation k, computed directly."""
+    fn = lambda pattern: patterns.permute_rows(pattern, seed=ha.permutation_seed(seed, k))  # noqa: E731
+    with torch.no_grad(), replace_pattern(model, 0, 0, fn):
+        return (model(tokens).argmax(-1) == tokens.flip(-1)).double().mean(-1)
+
+
+def test_permutations_run_on_the_first_permutation_sequences(tiny_model):
+    small = {**SMALL, "permutations": 2}
+    tokens = tokens_of(tiny_model, 40)
+    result = ha.run(tiny_model, **small, permutation_sequences=15)
+    assert result.to_dict()["settings"]["permutation_sequences"] == 15
+    direct = [_permuted_accuracy(tiny_model, tokens[:15], k) for k in range(2)]
+    assert result.permutation_accuracy["0.0"] == pytest.approx([float(d.mean()) for d in direct], abs=1e-12)
+    # the permuted condition: per sequence the mean over permutations, paired with the clean run on the
+    # same 15 sequences
+    with torch.no_grad():
+        clean = (tiny_model(tokens[:15]).argmax(-1) == tokens[:15].flip(-1)).double().mean(-1)
+    permuted = result.conditions["pattern/L0H0/permuted"]
+    assert permuted.accuracy.mean == pytest.approx(float(torch.stack(direct).mean()), abs=1e-12)
+    assert permuted.delta_accuracy.mean == pytest.approx(float((torch.stack(direct).mean(0) - clean).mean()))
+    # every other condition still runs on all 40 sequences
+    assert result.conditions["none"].accuracy.mean == pytest.approx(
+        float((tiny_model(tokens).argmax(-1) == tokens.flip(-1)).double().mean()), abs=1e-12
+    )
+
+
+def test_permutation_sequences_beyond_num_sequences_is_the_estimator_of_schema_1(tiny_model):
+    # Schema 1 ran every permutation on all sequences: with permutation_sequences ≥ num_sequences the
+    # numbers are exactly those (the sequences, their batches and the bootstrap resamples are the same).
+    tokens = tokens_of(tiny_model, 40)
+    everything = ha.run(tiny_model, **{**SMALL, "permutations": 2}, permutation_sequences=10**6)
+    assert everything.permutation_sequences == 40
+    direct = [float(_permuted_accuracy(tiny_model, tokens, k).mean()) for k in range(2)]
+    assert everything.permutation_accuracy["0.0"] == pytest.approx(direct, abs=1e-12)
+    forty = ha.run(tiny_model, **{**SMALL, "permutations": 2}, permutation_sequences=40)
+    assert numbers(forty) == numbers(everything)
+
+
+def test_progress_false_and_quiet_silence_the_patching_progress_bars(tiny_model, tmp_path, capfd):
+    ha.run(tiny_model, **SMALL)
+    assert "it/s" in capfd.readouterr().err  # TransformerLens' tqdm bars, on by default as before
+    ha.run(tiny_model, **SMALL, progress=False)
+    assert capfd.readouterr().err == ""
+    checkpoint = save_model(tiny_model, tmp_path / "model.pt")
+    argv = ["--checkpoint", str(checkpoint), "--num-sequences", "20", "--bootstrap-resamples", "20"]
+    argv += ["--permutations", "1", "--patch-sequences", "8", "--out", str(tmp_path / "out")]
+    assert ha_cli.main([*argv, "--quiet"]) == 0
+    captured = capfd.readouterr()
+    assert captured.err == "" and "wrote" in captured.out
 
 
 def test_corruption_changes_one_digit():

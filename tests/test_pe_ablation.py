@@ -15,6 +15,7 @@ from analyses.frame import sequences
 from analyses.pe_ablation import __main__ as pa_cli
 from interp import baselines, metrics
 from interp.ablation import ablate_positional_encoding
+from interp.stats import bootstrap_ci
 from models import EncoderConfig, HookedReverseEncoder
 from models.checkpoints import save_model
 
@@ -79,6 +80,21 @@ def test_identities_between_conditions(tiny_result):
     for r in c.values():
         assert r.accuracy.ci_low <= r.accuracy.mean <= r.accuracy.ci_high
     assert len(tiny_result.family("band")) == 8  # d_model 16 → 8 sin/cos pairs
+
+
+def test_one_draw_of_resamples_gives_each_condition_its_own_bootstrap_exactly(tiny_result):
+    # The conditions share one draw of resample counts; a condition bootstrapped on its own with the
+    # same seed gets the very same intervals (so the shared draw changes no number).
+    model = make_model()
+    tokens = torch.cat(list(sequences.token_batches(48, 16, 10, 0, 1000)))
+    for name, method in [("none", None), ("mirror", "mirror")]:
+        with torch.no_grad(), ablate_positional_encoding(model, method) if method else torch.no_grad():
+            correct = (model(tokens).argmax(-1) == tokens.flip(-1)).double()
+        (own,) = bootstrap_ci(correct.mean(-1).numpy(), resamples=40, seed=[0, 1])
+        got = tiny_result.conditions[name].accuracy
+        assert (got.mean, got.ci_low, got.ci_high) == pytest.approx(
+            (own.mean, own.ci_low, own.ci_high), abs=1e-15
+        )
 
 
 def test_reference_values(tiny_result):

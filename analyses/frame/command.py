@@ -12,8 +12,8 @@ Each analysis is a thin use of these general routines (TransformerLens' ``patchi
   :meth:`Outputs.write` is the Python API's ``write_outputs``: all or nothing, and a result made in
   Python gets a provenance record (no command line) like a CLI result.
 - :func:`main` — the CLI body: parse, check ``--device``, open OUT first (an unwritable ``--out`` fails
-  before any work), compute, write, print ``result.summary()`` and ``wrote OUT``; a user mistake
-  becomes one ``error: ...`` line and exit code 2 (:func:`analyses.frame.cli.run_cli`).
+  before any work), compute on one CPU thread, write, print ``result.summary()`` and ``wrote OUT``; a
+  user mistake becomes one ``error: ...`` line and exit code 2 (:func:`analyses.frame.cli.run_cli`).
 - :func:`model_main` — :func:`main` for an analysis of one model: resolves ``--checkpoint``, checks
   ``--seq-len`` against the positional encoding, calls ``run(model, **flags)``, records provenance.
 
@@ -193,11 +193,20 @@ def main(
     """
 
     def body() -> int:
+        import torch
+
         args = parser.parse_args(argv)
         arguments.check_device(args.device)
-        with atomic_output_dir(args.out) as folder:  # first: an unwritable --out fails early
-            result = compute(args, folder)
-            outputs.write_into(result, folder)
+        # One intra-op thread: these small batches gain little from a second one on an idle machine and
+        # lose several-fold on a shared one, and results then do not depend on the machine's core count.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with atomic_output_dir(args.out) as folder:  # first: an unwritable --out fails early
+                result = compute(args, folder)
+                outputs.write_into(result, folder)
+        finally:
+            torch.set_num_threads(threads)
         print(result.summary())
         print(f"\nwrote {Path(args.out).absolute()}")
         return 0

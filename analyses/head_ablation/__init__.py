@@ -6,7 +6,8 @@
    Wilcoxon signed-rank test on per-sequence loss, Holm-corrected across heads × methods.
 2. Pattern interventions on ``hook_pattern`` (:mod:`interp.patterns`): the perfect flip (one-hot at
    N−1−i), the flip shifted by ±1, uniform, ``permutations`` random row permutations (Jain & Wallace's
-   "attention is not explanation" test: same weights, other keys) and temperatures τ.
+   "attention is not explanation" test: same weights, other keys; each on the first
+   ``permutation_sequences`` sequences, 1,000 by default) and temperatures τ.
 3. Activation patching with ``transformer_lens.patching`` (see :mod:`analyses.head_ablation.patching`).
 
 Python: ``result = run(model)``; ``write_outputs(result, "out/heads")``.
@@ -14,7 +15,13 @@ CLI:    ``python -m analyses.head_ablation [--checkpoint PATH] [--out DIR] ...``
 """
 
 from analyses.frame.command import Outputs
-from analyses.head_ablation.measure import TAUS, pattern_functions, permutation_seed, run
+from analyses.head_ablation.measure import (
+    PERMUTATION_SEQUENCES,
+    TAUS,
+    pattern_functions,
+    permutation_seed,
+    run,
+)
 from analyses.head_ablation.result import (
     ANALYSIS,
     CSV_FIELDS,
@@ -34,6 +41,7 @@ __all__ = [
     "ANALYSIS",
     "CSV_FIELDS",
     "DEFAULT_OUT",
+    "PERMUTATION_SEQUENCES",
     "SCHEMA_VERSION",
     "STATS",
     "TAUS",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser, non_negative_int, positive_int
-from analyses.head_ablation import ANALYSIS, DEFAULT_OUT, OUTPUTS, run
+from analyses.head_ablation import ANALYSIS, DEFAULT_OUT, OUTPUTS, PERMUTATION_SEQUENCES, run
 
 
 def build_parser() -> ArgumentParser:
@@ -19,6 +19,13 @@ def build_parser() -> ArgumentParser:
         num_sequences=10_000,
     )
     p.add_argument("--permutations", type=non_negative_int, default=100, help="random row permutations")
+    p.add_argument(
+        "--permutation-sequences",
+        type=positive_int,
+        default=PERMUTATION_SEQUENCES,
+        help=f"the first sequences every permutation runs on (default {PERMUTATION_SEQUENCES}; "
+        "at least --num-sequences: all, as before schema 2)",
+    )
     p.add_argument(
         "--reference-sequences",
         type=positive_int,
@@ -41,7 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser(),
         run,
         outputs=OUTPUTS,
-        flags=("permutations", "reference_sequences", "patch_sequences", "patch_position"),
+        flags=(
+            "permutations",
+            "permutation_sequences",
+            "reference_sequences",
+            "patch_sequences",
+            "patch_position",
+        ),
+        progress=True,
     )
 
 

@@ -17,10 +17,11 @@ from analyses.head_ablation.patching import patching_sweep
 from analyses.head_ablation.result import ANALYSIS, STATS, ConditionResult, HeadAblationResult
 from interp import baselines, outcomes, paired, patterns
 from interp.ablation import HEAD_METHODS, ablate_heads, head_means, replace_pattern
-from interp.stats import Estimate, bootstrap_distribution, percentile_interval
+from interp.stats import Estimate, bootstrap_distributions, percentile_interval
 from models.data import make_reverse_data
 
 TAUS: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)
+PERMUTATION_SEQUENCES = 1000  # sequences each random row permutation is evaluated on (see run)
 
 
 def pattern_functions(taus: Sequence[float] = TAUS) -> dict[str, Callable]:
@@ -48,7 +49,8 @@ def _sweep(
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in STATS}
     with manager:
         for tokens in batches():
-            stats = outcomes.sequence_outcomes(model(tokens), tokens)
+            # offset 0 only: the other copy offsets of interp.outcomes are not reported here
+            stats = outcomes.sequence_outcomes(model(tokens), tokens, offsets=(0,))
             for k in STATS:
                 parts[k].append(stats[k].cpu())
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
@@ -64,18 +66,27 @@ def run(
     bootstrap_resamples: int = 1000,
     confidence: float = 0.95,
     permutations: int = 100,
+    permutation_sequences: int = PERMUTATION_SEQUENCES,
     reference_sequences: int = 1000,
     taus: Sequence[float] = TAUS,
     patch_sequences: int = 200,
     patch_position: int | None = None,
+    progress: bool = True,
 ) -> HeadAblationResult:
-    """Run every head ablation and pattern intervention on the same sequences (same seed, same numbers)."""
+    """Run every head ablation and pattern intervention on the same sequences (same seed, same numbers).
+
+    The random row permutations run on the first ``permutation_sequences`` of the ``num_sequences``
+    sequences (all of them when it is larger): each permutation's accuracy is a mean over those, and
+    the "permuted" condition is, per sequence, the mean over the permutations, paired with the clean
+    run on the same sequences. ``progress=False`` hides TransformerLens' patching progress bars.
+    """
     cfg = model.cfg
     seq_len = cfg.n_ctx if seq_len is None else seq_len
     arguments.positive_ints(
         num_sequences=num_sequences,
         seq_len=seq_len,
         batch_size=batch_size,
+        permutation_sequences=permutation_sequences,
         reference_sequences=reference_sequences,
         patch_sequences=patch_sequences,
     )
@@ -92,9 +103,11 @@ def run(
             raise ValueError(f"temperatures must be positive numbers, got {t!r}")
     fns = pattern_functions(taus)
     device = next(model.parameters()).device
+    permuted_sequences = min(permutation_sequences, num_sequences)
 
-    def batches() -> Iterator[torch.Tensor]:
-        for tokens in token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size):
+    def batches(count: int = num_sequences) -> Iterator[torch.Tensor]:
+        """The first ``count`` sequences of the stream (the same ones whatever ``count``)."""
+        for tokens in token_batches(count, seq_len, cfg.d_vocab, seed, batch_size):
             yield tokens.to(device)
 
     heads = [(layer, head) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
@@ -126,7 +139,8 @@ def run(
                 key, runs = f"{layer}.{head}", []
                 for k in range(permutations):
                     fn = partial(patterns.permute_rows, seed=permutation_seed(seed, k))
-                    runs.append(_sweep(model, batches, replace_pattern(model, layer, head, fn)))
+                    manager = replace_pattern(model, layer, head, fn)
+                    runs.append(_sweep(model, partial(batches, permuted_sequences), manager))
                 perm_acc[key] = [float(r["accuracy"].mean()) for r in runs]
                 perm_loss[key] = [float(r["loss"].mean()) for r in runs]
                 if runs:
@@ -135,7 +149,7 @@ def run(
                     meta[name] = ("pattern", layer, head, "permuted")
             clean = next(token_batches(patch_sequences, seq_len, cfg.d_vocab, seed, patch_sequences))
             sweep = patching_sweep(
-                model, clean.to(device), patch_position, seed, bootstrap_resamples, confidence
+                model, clean.to(device), patch_position, seed, bootstrap_resamples, confidence, progress
             )
     finally:
         model.train(was_training)
@@ -155,6 +169,7 @@ def run(
         bootstrap_resamples=bootstrap_resamples,
         confidence=confidence,
         reference_sequences=reference_sequences,
+        permutation_sequences=permuted_sequences,
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
         conditions=conditions,
@@ -173,17 +188,30 @@ def _summarise(
     confidence: float,
     seed: int,
 ) -> dict[str, ConditionResult]:
-    """Means and paired deltas with CIs (one shared set of resamples), Wilcoxon tests, Holm."""
+    """Means and paired deltas with CIs, Wilcoxon tests, Holm.
+
+    Each condition's per-sequence values and their differences from the clean run on the same
+    sequences (the first n of them) are bootstrapped over the same resamples of those n sequences
+    (seed ``[seed, 1]``): conditions of equal n share one set of resample counts, which gives the same
+    numbers as resampling each condition on its own and costs one draw instead of one per condition.
+    """
     clean = table["none"]
+    columns = {}
+    for name, values in table.items():
+        n = len(values[STATS[0]])
+        columns[name] = np.stack([values[s] for s in STATS] + [values[s] - clean[s][:n] for s in STATS], 1)
+    estimates: dict[str, list[Estimate]] = {}
+    for n in sorted({len(c) for c in columns.values()}):
+        names = [name for name, c in columns.items() if len(c) == n]
+        drawn = bootstrap_distributions([(columns[name], None) for name in names], resamples, seed=[seed, 1])
+        for name, (point, reps) in zip(names, drawn):
+            low, high = percentile_interval(reps, confidence)
+            estimates[name] = [Estimate(float(m), float(a), float(b)) for m, a, b in zip(point, low, high)]
     out: dict[str, ConditionResult] = {}
     for name, values in table.items():
-        columns = [values[s] for s in STATS] + [values[s] - clean[s] for s in STATS]
-        point, reps = bootstrap_distribution(np.stack(columns, 1), resamples=resamples, seed=[seed, 1])
-        low, high = percentile_interval(reps, confidence)
-        est = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
         kind, layer, head, method = meta[name]
         test = paired.wilcoxon_signed_rank(values["loss"], clean["loss"]) if kind == "ablation" else None
-        out[name] = ConditionResult(name, kind, layer, head, method, *est, wilcoxon=test)
+        out[name] = ConditionResult(name, kind, layer, head, method, *estimates[name], wilcoxon=test)
     tested = [c for c in out.values() if c.wilcoxon is not None]
     if tested:
         for c, p in zip(tested, paired.holm(np.array([c.wilcoxon.pvalue for c in tested]))):

@@ -17,7 +17,10 @@ heads × positions sweep of ``hook_z`` lights up at query position q only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -78,6 +81,22 @@ def _recovery(values: Tensor, corrupted: Tensor, clean: Tensor, resamples: int, 
     return {k: v.reshape(shape) for k, v in (("mean", point), ("ci_low", low), ("ci_high", high))}
 
 
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """TransformerLens' patching sweeps draw a tqdm bar each (its ``tqdm`` is read when the module is
+    imported, so TQDM_DISABLE cannot be set later): with ``enabled`` False they are made with
+    ``disable=True`` inside the block, and the module is restored on exit."""
+    if enabled:
+        yield
+        return
+    original = patching.tqdm
+    patching.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        patching.tqdm = original
+
+
 @torch.no_grad()
 def patching_sweep(
     model: Any,
@@ -86,8 +105,10 @@ def patching_sweep(
     seed: int = 0,
     resamples: int = 1000,
     confidence: float = 0.95,
+    progress: bool = True,
 ) -> PatchingSweep:
-    """Run the heads × positions (``hook_z``) and layers × positions (``hook_resid_pre``) sweeps."""
+    """Run the heads × positions (``hook_z``) and layers × positions (``hook_resid_pre``) sweeps;
+    ``progress=False`` hides TransformerLens' progress bars."""
     n = tokens.shape[1]
     p = n // 4 if position is None else position
     if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < n:
@@ -102,8 +123,11 @@ def patching_sweep(
 
     clean_logits, clean_cache = model.run_with_cache(tokens)
     m_clean, m_corrupted = metric(clean_logits), metric(model(corrupted))
-    heads = patching.get_act_patch_attn_head_out_by_pos(model, corrupted, clean_cache, metric, reduce="none")
-    resid = patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric, reduce="none")
+    with progress_bars(progress):
+        heads = patching.get_act_patch_attn_head_out_by_pos(
+            model, corrupted, clean_cache, metric, reduce="none"
+        )
+        resid = patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric, reduce="none")
     (clean_est,) = bootstrap_ci(
         m_clean.double().cpu().numpy(), resamples=resamples, confidence=confidence, seed=seed
     )

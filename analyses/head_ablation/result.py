@@ -16,7 +16,9 @@ from interp.ablation import HEAD_METHODS
 from interp.stats import Estimate
 
 ANALYSIS = "head_ablation"
-SCHEMA_VERSION = 2  # 2: metrics.csv has a scope column (metrics.json unchanged)
+# 2: metrics.csv has a scope column; settings.permutation_sequences (row permutations run on the first
+# permutation_sequences sequences; 1: on all of them)
+SCHEMA_VERSION = 2
 DEFAULT_OUT = Path("out") / ANALYSIS
 STATS = ("accuracy", "loss", "logit_diff")
 
@@ -83,6 +85,7 @@ class HeadAblationResult(AnalysisResult):
     bootstrap_resamples: int
     confidence: float
     reference_sequences: int
+    permutation_sequences: int  # the first sequences, on which every row permutation runs
     n_layers: int
     n_heads: int
     conditions: dict[str, ConditionResult]
@@ -117,6 +120,7 @@ class HeadAblationResult(AnalysisResult):
                 "mean_over": "the evaluated sequences, per position",
                 "resample_from": f"{self.reference_sequences} other sequences (make_reverse_data)",
                 "permutations": len(next(iter(self.permutation_accuracy.values()), [])),
+                "permutation_sequences": self.permutation_sequences,
                 "tests": "Wilcoxon signed-rank (normal approximation) on per-sequence loss, ablated vs "
                 "clean; Holm-corrected across heads × methods",
             },

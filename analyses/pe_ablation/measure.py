@@ -23,7 +23,7 @@ from analyses.pe_ablation.result import (
 )
 from interp import baselines, metrics, outcomes
 from interp.ablation import ablate_positional_encoding, num_bands
-from interp.stats import Estimate, bootstrap_distribution, percentile_interval
+from interp.stats import Estimate, bootstrap_distributions, percentile_interval
 
 ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SHIFTS: tuple[int, ...] = (1, -1)
@@ -154,27 +154,35 @@ def _summarise(
     confidence: float,
     seed: int,
 ) -> dict[str, ConditionResult]:
-    """Bootstrap every column of every condition with one shared set of resamples."""
+    """Bootstrap every column of every condition over one shared set of resamples of the sequences.
+
+    The resampling stream ``[seed, 1]`` is distinct from the data stream ``[seed, block]``; its counts
+    are drawn once for all conditions (``interp.stats.bootstrap_distributions``), which gives the same
+    numbers as drawing them again per condition, so differences between conditions stay paired.
+    """
     base = columns["none"]
     n_pos = base["correct"].shape[1]
     heads = [f"{layer}.{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    out = {}
+    tables = []
     for c in conditions:
         col = columns[c.name]
-        values = np.hstack(
-            [
-                col["accuracy"][:, None],
-                col["loss"][:, None],
-                col["logit_diff"][:, None],
-                (col["accuracy"] - base["accuracy"])[:, None],
-                (col["loss"] - base["loss"])[:, None],
-                col["correct"],
-                col["offset"],
-                col["flip_mass"],
-            ]
+        tables.append(
+            np.hstack(
+                [
+                    col["accuracy"][:, None],
+                    col["loss"][:, None],
+                    col["logit_diff"][:, None],
+                    (col["accuracy"] - base["accuracy"])[:, None],
+                    (col["loss"] - base["loss"])[:, None],
+                    col["correct"],
+                    col["offset"],
+                    col["flip_mass"],
+                ]
+            )
         )
-        # Resampling stream distinct from the data stream (SeedSequence [seed, 1] vs [seed, block]).
-        point, reps = bootstrap_distribution(values, resamples=resamples, seed=[seed, 1])
+    out = {}
+    drawn = bootstrap_distributions([(table, None) for table in tables], resamples, seed=[seed, 1])
+    for c, (point, reps) in zip(conditions, drawn):
         low, high = percentile_interval(reps, confidence)
         est = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
         k = len(COLUMNS)
