@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from analyses.frame.loading import evaluating
 from analyses.frame.sequences import token_batches
 
 PATTERN_DECIMALS = 5  # embedded patterns are rounded to this many decimals (|error| ≤ 5e-6)
@@ -45,13 +46,8 @@ def attention_patterns(
 ) -> tuple[Float[Tensor, "batch layer head query key"], Int[Tensor, "batch pos"]]:
     """Every layer's ``hook_pattern`` and the predicted digits, from one forward pass."""
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
     return torch.stack([cache[h] for h in hooks], dim=1).cpu(), logits.argmax(-1).cpu()
 
 

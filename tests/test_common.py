@@ -20,7 +20,7 @@ from analyses import qk_circuit as qk
 from analyses import training_dynamics as td
 from analyses import zoo_summary as zs
 from analyses.flip_alignment import __main__ as fa_cli
-from analyses.frame import arguments, cli, command, files, loading
+from analyses.frame import arguments, cli, command, files
 from analyses.head_ablation import __main__ as ha_cli
 from analyses.length_generalisation import __main__ as lg_cli
 from analyses.pe_ablation import __main__ as pa_cli
@@ -37,17 +37,17 @@ TINY = ["--num-sequences", "8", "--batch-size", "8", "--bootstrap-resamples", "5
 # --- --seq-len ------------------------------------------------------------------------------------
 def test_check_seq_len_by_hand():
     learned = EncoderConfig(n_ctx=16, positional_embedding="learned")
-    loading.check_seq_len(learned, 16)  # every row exists
+    arguments.check_seq_len(learned, 16)  # every row exists
     with pytest.raises(ValueError) as info:
-        loading.check_seq_len(learned, 17, "--seq-len")
+        arguments.check_seq_len(learned, 17, "--seq-len")
     assert str(info.value) == (
         "--seq-len 17 exceeds what the model's learned positional encoding supports (16 positions)"
     )
     sinusoidal = EncoderConfig(n_ctx=16, pe_max_len=40)
-    loading.check_seq_len(sinusoidal, 40)
+    arguments.check_seq_len(sinusoidal, 40)
     with pytest.raises(ValueError, match=r"^seq_len 41 exceeds .* sinusoidal .* \(40 positions\)$"):
-        loading.check_seq_len(sinusoidal, 41)
-    loading.check_seq_len(EncoderConfig(positional_embedding="none"), 10**6)  # no table, no limit
+        arguments.check_seq_len(sinusoidal, 41)
+    arguments.check_seq_len(EncoderConfig(positional_embedding="none"), 10**6)  # no table, no limit
 
 
 @pytest.mark.parametrize("module", MODEL_ANALYSES, ids=lambda m: m.__name__.split(".")[-2])

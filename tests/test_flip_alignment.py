@@ -16,6 +16,7 @@ from conftest import make_model
 
 from analyses import flip_alignment as fa
 from analyses.flip_alignment import __main__ as fa_cli
+from analyses.flip_alignment.figures import FIGURES
 from analyses.frame import cli, files, sequences
 from interp import metrics
 from models import default_model, load_model, save_model, sha256_file
@@ -244,7 +245,7 @@ def test_cli_writes_every_output_and_reruns_identically(checkpoint, tmp_path, ca
     printed = capsys.readouterr().out
     assert "flip mass" in printed and str(out.absolute()) in printed
     figures = {p.name for p in (out / "figures").iterdir()}
-    for name in [*fa.FIGURES, *(f"example_attention_{k}" for k in range(3))]:
+    for name in [*FIGURES, *(f"example_attention_{k}" for k in range(3))]:
         assert {f"{name}.png", f"{name}.svg"} <= figures
     assert sorted(p.name for p in out.iterdir()) == ["figures", "metrics.csv", "metrics.json", "report.html"]
     first = json.loads((out / "metrics.json").read_text())

@@ -13,6 +13,7 @@ from conftest import make_model, numbers
 from analyses import head_ablation as ha
 from analyses.frame import sequences
 from analyses.head_ablation import __main__ as ha_cli
+from analyses.head_ablation.measure import permutation_seed
 from analyses.head_ablation.patching import corrupt, patching_sweep
 from interp import paired, patterns
 from interp.ablation import ablate_heads, head_means, replace_pattern
@@ -108,7 +109,7 @@ def test_permutations_and_their_summary(multi_result):
 
 def _permuted_accuracy(model, tokens, k, seed=0):
     """Per-sequence accuracy with head 0.0's rows permuted by permutation k, computed directly."""
-    fn = lambda pattern: patterns.permute_rows(pattern, seed=ha.permutation_seed(seed, k))  # noqa: E731
+    fn = lambda pattern: patterns.permute_rows(pattern, seed=permutation_seed(seed, k))  # noqa: E731
     with torch.no_grad(), replace_pattern(model, 0, 0, fn):
         return (model(tokens).argmax(-1) == tokens.flip(-1)).double().mean(-1)
 

@@ -14,7 +14,9 @@ from scipy import stats
 
 from analyses import zoo_summary as zs
 from analyses.zoo_summary import __main__ as zs_cli
+from analyses.zoo_summary.figures import FIGURES
 from analyses.zoo_summary.result import t_interval, welch_interval
+from analyses.zoo_summary.runs import discover
 from models import zoo
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
@@ -177,11 +179,11 @@ def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     assert diff["mean"] == pytest.approx(np.mean(none_seeds) - np.mean(seeds))
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(zs.CSV_FIELDS) and any(r.startswith("architecture,none L1 H1,") for r in rows)
-    for name in zs.FIGURES:
+    for name in FIGURES:
         for ext in ("png", "svg"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
     html = (out / "report.html").read_text()
-    assert "Model zoo" in html and html.count("data:image/png;base64,") == len(zs.FIGURES)
+    assert "Model zoo" in html and html.count("data:image/png;base64,") == len(FIGURES)
 
 
 def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo, tmp_path):
@@ -211,9 +213,9 @@ def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(ti
     out = tmp_path / "zoo"
     shutil.copytree(tiny_zoo, out)
     (out / "fast_none_L1_H1_seed1" / "metrics.json").unlink()
-    assert zs.discover(out)[1] == ["fast_none_L1_H1_seed1"]
+    assert discover(out)[1] == ["fast_none_L1_H1_seed1"]
     (out / "zoo.json").unlink()
-    folders, missing = zs.discover(out)
+    folders, missing = discover(out)
     assert [p.name for p, _ in folders] == [
         "fast_none_L1_H1_seed0",
         "fast_sinusoidal_L1_H1_seed0",

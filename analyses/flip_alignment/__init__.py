@@ -11,7 +11,6 @@ Python: ``result = run(model, num_sequences=10_000)``; ``write_outputs(result, "
 CLI:    ``python -m analyses.flip_alignment [--checkpoint PATH] [--out DIR] ...`` (see ``--help``).
 """
 
-from analyses.flip_alignment.figures import FIGURES
 from analyses.flip_alignment.measure import run
 from analyses.flip_alignment.result import (
     ANALYSIS,
@@ -19,22 +18,9 @@ from analyses.flip_alignment.result import (
     DEFAULT_OUT,
     SCHEMA_VERSION,
     FlipAlignmentResult,
-    HeadMetrics,
 )
 from analyses.frame.command import Outputs
 
 OUTPUTS = Outputs(ANALYSIS)
 # Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
 write_outputs = OUTPUTS.write
-
-__all__ = [
-    "ANALYSIS",
-    "CSV_FIELDS",
-    "DEFAULT_OUT",
-    "FIGURES",
-    "SCHEMA_VERSION",
-    "FlipAlignmentResult",
-    "HeadMetrics",
-    "run",
-    "write_outputs",
-]

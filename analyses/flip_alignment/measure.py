@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from analyses.flip_alignment.result import ANALYSIS, HEAD_SCALARS, FlipAlignmentResult, HeadMetrics
 from analyses.frame import arguments
-from analyses.frame.loading import check_seq_len, records_source
+from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from interp import metrics
 from interp.stats import Estimate, bootstrap_distributions, percentile_interval
@@ -43,16 +43,15 @@ def run(
     per-sequence statistics the bootstrap resamples). Same arguments, same numbers.
     """
     cfg = model.cfg
-    seq_len = cfg.n_ctx if seq_len is None else seq_len
-    arguments.positive_ints(
+    seq_len = arguments.check_sampling(
+        cfg,
         num_sequences=num_sequences,
         seq_len=seq_len,
+        seed=seed,
         batch_size=batch_size,
         bootstrap_resamples=bootstrap_resamples,
+        confidence=confidence,
     )
-    arguments.non_negative_ints(seed=seed)
-    arguments.check_confidence(confidence)
-    check_seq_len(cfg, seq_len)
     offsets = tuple(int(d) for d in offsets)
     neighbours = metrics.NEIGHBOUR_OFFSETS
     n_layers, n_heads, n = cfg.n_layers, cfg.n_heads, seq_len
@@ -75,37 +74,32 @@ def run(
             table[name] = np.empty((num_sequences, *value.shape[1:]), dtype=np.float64)
         table[name][done : done + len(value)] = value.detach().cpu().numpy()
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            data = token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size)
-            for tokens in data:
-                tokens = tokens.to(device)
-                logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
-                correct = metrics.reversal_correct(logits, tokens).to("cpu", torch.float64)
-                loss = F.cross_entropy(logits.transpose(1, 2), tokens.flip(-1), reduction="none").cpu()
-                keep("accuracy", correct.mean(-1))
-                keep("sequence_accuracy", correct.min(-1).values)
-                keep("loss", loss.mean(-1))
-                keep("per_position_accuracy", correct)
-                tokens = tokens.to(stats_device)
-                patterns = torch.stack([cache[h] for h in hooks], dim=1).to(stats_device)  # [b, l, h, q, k]
-                layer_stats = [
-                    metrics.sequence_statistics(patterns[:, layer], tokens, offsets, neighbours)
-                    for layer in range(n_layers)
-                ]
-                for name in layer_stats[0]:
-                    keep(name, torch.stack([s[name] for s in layer_stats], dim=1))  # [batch, layer, ...]
-                pattern_sum += patterns.to("cpu", torch.float64).sum(0)
-                rows = metrics.row_entropy(patterns.flatten(0, 1)).view(-1, n_layers, n_heads, n)
-                entropy_counts += _entropy_histogram(rows, edges)
-                if examples is None:
-                    k = min(n_examples, tokens.shape[0])
-                    examples = (tokens[:k].cpu().clone(), patterns[:k].to("cpu", torch.float32).clone())
-                done += len(tokens)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        data = token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size)
+        for tokens in data:
+            tokens = tokens.to(device)
+            logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+            correct = metrics.reversal_correct(logits, tokens).to("cpu", torch.float64)
+            loss = F.cross_entropy(logits.transpose(1, 2), tokens.flip(-1), reduction="none").cpu()
+            keep("accuracy", correct.mean(-1))
+            keep("sequence_accuracy", correct.min(-1).values)
+            keep("loss", loss.mean(-1))
+            keep("per_position_accuracy", correct)
+            tokens = tokens.to(stats_device)
+            patterns = torch.stack([cache[h] for h in hooks], dim=1).to(stats_device)  # [b, l, h, q, k]
+            layer_stats = [
+                metrics.sequence_statistics(patterns[:, layer], tokens, offsets, neighbours)
+                for layer in range(n_layers)
+            ]
+            for name in layer_stats[0]:
+                keep(name, torch.stack([s[name] for s in layer_stats], dim=1))  # [batch, layer, ...]
+            pattern_sum += patterns.to("cpu", torch.float64).sum(0)
+            rows = metrics.row_entropy(patterns.flatten(0, 1)).view(-1, n_layers, n_heads, n)
+            entropy_counts += _entropy_histogram(rows, edges)
+            if examples is None:
+                k = min(n_examples, tokens.shape[0])
+                examples = (tokens[:k].cpu().clone(), patterns[:k].to("cpu", torch.float32).clone())
+            done += len(tokens)
 
     return _summarise(
         table,

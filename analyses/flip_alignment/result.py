@@ -109,17 +109,9 @@ class FlipAlignmentResult(AnalysisResult):
         n = self.seq_len
         return {
             **self.header(),
-            "settings": {
-                "num_sequences": self.num_sequences,
-                "seq_len": self.seq_len,
-                "seed": self.seed,
-                "batch_size": self.batch_size,
-                "bootstrap_resamples": self.bootstrap_resamples,
-                "confidence": self.confidence,
-                "resampling_unit": "sequence",
-                "offsets": list(self.offsets),
-                "neighbour_offsets": list(self.neighbour_offsets),
-            },
+            "settings": self.sampling_settings(
+                offsets=list(self.offsets), neighbour_offsets=list(self.neighbour_offsets)
+            ),
             "reference": {
                 "uniform_mass": 1.0 / n,
                 "uniform_entropy": math.log(n),

@@ -5,7 +5,8 @@
   dump); :func:`check_device` refuses a device torch cannot use before any work is done.
 - ``run()`` arguments: :func:`positive_ints`, :func:`non_negative_ints` and :func:`check_confidence`
   raise ``ValueError("<name> must be a positive integer, got <value>")`` and the like, so every
-  analysis words a bad argument the same way.
+  analysis words a bad argument the same way; :func:`check_sampling` checks the arguments every
+  analysis of one model takes, and :func:`check_seq_len` a length against the positional encoding.
 """
 
 from __future__ import annotations
@@ -104,3 +105,39 @@ def check_confidence(confidence: float) -> None:
     """``ValueError`` unless 0 < confidence < 1."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+
+def check_seq_len(cfg: Any, seq_len: int, name: str = "seq_len") -> None:
+    """``ValueError`` (one line naming ``name``) when the model's positional encoding has no rows for
+    ``seq_len`` positions (``cfg.max_positions``; None: no limit)."""
+    limit = cfg.max_positions
+    if limit is not None and seq_len > limit:
+        raise ValueError(
+            f"{name} {seq_len} exceeds what the model's {cfg.positional_embedding} positional encoding "
+            f"supports ({limit} positions)"
+        )
+
+
+def check_sampling(
+    cfg: Any,
+    *,
+    num_sequences: int,
+    seq_len: int | None,
+    seed: int,
+    batch_size: int,
+    bootstrap_resamples: int,
+    confidence: float,
+) -> int:
+    """Check the arguments every analysis of one model takes; return ``seq_len`` (None: the model's
+    training length ``cfg.n_ctx``)."""
+    seq_len = cfg.n_ctx if seq_len is None else seq_len
+    positive_ints(
+        num_sequences=num_sequences,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        bootstrap_resamples=bootstrap_resamples,
+    )
+    non_negative_ints(seed=seed)
+    check_confidence(confidence)
+    check_seq_len(cfg, seq_len)
+    return seq_len

@@ -34,7 +34,7 @@ from typing import Any
 from analyses.frame import arguments
 from analyses.frame.cli import UserError, run_cli
 from analyses.frame.files import atomic_output_dir, write_csv, write_json
-from analyses.frame.loading import check_seq_len, resolve_model
+from analyses.frame.loading import resolve_model
 from analyses.frame.provenance import provenance
 
 CHECKPOINT_HELP = (
@@ -246,7 +246,7 @@ def model_main(
             args.checkpoint, n_heads=args.n_heads, device=args.device, log=stderr_log(args)
         )
         if getattr(args, "seq_len", None) is not None:
-            check_seq_len(loaded.model.cfg, args.seq_len, "--seq-len")
+            arguments.check_seq_len(loaded.model.cfg, args.seq_len, "--seq-len")
         own = {name: getattr(args, name) for name in flags}
         if progress:
             own["progress"] = not args.quiet

@@ -6,14 +6,15 @@
 - :func:`records_source` (Python): decorates an analysis' ``run(model, ...)`` so that ``model`` may also
   be a checkpoint path (str or Path, loaded with ``models.load_model``) and the result carries a
   provenance record naming the file the weights came from.
-- :func:`check_seq_len`: refuse a sequence length beyond the model's positional encoding.
+- :func:`evaluating`: the model in eval and inference mode for the length of a block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,16 @@ def records_source(analysis: str) -> Callable[[Callable[..., Any]], Callable[...
     return decorate
 
 
-def check_seq_len(cfg: Any, seq_len: int, name: str = "seq_len") -> None:
-    """``ValueError`` (one line naming ``name``) when the model's positional encoding has no rows for
-    ``seq_len`` positions (``cfg.max_positions``; None: no limit)."""
-    limit = cfg.max_positions
-    if limit is not None and seq_len > limit:
-        raise ValueError(
-            f"{name} {seq_len} exceeds what the model's {cfg.positional_embedding} positional encoding "
-            f"supports ({limit} positions)"
-        )
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[Any]:
+    """The model in eval mode under ``torch.inference_mode()`` inside the block; its training flag is
+    restored afterwards, also when the block raises."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)

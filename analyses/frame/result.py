@@ -10,16 +10,41 @@ Each analysis' result is a dataclass that inherits :class:`AnalysisResult` (decl
   integers (``<NA>`` on model-wide rows, never ``nan`` or ``0.0``). pandas is optional: without it, an
   ``ImportError`` that says ``pip install pandas``.
 
-metrics.csv rows are built with :func:`estimate_row`: every row of a metric of one head has
-``scope`` "head" and integer ``layer`` and ``head``; a metric of the whole model has ``scope`` "model"
-and empty ``layer`` and ``head`` cells.
+metrics.json is built with :func:`plain`, metrics.csv rows with :func:`estimate_row`: every row of a
+metric of one head has ``scope`` "head" and integer ``layer`` and ``head``; a metric of the whole model
+has ``scope`` "model" and empty ``layer`` and ``head`` cells.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any, ClassVar
 
+import numpy as np
+
+from interp.stats import Estimate
+
 INTEGER_COLUMNS = ("layer", "head")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON-ready Python, for metrics.json: an Estimate becomes ``{"mean", "ci_low",
+    "ci_high"}``, a dataclass the dict of its fields (in order), dict keys strings, tuples and arrays
+    lists, NaN and infinities None."""
+    if isinstance(value, Estimate):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return plain(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def estimate_row(estimate: Any, *, layer: int | None = None, head: int | None = None, **columns: Any) -> dict:
@@ -58,6 +83,18 @@ class AnalysisResult:
             "schema_version": self.SCHEMA_VERSION,
             "analysis": self.ANALYSIS,
             "provenance": getattr(self, "provenance", {}),
+        }
+
+    def sampling_settings(self, **more: Any) -> dict[str, Any]:
+        """The ``settings`` of metrics.json: how the sequences were sampled and resampled (those of
+        num_sequences, seq_len, num_categories, seed, batch_size, bootstrap_resamples and confidence the
+        result has; ``resampling_unit`` "sequence"), then the analysis' own ``more``."""
+        names = ("num_sequences", "seq_len", "num_categories", "seed", "batch_size")
+        names += ("bootstrap_resamples", "confidence")
+        return {
+            **{name: getattr(self, name) for name in names if hasattr(self, name)},
+            "resampling_unit": "sequence",
+            **more,
         }
 
     def __repr__(self) -> str:

@@ -15,41 +15,15 @@ CLI:    ``python -m analyses.head_ablation [--checkpoint PATH] [--out DIR] ...``
 """
 
 from analyses.frame.command import Outputs
-from analyses.head_ablation.measure import (
-    PERMUTATION_SEQUENCES,
-    TAUS,
-    pattern_functions,
-    permutation_seed,
-    run,
-)
+from analyses.head_ablation.measure import run
 from analyses.head_ablation.result import (
     ANALYSIS,
     CSV_FIELDS,
     DEFAULT_OUT,
     SCHEMA_VERSION,
-    STATS,
-    ConditionResult,
     HeadAblationResult,
-    spread,
 )
 
 OUTPUTS = Outputs(ANALYSIS)
 # Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
 write_outputs = OUTPUTS.write
-
-__all__ = [
-    "ANALYSIS",
-    "CSV_FIELDS",
-    "DEFAULT_OUT",
-    "PERMUTATION_SEQUENCES",
-    "SCHEMA_VERSION",
-    "STATS",
-    "TAUS",
-    "ConditionResult",
-    "HeadAblationResult",
-    "pattern_functions",
-    "permutation_seed",
-    "run",
-    "spread",
-    "write_outputs",
-]

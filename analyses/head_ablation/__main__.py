@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser, non_negative_int, positive_int
-from analyses.head_ablation import ANALYSIS, DEFAULT_OUT, OUTPUTS, PERMUTATION_SEQUENCES, run
+from analyses.head_ablation import ANALYSIS, DEFAULT_OUT, OUTPUTS, run
+from analyses.head_ablation.measure import PERMUTATION_SEQUENCES
 
 
 def build_parser() -> ArgumentParser:

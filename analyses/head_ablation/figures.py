@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from analyses.frame.figures import save_figure
+from analyses.frame.figures import estimate_arrays, save_figure
 from interp import effect_plots as ep
 from interp.ablation import HEAD_METHODS
 
@@ -88,14 +88,10 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
             for col, (attr, label, r) in enumerate(
                 (("accuracy", "accuracy", refs), ("loss", "cross entropy (nats)", loss_refs))
             ):
-                trip = [
-                    np.array([getattr(getattr(c, attr), p) for c in picked])
-                    for p in ("mean", "ci_low", "ci_high")
-                ]
                 ep.bars(
                     axes[row, col],
                     labels,
-                    *trip,
+                    *estimate_arrays(getattr(c, attr) for c in picked),
                     references=r,
                     ylabel=label,
                     title=f"L{layer}H{head}: {label}",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from analyses.frame import arguments
-from analyses.frame.loading import check_seq_len, records_source
+from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from analyses.head_ablation.patching import patching_sweep
 from analyses.head_ablation.result import ANALYSIS, STATS, ConditionResult, HeadAblationResult
@@ -81,17 +81,21 @@ def run(
     run on the same sequences. ``progress=False`` hides TransformerLens' patching progress bars.
     """
     cfg = model.cfg
-    seq_len = cfg.n_ctx if seq_len is None else seq_len
-    arguments.positive_ints(
+    seq_len = arguments.check_sampling(
+        cfg,
         num_sequences=num_sequences,
         seq_len=seq_len,
+        seed=seed,
         batch_size=batch_size,
+        bootstrap_resamples=bootstrap_resamples,
+        confidence=confidence,
+    )
+    arguments.positive_ints(
         permutation_sequences=permutation_sequences,
         reference_sequences=reference_sequences,
         patch_sequences=patch_sequences,
     )
-    arguments.non_negative_ints(seed=seed, permutations=permutations)
-    check_seq_len(cfg, seq_len)
+    arguments.non_negative_ints(permutations=permutations)
     if patch_position is not None and (
         isinstance(patch_position, bool)
         or not isinstance(patch_position, int)
@@ -115,44 +119,39 @@ def run(
     meta: dict[str, tuple[str, int | None, int | None, str]] = {}
     perm_acc: dict[str, list[float]] = {}
     perm_loss: dict[str, list[float]] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            table["none"] = _sweep(model, batches, nullcontext())
-            meta["none"] = ("clean", None, None, "none")
-            means = head_means(model, batches())
-            reference = make_reverse_data(reference_sequences, seq_len, cfg.d_vocab, seed=seed).to(device)
-            for layer, head in heads:
-                for method in HEAD_METHODS:
-                    name = f"{method}/L{layer}H{head}"
-                    manager = ablate_heads(
-                        model, [(layer, head)], method, means=means, reference=reference, seed=seed
-                    )
-                    table[name] = _sweep(model, batches, manager)
-                    meta[name] = ("ablation", layer, head, method)
-            for layer, head in heads:
-                for kind, fn in fns.items():
-                    name = f"pattern/L{layer}H{head}/{kind}"
-                    table[name] = _sweep(model, batches, replace_pattern(model, layer, head, fn))
-                    meta[name] = ("pattern", layer, head, kind)
-                key, runs = f"{layer}.{head}", []
-                for k in range(permutations):
-                    fn = partial(patterns.permute_rows, seed=permutation_seed(seed, k))
-                    manager = replace_pattern(model, layer, head, fn)
-                    runs.append(_sweep(model, partial(batches, permuted_sequences), manager))
-                perm_acc[key] = [float(r["accuracy"].mean()) for r in runs]
-                perm_loss[key] = [float(r["loss"].mean()) for r in runs]
-                if runs:
-                    name = f"pattern/L{layer}H{head}/permuted"
-                    table[name] = {s: np.mean([r[s] for r in runs], axis=0) for s in STATS}
-                    meta[name] = ("pattern", layer, head, "permuted")
-            clean = next(token_batches(patch_sequences, seq_len, cfg.d_vocab, seed, patch_sequences))
-            sweep = patching_sweep(
-                model, clean.to(device), patch_position, seed, bootstrap_resamples, confidence, progress
-            )
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        table["none"] = _sweep(model, batches, nullcontext())
+        meta["none"] = ("clean", None, None, "none")
+        means = head_means(model, batches())
+        reference = make_reverse_data(reference_sequences, seq_len, cfg.d_vocab, seed=seed).to(device)
+        for layer, head in heads:
+            for method in HEAD_METHODS:
+                name = f"{method}/L{layer}H{head}"
+                manager = ablate_heads(
+                    model, [(layer, head)], method, means=means, reference=reference, seed=seed
+                )
+                table[name] = _sweep(model, batches, manager)
+                meta[name] = ("ablation", layer, head, method)
+        for layer, head in heads:
+            for kind, fn in fns.items():
+                name = f"pattern/L{layer}H{head}/{kind}"
+                table[name] = _sweep(model, batches, replace_pattern(model, layer, head, fn))
+                meta[name] = ("pattern", layer, head, kind)
+            key, runs = f"{layer}.{head}", []
+            for k in range(permutations):
+                fn = partial(patterns.permute_rows, seed=permutation_seed(seed, k))
+                manager = replace_pattern(model, layer, head, fn)
+                runs.append(_sweep(model, partial(batches, permuted_sequences), manager))
+            perm_acc[key] = [float(r["accuracy"].mean()) for r in runs]
+            perm_loss[key] = [float(r["loss"].mean()) for r in runs]
+            if runs:
+                name = f"pattern/L{layer}H{head}/permuted"
+                table[name] = {s: np.mean([r[s] for r in runs], axis=0) for s in STATS}
+                meta[name] = ("pattern", layer, head, "permuted")
+        clean = next(token_batches(patch_sequences, seq_len, cfg.d_vocab, seed, patch_sequences))
+        sweep = patching_sweep(
+            model, clean.to(device), patch_position, seed, bootstrap_resamples, confidence, progress
+        )
 
     conditions = _summarise(table, meta, bootstrap_resamples, confidence, seed)
     ceiling = (

@@ -29,6 +29,7 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import patching
 
+from analyses.frame.result import plain
 from interp.stats import Estimate, bootstrap_ci, bootstrap_distribution, percentile_interval
 
 
@@ -50,13 +51,7 @@ class PatchingSweep:
             "corruption": "one input position p changed to another digit; metric = logit difference at "
             "output N−1−p between the clean and the corrupted digit; recovery = Σ(patched − corrupted) / "
             "Σ(clean − corrupted) over sequences",
-            "position": self.position,
-            "output_position": self.output_position,
-            "num_sequences": self.num_sequences,
-            "clean_metric": self.clean_metric.to_dict(),
-            "corrupted_metric": self.corrupted_metric.to_dict(),
-            "heads_by_position": {k: v.tolist() for k, v in self.heads_by_position.items()},
-            "resid_pre": {k: v.tolist() for k, v in self.resid_pre.items()},
+            **plain(self),
         }
 
 

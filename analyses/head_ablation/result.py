@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame.result import AnalysisResult, estimate_row
+from analyses.frame.result import AnalysisResult, estimate_row, plain
 from analyses.head_ablation.patching import PatchingSweep
 from interp import baselines, paired
 from interp.ablation import HEAD_METHODS
@@ -42,14 +42,8 @@ class ConditionResult:
     p_holm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "kind": self.kind,
-            "layer": self.layer,
-            "head": self.head,
-            "method": self.method,
-        }
-        for name in (*STATS, *(f"delta_{s}" for s in STATS)):
-            out[name] = getattr(self, name).to_dict()
+        """Everything but the name (the key it is stored under); the test as ``wilcoxon_loss``."""
+        out = {k: v for k, v in plain(self).items() if k not in ("name", "wilcoxon", "p_holm")}
         if self.wilcoxon is not None:
             out["wilcoxon_loss"] = {**self.wilcoxon.to_dict(), "p_holm": self.p_holm}
         return out
@@ -107,23 +101,15 @@ class HeadAblationResult(AnalysisResult):
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.header(),
-            "settings": {
-                "num_sequences": self.num_sequences,
-                "seq_len": self.seq_len,
-                "num_categories": self.num_categories,
-                "seed": self.seed,
-                "batch_size": self.batch_size,
-                "bootstrap_resamples": self.bootstrap_resamples,
-                "confidence": self.confidence,
-                "resampling_unit": "sequence",
-                "methods": list(HEAD_METHODS),
-                "mean_over": "the evaluated sequences, per position",
-                "resample_from": f"{self.reference_sequences} other sequences (make_reverse_data)",
-                "permutations": len(next(iter(self.permutation_accuracy.values()), [])),
-                "permutation_sequences": self.permutation_sequences,
-                "tests": "Wilcoxon signed-rank (normal approximation) on per-sequence loss, ablated vs "
-                "clean; Holm-corrected across heads × methods",
-            },
+            "settings": self.sampling_settings(
+                methods=list(HEAD_METHODS),
+                mean_over="the evaluated sequences, per position",
+                resample_from=f"{self.reference_sequences} other sequences (make_reverse_data)",
+                permutations=len(next(iter(self.permutation_accuracy.values()), [])),
+                permutation_sequences=self.permutation_sequences,
+                tests="Wilcoxon signed-rank (normal approximation) on per-sequence loss, ablated vs clean; "
+                "Holm-corrected across heads × methods",
+            ),
             "reference": {"chance_accuracy": self.chance, "no_position_accuracy": self.no_position_accuracy},
             "conditions": {name: c.to_dict() for name, c in self.conditions.items()},
             "permutations": {

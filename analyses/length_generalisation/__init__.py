@@ -20,52 +20,15 @@ CLI:    ``python -m analyses.length_generalisation [--checkpoint PATH] [--length
 """
 
 from analyses.frame.command import Outputs
-from analyses.length_generalisation.lengths import (
-    check_lengths,
-    nothing_to_run_message,
-    plan_lengths,
-    skipped_message,
-)
-from analyses.length_generalisation.measure import learned_flip_keys, length_statistics, preference, run
+from analyses.length_generalisation.measure import run
 from analyses.length_generalisation.result import (
     ANALYSIS,
     CSV_FIELDS,
-    DEFAULT_LENGTHS,
     DEFAULT_OUT,
-    HEAD_FIELDS,
-    NAN,
-    PREFERENCES,
     SCHEMA_VERSION,
-    HeadAtLength,
     LengthGeneralisationResult,
-    LengthResult,
-    SkippedLength,
 )
 
 OUTPUTS = Outputs(ANALYSIS)
 # Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
 write_outputs = OUTPUTS.write
-
-__all__ = [
-    "ANALYSIS",
-    "CSV_FIELDS",
-    "DEFAULT_LENGTHS",
-    "DEFAULT_OUT",
-    "HEAD_FIELDS",
-    "NAN",
-    "PREFERENCES",
-    "SCHEMA_VERSION",
-    "HeadAtLength",
-    "LengthGeneralisationResult",
-    "LengthResult",
-    "SkippedLength",
-    "check_lengths",
-    "learned_flip_keys",
-    "length_statistics",
-    "nothing_to_run_message",
-    "plan_lengths",
-    "preference",
-    "run",
-    "skipped_message",
-    "write_outputs",
-]

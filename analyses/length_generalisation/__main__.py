@@ -10,18 +10,14 @@ from typing import Any
 from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser
 from analyses.frame.cli import UserError
-from analyses.length_generalisation import (
-    ANALYSIS,
-    DEFAULT_LENGTHS,
-    DEFAULT_OUT,
-    OUTPUTS,
-    LengthGeneralisationResult,
+from analyses.length_generalisation import ANALYSIS, DEFAULT_OUT, OUTPUTS, LengthGeneralisationResult, run
+from analyses.length_generalisation.lengths import (
     check_lengths,
     nothing_to_run_message,
     plan_lengths,
-    run,
     skipped_message,
 )
+from analyses.length_generalisation.result import DEFAULT_LENGTHS
 
 
 def _lengths(text: str) -> list[int]:

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analyses.frame.figures import save_figure
+from analyses.frame.figures import estimate_arrays, save_figure
 from analyses.length_generalisation.result import LengthGeneralisationResult
 from interp import effect_plots as ep
 
 TASK_COLOUR, LEARNED_COLOUR, SHARED_COLOUR = "#0072B2", "#D55E00", "#56B4E9"
 MAX_MAP_HEADS = 8  # rows of the mean-attention figure; more heads would make an unreadable page
-
-
-def _triple(estimates: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.array([getattr(e, part) for e in estimates]) for part in ("mean", "ci_low", "ci_high"))
 
 
 def _mark_lengths(ax, result: LengthGeneralisationResult) -> None:
@@ -52,9 +48,11 @@ def accuracy_figure(result: LengthGeneralisationResult, directory: Path) -> str:
     fig, axes = ep.figure(2, 1, panel=(5.8, 4.0))
     ax = axes[0, 0]
     series = {
-        "accuracy (per digit)": _triple([r.accuracy for r in result.lengths]),
-        "sequence accuracy": _triple([r.sequence_accuracy for r in result.lengths]),
-        f"copies t[{result.train_length - 1}−i]": _triple([r.learned_copy_rate for r in result.lengths]),
+        "accuracy (per digit)": estimate_arrays([r.accuracy for r in result.lengths]),
+        "sequence accuracy": estimate_arrays([r.sequence_accuracy for r in result.lengths]),
+        f"copies t[{result.train_length - 1}−i]": estimate_arrays(
+            [r.learned_copy_rate for r in result.lengths]
+        ),
     }
     ticks = _ticks(result)
     ep.curves(
@@ -75,7 +73,14 @@ def accuracy_figure(result: LengthGeneralisationResult, directory: Path) -> str:
     ax = axes[0, 1]
     for k, r in enumerate(result.lengths):
         colour = ep.COLOURS[k % len(ep.COLOURS)]
-        _band(ax, np.arange(r.length), _triple(r.per_position_accuracy), colour, f"N′ = {r.length}", ms=2.5)
+        _band(
+            ax,
+            np.arange(r.length),
+            estimate_arrays(r.per_position_accuracy),
+            colour,
+            f"N′ = {r.length}",
+            ms=2.5,
+        )
     ep.reference_lines(ax, {"chance 1/C": result.chance})
     longest = max(r.length for r in result.lengths)
     ax.set(xlabel="output position i", ylabel="accuracy")
@@ -105,10 +110,20 @@ def attention_targets_figure(result: LengthGeneralisationResult, directory: Path
         ax = axes[k // cols, k % cols]
         at = [r.head(layer, head) for r in result.lengths]
         _band(
-            ax, lengths, _triple([h.task_flip_mass for h in at]), TASK_COLOUR, "task key N′−1−i (all queries)"
+            ax,
+            lengths,
+            estimate_arrays([h.task_flip_mass for h in at]),
+            TASK_COLOUR,
+            "task key N′−1−i (all queries)",
         )
-        _band(ax, lengths, _triple([h.learned_flip_mass for h in at]), LEARNED_COLOUR, f"learned key {g}")
-        shared = _triple([h.task_flip_mass_shared for h in at])
+        _band(
+            ax,
+            lengths,
+            estimate_arrays([h.learned_flip_mass for h in at]),
+            LEARNED_COLOUR,
+            f"learned key {g}",
+        )
+        shared = estimate_arrays([h.task_flip_mass_shared for h in at])
         _band(ax, lengths, shared, SHARED_COLOUR, f"task key N′−1−i (queries where {g} exists)", ls="--")
         ax.set(xlabel="evaluation length N′", ylabel="mean attention weight")
         ax.set_xticks(_ticks(result))

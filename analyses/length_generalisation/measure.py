@@ -18,7 +18,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from analyses.frame import arguments
-from analyses.frame.loading import records_source
+from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from analyses.length_generalisation.lengths import check_lengths, nothing_to_run_message, plan_lengths
 from analyses.length_generalisation.result import (
@@ -139,31 +139,24 @@ def run(
     # float64 statistics: MPS has no float64, so they are computed on the CPU there.
     stats_device = torch.device("cpu") if device.type == "mps" else device
     results = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for n in usable:
-                columns: dict[str, list[Tensor]] = {}
-                pattern_sum = torch.zeros(cfg.n_layers, cfg.n_heads, n, n, dtype=torch.float64)
-                for tokens in token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size):
-                    logits, cache = model.run_with_cache(tokens.to(device), names_filter=hooks)
-                    patterns = torch.stack([cache[h] for h in hooks], dim=1).to(stats_device)
-                    stats = length_statistics(
-                        logits.to(stats_device), patterns, tokens.to(stats_device), train_length
-                    )
-                    for key, value in stats.items():
-                        columns.setdefault(key, []).append(value.to("cpu"))
-                    pattern_sum += patterns.to("cpu", torch.float64).sum(0)
-                table = {key: torch.cat(parts).numpy() for key, parts in columns.items()}
-                mean_pattern = pattern_sum.numpy() / num_sequences
-                results.append(
-                    _summarise(
-                        n, table, mean_pattern, train_length, cfg, bootstrap_resamples, confidence, seed
-                    )
+    with evaluating(model):
+        for n in usable:
+            columns: dict[str, list[Tensor]] = {}
+            pattern_sum = torch.zeros(cfg.n_layers, cfg.n_heads, n, n, dtype=torch.float64)
+            for tokens in token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size):
+                logits, cache = model.run_with_cache(tokens.to(device), names_filter=hooks)
+                patterns = torch.stack([cache[h] for h in hooks], dim=1).to(stats_device)
+                stats = length_statistics(
+                    logits.to(stats_device), patterns, tokens.to(stats_device), train_length
                 )
-    finally:
-        model.train(was_training)
+                for key, value in stats.items():
+                    columns.setdefault(key, []).append(value.to("cpu"))
+                pattern_sum += patterns.to("cpu", torch.float64).sum(0)
+            table = {key: torch.cat(parts).numpy() for key, parts in columns.items()}
+            mean_pattern = pattern_sum.numpy() / num_sequences
+            results.append(
+                _summarise(n, table, mean_pattern, train_length, cfg, bootstrap_resamples, confidence, seed)
+            )
     return LengthGeneralisationResult(
         train_length=train_length,
         num_categories=cfg.d_vocab,

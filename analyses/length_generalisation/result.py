@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame.result import AnalysisResult, estimate_row
+from analyses.frame.result import AnalysisResult, estimate_row, plain
 from interp.stats import Estimate
 
 ANALYSIS = "length_generalisation"
@@ -128,20 +128,12 @@ class LengthGeneralisationResult(AnalysisResult):
         """The metrics.json document (schema in the module docstring)."""
         return {
             **self.header(),
-            "settings": {
-                "num_sequences": self.num_sequences,
-                "seed": self.seed,
-                "batch_size": self.batch_size,
-                "bootstrap_resamples": self.bootstrap_resamples,
-                "confidence": self.confidence,
-                "resampling_unit": "sequence",
-                "requested_lengths": list(self.requested_lengths),
-                "train_length": self.train_length,
-                "num_categories": self.num_categories,
-            },
+            "settings": self.sampling_settings(
+                requested_lengths=list(self.requested_lengths), train_length=self.train_length
+            ),
             "reference": {"chance_accuracy": self.chance, "preferences": PREFERENCES},
-            "lengths": [_length_dict(r) for r in self.lengths],
-            "skipped": [{"length": s.length, "reason": s.reason} for s in self.skipped],
+            "lengths": [{**plain(r), "uniform_mass": 1.0 / r.length} for r in self.lengths],
+            "skipped": plain(self.skipped),
         }
 
     def csv_rows(self) -> list[dict[str, Any]]:
@@ -204,26 +196,3 @@ class LengthGeneralisationResult(AnalysisResult):
 
 
 CSV_FIELDS = LengthGeneralisationResult.CSV_FIELDS
-
-
-def _length_dict(r: LengthResult) -> dict[str, Any]:
-    return {
-        "length": r.length,
-        "uniform_mass": 1.0 / r.length,
-        "learned_key_queries": r.learned_key_queries,
-        "accuracy": r.accuracy.to_dict(),
-        "sequence_accuracy": r.sequence_accuracy.to_dict(),
-        "loss": r.loss.to_dict(),
-        "per_position_accuracy": [e.to_dict() for e in r.per_position_accuracy],
-        "learned_copy_rate": r.learned_copy_rate.to_dict(),
-        "heads": [
-            {
-                "layer": h.layer,
-                "head": h.head,
-                **{name: getattr(h, name).to_dict() for name in HEAD_FIELDS},
-                "preference": h.preference,
-                "mean_pattern": h.mean_pattern.tolist(),
-            }
-            for h in r.heads
-        ],
-    }

@@ -17,37 +17,9 @@ Python: ``result = run(model)``; ``write_outputs(result, "out/pe")``. CLI: ``pyt
 """
 
 from analyses.frame.command import Outputs
-from analyses.pe_ablation.measure import ALPHAS, EXACT_CEILING_MAX_LEN, SHIFTS, build_conditions, run
-from analyses.pe_ablation.result import (
-    ANALYSIS,
-    COLUMNS,
-    CSV_FIELDS,
-    DEFAULT_OUT,
-    OFFSETS,
-    SCHEMA_VERSION,
-    Condition,
-    ConditionResult,
-    PEAblationResult,
-)
+from analyses.pe_ablation.measure import run
+from analyses.pe_ablation.result import ANALYSIS, CSV_FIELDS, DEFAULT_OUT, SCHEMA_VERSION, PEAblationResult
 
 OUTPUTS = Outputs(ANALYSIS)
 # Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
 write_outputs = OUTPUTS.write
-
-__all__ = [
-    "ALPHAS",
-    "ANALYSIS",
-    "COLUMNS",
-    "CSV_FIELDS",
-    "DEFAULT_OUT",
-    "EXACT_CEILING_MAX_LEN",
-    "OFFSETS",
-    "SCHEMA_VERSION",
-    "SHIFTS",
-    "Condition",
-    "ConditionResult",
-    "PEAblationResult",
-    "build_conditions",
-    "run",
-    "write_outputs",
-]

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser, non_negative_int, positive_int
-from analyses.pe_ablation import ALPHAS, ANALYSIS, DEFAULT_OUT, OUTPUTS, run
+from analyses.pe_ablation import ANALYSIS, DEFAULT_OUT, OUTPUTS, run
+from analyses.pe_ablation.measure import ALPHAS
 
 
 def _alphas(text: str) -> tuple[float, ...]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame.figures import save_figure
+from analyses.frame.figures import estimate_arrays, save_figure
 from interp import effect_plots as ep
 
 MAIN_FAMILIES = ("none", "zero", "mean", "shuffle", "shuffle_mean", "shift", "mirror")
@@ -37,14 +37,7 @@ PROFILE_STYLES = {
 
 
 def _triple(results: list[Any], attr: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    values = [getattr(r, attr) for r in results]
-    return tuple(np.array([getattr(v, part) for v in values]) for part in ("mean", "ci_low", "ci_high"))
-
-
-def _per_position(r: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(
-        np.array([getattr(e, p) for e in r.per_position_accuracy]) for p in ("mean", "ci_low", "ci_high")
-    )
+    return estimate_arrays(getattr(r, attr) for r in results)
 
 
 def _compact(value: float) -> str:
@@ -65,29 +58,21 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
     conf = f"{result.confidence:.0%}"
     captions = {}
 
+    # accuracy (left) and loss (right) panels: (attribute, y label, reference lines, title word)
+    panels = (
+        ("accuracy", "accuracy", acc_refs, "Accuracy"),
+        ("loss", "cross entropy (nats)", loss_refs, "Loss"),
+    )
     main = [r for r in result.conditions.values() if r.condition.family in MAIN_FAMILIES]
     labels = [r.condition.label for r in main]
     colours = [FAMILY_COLOURS[r.condition.family] for r in main]
     fig, axes = ep.figure(2, 1, panel=(6.4, 4.2))
-    ep.bars(
-        axes[0, 0],
-        labels,
-        *_triple(main, "accuracy"),
-        references=acc_refs,
-        ylabel="accuracy",
-        title="Accuracy under PE ablations",
-        colours=colours,
-    )
+    for ax, (attr, ylabel, refs, word) in zip(axes.flat, panels):
+        title = f"{word} under PE ablations"
+        ep.bars(
+            ax, labels, *_triple(main, attr), references=refs, ylabel=ylabel, title=title, colours=colours
+        )
     axes[0, 0].set_ylim(0, 1.05)
-    ep.bars(
-        axes[0, 1],
-        labels,
-        *_triple(main, "loss"),
-        references=loss_refs,
-        ylabel="cross entropy (nats)",
-        title="Loss under PE ablations",
-        colours=colours,
-    )
     save_figure(fig, directory, "conditions")
     captions["conditions"] = (
         f"Accuracy and loss per condition (means over sequences, {conf} bootstrap CI whiskers). Reference "
@@ -98,27 +83,18 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
     if scale:
         alphas = np.array([r.condition.parameters["alpha"] for r in scale])
         fig, axes = ep.figure(2, 1, panel=(5.4, 3.8))
-        ep.curves(
-            axes[0, 0],
-            alphas,
-            {"accuracy": _triple(scale, "accuracy")},
-            references=acc_refs,
-            xlabel="scale α of the positional encoding",
-            ylabel="accuracy",
-            title="Accuracy vs α",
-            xticks=alphas,
-        )
+        for ax, (attr, ylabel, refs, word) in zip(axes.flat, panels):
+            ep.curves(
+                ax,
+                alphas,
+                {attr: _triple(scale, attr)},
+                references=refs,
+                xlabel="scale α of the positional encoding",
+                ylabel=ylabel,
+                title=f"{word} vs α",
+                xticks=alphas,
+            )
         axes[0, 0].set_ylim(0, 1.05)
-        ep.curves(
-            axes[0, 1],
-            alphas,
-            {"loss": _triple(scale, "loss")},
-            references=loss_refs,
-            xlabel="scale α of the positional encoding",
-            ylabel="cross entropy (nats)",
-            title="Loss vs α",
-            xticks=alphas,
-        )
         save_figure(fig, directory, "alpha_curve")
         captions["alpha_curve"] = (
             f"The encoding scaled by α (α = 1: unchanged, α = 0: removed); {conf} CI bands."
@@ -130,29 +106,19 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
         ticks = [f"{i}\n{_compact(result.band_wavelengths[i])}" for i in k]
         none = result.conditions["none"]
         fig, axes = ep.figure(2, 1, panel=(max(5.4, 0.42 * len(k)), 3.8))
-        ep.curves(
-            axes[0, 0],
-            k,
-            {"band removed": _triple(bands, "accuracy")},
-            references={**acc_refs, "no ablation": none.accuracy.mean},
-            xlabel="band k (dims 2k, 2k+1) / wavelength 2π/ω_k in positions",
-            ylabel="accuracy",
-            title="Accuracy without one frequency",
-            xticks=k,
-            xticklabels=ticks,
-        )
+        for ax, (attr, ylabel, refs, word) in zip(axes.flat, panels):
+            ep.curves(
+                ax,
+                k,
+                {"band removed": _triple(bands, attr)},
+                references={**refs, "no ablation": getattr(none, attr).mean},
+                xlabel="band k (dims 2k, 2k+1) / wavelength 2π/ω_k in positions",
+                ylabel=ylabel,
+                title=f"{word} without one frequency",
+                xticks=k,
+                xticklabels=ticks,
+            )
         axes[0, 0].set_ylim(0, 1.05)
-        ep.curves(
-            axes[0, 1],
-            k,
-            {"band removed": _triple(bands, "loss")},
-            references={**loss_refs, "no ablation": none.loss.mean},
-            xlabel="band k / wavelength",
-            ylabel="cross entropy (nats)",
-            title="Loss without one frequency",
-            xticks=k,
-            xticklabels=ticks,
-        )
         save_figure(fig, directory, "frequency_bands")
         captions["frequency_bands"] = (
             "Removing one sin/cos pair at a time (low k = high frequency, short wavelength); "
@@ -162,7 +128,10 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
     present = [name for name in PROFILE_CONDITIONS if name in result.conditions]
     fig, axes = ep.figure(1, 1, panel=(7.2, 4.0))
     series = {
-        result.conditions[name].condition.label: _per_position(result.conditions[name]) for name in present
+        result.conditions[name].condition.label: estimate_arrays(
+            result.conditions[name].per_position_accuracy
+        )
+        for name in present
     }
     ep.curves(
         axes[0, 0],
@@ -191,9 +160,7 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
     series = {}
     for name in readout:
         estimates = list(result.conditions[name].offset_match.values())
-        series[result.conditions[name].condition.label] = tuple(
-            np.array([getattr(e, p) for e in estimates]) for p in ("mean", "ci_low", "ci_high")
-        )
+        series[result.conditions[name].condition.label] = estimate_arrays(estimates)
     fig, axes = ep.figure(1, 1, panel=(7.2, 4.0))
     ep.grouped_bars(
         axes[0, 0],
@@ -216,9 +183,7 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
         series = {}
         for head in heads:
             estimates = [r.flip_mass[head] for r in main]
-            series[f"head {head}"] = tuple(
-                np.array([getattr(e, p) for e in estimates]) for p in ("mean", "ci_low", "ci_high")
-            )
+            series[f"head {head}"] = estimate_arrays(estimates)
         fig, axes = ep.figure(1, 1, panel=(7.2, 4.0))
         ep.grouped_bars(
             axes[0, 0],

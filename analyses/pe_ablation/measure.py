@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from analyses.frame import arguments
-from analyses.frame.loading import check_seq_len, records_source
+from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from analyses.pe_ablation.result import (
     ANALYSIS,
@@ -80,39 +80,36 @@ def run(
 ) -> PEAblationResult:
     """Evaluate every condition on the same ``num_sequences`` random sequences (same seed, same numbers)."""
     cfg = model.cfg
-    seq_len = cfg.n_ctx if seq_len is None else seq_len
-    arguments.positive_ints(
-        num_sequences=num_sequences,
-        seq_len=seq_len,
-        batch_size=batch_size,
-        monte_carlo_sequences=monte_carlo_sequences,
-    )
-    arguments.non_negative_ints(seed=seed, shuffle_seeds=shuffle_seeds)
     if cfg.positional_embedding == "none":
         raise ValueError("the model has no positional encoding to ablate (positional_embedding='none')")
-    check_seq_len(cfg, seq_len)
+    seq_len = arguments.check_sampling(
+        cfg,
+        num_sequences=num_sequences,
+        seq_len=seq_len,
+        seed=seed,
+        batch_size=batch_size,
+        bootstrap_resamples=bootstrap_resamples,
+        confidence=confidence,
+    )
+    arguments.positive_ints(monte_carlo_sequences=monte_carlo_sequences)
+    arguments.non_negative_ints(shuffle_seeds=shuffle_seeds)
     conditions = build_conditions(model, alphas, shuffle_seeds)
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
     device = next(model.parameters()).device
     table: dict[str, dict[str, list[torch.Tensor]]] = {c.name: {} for c in conditions}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for tokens in token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size):
-                tokens = tokens.to(device)
-                for c in conditions:
-                    manager = (
-                        nullcontext()
-                        if c.method is None
-                        else ablate_positional_encoding(model, c.method, **c.parameters)
-                    )
-                    with manager:
-                        stats = _evaluate(model, tokens, hooks)
-                    for key, value in stats.items():
-                        table[c.name].setdefault(key, []).append(value.to("cpu", torch.float64))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for tokens in token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size):
+            tokens = tokens.to(device)
+            for c in conditions:
+                manager = (
+                    nullcontext()
+                    if c.method is None
+                    else ablate_positional_encoding(model, c.method, **c.parameters)
+                )
+                with manager:
+                    stats = _evaluate(model, tokens, hooks)
+                for key, value in stats.items():
+                    table[c.name].setdefault(key, []).append(value.to("cpu", torch.float64))
     columns = {c: {k: torch.cat(v).numpy() for k, v in parts.items()} for c, parts in table.items()}
     if shuffle_seeds:  # the average over the permutations, per sequence
         shuffled = [columns[c.name] for c in conditions if c.family == "shuffle"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyses.frame.result import AnalysisResult, estimate_row
+from analyses.frame.result import AnalysisResult, estimate_row, plain
 from interp import baselines, outcomes
 from interp.stats import Estimate
 
@@ -45,20 +45,9 @@ class ConditionResult:
     flip_mass: dict[str, Estimate]  # "layer.head" → mean A[i, N−1−i]
 
     def to_dict(self) -> dict[str, Any]:
-        c = self.condition
-        return {
-            "family": c.family,
-            "label": c.label,
-            "method": c.method,
-            "parameters": c.parameters,
-            **{
-                k: getattr(self, k).to_dict()
-                for k in ("accuracy", "loss", "logit_diff", "delta_accuracy", "delta_loss")
-            },
-            "per_position_accuracy": [e.to_dict() for e in self.per_position_accuracy],
-            "offset_match": {str(d): e.to_dict() for d, e in self.offset_match.items()},
-            "flip_mass": {k: e.to_dict() for k, e in self.flip_mass.items()},
-        }
+        """The condition (without its name, the key it is stored under) and its numbers."""
+        condition = {k: v for k, v in plain(self.condition).items() if k != "name"}
+        return {**condition, **{k: v for k, v in plain(self).items() if k != "condition"}}
 
 
 @dataclass(repr=False)
@@ -99,17 +88,7 @@ class PEAblationResult(AnalysisResult):
         exact = self.ceiling.to_dict() if self.ceiling else None
         return {
             **self.header(),
-            "settings": {
-                "num_sequences": self.num_sequences,
-                "seq_len": self.seq_len,
-                "num_categories": self.num_categories,
-                "seed": self.seed,
-                "batch_size": self.batch_size,
-                "bootstrap_resamples": self.bootstrap_resamples,
-                "confidence": self.confidence,
-                "resampling_unit": "sequence",
-                "offsets": list(OFFSETS),
-            },
+            "settings": self.sampling_settings(offsets=list(OFFSETS)),
             "reference": {
                 "chance_accuracy": self.chance,
                 "chance_loss": math.log(self.num_categories),

@@ -31,37 +31,9 @@ CLI:    ``python -m analyses.qk_circuit [--checkpoint PATH] [--out DIR] ...`` (s
 """
 
 from analyses.frame.command import Outputs
-from analyses.qk_circuit.measure import MAX_UNITS, run, weight_geometry
-from analyses.qk_circuit.result import (
-    ANALYSIS,
-    CSV_FIELDS,
-    DEFAULT_OUT,
-    GAP_OFFSETS,
-    PREDICTIONS,
-    SCHEMA_VERSION,
-    SIMILARITIES,
-    SWAP_OFFSETS,
-    QKCircuitResult,
-    Verdict,
-)
+from analyses.qk_circuit.measure import run
+from analyses.qk_circuit.result import ANALYSIS, CSV_FIELDS, DEFAULT_OUT, SCHEMA_VERSION, QKCircuitResult
 
 OUTPUTS = Outputs(ANALYSIS)
 # Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
 write_outputs = OUTPUTS.write
-
-__all__ = [
-    "ANALYSIS",
-    "CSV_FIELDS",
-    "DEFAULT_OUT",
-    "GAP_OFFSETS",
-    "MAX_UNITS",
-    "PREDICTIONS",
-    "SCHEMA_VERSION",
-    "SIMILARITIES",
-    "SWAP_OFFSETS",
-    "QKCircuitResult",
-    "Verdict",
-    "run",
-    "weight_geometry",
-    "write_outputs",
-]

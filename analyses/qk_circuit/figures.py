@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from analyses.frame.figures import save_figure
+from analyses.frame.figures import estimate_arrays, save_figure
 from analyses.qk_circuit.result import PREDICTIONS, QKCircuitResult
 from interp.circuits import SCORE_TERMS
 from interp.plotting import COLOURS
@@ -26,9 +26,9 @@ def _outline_flip(ax: plt.Axes, n: int, colour: str = "#ff3b30") -> None:
 
 
 def _errors(ests: list) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.array([e.mean for e in ests], dtype=float)
-    err = np.array([[e.mean - e.ci_low for e in ests], [e.ci_high - e.mean for e in ests]], dtype=float)
-    return mean, np.nan_to_num(np.clip(err, 0, None))
+    """Means and matplotlib's ``yerr`` ``[2, n]`` (distances to the CI bounds; 0 where undefined)."""
+    mean, low, high = estimate_arrays(ests)
+    return mean, np.nan_to_num(np.clip(np.array([mean - low, high - mean]), 0, None))
 
 
 def position_scores(result: QKCircuitResult) -> plt.Figure:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from analyses.frame import arguments
-from analyses.frame.loading import check_seq_len, records_source
+from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from analyses.qk_circuit.result import ANALYSIS, SIMILARITIES, SWAP_OFFSETS, QKCircuitResult
 from analyses.qk_circuit.statistics import summarise
@@ -93,12 +93,17 @@ def run(
     Memory is constant in ``num_sequences`` (sums per bootstrap unit). Same arguments, same numbers.
     """
     cfg = model.cfg
-    seq_len = cfg.n_ctx if seq_len is None else seq_len
-    arguments.positive_ints(num_sequences=num_sequences, seq_len=seq_len, batch_size=batch_size)
-    arguments.non_negative_ints(seed=seed)
+    seq_len = arguments.check_sampling(
+        cfg,
+        num_sequences=num_sequences,
+        seq_len=seq_len,
+        seed=seed,
+        batch_size=batch_size,
+        bootstrap_resamples=bootstrap_resamples,
+        confidence=confidence,
+    )
     if seq_len < 3:
         raise ValueError(f"seq_len must be at least 3 (a flipped key with neighbours), got {seq_len}")
-    check_seq_len(cfg, seq_len)
     swap_offsets = tuple(int(o) for o in swap_offsets)
     if not swap_offsets or any(abs(o) >= seq_len for o in swap_offsets):
         raise ValueError(f"swap offsets must be non-empty with |o| < seq_len {seq_len}, got {swap_offsets}")
@@ -111,38 +116,33 @@ def run(
     max_error, seen = 0.0, 0
     frozen_scale = cfg.normalization == "pre"
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for tokens in token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size):
-                b = tokens.shape[0]
-                unit = (torch.arange(seen, seen + b) * n_units) // num_sequences
-                seen += b
-                tokens = tokens.to(device)
-                logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
-                dec = decompose_from_cache(model, cache)
-                max_error = max(max_error, dec.max_abs_error())
-                terms = torch.stack([dec.terms[t] for t in SCORE_TERMS], dim=1).double()  # [b, term, h, q, k]
-                total = terms.sum(1)
-                centred_total = total - total.mean(-1, keepdim=True)
-                centred_terms = terms - terms.mean(-1, keepdim=True)
-                sums.add("sequences", unit, torch.ones(b))
-                sums.add("pattern", unit, dec.pattern)
-                sums.add("terms", unit, terms)
-                sums.add("var_cross", unit, (centred_terms * centred_total.unsqueeze(1)).sum((-1, -2)))
-                sums.add("var_own", unit, centred_terms.pow(2).sum((-1, -2)))
-                sums.add("var_total", unit, centred_total.pow(2).sum((-1, -2)))
-                sums.add("correct", unit, (logits.argmax(-1) == tokens.flip(-1)).double().sum(-1))
-                swap = swap_effect(model, tokens, swap_offsets, generator)
-                sums.add("swap_follows", unit, swap.follows.double().sum(1))
-                sums.add("swap_changed", unit, swap.changed.double().sum(1))
-                sums.add("swap_drop", unit, swap.target_logprob_drop.double().sum(1))
-                sums.add("swap_count", unit, swap.valid.double().sum(1))
-                if n_layers > 1:
-                    sums.add("rollout", unit, rollout_from_cache(cache, n_layers))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for tokens in token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size):
+            b = tokens.shape[0]
+            unit = (torch.arange(seen, seen + b) * n_units) // num_sequences
+            seen += b
+            tokens = tokens.to(device)
+            logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+            dec = decompose_from_cache(model, cache)
+            max_error = max(max_error, dec.max_abs_error())
+            terms = torch.stack([dec.terms[t] for t in SCORE_TERMS], dim=1).double()  # [b, term, h, q, k]
+            total = terms.sum(1)
+            centred_total = total - total.mean(-1, keepdim=True)
+            centred_terms = terms - terms.mean(-1, keepdim=True)
+            sums.add("sequences", unit, torch.ones(b))
+            sums.add("pattern", unit, dec.pattern)
+            sums.add("terms", unit, terms)
+            sums.add("var_cross", unit, (centred_terms * centred_total.unsqueeze(1)).sum((-1, -2)))
+            sums.add("var_own", unit, centred_terms.pow(2).sum((-1, -2)))
+            sums.add("var_total", unit, centred_total.pow(2).sum((-1, -2)))
+            sums.add("correct", unit, (logits.argmax(-1) == tokens.flip(-1)).double().sum(-1))
+            swap = swap_effect(model, tokens, swap_offsets, generator)
+            sums.add("swap_follows", unit, swap.follows.double().sum(1))
+            sums.add("swap_changed", unit, swap.changed.double().sum(1))
+            sums.add("swap_drop", unit, swap.target_logprob_drop.double().sum(1))
+            sums.add("swap_count", unit, swap.valid.double().sum(1))
+            if n_layers > 1:
+                sums.add("rollout", unit, rollout_from_cache(cache, n_layers))
 
     return summarise(
         sums.sums,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame.result import AnalysisResult, estimate_row
+from analyses.frame.result import AnalysisResult, estimate_row, plain
 from interp.circuits import SCORE_TERMS
 from interp.stats import Estimate
 
@@ -34,9 +34,6 @@ class Verdict:
     label: str  # one of VERDICT_LABELS
     head: int  # layer-0 head the verdict is about
     sentences: list[str]
-
-    def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, "head": self.head, "sentences": list(self.sentences)}
 
 
 @dataclass
@@ -127,26 +124,12 @@ class QKCircuitResult(AnalysisResult):
             "decomposition_max_abs_error": self.decomposition_max_abs_error,
             "frozen_scale": self.frozen_scale,
             "accuracy": self.accuracy.to_dict(),
-            "verdict": self.verdict.to_dict(),
+            "verdict": plain(self.verdict),
             "raw_pe_cosine_by_distance": self.raw_pe_cosine_by_distance.tolist(),
             "qk_singular_values": self.singular_values.tolist(),
             "heads": [_head_dict(h, self.key_cosine_by_distance[h.head]) for h in self.heads],
-            "swap": {
-                str(o): {
-                    "follows": v["follows"].to_dict(),
-                    "changed": v["changed"].to_dict(),
-                    "logprob_drop": v["logprob_drop"].to_dict(),
-                    "swaps": v["swaps"],
-                }
-                for o, v in self.swap.items()
-            },
-            "rollout": None
-            if self.rollout is None
-            else {
-                "mean": self.rollout["mean"].tolist(),
-                "flip_mass": self.rollout["flip_mass"].to_dict(),
-                "neighbour_mass": self.rollout["neighbour_mass"].to_dict(),
-            },
+            "swap": plain(self.swap),
+            "rollout": plain(self.rollout),
         }
 
     def csv_rows(self) -> list[dict[str, Any]]:
@@ -256,48 +239,27 @@ def _fmt(e: Estimate) -> str:
 
 
 def _pattern_dict(p: PatternSummary) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "flip_mass": p.flip_mass.to_dict(),
-        "neighbour_mass": p.neighbour_mass.to_dict(),
-        "offset_mass": {str(d): e.to_dict() for d, e in p.offset_mass.items()},
-    }
-    for name in ("jsd_bits", "flip_mass_minus_observed", "neighbour_mass_minus_observed"):
-        value = getattr(p, name)
-        if value is not None:
-            out[name] = value.to_dict()
-    out["pattern"] = p.pattern.tolist()
-    return out
+    """Its fields; an observed pattern has no comparison with itself (those fields are left out)."""
+    return {k: v for k, v in plain(p).items() if v is not None}
 
 
 def _head_dict(h: HeadCircuit, key_cosine: np.ndarray) -> dict[str, Any]:
     return {
         "layer": 0,
         "head": h.head,
-        "variance_share": {t: e.to_dict() for t, e in h.variance_share.items()},
-        "variance_ratio": {t: e.to_dict() for t, e in h.variance_ratio.items()},
+        "variance_share": plain(h.variance_share),
+        "variance_ratio": plain(h.variance_ratio),
         "observed": _pattern_dict(h.observed),
-        "side_mass": {str(k): e.to_dict() for k, e in h.side_mass.items()},
+        "side_mass": plain(h.side_mass),
         "fall_1_to_2": h.fall_1_to_2.to_dict(),
-        "score_gap": {str(k): e.to_dict() for k, e in h.gap.items()},
-        "pos_pos_gap_share": {str(k): e.to_dict() for k, e in h.pos_pos_gap_share.items()},
-        "score_gaps_by_offset": {
-            str(o): {name: e.to_dict() for name, e in parts.items()} for o, parts in h.score_gaps.items()
-        },
+        "score_gap": plain(h.gap),
+        "pos_pos_gap_share": plain(h.pos_pos_gap_share),
+        "score_gaps_by_offset": plain(h.score_gaps),
         "qk_gain": h.qk_gain,
         "similarity_law": {"slope": h.law_slope.to_dict(), "r2": h.law_r2.to_dict()},
         "temperature": h.temperature.to_dict(),
         "predictions": {name: _pattern_dict(p) for name, p in h.predictions.items()},
         "key_cosine_by_distance": key_cosine.tolist(),
-        "similarity": {
-            kind: {
-                "by_offset": {str(d): v for d, v in s.by_offset.items()},
-                "spearman_positions": s.spearman_positions.to_dict(),
-                "spearman_positions_p": s.spearman_positions_p,
-                "spearman_offsets": s.spearman_offsets.to_dict(),
-                "spearman_offsets_p": s.spearman_offsets_p,
-                "matrix": s.matrix.tolist(),
-            }
-            for kind, s in h.similarity.items()
-        },
-        "mean_terms": {t: m.tolist() for t, m in h.mean_terms.items()},
+        "similarity": plain(h.similarity),
+        "mean_terms": plain(h.mean_terms),
     }

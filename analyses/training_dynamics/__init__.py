@@ -23,16 +23,7 @@ CLI:    ``python -m analyses.training_dynamics --run DIR [--out DIR] ...`` (see 
 """
 
 from analyses.frame.command import Outputs
-from analyses.training_dynamics.attention import (
-    exclude_flip,
-    flip_window,
-    renormalise_rows,
-    renormalised_attention,
-    restrict_to_flip,
-    snapshot_statistics,
-)
-from analyses.training_dynamics.figures import FIGURES
-from analyses.training_dynamics.measure import COMPARED, FRACTIONS, run
+from analyses.training_dynamics.measure import run
 from analyses.training_dynamics.result import (
     ANALYSIS,
     CSV_FIELDS,
@@ -45,23 +36,3 @@ from analyses.training_dynamics.snapshots import find_snapshots
 OUTPUTS = Outputs(ANALYSIS, source="run")
 # Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
 write_outputs = OUTPUTS.write
-
-__all__ = [
-    "ANALYSIS",
-    "COMPARED",
-    "CSV_FIELDS",
-    "DEFAULT_OUT",
-    "FIGURES",
-    "FRACTIONS",
-    "SCHEMA_VERSION",
-    "TrainingDynamicsResult",
-    "exclude_flip",
-    "find_snapshots",
-    "flip_window",
-    "renormalise_rows",
-    "renormalised_attention",
-    "restrict_to_flip",
-    "run",
-    "snapshot_statistics",
-    "write_outputs",
-]

@@ -13,12 +13,12 @@ from analyses.frame.cli import UserError
 from analyses.training_dynamics import (
     ANALYSIS,
     DEFAULT_OUT,
-    FRACTIONS,
     OUTPUTS,
     TrainingDynamicsResult,
     find_snapshots,
     run,
 )
+from analyses.training_dynamics.measure import FRACTIONS
 from models.checkpoints import CheckpointError, sha256_file
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame.result import AnalysisResult, estimate_row
+from analyses.frame.result import AnalysisResult, estimate_row, plain
 from interp.metrics import NEIGHBOUR_OFFSETS, offset_query_counts
 from interp.stats import Estimate
 
@@ -171,21 +171,15 @@ class TrainingDynamicsResult(AnalysisResult):
         layer, head = self.flip_head
         return {
             **self.header(),
-            "settings": {
-                "run": self.run,
-                "num_sequences": self.num_sequences,
-                "seq_len": self.seq_len,
-                "seed": self.seed,
-                "batch_size": self.batch_size,
-                "bootstrap_resamples": self.bootstrap_resamples,
-                "confidence": self.confidence,
-                "resampling_unit": "sequence (the same sequences at every snapshot)",
-                "restricted_window": self.window,
-                "threshold_fractions": list(self.fractions),
-                "threshold_definition": "θ_f = v_first + f · (v_last − v_first); crossing step interpolated "
+            "settings": self.sampling_settings(
+                run=self.run,
+                resampling_unit="sequence (the same sequences at every snapshot)",
+                restricted_window=self.window,
+                threshold_fractions=list(self.fractions),
+                threshold_definition="θ_f = v_first + f · (v_last − v_first); crossing step interpolated "
                 "linearly in log(1 + step) between the snapshots around the first one past θ_f",
-                "neighbour_offsets": [-2, -1, 1, 2],
-            },
+                neighbour_offsets=[-2, -1, 1, 2],
+            ),
             "reference": {
                 "chance_accuracy": 1.0 / self.d_vocab,
                 "uniform_mass": 1.0 / self.seq_len,
@@ -196,7 +190,7 @@ class TrainingDynamicsResult(AnalysisResult):
             "flip_head": {"layer": layer, "head": head},
             "answer": None if self.answer is None else self._answer_dict(self.answer),
             "comparisons": [_comparison_dict(c) for c in self.comparisons],
-            "crossings": [_crossing_dict(c) for c in self.crossings],
+            "crossings": [plain(c) for c in self.crossings],
             "snapshots": [self._snapshot_dict(i) for i in range(len(self.steps))],
             "degenerate_rows": self.degenerate_rows,
         }
@@ -204,8 +198,8 @@ class TrainingDynamicsResult(AnalysisResult):
     def _answer_dict(self, c: Comparison) -> dict[str, Any]:
         return {
             **_comparison_dict(c),
-            "first_crossing": _crossing_dict(self.crossing(c.first, c.fraction)),
-            "second_crossing": _crossing_dict(self.crossing(c.second, c.fraction)),
+            "first_crossing": plain(self.crossing(c.first, c.fraction)),
+            "second_crossing": plain(self.crossing(c.second, c.fraction)),
         }
 
     def _snapshot_dict(self, i: int) -> dict[str, Any]:
@@ -279,30 +273,5 @@ class TrainingDynamicsResult(AnalysisResult):
 CSV_FIELDS = TrainingDynamicsResult.CSV_FIELDS
 
 
-def _crossing_dict(c: Crossing) -> dict[str, Any]:
-    return {
-        "metric": c.metric,
-        "layer": c.layer,
-        "head": c.head,
-        "fraction": c.fraction,
-        "initial": c.initial,
-        "final": c.final,
-        "threshold": c.threshold,
-        "step": c.step.to_dict(),
-        "first_snapshot_past": c.first_snapshot_past,
-        "last_snapshot_before": c.last_snapshot_before,
-    }
-
-
 def _comparison_dict(c: Comparison) -> dict[str, Any]:
-    return {
-        "first": c.first,
-        "second": c.second,
-        "fraction": c.fraction,
-        "difference": c.difference.to_dict(),
-        "share_before": c.share_before,
-        "same_snapshot_share": c.same_snapshot_share,
-        "shared_interval": None if c.shared_interval is None else list(c.shared_interval),
-        "verdict": c.verdict,
-        "verdict_text": c.verdict_text,
-    }
+    return {**plain(c), "verdict_text": c.verdict_text}

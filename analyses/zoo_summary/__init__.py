@@ -20,34 +20,9 @@ CLI:    ``python -m analyses.zoo_summary ZOO_DIR [--out DIR] ...`` (see ``--help
 """
 
 from analyses.frame.command import Outputs
-from analyses.zoo_summary.figures import FIGURES
-from analyses.zoo_summary.measure import DEFAULT_REFERENCE, run
-from analyses.zoo_summary.result import (
-    ANALYSIS,
-    CSV_FIELDS,
-    DEFAULT_OUT,
-    SCHEMA_VERSION,
-    ZooSummaryResult,
-    t_interval,
-    welch_interval,
-)
-from analyses.zoo_summary.runs import discover
+from analyses.zoo_summary.measure import run
+from analyses.zoo_summary.result import ANALYSIS, CSV_FIELDS, DEFAULT_OUT, SCHEMA_VERSION, ZooSummaryResult
 
 OUTPUTS = Outputs(ANALYSIS, source="zoo")
 # Python API: metrics.json, metrics.csv, figures/ and report.html into a folder, all or nothing.
 write_outputs = OUTPUTS.write
-
-__all__ = [
-    "ANALYSIS",
-    "CSV_FIELDS",
-    "DEFAULT_OUT",
-    "DEFAULT_REFERENCE",
-    "FIGURES",
-    "SCHEMA_VERSION",
-    "ZooSummaryResult",
-    "discover",
-    "run",
-    "t_interval",
-    "welch_interval",
-    "write_outputs",
-]

@@ -16,7 +16,8 @@ from pathlib import Path
 from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser, path_arg
 from analyses.frame.cli import UserError
-from analyses.zoo_summary import ANALYSIS, DEFAULT_OUT, DEFAULT_REFERENCE, OUTPUTS, ZooSummaryResult, run
+from analyses.zoo_summary import ANALYSIS, DEFAULT_OUT, OUTPUTS, ZooSummaryResult, run
+from analyses.zoo_summary.measure import DEFAULT_REFERENCE
 
 
 def build_parser() -> ArgumentParser:

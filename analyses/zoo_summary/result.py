@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame.result import AnalysisResult
+from analyses.frame.result import AnalysisResult, plain
 from interp.stats import Estimate
 
 ANALYSIS = "zoo_summary"
@@ -123,17 +123,6 @@ class SeedStats:
     n: int
     values: list[float]
 
-    def to_dict(self) -> dict[str, Any]:
-        clean = lambda v: None if v is None or not math.isfinite(v) else float(v)  # noqa: E731
-        return {
-            "mean": clean(self.mean),
-            "ci_low": clean(self.ci_low),
-            "ci_high": clean(self.ci_high),
-            "sd": clean(self.sd),
-            "n": self.n,
-            "values": [clean(v) for v in self.values],
-        }
-
 
 @dataclass
 class ArchitectureSummary:
@@ -189,19 +178,7 @@ class ZooSummaryResult(AnalysisResult):
             },
             "reference_values": {"uniform_mass": 1.0 / self.seq_len, "chance_accuracy": 1.0 / self.d_vocab},
             "labels": {k: LABELS[k] for k in SUMMARISED},
-            "architectures": [
-                {
-                    "name": a.name,
-                    "positional_embedding": a.positional_embedding,
-                    "n_layers": a.n_layers,
-                    "n_heads": a.n_heads,
-                    "role": a.role,
-                    "runs": a.runs,
-                    "stats": {k: v.to_dict() for k, v in a.stats.items()},
-                    "differences": {k: v.to_dict() for k, v in a.differences.items()},
-                }
-                for a in self.architectures
-            ],
+            "architectures": plain(self.architectures),
             "runs": [
                 {
                     "name": r.name,
@@ -221,58 +198,31 @@ class ZooSummaryResult(AnalysisResult):
         }
 
     def csv_rows(self) -> list[dict[str, Any]]:
+        """One row per (run, metric), (architecture, metric) and (difference from the reference, metric)."""
         rows: list[dict[str, Any]] = []
+
+        def add(scope: str, architecture: str, run: str, metric: str, values: dict[str, Any]) -> None:
+            rows.append(
+                {"scope": scope, "architecture": architecture, "run": run, "metric": metric, **values}
+            )
+
         for r in self.runs:
             for k, e in r.measured.items():
-                rows.append(
-                    {
-                        "scope": "run",
-                        "architecture": r.architecture,
-                        "run": r.name,
-                        "metric": k,
-                        **e.to_dict(),
-                        "n": self.num_sequences,
-                        "sd": None,
-                    }
-                )
+                add("run", r.architecture, r.name, k, {**e.to_dict(), "n": self.num_sequences})
             for k in FROM_TRAINING:
-                rows.append(
-                    {
-                        "scope": "run",
-                        "architecture": r.architecture,
-                        "run": r.name,
-                        "metric": k,
-                        "mean": r.training.get(k),
-                        "ci_low": None,
-                        "ci_high": None,
-                        "n": 1,
-                        "sd": None,
-                    }
-                )
+                add("run", r.architecture, r.name, k, {"mean": r.training.get(k), "n": 1})
         for a in self.architectures:
             for k, s in a.stats.items():
-                d = s.to_dict()
-                rows.append(
-                    {
-                        "scope": "architecture",
-                        "architecture": a.name,
-                        "run": "",
-                        "metric": k,
-                        **{x: d[x] for x in ("mean", "ci_low", "ci_high", "n", "sd")},
-                    }
+                stats = plain(s)
+                add(
+                    "architecture",
+                    a.name,
+                    "",
+                    k,
+                    {x: stats[x] for x in ("mean", "ci_low", "ci_high", "n", "sd")},
                 )
             for k, e in a.differences.items():
-                rows.append(
-                    {
-                        "scope": "difference_from_reference",
-                        "architecture": a.name,
-                        "run": "",
-                        "metric": k,
-                        **e.to_dict(),
-                        "n": None,
-                        "sd": None,
-                    }
-                )
+                add("difference_from_reference", a.name, "", k, e.to_dict())
         return rows
 
     def summary(self) -> str:
