@@ -44,13 +44,7 @@ def run(
     """
     cfg = model.cfg
     seq_len = arguments.check_sampling(
-        cfg,
-        num_sequences=num_sequences,
-        seq_len=seq_len,
-        seed=seed,
-        batch_size=batch_size,
-        bootstrap_resamples=bootstrap_resamples,
-        confidence=confidence,
+        cfg, num_sequences, seq_len, seed, batch_size, bootstrap_resamples, confidence
     )
     offsets = tuple(int(d) for d in offsets)
     neighbours = metrics.NEIGHBOUR_OFFSETS

@@ -120,7 +120,6 @@ def check_seq_len(cfg: Any, seq_len: int, name: str = "seq_len") -> None:
 
 def check_sampling(
     cfg: Any,
-    *,
     num_sequences: int,
     seq_len: int | None,
     seed: int,

@@ -23,9 +23,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from interp.stats import Estimate
+from interp.stats import Estimate, percentile_interval
 
 INTEGER_COLUMNS = ("layer", "head")
+
+
+def estimates(
+    point: np.ndarray, replicates: np.ndarray, confidence: float, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """k Estimates from their point values ``[k]`` and bootstrap replicates ``[R, k]`` (percentile
+    intervals, ``interp.stats.percentile_interval``), as an object array shaped ``shape`` (default [k])."""
+    low, high = percentile_interval(replicates, confidence)
+    flat = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
+    return np.array(flat, dtype=object).reshape((len(flat),) if shape is None else shape)
 
 
 def plain(value: Any) -> Any:

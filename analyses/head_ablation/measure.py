@@ -12,12 +12,13 @@ import torch
 
 from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
+from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
 from analyses.head_ablation.patching import patching_sweep
 from analyses.head_ablation.result import ANALYSIS, STATS, ConditionResult, HeadAblationResult
 from interp import baselines, outcomes, paired, patterns
 from interp.ablation import HEAD_METHODS, ablate_heads, head_means, replace_pattern
-from interp.stats import Estimate, bootstrap_distributions, percentile_interval
+from interp.stats import bootstrap_distributions
 from models.data import make_reverse_data
 
 TAUS: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)
@@ -82,13 +83,7 @@ def run(
     """
     cfg = model.cfg
     seq_len = arguments.check_sampling(
-        cfg,
-        num_sequences=num_sequences,
-        seq_len=seq_len,
-        seed=seed,
-        batch_size=batch_size,
-        bootstrap_resamples=bootstrap_resamples,
-        confidence=confidence,
+        cfg, num_sequences, seq_len, seed, batch_size, bootstrap_resamples, confidence
     )
     arguments.positive_ints(
         permutation_sequences=permutation_sequences,
@@ -199,18 +194,17 @@ def _summarise(
     for name, values in table.items():
         n = len(values[STATS[0]])
         columns[name] = np.stack([values[s] for s in STATS] + [values[s] - clean[s][:n] for s in STATS], 1)
-    estimates: dict[str, list[Estimate]] = {}
+    found: dict[str, np.ndarray] = {}
     for n in sorted({len(c) for c in columns.values()}):
         names = [name for name, c in columns.items() if len(c) == n]
         drawn = bootstrap_distributions([(columns[name], None) for name in names], resamples, seed=[seed, 1])
         for name, (point, reps) in zip(names, drawn):
-            low, high = percentile_interval(reps, confidence)
-            estimates[name] = [Estimate(float(m), float(a), float(b)) for m, a, b in zip(point, low, high)]
+            found[name] = estimates(point, reps, confidence)
     out: dict[str, ConditionResult] = {}
     for name, values in table.items():
         kind, layer, head, method = meta[name]
         test = paired.wilcoxon_signed_rank(values["loss"], clean["loss"]) if kind == "ablation" else None
-        out[name] = ConditionResult(name, kind, layer, head, method, *estimates[name], wilcoxon=test)
+        out[name] = ConditionResult(name, kind, layer, head, method, *found[name], wilcoxon=test)
     tested = [c for c in out.values() if c.wilcoxon is not None]
     if tested:
         for c, p in zip(tested, paired.holm(np.array([c.wilcoxon.pvalue for c in tested]))):

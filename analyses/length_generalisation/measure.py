@@ -19,6 +19,7 @@ from torch import Tensor
 
 from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
+from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
 from analyses.length_generalisation.lengths import check_lengths, nothing_to_run_message, plan_lengths
 from analyses.length_generalisation.result import (
@@ -30,7 +31,7 @@ from analyses.length_generalisation.result import (
     LengthResult,
 )
 from interp import metrics
-from interp.stats import Estimate, bootstrap_distribution, percentile_interval
+from interp.stats import Estimate, bootstrap_distribution
 
 
 # --- metrics of this question ---------------------------------------------------------------------
@@ -191,8 +192,7 @@ def _summarise(
     parts = [table[name].reshape(len(table[name]), -1) for name in blocks]
     # Resampling stream [seed, 1, n]: distinct from the data streams [seed, block] and across lengths.
     point, reps = bootstrap_distribution(np.hstack(parts), resamples=resamples, seed=[seed, 1, n])
-    low, high = percentile_interval(reps, confidence)
-    flat = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
+    flat = list(estimates(point, reps, confidence))
     est: dict[str, list[Estimate]] = {}
     start = 0
     for name, part in zip(blocks, parts):

@@ -12,6 +12,7 @@ import torch
 
 from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
+from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
 from analyses.pe_ablation.result import (
     ANALYSIS,
@@ -23,7 +24,7 @@ from analyses.pe_ablation.result import (
 )
 from interp import baselines, metrics, outcomes
 from interp.ablation import ablate_positional_encoding, num_bands
-from interp.stats import Estimate, bootstrap_distributions, percentile_interval
+from interp.stats import bootstrap_distributions
 
 ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SHIFTS: tuple[int, ...] = (1, -1)
@@ -83,13 +84,7 @@ def run(
     if cfg.positional_embedding == "none":
         raise ValueError("the model has no positional encoding to ablate (positional_embedding='none')")
     seq_len = arguments.check_sampling(
-        cfg,
-        num_sequences=num_sequences,
-        seq_len=seq_len,
-        seed=seed,
-        batch_size=batch_size,
-        bootstrap_resamples=bootstrap_resamples,
-        confidence=confidence,
+        cfg, num_sequences, seq_len, seed, batch_size, bootstrap_resamples, confidence
     )
     arguments.positive_ints(monte_carlo_sequences=monte_carlo_sequences)
     arguments.non_negative_ints(shuffle_seeds=shuffle_seeds)
@@ -180,8 +175,7 @@ def _summarise(
     out = {}
     drawn = bootstrap_distributions([(table, None) for table in tables], resamples, seed=[seed, 1])
     for c, (point, reps) in zip(conditions, drawn):
-        low, high = percentile_interval(reps, confidence)
-        est = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
+        est = list(estimates(point, reps, confidence))
         k = len(COLUMNS)
         out[c.name] = ConditionResult(
             c,

@@ -94,13 +94,7 @@ def run(
     """
     cfg = model.cfg
     seq_len = arguments.check_sampling(
-        cfg,
-        num_sequences=num_sequences,
-        seq_len=seq_len,
-        seed=seed,
-        batch_size=batch_size,
-        bootstrap_resamples=bootstrap_resamples,
-        confidence=confidence,
+        cfg, num_sequences, seq_len, seed, batch_size, bootstrap_resamples, confidence
     )
     if seq_len < 3:
         raise ValueError(f"seq_len must be at least 3 (a flipped key with neighbours), got {seq_len}")

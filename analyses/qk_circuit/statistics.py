@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy import optimize, stats
 
+from analyses.frame.result import estimates
 from analyses.qk_circuit.result import (
     GAP_OFFSETS,
     SIMILARITIES,
@@ -29,7 +30,7 @@ from analyses.qk_circuit.result import (
 from analyses.qk_circuit.verdict import make_verdict
 from interp import metrics
 from interp.circuits import SCORE_TERMS, flip_score_gap
-from interp.stats import Estimate, percentile_interval, resample_counts
+from interp.stats import resample_counts
 
 BETA_MAX = 1000.0
 
@@ -164,9 +165,8 @@ def summarise(
     def est(values: torch.Tensor | np.ndarray) -> np.ndarray:
         """``[1 + R, ...]`` → object array ``[...]`` of Estimates."""
         values = np.asarray(values, dtype=np.float64)
-        low, high = percentile_interval(values[1:].reshape(len(values) - 1, -1), confidence)
-        flat = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(values[0].ravel(), low, high)]
-        return np.array(flat, dtype=object).reshape(values.shape[1:])
+        replicates = values[1:].reshape(len(values) - 1, -1)
+        return estimates(values[0].ravel(), replicates, confidence, values.shape[1:])
 
     pattern, terms = means["pattern"], means["terms"]  # [A, H, N, N], [A, T, H, N, N]
     n_heads = pattern.shape[1]

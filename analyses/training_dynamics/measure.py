@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from analyses.frame import arguments
+from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
 from analyses.training_dynamics.attention import snapshot_statistics
 from analyses.training_dynamics.crossings import find_crossings
@@ -18,7 +19,7 @@ from analyses.training_dynamics.result import (
     MODEL_METRICS,
     TrainingDynamicsResult,
 )
-from interp.stats import Estimate, bootstrap_distribution, percentile_interval
+from interp.stats import bootstrap_distribution
 from models.checkpoints import load_model
 
 FRACTIONS: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -95,15 +96,10 @@ def run(
         start += width
     full = np.hstack([b.reshape(num_sequences, -1) for b in blocks.values()])
     point, reps = bootstrap_distribution(full, None, bootstrap_resamples, seed=[seed, 1])
-    low, high = percentile_interval(reps, confidence)
 
-    def estimates(name: str) -> np.ndarray:
+    def block(name: str) -> np.ndarray:
         where, shape = offsets[name]
-        flat = [
-            Estimate(float(m), float(lo), float(hi))
-            for m, lo, hi in zip(point[where], low[where], high[where])
-        ]
-        return np.array(flat, dtype=object).reshape(shape)
+        return estimates(point[where], reps[:, where], confidence, shape)
 
     def curves(name: str, layer: int | None = None, head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         where, shape = offsets[name]
@@ -139,8 +135,8 @@ def run(
         confidence=confidence,
         window=window,
         fractions=fractions,
-        model_metrics={name: list(estimates(name)) for name in names},
-        head_metrics={name: estimates(name) for name in HEAD_METRICS},
+        model_metrics={name: list(block(name)) for name in names},
+        head_metrics={name: block(name) for name in HEAD_METRICS},
         mean_patterns=np.stack(patterns),
         flip_head=flip_head,
         crossings=crossings,
