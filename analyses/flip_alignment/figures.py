@@ -34,7 +34,7 @@ def make_figures(result: FlipAlignmentResult, directory: Path) -> dict[str, str]
             title=f"Example sequence {k}: {''.join(map(str, tokens))}",
         )
         name = f"example_attention_{k}"
-        save_figure(fig, directory, name, tight=False)
+        save_figure(fig, directory, name)
         captions[name] = (
             f"Attention of example sequence {k} (tick labels position:digit); "
             "outlined cells are the flipped keys."
@@ -47,7 +47,7 @@ def make_figures(result: FlipAlignmentResult, directory: Path) -> dict[str, str]
         outline=flipped,
         title=f"Mean attention over {result.num_sequences:,} sequences",
     )
-    save_figure(fig, directory, "mean_attention", tight=False)
+    save_figure(fig, directory, "mean_attention")
     fig = plotting.plot_offset_profile(
         result.offsets,
         result.stack("offset_mass"),
@@ -56,7 +56,7 @@ def make_figures(result: FlipAlignmentResult, directory: Path) -> dict[str, str]
         reference=1.0 / n,
         title="Attention around the flipped key",
     )
-    save_figure(fig, directory, "offset_profile", tight=False)
+    save_figure(fig, directory, "offset_profile")
     fig = plotting.plot_position_profile(
         result.stack("per_position_flip_mass"),
         result.stack("per_position_flip_mass", "ci_low"),
@@ -66,7 +66,7 @@ def make_figures(result: FlipAlignmentResult, directory: Path) -> dict[str, str]
         reference_label="uniform 1/N",
         title="Flip mass by query position",
     )
-    save_figure(fig, directory, "flip_mass_by_position", tight=False)
+    save_figure(fig, directory, "flip_mass_by_position")
     fig = plotting.plot_histograms(
         result.entropy_edges,
         result.stack("entropy_counts"),
@@ -74,6 +74,6 @@ def make_figures(result: FlipAlignmentResult, directory: Path) -> dict[str, str]
         markers={"permutation": 0.0, "uniform log N": math.log(n)},
         title="Attention-row entropy",
     )
-    save_figure(fig, directory, "entropy_distribution", tight=False)
+    save_figure(fig, directory, "entropy_distribution")
     captions.update(FIGURES)
     return captions

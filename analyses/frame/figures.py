@@ -26,29 +26,26 @@ def estimate_arrays(estimates: Iterable[Any]) -> tuple[np.ndarray, np.ndarray, n
     return tuple(np.array([getattr(e, part) for e in estimates], dtype=float) for part in PARTS)
 
 
-def save_figure(
-    fig: Any, directory: Path, name: str, formats: Sequence[str] = ("png", "svg"), tight: bool = True
-) -> list[Path]:
+def save_figure(fig: Any, directory: Path, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Save a matplotlib figure as ``directory/name.<fmt>`` for each format, then close it.
 
-    ``tight=False`` skips ``bbox_inches="tight"`` (an extra draw per file) for figures whose layout
-    engine already fits everything (``layout="constrained"``)."""
+    Every figure here is made with ``layout="constrained"``, which fits titles, labels and legends into
+    the figure: it is laid out once and then frozen, so each format renders it once (no
+    ``bbox_inches="tight"``, which draws every file twice)."""
     import matplotlib.pyplot as plt
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     try:
-        if fig.get_layout_engine() is not None and not tight:
-            # Lay the figure out once, then freeze it: otherwise every format re-runs the layout.
+        if fig.get_layout_engine() is not None:
             fig.draw_without_rendering()
             fig.set_layout_engine("none")
         for fmt in formats:
             buffer = io.BytesIO()
             # Fixed metadata so the same numbers give the same files.
             metadata_ = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
-            extra = {"bbox_inches": "tight"} if tight else {}
-            fig.savefig(buffer, format=fmt, dpi=120, metadata=metadata_, **extra)
+            fig.savefig(buffer, format=fmt, dpi=120, metadata=metadata_)
             paths.append(write_bytes(directory / f"{name}.{fmt}", buffer.getvalue()))
     finally:
         plt.close(fig)

@@ -98,7 +98,7 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
     for ax in (left, right):
         _step_axis(ax, steps)
         ax.legend(fontsize=7)
-    save_figure(fig, directory, "accuracy_and_loss", tight=False)
+    save_figure(fig, directory, "accuracy_and_loss")
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 7), layout="constrained")
     panels = (
@@ -116,7 +116,7 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
         ax.set(ylabel=label, title=label)
         _step_axis(ax, steps)
         ax.legend(fontsize=7)
-    save_figure(fig, directory, "attention_metrics", tight=False)
+    save_figure(fig, directory, "attention_metrics")
 
     fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
     x = np.array(steps, dtype=float)
@@ -162,7 +162,7 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
     ax.set_title(title, fontsize=10)
     _step_axis(ax, steps)
     ax.legend(fontsize=7, loc="upper left")
-    save_figure(fig, directory, "progress", tight=False)
+    save_figure(fig, directory, "progress")
 
     layer, head = result.flip_head
     picks = snapshot_picks(result.series("flip_mass"))
@@ -186,5 +186,5 @@ def make_figures(result: TrainingDynamicsResult, directory: Path) -> dict[str, s
             ax.set_ylabel("query", fontsize=8, labelpad=-8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="mean attention weight")
     fig.suptitle(f"Mean attention of layer {layer} · head {head} during training", fontsize=10)
-    save_figure(fig, directory, "attention_snapshots", tight=False)
+    save_figure(fig, directory, "attention_snapshots")
     return dict(FIGURES)

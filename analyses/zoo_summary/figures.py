@@ -135,7 +135,7 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
         Line2D([], [], ls="--", color="grey", lw=1, label="uniform attention or chance accuracy 1/C"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    save_figure(fig, directory, "seed_metrics", tight=False)
+    save_figure(fig, directory, "seed_metrics")
 
     compared = [a for a in archs if a.differences]
     fig, axes = plt.subplots(
@@ -170,7 +170,7 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
     if not compared:
         axes[0, 0].text(0.02, 0.5, "no other architecture", transform=axes[0, 0].transAxes, fontsize=9)
     fig.suptitle(f"Difference from {result.reference}", fontsize=10)
-    save_figure(fig, directory, "differences", tight=False)
+    save_figure(fig, directory, "differences")
 
     firsts = [next(r for r in result.runs if r.architecture == a.name) for a in archs]
     n = result.seq_len
@@ -190,5 +190,5 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
         ax.set_yticks([0, n - 1])
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="mean attention weight")
-    save_figure(fig, directory, "mean_patterns", tight=False)
+    save_figure(fig, directory, "mean_patterns")
     return dict(FIGURES)
