@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
-from conftest import make_model
+from conftest import figures_module, make_model, no_figures
 
 from analyses import flip_alignment as fa
 from analyses import head_ablation as ha
@@ -165,6 +164,7 @@ def test_cli_provenance_reads_the_command_line_when_argv_is_none(tmp_path, monke
     checkpoint = save_model(make_model(), tmp_path / "model.pt")
     argv = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), *TINY]
     monkeypatch.setattr(sys, "argv", ["qk_circuit.py", *argv])
+    monkeypatch.setattr(qk_cli, "OUTPUTS", no_figures(monkeypatch, qk.OUTPUTS))
     assert qk_cli.main() == 0
     provenance = json.loads((tmp_path / "out" / "metrics.json").read_text())["provenance"]
     assert provenance["command"].endswith("-m analyses.qk_circuit " + " ".join(argv))
@@ -190,9 +190,9 @@ def _python_results(tmp_path):
     }
 
 
-def test_python_results_get_a_provenance_record_and_keep_their_own(tmp_path):
+def test_python_results_get_a_provenance_record_and_keep_their_own(tmp_path, monkeypatch):
     for name, (module, result, checkpoint) in _python_results(tmp_path).items():
-        out = module.write_outputs(result, tmp_path / name)
+        out = no_figures(monkeypatch, module.OUTPUTS).write(result, tmp_path / name)
         provenance = json.loads((out / "metrics.json").read_text())["provenance"]
         assert provenance["analysis"] == name and provenance["command"] is None
         assert (provenance["checkpoint"], provenance["checkpoint_sha256"]) == (checkpoint, None)
@@ -200,23 +200,20 @@ def test_python_results_get_a_provenance_record_and_keep_their_own(tmp_path):
         assert (provenance["seed"], provenance["num_sequences"]) == (0, 8)
         assert provenance["packages"]["torch"] and provenance["timestamp"]
         result.provenance = {"built_by": "someone else"}  # a provenance the caller set is kept
-        module.write_outputs(result, out)
+        no_figures(monkeypatch, module.OUTPUTS).write(result, out)
         assert json.loads((out / "metrics.json").read_text())["provenance"] == {"built_by": "someone else"}
 
 
 def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
-    broken = types.ModuleType("broken_figures")
-
     def make_figures(result, directory):
         directory.mkdir()
         (directory / "half.png").write_bytes(b"")
         raise RuntimeError("figure failed")
 
-    broken.make_figures = make_figures
-    monkeypatch.setitem(sys.modules, "broken_figures", broken)
-    outputs = command.Outputs(qk.ANALYSIS, figures="broken_figures")
+    broken = figures_module(monkeypatch, "broken_figures", make_figures)
+    outputs = command.Outputs(qk.ANALYSIS, figures=broken)
     result = qk.run(make_model(), **SMALL)
-    out = qk.write_outputs(result, tmp_path / "out")
+    out = no_figures(monkeypatch, qk.OUTPUTS).write(result, tmp_path / "out")
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with pytest.raises(RuntimeError, match="figure failed"):
         outputs.write(result, out)
@@ -224,14 +221,15 @@ def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
 
 
-def test_python_results_name_the_checkpoint_the_model_was_loaded_from(tmp_path):
+def test_python_results_name_the_checkpoint_the_model_was_loaded_from(tmp_path, monkeypatch):
     from models import load_model, sha256_file
 
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))  # provenance only
     path = save_model(make_model(d_model=16), tmp_path / "model.pt")
     model = load_model(path)
     assert (model.checkpoint_path, model.checkpoint_sha256) == (str(path.absolute()), sha256_file(path))
     result = fa.run(model, num_sequences=8, bootstrap_resamples=20)
-    out = fa.write_outputs(result, tmp_path / "out")
+    out = no_figures(monkeypatch, fa.OUTPUTS).write(result, tmp_path / "out")
     provenance = json.loads((out / "metrics.json").read_text())["provenance"]
     assert provenance["checkpoint"] == str(path.absolute())
     assert provenance["checkpoint_sha256"] == sha256_file(path)
@@ -277,9 +275,10 @@ def test_more_bad_arguments_are_one_line(main, argv, message, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_analysis_refuses_to_replace_the_folder_holding_its_checkpoint(tmp_path, capsys):
+def test_an_analysis_refuses_to_replace_the_folder_holding_its_checkpoint(tmp_path, capsys, monkeypatch):
     out = tmp_path / "earlier"
     checkpoint = str(save_model(make_model(), tmp_path / "m.pt"))
+    monkeypatch.setattr(qk_cli, "OUTPUTS", no_figures(monkeypatch, qk.OUTPUTS))  # the folder is what matters
     assert qk_cli.main(["--checkpoint", checkpoint, "--num-sequences", "8", "--out", str(out)]) == 0
     checkpoint = save_model(make_model(), out / "model.pt")  # a checkpoint kept inside an output
     capsys.readouterr()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, no_figures
 
 from analyses import flip_alignment as fa
 from analyses.flip_alignment import __main__ as fa_cli
@@ -272,7 +272,8 @@ def test_cli_writes_every_output_and_reruns_identically(checkpoint, tmp_path, ca
     assert sorted(p.name for p in out.parent.iterdir()) == ["flip"]  # no temp folders left behind
 
 
-def test_cli_reads_a_run_folder_and_other_seq_len(checkpoint, tmp_path):
+def test_cli_reads_a_run_folder_and_other_seq_len(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     out = tmp_path / "out"
     assert (
         fa_cli.main(["--checkpoint", str(checkpoint.parent), "--out", str(out), "--seq-len", "6", *CLI_SMALL])
@@ -283,7 +284,8 @@ def test_cli_reads_a_run_folder_and_other_seq_len(checkpoint, tmp_path):
     assert len(document["layers"][0]["heads"][0]["per_position_flip_mass"]) == 6
 
 
-def test_cli_reads_the_tutorial_flax_format_with_n_heads(tmp_path):
+def test_cli_reads_the_tutorial_flax_format_with_n_heads(tmp_path, monkeypatch):
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     model = make_model(seed=5, n_heads=2, layer_norm_eps=1e-6)
     flax_file = write_flax_msgpack(to_flax_tree(model), tmp_path / "tutorial.msgpack")
     out = tmp_path / "out"
@@ -344,6 +346,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_output(case, tmp_path, checkpoi
 
 
 def test_no_checkpoint_reuses_the_cached_default_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     monkeypatch.setenv(default_model.CACHE_ENV, str(tmp_path / "cache"))
     run = default_model.default_model_dir()
     assert run == tmp_path / "cache" / "models" / "tutorial-seed0"
@@ -356,9 +359,10 @@ def test_no_checkpoint_reuses_the_cached_default_model(tmp_path, monkeypatch):
     assert provenance["checkpoint"] == str(cached) and provenance["checkpoint_sha256"] == sha256_file(cached)
 
 
-def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch):
+def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch, capsys):
     import models.train
 
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     monkeypatch.setenv(default_model.CACHE_ENV, str(tmp_path / "cache"))
     calls = []
 
@@ -371,8 +375,9 @@ def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch):
         return run
 
     monkeypatch.setattr(models.train, "train", fake_train)
-    for _ in range(2):
-        assert fa_cli.main(["--out", str(tmp_path / "out"), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--out", str(tmp_path / "out"), *CLI_SMALL, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: not even the line saying the model is being trained
+    assert fa_cli.main(["--out", str(tmp_path / "out"), *CLI_SMALL]) == 0
     assert len(calls) == 1  # the second run reuses the cache
     assert calls[0][:5] == ["--preset", "tutorial", "--stop-at-perfect", "--seed", "0"]
     assert default_model.default_model_dir().joinpath("model.pt").is_file()

@@ -146,17 +146,21 @@ def test_permutation_sequences_beyond_num_sequences_is_the_estimator_of_schema_1
     assert numbers(forty) == numbers(everything)
 
 
-def test_progress_false_and_quiet_silence_the_patching_progress_bars(tiny_model, tmp_path, capfd):
+def test_progress_false_and_quiet_hide_the_patching_progress_bars(tiny_model, tmp_path, capfd, monkeypatch):
     ha.run(tiny_model, **SMALL)
     assert "it/s" in capfd.readouterr().err  # TransformerLens' tqdm bars, on by default as before
     ha.run(tiny_model, **SMALL, progress=False)
     assert capfd.readouterr().err == ""
-    checkpoint = save_model(tiny_model, tmp_path / "model.pt")
-    argv = ["--checkpoint", str(checkpoint), "--num-sequences", "20", "--bootstrap-resamples", "20"]
-    argv += ["--permutations", "1", "--patch-sequences", "8", "--out", str(tmp_path / "out")]
-    assert ha_cli.main([*argv, "--quiet"]) == 0
-    captured = capfd.readouterr()
-    assert captured.err == "" and "wrote" in captured.out
+    calls = []
+
+    def stop(model, **kwargs):  # the CLI's run: record what it is asked for, then stop
+        calls.append(kwargs)
+        raise ValueError("stopped")
+
+    monkeypatch.setattr(ha_cli, "run", stop)
+    argv = ["--checkpoint", str(save_model(tiny_model, tmp_path / "model.pt")), "--out", str(tmp_path / "o")]
+    assert ha_cli.main([*argv, "--quiet"]) == 2 and ha_cli.main(argv) == 2
+    assert [c["progress"] for c in calls] == [False, True]
 
 
 def test_corruption_changes_one_digit():

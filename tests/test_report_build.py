@@ -186,7 +186,8 @@ def test_reuse_requires_the_same_inputs(built, checkpoint, tmp_path):
     assert not pipeline.reusable(out / "missing", "qk_circuit", expected)
 
 
-def test_a_result_of_the_analysis_cli_is_reused_when_its_settings_match(checkpoint, tmp_path, monkeypatch):
+def test_a_result_of_the_analysis_cli_is_reused_when_its_settings_match(tmp_path, monkeypatch):
+    checkpoint = save_model(make_model(), tmp_path / "one_head.pt")  # one panel per figure: quicker
     out = tmp_path / "report"
     argv = ["--checkpoint", str(checkpoint), "--num-sequences", str(NUM), "--seed", "2"]
     assert (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_model, numbers
+from conftest import make_model, no_figures, numbers
 
 from analyses import flip_alignment as fa
 from analyses import head_ablation as ha
@@ -98,7 +98,8 @@ def test_summary_is_the_same_method_everywhere(results, name):
     assert isinstance(text, str) and len(text.splitlines()) >= 2
 
 
-def test_summary_is_what_the_cli_prints(paths, tmp_path, capsys):
+def test_summary_is_what_the_cli_prints(paths, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     argv = ["--checkpoint", str(paths["one"]), "--num-sequences", "24", "--batch-size", "12"]
     assert fa_cli.main([*argv, "--bootstrap-resamples", "20", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
@@ -147,7 +148,7 @@ def test_to_dataframe_without_pandas_says_how_to_get_it(results, monkeypatch):
     assert str(info.value) == "to_dataframe() needs pandas: pip install pandas"
 
 
-def test_our_progress_lines_follow_progress_and_quiet(paths, tmp_path, capsys):
+def test_our_progress_lines_follow_progress_and_quiet(paths, tmp_path, capsys, monkeypatch):
     from analyses.zoo_summary import __main__ as zs_cli
 
     zs.run(paths["zoo"], **SMALL, progress=True)
@@ -157,6 +158,7 @@ def test_our_progress_lines_follow_progress_and_quiet(paths, tmp_path, capsys):
     ]
     zs.run(paths["zoo"], **SMALL)  # from Python: quiet unless asked
     assert capsys.readouterr().err == ""
+    monkeypatch.setattr(zs_cli, "OUTPUTS", no_figures(monkeypatch, zs.OUTPUTS))
     argv = [str(paths["zoo"]), "--num-sequences", "24", "--bootstrap-resamples", "20"]
     assert zs_cli.main([*argv, "--out", str(tmp_path / "loud")]) == 0
     assert "[2/2]" in capsys.readouterr().err

@@ -332,11 +332,20 @@ def test_same_seed_same_numbers(snapshot_run):
         (["--out", "x"], "required"),
     ],
 )
-def test_cli_errors_are_one_line(tmp_path, argv, message):
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     (tmp_path / "model.pt").write_bytes(b"not a folder")
+    assert td_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cli_error_in_a_real_process_is_one_line_and_exit_2(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "analyses.training_dynamics", *argv], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "analyses.training_dynamics", "--run", str(tmp_path / "nothing")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
-    assert done.returncode == 2 and done.stderr.startswith("error:") and message in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: --run {tmp_path / 'nothing'}: no such folder\n"
