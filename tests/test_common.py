@@ -1,4 +1,4 @@
-"""The routines every analysis command shares (analyses.command, analyses.common): flags, the CLI body,
+"""The routines every analysis command shares (analyses.frame): flags, the CLI body,
 the output folder and its provenance — checked once here, across the analyses that use them."""
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ the row entropy (0 for a permutation, log N for uniform), the flip mass per quer
 whether neighbour keys that happen to hold the target digit get more weight than other neighbours;
 plus accuracy and loss. Every mean carries a 95% percentile-bootstrap CI over whole sequences.
 
-Python: ``result = run(model, num_sequences=10_000)``; ``write_outputs(result, "out/flip")``.
+Python: ``result = run(model, num_sequences=10_000)`` (a model or a checkpoint path);
+``write_outputs(result, "out/flip")``; ``result.summary()``, ``result.to_dataframe()``.
 CLI:    ``python -m analyses.flip_alignment [--checkpoint PATH] [--out DIR] ...`` (see ``--help``).
 """
 

@@ -10,7 +10,8 @@
    ``permutation_sequences`` sequences, 1,000 by default) and temperatures τ.
 3. Activation patching with ``transformer_lens.patching`` (see :mod:`analyses.head_ablation.patching`).
 
-Python: ``result = run(model)``; ``write_outputs(result, "out/heads")``.
+Python: ``result = run(model)`` (a model or a checkpoint path; ``progress=False`` hides TransformerLens'
+bars); ``write_outputs(result, "out/heads")``; ``result.summary()``, ``result.to_dataframe()``.
 CLI:    ``python -m analyses.head_ablation [--checkpoint PATH] [--out DIR] ...`` (see ``--help``).
 """
 

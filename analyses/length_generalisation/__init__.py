@@ -15,7 +15,8 @@ t[N_train − 1 − i]. Every mean carries a 95% percentile-bootstrap CI over wh
 A learned positional encoding has rows for positions 0..N_train − 1 only (and the sinusoidal table
 ``pe_max_len``): longer lengths are skipped with the reason recorded, not run.
 
-Python: ``result = run(model, lengths=(8, 16, 24))``; ``write_outputs(result, "out/lengths")``.
+Python: ``result = run(model, lengths=(8, 16, 24))`` (a model or a checkpoint path);
+``write_outputs(result, "out/lengths")``; ``result.summary()``, ``result.to_dataframe()``.
 CLI:    ``python -m analyses.length_generalisation [--checkpoint PATH] [--lengths 8,12,16] ...``.
 """
 

@@ -13,7 +13,8 @@ so differences are paired).
 Reference lines: chance 1/C and the best accuracy without positional information
 (:mod:`interp.baselines`: exact sum over partitions, checked by Monte Carlo).
 
-Python: ``result = run(model)``; ``write_outputs(result, "out/pe")``. CLI: ``python -m analyses.pe_ablation``.
+Python: ``result = run(model)`` (a model or a checkpoint path); ``write_outputs(result, "out/pe")``;
+``result.summary()``, ``result.to_dataframe()``. CLI: ``python -m analyses.pe_ablation``.
 """
 
 from analyses.frame.command import Outputs

@@ -26,7 +26,8 @@ sequences, over ``MAX_UNITS`` fixed blocks of consecutive sequences, which keeps
 Quantities of the weights alone (encoding similarities, singular values, QK gain) have no sampling
 error and no CI.
 
-Python: ``result = run(model, num_sequences=2000)``; ``write_outputs(result, "out/qk")``.
+Python: ``result = run(model, num_sequences=2000)`` (a model or a checkpoint path);
+``write_outputs(result, "out/qk")``; ``result.summary()``, ``result.to_dataframe()``.
 CLI:    ``python -m analyses.qk_circuit [--checkpoint PATH] [--out DIR] ...`` (see ``--help``).
 """
 
