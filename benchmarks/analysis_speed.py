@@ -28,17 +28,21 @@ import time
 from pathlib import Path
 
 ANALYSES = ("flip_alignment", "qk_circuit", "pe_ablation", "head_ablation", "length_generalisation")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(argv: list[str], source: Path | None) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, load average before) of one process; it must succeed."""
+    """(wall seconds, CPU seconds, load average before) of one process, run in ``source`` (None: this
+    checkout); it must succeed. (``python -m`` puts its working folder first on sys.path.)"""
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = str(source)
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        argv, env=env, cwd=source or REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
