@@ -1,7 +1,7 @@
 """Matplotlib helpers for effects with confidence intervals: bars with whiskers, curves with bands,
 and annotated grids — each drawn on a given ``Axes`` with labelled reference lines (chance, ceilings).
 
-Agg backend; the caller builds the figure, saves and closes it (``analyses.common.save_figure``).
+Agg backend; the caller builds the figure, saves and closes it (``analyses.frame.figures.save_figure``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Matplotlib figures for attention analyses (functions return figures, never show them).
 
 Inputs are plain arrays indexed ``[layer, head, ...]`` so the functions work on any model's numbers;
-saving (and closing) is the caller's job, e.g. ``analyses.common.save_figure``.
+saving (and closing) is the caller's job, e.g. ``analyses.frame.figures.save_figure``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "CheckpointError": "models.checkpoints",
-    "load_model": "models.checkpoints",
+    "load_model": "models.loading",
     "save_model": "models.checkpoints",
     "sha256_file": "models.checkpoints",
     "EncoderConfig": "models.config",
@@ -30,9 +30,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from models.checkpoints import CheckpointError, load_model, save_model, sha256_file
+    from models.checkpoints import CheckpointError, save_model, sha256_file
     from models.config import EncoderConfig
     from models.encoder import HookedReverseEncoder
+    from models.loading import load_model
 
 
 def __getattr__(name: str) -> Any:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -389,7 +388,7 @@ def _load_torch_dict(path: Path, obj: Any, n_heads: int | None, device: str) -> 
 
 
 def load_model(
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike,
     *,
     n_heads: int | None = None,
     device: str = "cpu",
@@ -397,17 +396,15 @@ def load_model(
 ) -> HookedReverseEncoder:
     """Load any supported checkpoint (see the module docstring) as a model in eval mode.
 
-    ``path`` None: the cached default model (the tutorial's recipe, seed 0), trained on first use
-    (about 15 s; see :mod:`models.default_model`). ``n_heads`` is needed only for Flax files, which do
+    ``models.load_model`` (:mod:`models.loading`) is this function with ``path`` optional (None: the
+    cached default model). ``n_heads`` is needed only for Flax files, which do
     not store it (default 1, with a warning saying so); for the other formats it is read from the
     file, and a different explicit value is an error. ``device``: cpu, cuda[:N] or mps, checked first.
     With ``check_accuracy`` the model reverses 256 random sequences once and a warning says so when
     its accuracy is near chance (an untrained model, or a Flax file loaded with the wrong head count).
     """
     if path is None:
-        from models.default_model import ensure_default_model
-
-        path = ensure_default_model(log=lambda message: sys.stderr.write(message + "\n"))
+        raise CheckpointError("no checkpoint path given (models.load_model() without one: the default model)")
     path = Path(path)
     try:
         device = check_device(device)

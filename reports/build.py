@@ -5,7 +5,7 @@
     python -m reports.build --index DIR [DIR ...] [--out DIR]
 
 The first form runs every analysis of :data:`reports.pipeline.ANALYSES` on the model (the default
-model of ``analyses.common.resolve_model`` when no checkpoint is given), reusing ``DIR/<analysis>``
+model of ``analyses.frame.loading.resolve_model`` when no checkpoint is given), reusing ``DIR/<analysis>``
 folders whose inputs match, and writes::
 
     DIR/<analysis>/     each analysis' own outputs (metrics.json, metrics.csv, figures/, report.html)
@@ -33,7 +33,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from analyses import common
+from analyses.frame import arguments, files
+from analyses.frame import provenance as provenance_record
+from analyses.frame.cli import UserError, run_cli
+from analyses.frame.loading import ResolvedModel, resolve_model
 from reports import pipeline
 from reports.full_report import AnalysisSection, render_full_report
 from reports.summary import SUMMARY_FILE, SUMMARY_SCHEMA_VERSION, key_metrics
@@ -77,21 +80,21 @@ def is_report_folder(folder: Path) -> bool:
     except (OSError, ValueError):
         pass
     entries = [p for p in folder.iterdir() if not p.name.startswith(".report-build-")]
-    return all(p.name in pipeline.ANALYSES and common.is_output_folder(p) for p in entries)
+    return all(p.name in pipeline.ANALYSES and files.is_output_folder(p) for p in entries)
 
 
 def _prepare_out(out: Path) -> tuple[Path, list[Path]]:
     """Create ``out`` (and missing parents) and a staging folder inside it; return both, and the
     folders created (to remove on failure). :class:`UserError` when it cannot be written."""
     if out.exists() and not out.is_dir():
-        raise common.UserError(f"--out {out} exists and is not a folder")
+        raise UserError(f"--out {out} exists and is not a folder")
     created: list[Path] = []
     try:
-        created = common.make_folders(out)
+        created = files.make_folders(out)
         staging = Path(tempfile.mkdtemp(dir=out, prefix=".report-build-"))
     except OSError as e:
-        common.remove_empty(created)
-        raise common.UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
+        files.remove_empty(created)
+        raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
     return staging, created
 
 
@@ -127,18 +130,18 @@ def build_report(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{label} must be an integer ≥ {low}, got {value!r}")
     if not str(out).strip():
-        raise common.UserError("--out is empty: name the report folder")
+        raise UserError("--out is empty: name the report folder")
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
-        raise common.UserError(f"--out {out} exists and is not a folder")
+        raise UserError(f"--out {out} exists and is not a folder")
     if out.is_dir() and not is_report_folder(out):  # report.html and summary.json are overwritten
-        raise common.UserError(
+        raise UserError(
             f"--out {out} exists and is not a report folder (no summary.json of reports.build, and not "
             "only analysis outputs): refusing to write into it; name a new or empty folder"
         )
     for analysis in selected:  # each OUT/<analysis> is replaced whole: it must be an earlier output
-        common.check_replaceable(out / analysis)
-    loaded = common.resolve_model(checkpoint, n_heads=n_heads, log=log)
+        files.check_replaceable(out / analysis)
+    loaded = resolve_model(checkpoint, n_heads=n_heads, log=log)
     model = loaded.model
     name = default_name(loaded.path) if name is None else str(name)
     staging, created = _prepare_out(out)
@@ -146,8 +149,8 @@ def build_report(
         sections, tasks = _plan(out, staging, loaded, selected, seed, num_sequences, n_heads, command, say)
         pipeline.run_tasks(tasks, model, jobs, say)
 
+        from analyses.frame.html import read_captions
         from reports.explorer import explorer_data
-        from reports.render import read_captions
 
         documents = {}
         for section in sections:
@@ -167,7 +170,7 @@ def build_report(
             explorer=explorer_data(model, seed, EXPLORER_SEQUENCES, name=name),
             provenance=provenance,
         )
-        common.write_text(staging / REPORT_FILE, html)
+        files.write_text(staging / REPORT_FILE, html)
         page_bytes = len(html.encode("utf-8"))
         if page_bytes > PAGE_BUDGET_BYTES:
             say(
@@ -182,14 +185,14 @@ def build_report(
             "report_bytes": page_bytes,
             "build_seconds": round(time.perf_counter() - started, 2),
         }
-        common.write_json(staging / SUMMARY_FILE, summary)
+        files.write_json(staging / SUMMARY_FILE, summary)
         for task in tasks:  # everything exists: move it into place
-            common.replace_dir(task.out, out / task.name)
+            files.replace_dir(task.out, out / task.name)
         os.replace(staging / SUMMARY_FILE, out / SUMMARY_FILE)
         os.replace(staging / REPORT_FILE, out / REPORT_FILE)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        common.remove_empty(created)
+        files.remove_empty(created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return out / REPORT_FILE
@@ -202,7 +205,7 @@ def _config(cfg: Any) -> dict[str, Any]:
 def _plan(
     out: Path,
     staging: Path,
-    loaded: common.ResolvedModel,
+    loaded: ResolvedModel,
     selected: list[str],
     seed: int,
     num_sequences: int,
@@ -235,7 +238,7 @@ def _plan(
             say(f"{analysis}: reusing {out / analysis}")
             continue
         section.status, section.figures_dir = "computed", staging / analysis / "figures"
-        provenance = common.provenance(
+        provenance = provenance_record.provenance(
             analysis=analysis,
             checkpoint=loaded.path,
             checkpoint_sha256=loaded.sha256,
@@ -255,7 +258,7 @@ def _plan(
 
 def _provenance(
     name: str,
-    loaded: common.ResolvedModel,
+    loaded: ResolvedModel,
     seed: int,
     num_sequences: int,
     command: str | None,
@@ -271,7 +274,7 @@ def _provenance(
         "seed": seed,
         "num_sequences": num_sequences,
         "command": command,
-        "packages": common.package_versions(),
+        "packages": provenance_record.package_versions(),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "analyses": [
             {
@@ -294,44 +297,46 @@ def _select(only: Sequence[str] | None, skip: Sequence[str]) -> list[str]:
 
 
 # --- command line ---------------------------------------------------------------------------------
-def build_parser() -> common.ArgumentParser:
+def build_parser() -> arguments.ArgumentParser:
     names = ", ".join(pipeline.ANALYSES)
-    p = common.ArgumentParser(
+    p = arguments.ArgumentParser(
         prog="python -m reports.build",
         description="Run every analysis on a model and write one offline HTML report (or, with --index, "
         "a page comparing several reports).",
     )
     p.add_argument(
         "--checkpoint",
-        type=common.path_arg,
+        type=arguments.path_arg,
         help="model (our model.pt or run folder, the tutorial's .ckpt or Flax msgpack); "
         "default: the cached tutorial model, trained on first use",
     )
     p.add_argument(
         "--out",
-        type=common.path_arg,
+        type=arguments.path_arg,
         help=f"report folder (default {DEFAULT_OUT}); with --index: folder for index.html "
         "(default: the runs' common parent)",
     )
     p.add_argument("--only", action="append", metavar="A[,B]", help=f"run only these analyses ({names})")
     p.add_argument("--skip", action="append", metavar="A[,B]", help="leave these analyses out")
-    p.add_argument("--seed", type=common.seed_int, default=0, help="data and bootstrap seed")
+    p.add_argument("--seed", type=arguments.seed_int, default=0, help="data and bootstrap seed")
     p.add_argument(
         "--num-sequences",
-        type=common.positive_int,
+        type=arguments.positive_int,
         default=DEFAULT_NUM_SEQUENCES,
         help=f"random sequences per analysis (default {DEFAULT_NUM_SEQUENCES:,})",
     )
-    p.add_argument("--n-heads", type=common.positive_int, help="heads of a Flax checkpoint (others store it)")
+    p.add_argument(
+        "--n-heads", type=arguments.positive_int, help="heads of a Flax checkpoint (others store it)"
+    )
     p.add_argument("--name", help="run name shown in the report (default: the checkpoint's run folder)")
     p.add_argument(
         "--jobs",
-        type=common.positive_int,
+        type=arguments.positive_int,
         default=min(2, os.cpu_count() or 1),
         help="analyses run in parallel processes (default: 2, or 1 on a one-core machine)",
     )
     p.add_argument(
-        "--index", nargs="+", type=common.path_arg, metavar="DIR", help="report folders to compare"
+        "--index", nargs="+", type=arguments.path_arg, metavar="DIR", help="report folders to compare"
     )
     return p
 
@@ -345,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             given = [f for f in ("checkpoint", "only", "skip", "name", "n_heads") if getattr(args, f)]
             if given:
                 option = "--" + given[0].replace("_", "-")
-                raise common.UserError(f"--index takes report folders only, not {option}")
+                raise UserError(f"--index takes report folders only, not {option}")
             from reports.index import build_index, default_index_dir
 
             page = build_index(args.index, args.out or default_index_dir(args.index))
@@ -375,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {page} ({size / 1e6:.2f} MB) in {time.perf_counter() - started:.1f} s")  # noqa: T201
         return 0
 
-    return common.run_cli(body)
+    return run_cli(body)
 
 
 if __name__ == "__main__":

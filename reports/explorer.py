@@ -3,7 +3,7 @@
 The explorer shows the attention pattern of any layer and head for a chosen sequence. Two sources:
 
 - **embedded sequences**: the first ``n`` sequences of the analyses' evaluation stream
-  (``analyses.common.token_batches`` with the report's seed), with their patterns read from
+  (``analyses.frame.sequences.token_batches`` with the report's seed), with their patterns read from
   ``blocks.l.attn.hook_pattern`` on the model's one forward pass and the model's predictions;
 - **typed digits**: no table can hold every input, so the page carries the model's weights and the
   script re-states the small forward pass (embedding + positional encoding, attention, LayerNorm, MLP,
@@ -24,7 +24,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from analyses import common
+from analyses.frame.loading import evaluating
+from analyses.frame.sequences import token_batches
 
 PATTERN_DECIMALS = 5  # embedded patterns are rounded to this many decimals (|error| ≤ 5e-6)
 
@@ -37,7 +38,7 @@ def max_typed_length(cfg: Any) -> int:
 
 def example_tokens(cfg: Any, seed: int, count: int) -> Int[Tensor, "example pos"]:
     """The first ``count`` evaluation sequences of the stream every analysis reads with ``seed``."""
-    return next(common.token_batches(count, cfg.n_ctx, cfg.d_vocab, seed, count))
+    return next(token_batches(count, cfg.n_ctx, cfg.d_vocab, seed, count))
 
 
 def attention_patterns(
@@ -45,13 +46,8 @@ def attention_patterns(
 ) -> tuple[Float[Tensor, "batch layer head query key"], Int[Tensor, "batch pos"]]:
     """Every layer's ``hook_pattern`` and the predicted digits, from one forward pass."""
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
     return torch.stack([cache[h] for h in hooks], dim=1).cpu(), logits.argmax(-1).cpu()
 
 

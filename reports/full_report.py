@@ -4,7 +4,7 @@
 folders), the explorer data (``reports.explorer``) and the key numbers (``reports.summary``) and
 renders ``templates/full_report.html.j2``. The page is one file: figures are base64 PNG, the styles
 and the explorer script (``static/explorer.js``) are inline, the data sit in a
-``<script type="application/json">`` escaped by :func:`reports.render.json_script`. Nothing is
+``<script type="application/json">`` escaped by :func:`analyses.frame.html.json_script`. Nothing is
 computed here beyond formatting.
 """
 
@@ -20,9 +20,10 @@ from typing import Any
 
 import markupsafe
 
-from reports import render
+from analyses.frame import html
 
 STATIC = Path(__file__).parent / "static"
+TEMPLATES = Path(__file__).parent / "templates"  # full_report.html.j2, index.html.j2
 
 # Two or three plain sentences per analysis: what was done, and how to read the section.
 INTRODUCTIONS: dict[str, tuple[str, ...]] = {
@@ -175,12 +176,12 @@ def _section_parts(section: AnalysisSection) -> tuple[markupsafe.Markup, markups
     prefix = IN_EXPLORER.get(section.name)
     if prefix:
         captions = {k: v for k, v in captions.items() if not k.startswith(prefix)}
-    html = render.render_section(
+    section_html = html.render_section(
         section.document, section.figures_dir, captions, id_prefix=f"{section.anchor}--"
     )
-    head, sep, body = str(html).partition("</h2>")
+    head, sep, body = str(section_html).partition("</h2>")
     if not sep:
-        return markupsafe.Markup(""), html
+        return markupsafe.Markup(""), section_html
     return markupsafe.Markup(head + sep), markupsafe.Markup(body)
 
 
@@ -212,7 +213,7 @@ def render_full_report(
             }
         )
     return (
-        render.environment()
+        html.environment(TEMPLATES)
         .get_template("full_report.html.j2")
         .render(
             name=name,

@@ -96,10 +96,11 @@ def _row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, An
 
 
 def render_index(rows: list[dict[str, Any]]) -> str:
-    from reports.render import environment
+    from analyses.frame.html import environment
+    from reports.full_report import TEMPLATES
 
     return (
-        environment()
+        environment(TEMPLATES)
         .get_template("index.html.j2")
         .render(rows=rows, config_columns=CONFIG_COLUMNS, config_labels=CONFIG_LABELS)
     )
@@ -119,7 +120,7 @@ def is_index_page(path: Path) -> bool:
 
 def build_index(run_dirs: list[Path], out: Path) -> Path:
     """Write the index page for ``run_dirs`` into ``out`` (a folder, or a ``.html`` path); return its path."""
-    from analyses.common import make_folders, remove_empty, write_text
+    from analyses.frame.files import make_folders, remove_empty, write_text
 
     if not run_dirs:
         raise ValueError("--index needs at least one report folder")

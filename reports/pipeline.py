@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports.render import CAPTIONS_FILE
+from analyses.frame.html import CAPTIONS_FILE
 
 DEFAULT_RESAMPLES = 1000
 
@@ -46,18 +46,20 @@ def _no_positions(cfg: Any) -> str | None:
     return None
 
 
+# Costs: seconds each took in one build of the tutorial model's report (2,000 sequences, load ~2.5),
+# divided by flip_alignment's; the slowest start first, so the two workers finish close together.
 ANALYSES: dict[str, AnalysisSpec] = {
     "flip_alignment": AnalysisSpec(
         "analyses.flip_alignment", {"bootstrap_resamples": DEFAULT_RESAMPLES}, 1.0, "Flip alignment"
     ),
     "qk_circuit": AnalysisSpec(
-        "analyses.qk_circuit", {"bootstrap_resamples": DEFAULT_RESAMPLES}, 3.0, "QK circuit"
+        "analyses.qk_circuit", {"bootstrap_resamples": DEFAULT_RESAMPLES}, 3.9, "QK circuit"
     ),
     "pe_ablation": AnalysisSpec(
         "analyses.pe_ablation",
         # The exact no-position ceiling is computed for N ≤ 32; the Monte Carlo check needs fewer draws.
         {"bootstrap_resamples": DEFAULT_RESAMPLES, "monte_carlo_sequences": 20_000, "shuffle_seeds": 5},
-        2.0,
+        2.3,
         "Positional-encoding ablation",
         _no_positions,
     ),
@@ -70,13 +72,13 @@ ANALYSES: dict[str, AnalysisSpec] = {
             "reference_sequences": 1000,
             "patch_sequences": 200,
         },
-        3.0,
+        2.5,
         "Head ablation",
     ),
     "length_generalisation": AnalysisSpec(
         "analyses.length_generalisation",
         {"bootstrap_resamples": DEFAULT_RESAMPLES},
-        1.0,
+        1.4,
         "Length generalisation",
     ),
 }
@@ -176,12 +178,12 @@ def run_task(task: Task, model: Any = None) -> float:
     """
     import torch
 
-    from analyses import common
+    from analyses.frame.loading import resolve_model
 
     started = time.perf_counter()
     if model is None:
         torch.set_num_threads(1)
-        model = common.resolve_model(task.checkpoint, n_heads=task.n_heads).model
+        model = resolve_model(task.checkpoint, n_heads=task.n_heads).model
     module = importlib.import_module(task.spec.module)
     with _quiet_progress_bars():
         result = module.run(model, num_sequences=task.num_sequences, seed=task.seed, **task.spec.kwargs)

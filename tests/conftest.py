@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import types
+
 import pytest
 import torch
 
@@ -24,6 +28,20 @@ def make_model(seed: int = 0, **overrides) -> HookedReverseEncoder:
             elif name.endswith("bias") or name.endswith(".b"):
                 p.copy_(0.3 * torch.randn_like(p))
     return model.eval()
+
+
+def figures_module(monkeypatch, name: str, make_figures) -> str:
+    """Register a module ``name`` whose ``make_figures`` is the given function, for ``Outputs(figures=)``."""
+    module = types.ModuleType(name)
+    module.make_figures = make_figures
+    monkeypatch.setitem(sys.modules, name, module)
+    return name
+
+
+def no_figures(monkeypatch, outputs):
+    """``outputs`` (an ``analyses.frame.command.Outputs``) without figures, for tests of the folder, the
+    provenance or the printed summary; every analysis' own tests draw its real figures."""
+    return dataclasses.replace(outputs, figures=figures_module(monkeypatch, "no_figures", lambda r, d: {}))
 
 
 def numbers(result) -> dict:

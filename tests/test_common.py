@@ -1,4 +1,4 @@
-"""The routines every analysis command shares (analyses.command, analyses.common): flags, the CLI body,
+"""The routines every analysis command shares (analyses.frame): flags, the CLI body,
 the output folder and its provenance — checked once here, across the analyses that use them."""
 
 from __future__ import annotations
@@ -6,13 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
-from conftest import make_model
+from conftest import figures_module, make_model, no_figures
 
-from analyses import command, common
 from analyses import flip_alignment as fa
 from analyses import head_ablation as ha
 from analyses import length_generalisation as lg
@@ -20,30 +18,38 @@ from analyses import pe_ablation as pa
 from analyses import qk_circuit as qk
 from analyses import training_dynamics as td
 from analyses import zoo_summary as zs
+from analyses.flip_alignment import __main__ as fa_cli
+from analyses.frame import arguments, cli, command, files
+from analyses.head_ablation import __main__ as ha_cli
+from analyses.length_generalisation import __main__ as lg_cli
+from analyses.pe_ablation import __main__ as pa_cli
+from analyses.qk_circuit import __main__ as qk_cli
+from analyses.training_dynamics import __main__ as td_cli
+from analyses.zoo_summary import __main__ as zs_cli
 from models import EncoderConfig
 from models.checkpoints import save_model
 
-MODEL_ANALYSES = (fa, qk, pa, ha)  # the analyses of one model that take --seq-len
+MODEL_ANALYSES = (fa_cli, qk_cli, pa_cli, ha_cli)  # the CLIs of the analyses of one model with --seq-len
 TINY = ["--num-sequences", "8", "--batch-size", "8", "--bootstrap-resamples", "5"]
 
 
 # --- --seq-len ------------------------------------------------------------------------------------
 def test_check_seq_len_by_hand():
     learned = EncoderConfig(n_ctx=16, positional_embedding="learned")
-    common.check_seq_len(learned, 16)  # every row exists
+    arguments.check_seq_len(learned, 16)  # every row exists
     with pytest.raises(ValueError) as info:
-        common.check_seq_len(learned, 17, "--seq-len")
+        arguments.check_seq_len(learned, 17, "--seq-len")
     assert str(info.value) == (
         "--seq-len 17 exceeds what the model's learned positional encoding supports (16 positions)"
     )
     sinusoidal = EncoderConfig(n_ctx=16, pe_max_len=40)
-    common.check_seq_len(sinusoidal, 40)
+    arguments.check_seq_len(sinusoidal, 40)
     with pytest.raises(ValueError, match=r"^seq_len 41 exceeds .* sinusoidal .* \(40 positions\)$"):
-        common.check_seq_len(sinusoidal, 41)
-    common.check_seq_len(EncoderConfig(positional_embedding="none"), 10**6)  # no table, no limit
+        arguments.check_seq_len(sinusoidal, 41)
+    arguments.check_seq_len(EncoderConfig(positional_embedding="none"), 10**6)  # no table, no limit
 
 
-@pytest.mark.parametrize("module", MODEL_ANALYSES, ids=lambda m: m.__name__.split(".")[-1])
+@pytest.mark.parametrize("module", MODEL_ANALYSES, ids=lambda m: m.__name__.split(".")[-2])
 def test_seq_len_beyond_the_encoding_is_one_line_exit_2_and_no_output(module, tmp_path, capsys):
     checkpoint = save_model(make_model(positional_embedding="learned"), tmp_path / "learned.pt")
     argv = ["--checkpoint", str(checkpoint), "--seq-len", "17", "--out", str(tmp_path / "out"), *TINY]
@@ -73,6 +79,7 @@ def test_every_analysis_has_the_shared_flags_with_the_same_help():
         "--device",
         "--batch-size",
         "--bootstrap-resamples",
+        "--quiet",
     ]
     per_analysis = {  # analysis → shared flags it leaves out
         fa: (),
@@ -83,9 +90,10 @@ def test_every_analysis_has_the_shared_flags_with_the_same_help():
         td: ("--checkpoint", "--n-heads", "--seq-len"),
         zs: ("--checkpoint", "--n-heads", "--seq-len"),
     }
+    clis = {fa: fa_cli, qk: qk_cli, pa: pa_cli, ha: ha_cli, lg: lg_cli, td: td_cli, zs: zs_cli}
     for module, missing in per_analysis.items():
-        actions = _actions(module.build_parser())
-        assert module.build_parser().prog == f"python -m analyses.{module.ANALYSIS}"
+        actions = _actions(clis[module].build_parser())
+        assert clis[module].build_parser().prog == f"python -m analyses.{module.ANALYSIS}"
         for flag, expected in reference.items():
             if flag in missing:
                 assert flag not in actions, (module.__name__, flag)
@@ -111,11 +119,11 @@ def test_sampling_kwargs_are_the_shared_flags_the_parser_has():
 
 
 def test_int_flags_say_what_they_expect():
-    assert (common.positive_int("3"), common.non_negative_int("0")) == (3, 0)
+    assert (arguments.positive_int("3"), arguments.non_negative_int("0")) == (3, 0)
     for parse, text, message in (
-        (common.positive_int, "0", "expected a positive integer, got 0"),
-        (common.positive_int, "x", "expected a positive integer, got 'x'"),
-        (common.non_negative_int, "-1", "expected a non-negative integer, got -1"),
+        (arguments.positive_int, "0", "expected a positive integer, got 0"),
+        (arguments.positive_int, "x", "expected a positive integer, got 'x'"),
+        (arguments.non_negative_int, "-1", "expected a non-negative integer, got -1"),
     ):
         with pytest.raises(argparse.ArgumentTypeError) as info:
             parse(text)
@@ -125,8 +133,8 @@ def test_int_flags_say_what_they_expect():
 # --- the CLI body ---------------------------------------------------------------------------------
 def _fake_cli(argv, calls):
     parser = command.analysis_parser("qk_circuit", "", out=Path("o"), num_sequences=7, model=False)
-    outputs = command.Outputs("qk_circuit", ("a",), figures="analyses.qk_circuit_figures")
-    return command.main(argv, parser, lambda args, folder: calls.append(args), outputs=outputs, summary=str)
+    outputs = command.Outputs("qk_circuit")
+    return command.main(argv, parser, lambda args, folder: calls.append(args), outputs=outputs)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +164,8 @@ def test_cli_provenance_reads_the_command_line_when_argv_is_none(tmp_path, monke
     checkpoint = save_model(make_model(), tmp_path / "model.pt")
     argv = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), *TINY]
     monkeypatch.setattr(sys, "argv", ["qk_circuit.py", *argv])
-    assert qk.main() == 0
+    monkeypatch.setattr(qk_cli, "OUTPUTS", no_figures(monkeypatch, qk.OUTPUTS))
+    assert qk_cli.main() == 0
     provenance = json.loads((tmp_path / "out" / "metrics.json").read_text())["provenance"]
     assert provenance["command"].endswith("-m analyses.qk_circuit " + " ".join(argv))
     assert provenance["device"] == "cpu" and provenance["num_sequences"] == 8
@@ -181,9 +190,9 @@ def _python_results(tmp_path):
     }
 
 
-def test_python_results_get_a_provenance_record_and_keep_their_own(tmp_path):
+def test_python_results_get_a_provenance_record_and_keep_their_own(tmp_path, monkeypatch):
     for name, (module, result, checkpoint) in _python_results(tmp_path).items():
-        out = module.write_outputs(result, tmp_path / name)
+        out = no_figures(monkeypatch, module.OUTPUTS).write(result, tmp_path / name)
         provenance = json.loads((out / "metrics.json").read_text())["provenance"]
         assert provenance["analysis"] == name and provenance["command"] is None
         assert (provenance["checkpoint"], provenance["checkpoint_sha256"]) == (checkpoint, None)
@@ -191,23 +200,20 @@ def test_python_results_get_a_provenance_record_and_keep_their_own(tmp_path):
         assert (provenance["seed"], provenance["num_sequences"]) == (0, 8)
         assert provenance["packages"]["torch"] and provenance["timestamp"]
         result.provenance = {"built_by": "someone else"}  # a provenance the caller set is kept
-        module.write_outputs(result, out)
+        no_figures(monkeypatch, module.OUTPUTS).write(result, out)
         assert json.loads((out / "metrics.json").read_text())["provenance"] == {"built_by": "someone else"}
 
 
 def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
-    broken = types.ModuleType("broken_figures")
-
     def make_figures(result, directory):
         directory.mkdir()
         (directory / "half.png").write_bytes(b"")
         raise RuntimeError("figure failed")
 
-    broken.make_figures = make_figures
-    monkeypatch.setitem(sys.modules, "broken_figures", broken)
-    outputs = command.Outputs(qk.ANALYSIS, qk.CSV_FIELDS, figures="broken_figures")
+    broken = figures_module(monkeypatch, "broken_figures", make_figures)
+    outputs = command.Outputs(qk.ANALYSIS, figures=broken)
     result = qk.run(make_model(), **SMALL)
-    out = qk.write_outputs(result, tmp_path / "out")
+    out = no_figures(monkeypatch, qk.OUTPUTS).write(result, tmp_path / "out")
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with pytest.raises(RuntimeError, match="figure failed"):
         outputs.write(result, out)
@@ -215,21 +221,22 @@ def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
 
 
-def test_python_results_name_the_checkpoint_the_model_was_loaded_from(tmp_path):
+def test_python_results_name_the_checkpoint_the_model_was_loaded_from(tmp_path, monkeypatch):
     from models import load_model, sha256_file
 
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))  # provenance only
     path = save_model(make_model(d_model=16), tmp_path / "model.pt")
     model = load_model(path)
     assert (model.checkpoint_path, model.checkpoint_sha256) == (str(path.absolute()), sha256_file(path))
     result = fa.run(model, num_sequences=8, bootstrap_resamples=20)
-    out = fa.write_outputs(result, tmp_path / "out")
+    out = no_figures(monkeypatch, fa.OUTPUTS).write(result, tmp_path / "out")
     provenance = json.loads((out / "metrics.json").read_text())["provenance"]
     assert provenance["checkpoint"] == str(path.absolute())
     assert provenance["checkpoint_sha256"] == sha256_file(path)
     assert provenance["command"] is None
     # the CLI, given the run folder, records the same file and hash
     argv = ["--checkpoint", str(tmp_path), "--num-sequences", "8", "--out", str(tmp_path / "cli")]
-    assert fa.main(argv) == 0
+    assert fa_cli.main(argv) == 0
     cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())["provenance"]
     assert (cli["checkpoint"], cli["checkpoint_sha256"]) == (str(path.absolute()), sha256_file(path))
 
@@ -240,13 +247,13 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_folder(tmp_path, ca
     import signal
 
     def body():
-        with common.atomic_output_dir(tmp_path / "out") as folder:
+        with files.atomic_output_dir(tmp_path / "out") as folder:
             (folder / "half.json").write_text("{")
             os.kill(os.getpid(), signal.SIGTERM)  # what `timeout` or a job scheduler sends
             raise AssertionError("not reached")
 
     before = signal.getsignal(signal.SIGTERM)
-    assert common.run_cli(body) == 143
+    assert cli.run_cli(body) == 143
     assert capsys.readouterr().err == "error: terminated\n"
     assert list(tmp_path.iterdir()) == []  # no .out.tmp-* left behind
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the caller's again
@@ -255,10 +262,10 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_folder(tmp_path, ca
 @pytest.mark.parametrize(
     "main, argv, message",
     [
-        (qk.main, ["--seed", str(2**64)], "argument --seed: expected a seed from 0 to 4294967295"),
-        (pa.main, ["--alphas", "1,0.5,1"], "argument --alphas: each scale once"),
-        (td.main, ["--run", ""], "argument --run: empty path"),
-        (zs.main, [""], "argument zoo: empty path"),
+        (qk_cli.main, ["--seed", str(2**64)], "argument --seed: expected a seed from 0 to 4294967295"),
+        (pa_cli.main, ["--alphas", "1,0.5,1"], "argument --alphas: each scale once"),
+        (td_cli.main, ["--run", ""], "argument --run: empty path"),
+        (zs_cli.main, [""], "argument zoo: empty path"),
     ],
 )
 def test_more_bad_arguments_are_one_line(main, argv, message, tmp_path, capsys):
@@ -268,12 +275,13 @@ def test_more_bad_arguments_are_one_line(main, argv, message, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_analysis_refuses_to_replace_the_folder_holding_its_checkpoint(tmp_path, capsys):
+def test_an_analysis_refuses_to_replace_the_folder_holding_its_checkpoint(tmp_path, capsys, monkeypatch):
     out = tmp_path / "earlier"
-    assert qk.main(["--checkpoint", str(save_model(make_model(), tmp_path / "m.pt")), "--num-sequences", "8",
-                    "--out", str(out)]) == 0  # fmt: skip
+    checkpoint = str(save_model(make_model(), tmp_path / "m.pt"))
+    monkeypatch.setattr(qk_cli, "OUTPUTS", no_figures(monkeypatch, qk.OUTPUTS))  # the folder is what matters
+    assert qk_cli.main(["--checkpoint", checkpoint, "--num-sequences", "8", "--out", str(out)]) == 0
     checkpoint = save_model(make_model(), out / "model.pt")  # a checkpoint kept inside an output
     capsys.readouterr()
-    assert qk.main(["--checkpoint", str(checkpoint), "--num-sequences", "8", "--out", str(out)]) == 2
+    assert qk_cli.main(["--checkpoint", str(checkpoint), "--num-sequences", "8", "--out", str(out)]) == 2
     assert "lies inside --out" in capsys.readouterr().err
     assert checkpoint.is_file()

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, no_figures
 
-from analyses import common
 from analyses import flip_alignment as fa
+from analyses.flip_alignment import __main__ as fa_cli
+from analyses.flip_alignment.figures import FIGURES
+from analyses.frame import cli, files, sequences
 from interp import metrics
-from models import load_model, save_model, sha256_file
+from models import default_model, load_model, save_model, sha256_file
 from models.checkpoints import to_flax_tree, write_flax_msgpack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +81,7 @@ def test_uniform_attention_reference_values(tiny_model):
 
 def test_run_agrees_with_a_direct_computation(multi_model):
     result = fa.run(multi_model, **SMALL)
-    tokens = torch.cat(list(common.token_batches(60, 16, 10, seed=0, batch_size=60)))
+    tokens = torch.cat(list(sequences.token_batches(60, 16, 10, seed=0, batch_size=60)))
     logits, cache = multi_model.run_with_cache(tokens)
     for layer in range(2):
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"].double()
@@ -142,30 +144,32 @@ def test_bad_arguments_raise_value_errors(tiny_model):
 
 # --- shared infrastructure --------------------------------------------------------------------------
 def test_token_batches_are_deterministic_and_batch_size_free():
-    whole = torch.cat(list(common.token_batches(9000, 4, 10, seed=3, batch_size=9000)))
-    pieces = list(common.token_batches(9000, 4, 10, seed=3, batch_size=1000))
+    whole = torch.cat(list(sequences.token_batches(9000, 4, 10, seed=3, batch_size=9000)))
+    pieces = list(sequences.token_batches(9000, 4, 10, seed=3, batch_size=1000))
     assert [len(p) for p in pieces] == [1000] * 9
     assert torch.equal(torch.cat(pieces), whole)
     assert whole.min() >= 0 and whole.max() <= 9
-    assert not torch.equal(whole, torch.cat(list(common.token_batches(9000, 4, 10, seed=4, batch_size=9000))))
+    assert not torch.equal(
+        whole, torch.cat(list(sequences.token_batches(9000, 4, 10, seed=4, batch_size=9000)))
+    )
 
 
 def test_atomic_output_dir_all_or_nothing(tmp_path):
     out = tmp_path / "a" / "b" / "out"
     with pytest.raises(RuntimeError):
-        with common.atomic_output_dir(out) as tmp:
+        with files.atomic_output_dir(out) as tmp:
             (tmp / "half.json").write_text("{")
             raise RuntimeError("boom")
     assert not (tmp_path / "a").exists()  # the parents it made are gone too
-    with common.atomic_output_dir(out) as tmp:
-        common.write_json(tmp / "metrics.json", {"schema_version": 1, "analysis": "x", "v": float("nan")})
+    with files.atomic_output_dir(out) as tmp:
+        files.write_json(tmp / "metrics.json", {"schema_version": 1, "analysis": "x", "v": float("nan")})
     assert json.loads((out / "metrics.json").read_text())["v"] is None
     with pytest.raises(RuntimeError):
-        with common.atomic_output_dir(out) as tmp:
+        with files.atomic_output_dir(out) as tmp:
             raise RuntimeError("boom")
     assert (out / "metrics.json").exists()  # the previous output survives a failed rerun
-    with common.atomic_output_dir(out) as tmp:
-        common.write_text(tmp / "y.txt", "new")
+    with files.atomic_output_dir(out) as tmp:
+        files.write_text(tmp / "y.txt", "new")
     assert sorted(p.name for p in out.iterdir()) == ["y.txt"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no temp folders left
 
@@ -179,36 +183,36 @@ def test_out_never_replaces_a_folder_that_is_not_an_output(tmp_path, monkeypatch
     (home / "metrics.json").write_text('{"train_acc": 1.0}')  # a training run's metrics.json
     monkeypatch.chdir(home / "src")
     for out in (home, home / "src", Path("."), Path(".."), tmp_path):
-        with pytest.raises(common.UserError, match="current folder or contains it"):
-            with common.atomic_output_dir(out):
+        with pytest.raises(cli.UserError, match="current folder or contains it"):
+            with files.atomic_output_dir(out):
                 pass
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(common.UserError, match="not an analysis output folder"):
-        with common.atomic_output_dir(home):
+    with pytest.raises(cli.UserError, match="not an analysis output folder"):
+        with files.atomic_output_dir(home):
             pass
-    with pytest.raises(common.UserError, match="empty"):
-        common.check_replaceable("")
+    with pytest.raises(cli.UserError, match="empty"):
+        files.check_replaceable("")
     assert (home / "keep.txt").read_text() == "mine" and (home / "src").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no temp folders left
     (tmp_path / "empty").mkdir()
-    with common.atomic_output_dir(tmp_path / "empty") as tmp:  # an empty folder is fine
-        common.write_text(tmp / "a.txt", "a")
+    with files.atomic_output_dir(tmp_path / "empty") as tmp:  # an empty folder is fine
+        files.write_text(tmp / "a.txt", "a")
     assert (tmp_path / "empty" / "a.txt").exists()
     # the CLI: one line, exit 2, the folder untouched
     monkeypatch.chdir(home)
     for argv in (["--out", ""], ["--out", "."], ["--out", str(home.parent)]):
-        assert fa.main([*CLI_SMALL, *argv]) == 2
+        assert fa_cli.main([*CLI_SMALL, *argv]) == 2
     assert (home / "keep.txt").read_text() == "mine" and (home / "src").is_dir()
 
 
 def test_unwritable_out_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(common.UserError, match="cannot write to --out"):
-        with common.atomic_output_dir(blocker / "out"):
+    with pytest.raises(cli.UserError, match="cannot write to --out"):
+        with files.atomic_output_dir(blocker / "out"):
             pass
-    with pytest.raises(common.UserError, match="not a folder"):
-        with common.atomic_output_dir(blocker):
+    with pytest.raises(cli.UserError, match="not a folder"):
+        with files.atomic_output_dir(blocker):
             pass
 
 
@@ -237,11 +241,11 @@ def checkpoint(tmp_path):
 
 def test_cli_writes_every_output_and_reruns_identically(checkpoint, tmp_path, capsys):
     out = tmp_path / "results" / "flip"
-    assert fa.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL]) == 0
     printed = capsys.readouterr().out
     assert "flip mass" in printed and str(out.absolute()) in printed
     figures = {p.name for p in (out / "figures").iterdir()}
-    for name in [*fa.FIGURES, *(f"example_attention_{k}" for k in range(3))]:
+    for name in [*FIGURES, *(f"example_attention_{k}" for k in range(3))]:
         assert {f"{name}.png", f"{name}.svg"} <= figures
     assert sorted(p.name for p in out.iterdir()) == ["figures", "metrics.csv", "metrics.json", "report.html"]
     first = json.loads((out / "metrics.json").read_text())
@@ -252,24 +256,27 @@ def test_cli_writes_every_output_and_reruns_identically(checkpoint, tmp_path, ca
     assert "--num-sequences 40" in provenance["command"] and provenance["packages"]["torch"]
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(fa.CSV_FIELDS)
-    assert any(r.startswith("0,0,flip_mass,,") for r in rows)
-    # One name in both files: the duplicate − other neighbour difference is "difference" in each.
-    (difference,) = [r.split(",") for r in rows if r.startswith("0,0,difference,,")]
+    assert any(r.startswith("head,0,0,flip_mass,,") for r in rows)
+    # metrics.json's duplicate_neighbours.difference says in metrics.csv what it is the difference of.
+    (difference,) = [
+        r.split(",") for r in rows if r.startswith("head,0,0,duplicate_minus_other_mass_per_key,,")
+    ]
     expected = first["layers"][0]["heads"][0]["duplicate_neighbours"]["difference"]["mean"]
-    assert float(difference[4]) == pytest.approx(expected)
-    assert not any("duplicate_minus_other" in r for r in rows)
+    assert float(difference[5]) == pytest.approx(expected)
+    assert not any(r.split(",")[3] == "difference" for r in rows[1:])
     figure_bytes = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
 
-    assert fa.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL]) == 0
     assert strip_volatile(json.loads((out / "metrics.json").read_text())) == strip_volatile(first)
     assert {p.name: p.read_bytes() for p in (out / "figures").iterdir()} == figure_bytes
     assert sorted(p.name for p in out.parent.iterdir()) == ["flip"]  # no temp folders left behind
 
 
-def test_cli_reads_a_run_folder_and_other_seq_len(checkpoint, tmp_path):
+def test_cli_reads_a_run_folder_and_other_seq_len(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     out = tmp_path / "out"
     assert (
-        fa.main(["--checkpoint", str(checkpoint.parent), "--out", str(out), "--seq-len", "6", *CLI_SMALL])
+        fa_cli.main(["--checkpoint", str(checkpoint.parent), "--out", str(out), "--seq-len", "6", *CLI_SMALL])
         == 0
     )
     document = json.loads((out / "metrics.json").read_text())
@@ -277,11 +284,12 @@ def test_cli_reads_a_run_folder_and_other_seq_len(checkpoint, tmp_path):
     assert len(document["layers"][0]["heads"][0]["per_position_flip_mass"]) == 6
 
 
-def test_cli_reads_the_tutorial_flax_format_with_n_heads(tmp_path):
+def test_cli_reads_the_tutorial_flax_format_with_n_heads(tmp_path, monkeypatch):
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     model = make_model(seed=5, n_heads=2, layer_norm_eps=1e-6)
     flax_file = write_flax_msgpack(to_flax_tree(model), tmp_path / "tutorial.msgpack")
     out = tmp_path / "out"
-    assert fa.main(["--checkpoint", str(flax_file), "--n-heads", "2", "--out", str(out), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--checkpoint", str(flax_file), "--n-heads", "2", "--out", str(out), *CLI_SMALL]) == 0
     heads = json.loads((out / "metrics.json").read_text())["layers"][0]["heads"]
     direct = fa.run(model, num_sequences=40, batch_size=16, bootstrap_resamples=30)
     assert len(heads) == 2
@@ -330,7 +338,7 @@ def bad_inputs(tmp_path, checkpoint):
 def test_cli_bad_input_is_one_line_exit_2_and_no_output(case, tmp_path, checkpoint, capsys):
     argv, needle = bad_inputs(tmp_path, checkpoint)[case]
     before = sorted(p.name for p in tmp_path.iterdir())
-    assert fa.main([*argv, *CLI_SMALL[2:]]) == 2
+    assert fa_cli.main([*argv, *CLI_SMALL[2:]]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert needle in err
@@ -338,22 +346,24 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_output(case, tmp_path, checkpoi
 
 
 def test_no_checkpoint_reuses_the_cached_default_model(tmp_path, monkeypatch):
-    monkeypatch.setenv(common.CACHE_ENV, str(tmp_path / "cache"))
-    run = common.default_model_dir()
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
+    monkeypatch.setenv(default_model.CACHE_ENV, str(tmp_path / "cache"))
+    run = default_model.default_model_dir()
     assert run == tmp_path / "cache" / "models" / "tutorial-seed0"
     run.mkdir(parents=True)
     cached = save_model(make_model(seed=3), run / "model.pt")
     (run / "metrics.json").write_text("{}")  # a finished training run
     out = tmp_path / "out"
-    assert fa.main(["--out", str(out), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--out", str(out), *CLI_SMALL]) == 0
     provenance = json.loads((out / "metrics.json").read_text())["provenance"]
     assert provenance["checkpoint"] == str(cached) and provenance["checkpoint_sha256"] == sha256_file(cached)
 
 
-def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch):
+def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch, capsys):
     import models.train
 
-    monkeypatch.setenv(common.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
+    monkeypatch.setenv(default_model.CACHE_ENV, str(tmp_path / "cache"))
     calls = []
 
     def fake_train(argv):  # stands in for Lightning: writes a finished run folder like the trainer
@@ -365,19 +375,20 @@ def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch):
         return run
 
     monkeypatch.setattr(models.train, "train", fake_train)
-    for _ in range(2):
-        assert fa.main(["--out", str(tmp_path / "out"), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--out", str(tmp_path / "out"), *CLI_SMALL, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: not even the line saying the model is being trained
+    assert fa_cli.main(["--out", str(tmp_path / "out"), *CLI_SMALL]) == 0
     assert len(calls) == 1  # the second run reuses the cache
     assert calls[0][:5] == ["--preset", "tutorial", "--stop-at-perfect", "--seed", "0"]
-    assert common.default_model_dir().joinpath("model.pt").is_file()
+    assert default_model.default_model_dir().joinpath("model.pt").is_file()
 
 
 def test_the_analysis_never_imports_lightning(checkpoint, tmp_path):
     code = (
         "import sys\n"
-        "from analyses import flip_alignment as fa\n"
+        "from analyses.flip_alignment.__main__ import main\n"
         "assert 'matplotlib' not in sys.modules and 'jinja2' not in sys.modules  # lazy until used\n"
-        f"assert fa.main(['--checkpoint', {str(checkpoint)!r}, '--out', {str(tmp_path / 'o')!r}, "
+        f"assert main(['--checkpoint', {str(checkpoint)!r}, '--out', {str(tmp_path / 'o')!r}, "
         "'--num-sequences', '8', '--bootstrap-resamples', '5']) == 0\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]\n"
         "assert not bad, bad\n"

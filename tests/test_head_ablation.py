@@ -8,11 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, numbers
 
-from analyses import common
 from analyses import head_ablation as ha
-from analyses.head_patching import corrupt, patching_sweep
+from analyses.frame import sequences
+from analyses.head_ablation import __main__ as ha_cli
+from analyses.head_ablation.measure import permutation_seed
+from analyses.head_ablation.patching import corrupt, patching_sweep
 from interp import paired, patterns
 from interp.ablation import ablate_heads, head_means, replace_pattern
 from models.checkpoints import save_model
@@ -42,7 +44,7 @@ def multi_result():
 
 
 def tokens_of(model, n=40, seed=0):
-    return torch.cat(list(common.token_batches(n, 16, 10, seed, 1000)))
+    return torch.cat(list(sequences.token_batches(n, 16, 10, seed, 1000)))
 
 
 def test_a_silenced_head_has_exactly_no_effect(multi_result):
@@ -103,6 +105,62 @@ def test_permutations_and_their_summary(multi_result):
         "tau_4",
         "permuted",
     }
+
+
+def _permuted_accuracy(model, tokens, k, seed=0):
+    """Per-sequence accuracy with head 0.0's rows permuted by permutation k, computed directly."""
+    fn = lambda pattern: patterns.permute_rows(pattern, seed=permutation_seed(seed, k))  # noqa: E731
+    with torch.no_grad(), replace_pattern(model, 0, 0, fn):
+        return (model(tokens).argmax(-1) == tokens.flip(-1)).double().mean(-1)
+
+
+def test_permutations_run_on_the_first_permutation_sequences(tiny_model):
+    small = {**SMALL, "permutations": 2}
+    tokens = tokens_of(tiny_model, 40)
+    result = ha.run(tiny_model, **small, permutation_sequences=15)
+    assert result.to_dict()["settings"]["permutation_sequences"] == 15
+    direct = [_permuted_accuracy(tiny_model, tokens[:15], k) for k in range(2)]
+    assert result.permutation_accuracy["0.0"] == pytest.approx([float(d.mean()) for d in direct], abs=1e-12)
+    # the permuted condition: per sequence the mean over permutations, paired with the clean run on the
+    # same 15 sequences
+    with torch.no_grad():
+        clean = (tiny_model(tokens[:15]).argmax(-1) == tokens[:15].flip(-1)).double().mean(-1)
+    permuted = result.conditions["pattern/L0H0/permuted"]
+    assert permuted.accuracy.mean == pytest.approx(float(torch.stack(direct).mean()), abs=1e-12)
+    assert permuted.delta_accuracy.mean == pytest.approx(float((torch.stack(direct).mean(0) - clean).mean()))
+    # every other condition still runs on all 40 sequences
+    assert result.conditions["none"].accuracy.mean == pytest.approx(
+        float((tiny_model(tokens).argmax(-1) == tokens.flip(-1)).double().mean()), abs=1e-12
+    )
+
+
+def test_permutation_sequences_beyond_num_sequences_is_the_estimator_of_schema_1(tiny_model):
+    # Schema 1 ran every permutation on all sequences: with permutation_sequences ≥ num_sequences the
+    # numbers are exactly those (the sequences, their batches and the bootstrap resamples are the same).
+    tokens = tokens_of(tiny_model, 40)
+    everything = ha.run(tiny_model, **{**SMALL, "permutations": 2}, permutation_sequences=10**6)
+    assert everything.permutation_sequences == 40
+    direct = [float(_permuted_accuracy(tiny_model, tokens, k).mean()) for k in range(2)]
+    assert everything.permutation_accuracy["0.0"] == pytest.approx(direct, abs=1e-12)
+    forty = ha.run(tiny_model, **{**SMALL, "permutations": 2}, permutation_sequences=40)
+    assert numbers(forty) == numbers(everything)
+
+
+def test_progress_false_and_quiet_hide_the_patching_progress_bars(tiny_model, tmp_path, capfd, monkeypatch):
+    ha.run(tiny_model, **SMALL)
+    assert "it/s" in capfd.readouterr().err  # TransformerLens' tqdm bars, on by default as before
+    ha.run(tiny_model, **SMALL, progress=False)
+    assert capfd.readouterr().err == ""
+    calls = []
+
+    def stop(model, **kwargs):  # the CLI's run: record what it is asked for, then stop
+        calls.append(kwargs)
+        raise ValueError("stopped")
+
+    monkeypatch.setattr(ha_cli, "run", stop)
+    argv = ["--checkpoint", str(save_model(tiny_model, tmp_path / "model.pt")), "--out", str(tmp_path / "o")]
+    assert ha_cli.main([*argv, "--quiet"]) == 2 and ha_cli.main(argv) == 2
+    assert [c["progress"] for c in calls] == [False, True]
 
 
 def test_corruption_changes_one_digit():
@@ -174,15 +232,15 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
         "--patch-sequences",
         "8",
     ]
-    assert ha.main([*base, "--out", str(out)]) == 0
+    assert ha_cli.main([*base, "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {"metrics.json", "metrics.csv", "figures", "report.html"}
     capsys.readouterr()
     bad = tmp_path / "bad"
-    assert ha.main([*base, "--patch-position", "16", "--out", str(bad)]) == 2
+    assert ha_cli.main([*base, "--patch-position", "16", "--out", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: patch position must be an integer in 0..15, got 16"
     assert not bad.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    assert ha.main(["--permutations", "-1", "--out", str(bad)]) == 2  # argparse's exit, returned
+    assert ha_cli.main(["--permutations", "-1", "--out", str(bad)]) == 2  # argparse's exit, returned
     assert capsys.readouterr().err.startswith("error: ")
 
 

@@ -197,7 +197,7 @@ def test_a_cached_default_model_without_a_record_is_retrained(small_default_trai
 
 def test_a_cache_that_cannot_be_read_does_not_blame_a_checkpoint_flag(tmp_path, monkeypatch, capsys):
     """No --checkpoint given: the error names the default model, not a flag the user never typed."""
-    from analyses import flip_alignment
+    from analyses.flip_alignment import __main__ as flip_alignment
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     run = default_model_dir()

@@ -13,8 +13,13 @@ import pytest
 import torch
 from conftest import make_model, numbers
 
-from analyses import common
 from analyses import length_generalisation as lg
+from analyses.frame import sequences
+from analyses.length_generalisation import __main__ as lg_cli
+from analyses.length_generalisation.lengths import plan_lengths
+from analyses.length_generalisation.measure import learned_flip_keys, length_statistics, preference
+from analyses.length_generalisation.result import NAN
+from interp.stats import Estimate
 from models import load_model, save_model
 
 SMALL = dict(num_sequences=40, batch_size=16, bootstrap_resamples=40)
@@ -43,20 +48,20 @@ def learned_keys_or_zero(n: int, train_length: int = 16) -> torch.Tensor:
 
 # --- hand-built cases -----------------------------------------------------------------------------
 def test_learned_flip_keys_exist_exactly_where_the_trained_position_is_inside_the_sequence():
-    keys, valid = lg.learned_flip_keys(16, 16)
+    keys, valid = learned_flip_keys(16, 16)
     assert keys.tolist() == list(range(15, -1, -1)) and valid.all()
-    keys, valid = lg.learned_flip_keys(12, 16)
+    keys, valid = learned_flip_keys(12, 16)
     assert valid.tolist() == [False] * 4 + [True] * 8
     assert keys[valid].tolist() == list(range(11, 3, -1))  # query 4 → key 11, ..., query 11 → key 4
-    keys, valid = lg.learned_flip_keys(20, 16)
+    keys, valid = learned_flip_keys(20, 16)
     assert valid.tolist() == [True] * 16 + [False] * 4 and keys[:16].tolist() == list(range(15, -1, -1))
-    assert not lg.learned_flip_keys(8, 16)[1].any()  # N′ ≤ N_train / 2: no learned key at all
-    assert lg.learned_flip_keys(9, 16)[1].tolist() == [False] * 7 + [True] * 2
+    assert not learned_flip_keys(8, 16)[1].any()  # N′ ≤ N_train / 2: no learned key at all
+    assert learned_flip_keys(9, 16)[1].tolist() == [False] * 7 + [True] * 2
 
 
 def test_length_statistics_on_a_hand_built_batch():
     n, tokens = 12, torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]])
-    keys, valid = lg.learned_flip_keys(n, 16)
+    keys, valid = learned_flip_keys(n, 16)
     # Half the mass on the task key, half on the learned key (all on the task key where none exists).
     pattern = 0.5 * torch.nn.functional.one_hot(task_keys(n), n).double()
     pattern[valid] += 0.5 * torch.nn.functional.one_hot(keys[valid], n).double()
@@ -64,7 +69,7 @@ def test_length_statistics_on_a_hand_built_batch():
     # The output copies t[15 − i] where it exists, and is right elsewhere.
     copied = torch.where(valid, tokens[0, keys], tokens[0].flip(0))
     logits = torch.nn.functional.one_hot(copied, 10).double().unsqueeze(0) * 5
-    stats = lg.length_statistics(logits, pattern.view(1, 1, 1, n, n), tokens, 16)
+    stats = length_statistics(logits, pattern.view(1, 1, 1, n, n), tokens, 16)
     right = (copied == tokens[0].flip(0)).double()
     assert stats["accuracy"].item() == pytest.approx(right.mean().item())
     assert stats["correct"][0].tolist() == right.tolist()
@@ -78,12 +83,12 @@ def test_length_statistics_on_a_hand_built_batch():
 
 
 def test_preference_reads_the_confidence_interval():
-    e = lambda lo, hi: lg.Estimate((lo + hi) / 2, lo, hi)  # noqa: E731
-    assert lg.preference(e(0.1, 0.3), 20, 16, 16) == "learned"
-    assert lg.preference(e(-0.3, -0.1), 20, 16, 16) == "task"
-    assert lg.preference(e(-0.1, 0.1), 20, 16, 16) == "unclear"
-    assert lg.preference(e(0.1, 0.3), 16, 16, 16) == "same_key"
-    assert lg.preference(lg.NAN, 8, 16, 0) == "no_learned_key"
+    e = lambda lo, hi: Estimate((lo + hi) / 2, lo, hi)  # noqa: E731
+    assert preference(e(0.1, 0.3), 20, 16, 16) == "learned"
+    assert preference(e(-0.3, -0.1), 20, 16, 16) == "task"
+    assert preference(e(-0.1, 0.1), 20, 16, 16) == "unclear"
+    assert preference(e(0.1, 0.3), 16, 16, 16) == "same_key"
+    assert preference(NAN, 8, 16, 0) == "no_learned_key"
 
 
 # --- planted patterns -----------------------------------------------------------------------------
@@ -121,7 +126,7 @@ def test_agrees_with_a_direct_computation(multi_model):
     result = lg.run(multi_model, lengths=(6, 16, 24), **SMALL)
     assert result.heads == [(layer, head) for layer in range(2) for head in range(4)]
     for n in (6, 16, 24):
-        tokens = torch.cat(list(common.token_batches(40, n, 10, 0, 1000)))
+        tokens = torch.cat(list(sequences.token_batches(40, n, 10, 0, 1000)))
         with torch.no_grad():
             logits, cache = multi_model.run_with_cache(tokens)
         correct = (logits.argmax(-1) == tokens.flip(-1)).double()
@@ -151,8 +156,8 @@ def test_a_learned_encoding_skips_lengths_past_its_table_with_a_reason():
     with pytest.raises(ValueError, match=r"lengths 17, 20: every one exceeds the 16 positions .* learned"):
         lg.run(model, lengths=(20, 17), **SMALL)
     # The sinusoidal table is long (5000 rows): 32 runs; a model without encoding has no limit.
-    assert lg.plan_lengths(make_model().cfg, (32, 6000))[1][0].length == 6000
-    assert lg.plan_lengths(make_model(positional_embedding="none").cfg, (6000,)) == ([6000], [])
+    assert plan_lengths(make_model().cfg, (32, 6000))[1][0].length == 6000
+    assert plan_lengths(make_model(positional_embedding="none").cfg, (6000,)) == ([6000], [])
 
 
 def test_same_seed_same_numbers_and_batch_size_does_not_matter(tiny_model):
@@ -200,8 +205,8 @@ def test_outputs_and_report(tmp_path):
     assert np.array(doc["lengths"][1]["heads"][0]["mean_pattern"]).shape == (12, 12)
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(lg.CSV_FIELDS)
-    assert any(line.startswith("12,,,accuracy,,") for line in rows)
-    assert rows[-1].startswith("24,,,skipped,,,,,") and "learned positional encoding" in rows[-1]
+    assert any(line.startswith("12,model,,,accuracy,,") for line in rows)
+    assert rows[-1].startswith("24,model,,,skipped,,,,,") and "learned positional encoding" in rows[-1]
     html = (out / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
@@ -215,7 +220,7 @@ def test_outputs_and_report(tmp_path):
 def test_cli_writes_everything_and_says_once_which_lengths_it_skips(tmp_path, capsys):
     checkpoint = save_model(make_model(positional_embedding="learned"), tmp_path / "model.pt")
     out = tmp_path / "run"
-    code = lg.main(
+    code = lg_cli.main(
         ["--checkpoint", str(checkpoint), "--out", str(out), "--lengths", "12,16,20,24", *CLI_SMALL]
     )
     assert code == 0
@@ -245,7 +250,7 @@ def test_cli_writes_everything_and_says_once_which_lengths_it_skips(tmp_path, ca
 def test_cli_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, args, message):
     checkpoint = save_model(make_model(positional_embedding="learned"), tmp_path / "learned.pt")
     argv = ["--checkpoint", str(checkpoint), *CLI_SMALL, *args, "--out", str(tmp_path / "out")]
-    assert lg.main(argv) == 2
+    assert lg_cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["SHA256SUMS", "learned.pt"]  # no output, no temp

@@ -10,10 +10,12 @@ import pytest
 import torch
 from conftest import make_model, numbers
 
-from analyses import common
 from analyses import pe_ablation as pa
+from analyses.frame import sequences
+from analyses.pe_ablation import __main__ as pa_cli
 from interp import baselines, metrics
 from interp.ablation import ablate_positional_encoding
+from interp.stats import bootstrap_ci
 from models import EncoderConfig, HookedReverseEncoder
 from models.checkpoints import save_model
 
@@ -29,7 +31,7 @@ def tiny_result():
 
 def direct(model, manager, num_sequences=48, seed=0):
     """Accuracy, loss and per-position accuracy computed without the analysis code."""
-    tokens = torch.cat(list(common.token_batches(num_sequences, 16, 10, seed, 1000)))
+    tokens = torch.cat(list(sequences.token_batches(num_sequences, 16, 10, seed, 1000)))
     with torch.no_grad(), manager:
         logits = model(tokens)
     correct = (logits.argmax(-1) == tokens.flip(-1)).double()
@@ -78,6 +80,21 @@ def test_identities_between_conditions(tiny_result):
     for r in c.values():
         assert r.accuracy.ci_low <= r.accuracy.mean <= r.accuracy.ci_high
     assert len(tiny_result.family("band")) == 8  # d_model 16 → 8 sin/cos pairs
+
+
+def test_one_draw_of_resamples_gives_each_condition_its_own_bootstrap_exactly(tiny_result):
+    # The conditions share one draw of resample counts; a condition bootstrapped on its own with the
+    # same seed gets the very same intervals (so the shared draw changes no number).
+    model = make_model()
+    tokens = torch.cat(list(sequences.token_batches(48, 16, 10, 0, 1000)))
+    for name, method in [("none", None), ("mirror", "mirror")]:
+        with torch.no_grad(), ablate_positional_encoding(model, method) if method else torch.no_grad():
+            correct = (model(tokens).argmax(-1) == tokens.flip(-1)).double()
+        (own,) = bootstrap_ci(correct.mean(-1).numpy(), resamples=40, seed=[0, 1])
+        got = tiny_result.conditions[name].accuracy
+        assert (got.mean, got.ci_low, got.ci_high) == pytest.approx(
+            (own.mean, own.ci_low, own.ci_high), abs=1e-15
+        )
 
 
 def test_reference_values(tiny_result):
@@ -132,7 +149,9 @@ def test_outputs_and_report(tiny_result, tmp_path):
         "band_0",
     } <= set(doc["conditions"])
     csv = (out / "metrics.csv").read_text().splitlines()
-    assert csv[0] == ",".join(pa.CSV_FIELDS) and any(line.startswith("zero,accuracy,") for line in csv)
+    assert csv[0] == ",".join(pa.CSV_FIELDS) and any(
+        line.startswith("zero,model,,,accuracy,") for line in csv
+    )
     html = (out / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
@@ -151,7 +170,7 @@ def test_outputs_and_report(tiny_result, tmp_path):
 def test_cli_writes_everything(tmp_path, capsys):
     checkpoint = save_model(make_model(), tmp_path / "model.pt")
     out = tmp_path / "run"
-    code = pa.main(
+    code = pa_cli.main(
         [
             "--checkpoint",
             str(checkpoint),
@@ -196,7 +215,7 @@ def test_cli_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, args
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
         raise SystemExit(
-            pa.main(
+            pa_cli.main(
                 [*args, "--out", str(out), "--num-sequences", "16"]
                 if "--num-sequences" not in args
                 else [*args, "--out", str(out)]

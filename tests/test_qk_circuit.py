@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_model
+from conftest import make_model, numbers
 
-from analyses import common
 from analyses import qk_circuit as qk
-from analyses.qk_circuit_result import (
+from analyses.frame import sequences
+from analyses.qk_circuit import __main__ as qk_cli
+from analyses.qk_circuit import measure as qk_measure
+from analyses.qk_circuit.statistics import (
     bootstrap_ratio_means,
     fit_temperature,
     offset_profile,
@@ -212,7 +214,7 @@ def test_swap_effect_on_a_neighbour_reader(tokens):
 
 def test_run_agrees_with_direct_computations(multi_model):
     result = qk.run(multi_model, **SMALL)
-    tokens = torch.cat(list(common.token_batches(40, 16, 10, seed=0, batch_size=40)))
+    tokens = torch.cat(list(sequences.token_batches(40, 16, 10, seed=0, batch_size=40)))
     _, cache = multi_model.run_with_cache(tokens)
     pattern = cache["blocks.0.attn.hook_pattern"].double().mean(0)
     pos = positional_scores(multi_model, 16)
@@ -238,14 +240,14 @@ def test_pre_ln_models_use_the_frozen_scale():
 
 
 def test_same_seed_same_numbers_and_block_bootstrap(tiny_model, monkeypatch):
-    a = qk.run(tiny_model, **SMALL).to_dict()
-    b = qk.run(tiny_model, **{**SMALL, "batch_size": 7}).to_dict()
+    a = numbers(qk.run(tiny_model, **SMALL))  # without the provenance timestamp, which may tick between runs
+    b = numbers(qk.run(tiny_model, **{**SMALL, "batch_size": 7}))
     a["settings"].pop("batch_size"), b["settings"].pop("batch_size")
     a["provenance"].pop("timestamp"), b["provenance"].pop("timestamp")  # the second may tick between runs
     assert json.dumps(a) == json.dumps(b)
     c = qk.run(tiny_model, **{**SMALL, "seed": 1}).to_dict()
     assert c["heads"] != a["heads"]
-    monkeypatch.setattr(qk, "MAX_UNITS", 8)
+    monkeypatch.setattr(qk_measure, "MAX_UNITS", 8)
     blocks = qk.run(tiny_model, **SMALL)
     assert blocks.settings["resampling_units"] == 8 and "block" in blocks.settings["resampling_unit"]
     # Point estimates are ratios of total sums, so they do not depend on the units.
@@ -273,16 +275,16 @@ def _cli(tmp_path, *extra):
 
 def test_cli_writes_every_output(multi_model, tmp_path, capsys):
     checkpoint = save_model(multi_model, tmp_path / "model.pt")
-    assert qk.main(_cli(tmp_path, "--checkpoint", str(checkpoint))) == 0
+    assert qk_cli.main(_cli(tmp_path, "--checkpoint", str(checkpoint))) == 0
     out = tmp_path / "out"
     document = json.loads((out / "metrics.json").read_text())
-    assert document["schema_version"] == 1 and document["analysis"] == "qk_circuit"
+    assert document["schema_version"] == qk.SCHEMA_VERSION and document["analysis"] == "qk_circuit"
     assert document["decomposition_max_abs_error"] < 1e-5
     assert document["provenance"]["checkpoint_sha256"] == sha256_file(checkpoint)
     assert set(document["heads"][0]["variance_share"]) == {"pos_pos", "tok_pos", "pos_tok", "tok_tok", "bias"}
     assert document["rollout"] is not None and document["verdict"]["label"]
     header = (out / "metrics.csv").read_text().splitlines()[0]
-    assert header == "section,layer,head,metric,index,mean,ci_low,ci_high"
+    assert header == "section,scope,layer,head,metric,index,mean,ci_low,ci_high"
     pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
     assert pngs == sorted(p.stem for p in (out / "figures").glob("*.svg"))
     assert len(pngs) == 8  # 7 figures + rollout for a two-layer model
@@ -324,7 +326,7 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tiny_model, tmp_path, 
     }
     extra = [str(paths.get(x, x)) for x in extra]
     try:
-        code = qk.main(_cli(tmp_path, *extra))
+        code = qk_cli.main(_cli(tmp_path, *extra))
     except SystemExit as e:  # argparse mistakes exit from inside parse_args
         code = e.code
     assert code == 2

@@ -19,12 +19,12 @@ import pytest
 import torch
 from conftest import make_model
 
-from analyses import common
-from analyses import flip_alignment as fa
+from analyses.flip_alignment import __main__ as fa_cli
+from analyses.frame import loading, sequences
+from analyses.frame.html import json_script, read_captions, render_section
 from models import load_model, save_model, sha256_file
 from reports import build, explorer, pipeline
 from reports.index import build_index
-from reports.render import json_script, read_captions, render_section
 from reports.summary import key_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,14 +186,17 @@ def test_reuse_requires_the_same_inputs(built, checkpoint, tmp_path):
     assert not pipeline.reusable(out / "missing", "qk_circuit", expected)
 
 
-def test_a_result_of_the_analysis_cli_is_reused_when_its_settings_match(checkpoint, tmp_path, monkeypatch):
+def test_a_result_of_the_analysis_cli_is_reused_when_its_settings_match(tmp_path, monkeypatch):
+    checkpoint = save_model(make_model(), tmp_path / "one_head.pt")  # one panel per figure: quicker
     out = tmp_path / "report"
     argv = ["--checkpoint", str(checkpoint), "--num-sequences", str(NUM), "--seed", "2"]
-    assert fa.main([*argv, "--out", str(out / "flip_alignment")]) == 0  # bootstrap_resamples 1000 = report's
+    assert (
+        fa_cli.main([*argv, "--out", str(out / "flip_alignment")]) == 0
+    )  # bootstrap_resamples 1000 = report's
     made = (out / "flip_alignment" / "metrics.json").read_bytes()
     messages: list[str] = []
-    # no checkpoint: the default model of analyses.common.resolve_model (here: the same file)
-    monkeypatch.setattr(common, "ensure_default_model", lambda log=None: checkpoint)
+    # no checkpoint: the default model of analyses.frame.loading.resolve_model (here: the same file)
+    monkeypatch.setattr(loading, "ensure_default_model", lambda log=None: checkpoint)
     build.build_report(None, out, only=["flip_alignment"], seed=2, num_sequences=NUM, log=messages.append)
     assert messages == [f"flip_alignment: reusing {out / 'flip_alignment'}"]
     assert (out / "flip_alignment" / "metrics.json").read_bytes() == made
@@ -375,7 +378,7 @@ def test_explorer_data_holds_exact_weights_and_the_hooked_patterns(pe):
         assert "pos" not in data["weights"]
     else:
         assert np.array_equal(decode(data["weights"]["pos"]), model.pos_embed.table[:rows].detach().numpy())
-    tokens = next(common.token_batches(3, 16, 10, 4, 3))
+    tokens = next(sequences.token_batches(3, 16, 10, 4, 3))
     assert [e["tokens"] for e in data["examples"]] == tokens.tolist()
     logits, cache = model.run_with_cache(tokens)
     for layer in range(2):
@@ -437,4 +440,4 @@ def test_explorer_typed_length_limits_follow_the_encoding():
     cfg = make_model(positional_embedding="learned").cfg
     assert explorer.max_typed_length(cfg) == cfg.n_ctx
     assert explorer.max_typed_length(make_model().cfg) == 2 * cfg.n_ctx
-    assert torch.equal(explorer.example_tokens(cfg, 0, 2), next(common.token_batches(2, 16, 10, 0, 2)))
+    assert torch.equal(explorer.example_tokens(cfg, 0, 2), next(sequences.token_batches(2, 16, 10, 0, 2)))

@@ -16,14 +16,24 @@ import torch.nn.functional as F
 from conftest import make_model
 
 from analyses import training_dynamics as td
-from analyses.training_dynamics_crossings import (
+from analyses.training_dynamics import __main__ as td_cli
+from analyses.training_dynamics.attention import (
+    count_degenerate,
+    exclude_flip,
+    flip_window,
+    renormalise_rows,
+    renormalised_attention,
+    restrict_to_flip,
+    snapshot_statistics,
+)
+from analyses.training_dynamics.crossings import (
     UNRESOLVED_SHARE,
     crossing_steps,
     find_crossings,
     shared_interval,
     verdict,
 )
-from analyses.training_dynamics_measures import count_degenerate, snapshot_statistics
+from analyses.training_dynamics.figures import FIGURES
 from interp.ablation import replace_pattern
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +137,7 @@ def planted(n: int = N) -> torch.Tensor:
 
 def test_restrict_and_exclude_by_hand():
     p = planted()
-    restricted, excluded = td.restrict_to_flip(p, window=1), td.exclude_flip(p)
+    restricted, excluded = restrict_to_flip(p, window=1), exclude_flip(p)
     for i in range(N):
         f = N - 1 - i
         near = f + 1 if f + 1 < N else f - 1
@@ -139,18 +149,18 @@ def test_restrict_and_exclude_by_hand():
         expected[near], expected[far] = 0.5, 0.5
         assert torch.allclose(excluded[i], expected, atol=1e-15)
     # window 0 keeps the flipped key alone; a window covering every key changes nothing.
-    assert torch.equal(td.restrict_to_flip(p, window=0), torch.eye(N, dtype=p.dtype).flip(-1))
-    assert torch.allclose(td.restrict_to_flip(p, window=N), p)
+    assert torch.equal(restrict_to_flip(p, window=0), torch.eye(N, dtype=p.dtype).flip(-1))
+    assert torch.allclose(restrict_to_flip(p, window=N), p)
 
 
 def test_a_row_with_no_kept_mass_becomes_uniform_over_the_kept_keys_and_is_counted():
     flip = torch.eye(4).flip(-1)  # every row entirely on its flipped key
-    keep = ~td.flip_window(4, 0)
-    out = td.renormalise_rows(flip, keep)
+    keep = ~flip_window(4, 0)
+    out = renormalise_rows(flip, keep)
     assert torch.allclose(out, keep.float() / 3)
-    assert count_degenerate(flip, keep) == 4 and count_degenerate(td.renormalise_rows(flip, keep), keep) == 0
+    assert count_degenerate(flip, keep) == 4 and count_degenerate(renormalise_rows(flip, keep), keep) == 0
     with pytest.raises(ValueError, match="kept key"):
-        td.renormalise_rows(flip, torch.zeros(4, 4, dtype=torch.bool))
+        renormalise_rows(flip, torch.zeros(4, 4, dtype=torch.bool))
 
 
 def test_restricted_and_excluded_runs_equal_the_hand_restricted_patterns(tokens):
@@ -162,7 +172,7 @@ def test_restricted_and_excluded_runs_equal_the_hand_restricted_patterns(tokens)
         with replace_pattern(model, 0, 0, lambda a: pattern.expand_as(a).clone()):
             if restrict is None:
                 return model(tokens)
-            with td.renormalised_attention(model, restrict):
+            with renormalised_attention(model, restrict):
                 return model(tokens)
 
     restricted_by_hand, excluded_by_hand = torch.zeros(N, N), torch.zeros(N, N)
@@ -172,8 +182,8 @@ def test_restricted_and_excluded_runs_equal_the_hand_restricted_patterns(tokens)
         restricted_by_hand[i, f], restricted_by_hand[i, near] = 2 / 3, 1 / 3
         excluded_by_hand[i, near], excluded_by_hand[i, (f + N // 2) % N] = 0.5, 0.5
     for restrict, by_hand in (
-        (td.flip_window(N, 1), restricted_by_hand),
-        (~td.flip_window(N, 0), excluded_by_hand),
+        (flip_window(N, 1), restricted_by_hand),
+        (~flip_window(N, 0), excluded_by_hand),
     ):
         expected = logits_with(by_hand)
         assert torch.allclose(logits_with(p, restrict), expected, atol=1e-6)
@@ -268,7 +278,7 @@ def test_cli_writes_every_output(snapshot_run, tmp_path, capsys):
         "--bootstrap-resamples",
         "100",
     ]
-    assert td.main(argv) == 0
+    assert td_cli.main(argv) == 0
     assert "flip_mass − accuracy at 50%" in capsys.readouterr().out
     document = json.loads((out / "metrics.json").read_text())
     assert document["schema_version"] == td.SCHEMA_VERSION and document["analysis"] == "training_dynamics"
@@ -295,14 +305,14 @@ def test_cli_writes_every_output(snapshot_run, tmp_path, capsys):
     )
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(td.CSV_FIELDS) and any("crossing_step:flip_mass" in r for r in rows)
-    for name in td.FIGURES:
+    for name in FIGURES:
         for ext in ("png", "svg"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "Does the flip alignment form before" in html and "http://" not in html.replace(
         "http://www.w3.org", ""
     )
-    assert html.count("data:image/png;base64,") == len(td.FIGURES)
+    assert html.count("data:image/png;base64,") == len(FIGURES)
 
 
 def test_same_seed_same_numbers(snapshot_run):
@@ -322,11 +332,20 @@ def test_same_seed_same_numbers(snapshot_run):
         (["--out", "x"], "required"),
     ],
 )
-def test_cli_errors_are_one_line(tmp_path, argv, message):
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     (tmp_path / "model.pt").write_bytes(b"not a folder")
+    assert td_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cli_error_in_a_real_process_is_one_line_and_exit_2(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "analyses.training_dynamics", *argv], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "analyses.training_dynamics", "--run", str(tmp_path / "nothing")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
-    assert done.returncode == 2 and done.stderr.startswith("error:") and message in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: --run {tmp_path / 'nothing'}: no such folder\n"

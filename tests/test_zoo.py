@@ -13,7 +13,10 @@ import pytest
 from scipy import stats
 
 from analyses import zoo_summary as zs
-from analyses.zoo_summary_result import t_interval, welch_interval
+from analyses.zoo_summary import __main__ as zs_cli
+from analyses.zoo_summary.figures import FIGURES
+from analyses.zoo_summary.result import t_interval, welch_interval
+from analyses.zoo_summary.runs import discover
 from models import zoo
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
@@ -172,7 +175,7 @@ def test_welch_interval_matches_scipy():
 def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     out = tmp_path / "summary"
     argv = [str(tiny_zoo), "--out", str(out), "--num-sequences", "64", "--bootstrap-resamples", "50"]
-    assert zs.main(argv) == 0
+    assert zs_cli.main(argv) == 0
     assert "sinusoidal L1 H1" in capsys.readouterr().out
     document = json.loads((out / "metrics.json").read_text())
     assert document["schema_version"] == zs.SCHEMA_VERSION and document["analysis"] == "zoo_summary"
@@ -196,11 +199,11 @@ def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     assert diff["mean"] == pytest.approx(np.mean(none_seeds) - np.mean(seeds))
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(zs.CSV_FIELDS) and any(r.startswith("architecture,none L1 H1,") for r in rows)
-    for name in zs.FIGURES:
+    for name in FIGURES:
         for ext in ("png", "svg"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
     html = (out / "report.html").read_text()
-    assert "Model zoo" in html and html.count("data:image/png;base64,") == len(zs.FIGURES)
+    assert "Model zoo" in html and html.count("data:image/png;base64,") == len(FIGURES)
 
 
 def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo, tmp_path):
@@ -210,7 +213,7 @@ def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo,
     manifest["runs"] = [r for r in manifest["runs"] if r["seed"] == 0]  # one seed per architecture
     (zoo_dir / "zoo.json").write_text(json.dumps(manifest))
     result = zs.run(zoo_dir, num_sequences=64, bootstrap_resamples=50)
-    text = zs.summary_text(result)
+    text = result.summary()
     assert "nan" not in text and "n/a (1 seed)" in text
     sin = next(a for a in result.architectures if a.name == "sinusoidal L1 H1")
     run = next(r for r in result.runs if r.architecture == sin.name)
@@ -230,9 +233,9 @@ def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(ti
     out = tmp_path / "zoo"
     shutil.copytree(tiny_zoo, out)
     (out / "fast_none_L1_H1_D16_seed1" / "metrics.json").unlink()
-    assert zs.discover(out)[1] == ["fast_none_L1_H1_D16_seed1"]
+    assert discover(out)[1] == ["fast_none_L1_H1_D16_seed1"]
     (out / "zoo.json").unlink()
-    folders, missing = zs.discover(out)
+    folders, missing = discover(out)
     assert [p.name for p, _ in folders] == [
         "fast_none_L1_H1_D16_seed0",
         "fast_sinusoidal_L1_H1_D16_seed0",
@@ -244,9 +247,9 @@ def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(ti
 
 
 def test_summary_cli_errors(tmp_path, capsys):
-    assert zs.main([str(tmp_path / "nothing")]) == 2
+    assert zs_cli.main([str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
-    assert zs.main([str(tmp_path)]) == 2
+    assert zs_cli.main([str(tmp_path)]) == 2
     assert "no finished run" in capsys.readouterr().err
 
 
@@ -267,7 +270,7 @@ def test_index_links_every_runs_full_report(tiny_zoo, tmp_path):
         "20",
         "--index",
     ]
-    assert zs.main(argv) == 0
+    assert zs_cli.main(argv) == 0
     run_report = zoo_dir / "fast_sinusoidal_L1_H1_D16_seed0" / "report"
     assert (run_report / "report.html").is_file() and (run_report / "summary.json").is_file()
     index = (out / "index.html").read_text()

@@ -1,0 +1,187 @@
+"""``run``: the model under every positional-encoding condition, on the same sequences."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+
+from analyses.frame import arguments
+from analyses.frame.loading import evaluating, records_source
+from analyses.frame.result import estimates
+from analyses.frame.sequences import token_batches
+from analyses.pe_ablation.result import (
+    ANALYSIS,
+    COLUMNS,
+    OFFSETS,
+    Condition,
+    ConditionResult,
+    PEAblationResult,
+)
+from interp import baselines, metrics, outcomes
+from interp.ablation import ablate_positional_encoding, num_bands
+from interp.stats import bootstrap_distributions
+
+ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+SHIFTS: tuple[int, ...] = (1, -1)
+EXACT_CEILING_MAX_LEN = 32  # partitions of N stay few (8,349 for N = 32); beyond, Monte Carlo only
+
+
+def build_conditions(model: Any, alphas: Sequence[float] = ALPHAS, shuffle_seeds: int = 5) -> list[Condition]:
+    """Every condition of the analysis, ``none`` first; bands only for sinusoidal encodings."""
+    out = [
+        Condition("none", "none", "none"),
+        Condition("zero", "zero", "zero (no PE)", "zero"),
+        Condition("mean", "mean", "mean over positions", "mean"),
+    ]
+    out += [
+        Condition(f"shuffle_s{s}", "shuffle", f"shuffle s{s}", "shuffle", {"seed": s})
+        for s in range(shuffle_seeds)
+    ]
+    out += [Condition(f"shift_{k:+d}", "shift", f"shift {k:+d}", "shift", {"shift": k}) for k in SHIFTS]
+    out.append(Condition("mirror", "mirror", "mirror", "mirror"))
+    out += [Condition(f"scale_{a:g}", "scale", f"α = {a:g}", "scale", {"alpha": float(a)}) for a in alphas]
+    if model.cfg.positional_embedding == "sinusoidal":
+        bands = range(num_bands(model.cfg.d_model))
+        out += [Condition(f"band_{k}", "band", f"band {k}", "remove_band", {"band": k}) for k in bands]
+    return out
+
+
+# --- the analysis ---------------------------------------------------------------------------------
+def _evaluate(model: Any, tokens: torch.Tensor, hooks: list[str]) -> dict[str, torch.Tensor]:
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+    stats = outcomes.sequence_outcomes(logits, tokens, OFFSETS)
+    flip = torch.stack([metrics.flip_mass(cache[h]).mean(-1) for h in hooks], dim=1)  # [batch, layer, head]
+    return {
+        "accuracy": stats["accuracy"],
+        "loss": stats["loss"],
+        "logit_diff": stats["logit_diff"],
+        "correct": stats["correct"],
+        "offset": stats["offset_hits"] / stats["offset_valid"].clamp(min=1),
+        "flip_mass": flip.flatten(1).double(),
+    }
+
+
+@records_source(ANALYSIS)
+def run(
+    model: Any,
+    num_sequences: int = 10_000,
+    seq_len: int | None = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+    bootstrap_resamples: int = 1000,
+    confidence: float = 0.95,
+    alphas: Sequence[float] = ALPHAS,
+    shuffle_seeds: int = 5,
+    monte_carlo_sequences: int = 100_000,
+) -> PEAblationResult:
+    """Evaluate every condition on the same ``num_sequences`` random sequences (same seed, same numbers)."""
+    cfg = model.cfg
+    if cfg.positional_embedding == "none":
+        raise ValueError("the model has no positional encoding to ablate (positional_embedding='none')")
+    seq_len = arguments.check_sampling(
+        cfg, num_sequences, seq_len, seed, batch_size, bootstrap_resamples, confidence
+    )
+    arguments.positive_ints(monte_carlo_sequences=monte_carlo_sequences)
+    arguments.non_negative_ints(shuffle_seeds=shuffle_seeds)
+    conditions = build_conditions(model, alphas, shuffle_seeds)
+    hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
+    device = next(model.parameters()).device
+    table: dict[str, dict[str, list[torch.Tensor]]] = {c.name: {} for c in conditions}
+    with evaluating(model):
+        for tokens in token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size):
+            tokens = tokens.to(device)
+            for c in conditions:
+                manager = (
+                    nullcontext()
+                    if c.method is None
+                    else ablate_positional_encoding(model, c.method, **c.parameters)
+                )
+                with manager:
+                    stats = _evaluate(model, tokens, hooks)
+                for key, value in stats.items():
+                    table[c.name].setdefault(key, []).append(value.to("cpu", torch.float64))
+    columns = {c: {k: torch.cat(v).numpy() for k, v in parts.items()} for c, parts in table.items()}
+    if shuffle_seeds:  # the average over the permutations, per sequence
+        shuffled = [columns[c.name] for c in conditions if c.family == "shuffle"]
+        columns["shuffle"] = {k: np.mean([s[k] for s in shuffled], axis=0) for k in shuffled[0]}
+        conditions.append(Condition("shuffle", "shuffle_mean", f"shuffle (mean of {shuffle_seeds})"))
+    results = _summarise(conditions, columns, cfg, bootstrap_resamples, confidence, seed)
+    exact = baselines.no_position_ceiling(seq_len, cfg.d_vocab) if seq_len <= EXACT_CEILING_MAX_LEN else None
+    mc = baselines.no_position_ceiling_monte_carlo(
+        seq_len,
+        cfg.d_vocab,
+        monte_carlo_sequences,
+        seed=seed,
+        resamples=bootstrap_resamples,
+        confidence=confidence,
+    )
+    d = cfg.d_model
+    return PEAblationResult(
+        num_sequences=num_sequences,
+        seq_len=seq_len,
+        num_categories=cfg.d_vocab,
+        seed=seed,
+        batch_size=batch_size,
+        bootstrap_resamples=bootstrap_resamples,
+        confidence=confidence,
+        conditions=results,
+        ceiling=exact,
+        ceiling_monte_carlo=mc,
+        monte_carlo_sequences=monte_carlo_sequences,
+        band_wavelengths=[2 * math.pi * 10000.0 ** (2 * k / d) for k in range(num_bands(d))],
+        config=cfg.to_dict(),
+    )
+
+
+def _summarise(
+    conditions: list[Condition],
+    columns: dict[str, dict[str, np.ndarray]],
+    cfg: Any,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, ConditionResult]:
+    """Bootstrap every column of every condition over one shared set of resamples of the sequences.
+
+    The resampling stream ``[seed, 1]`` is distinct from the data stream ``[seed, block]``; its counts
+    are drawn once for all conditions (``interp.stats.bootstrap_distributions``), which gives the same
+    numbers as drawing them again per condition, so differences between conditions stay paired.
+    """
+    base = columns["none"]
+    n_pos = base["correct"].shape[1]
+    heads = [f"{layer}.{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
+    tables = []
+    for c in conditions:
+        col = columns[c.name]
+        tables.append(
+            np.hstack(
+                [
+                    col["accuracy"][:, None],
+                    col["loss"][:, None],
+                    col["logit_diff"][:, None],
+                    (col["accuracy"] - base["accuracy"])[:, None],
+                    (col["loss"] - base["loss"])[:, None],
+                    col["correct"],
+                    col["offset"],
+                    col["flip_mass"],
+                ]
+            )
+        )
+    out = {}
+    drawn = bootstrap_distributions([(table, None) for table in tables], resamples, seed=[seed, 1])
+    for c, (point, reps) in zip(conditions, drawn):
+        est = list(estimates(point, reps, confidence))
+        k = len(COLUMNS)
+        out[c.name] = ConditionResult(
+            c,
+            *est[:k],
+            per_position_accuracy=est[k : k + n_pos],
+            offset_match=dict(zip(OFFSETS, est[k + n_pos : k + n_pos + len(OFFSETS)])),
+            flip_mass=dict(zip(heads, est[k + n_pos + len(OFFSETS) :])),
+        )
+    return out

@@ -1,0 +1,194 @@
+"""Figures of the zoo summary (PNG + SVG), drawn from a :class:`ZooSummaryResult`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from analyses.frame.figures import save_figure
+from analyses.zoo_summary.result import LABELS, ZooSummaryResult
+from interp.metrics import NEIGHBOUR_OFFSETS, offset_query_counts
+
+FIGURES = {
+    "seed_metrics": "Every seed (dots, with the run's 95% bootstrap CI over evaluation sequences where it "
+    "has one) and the mean over seeds with its 95% t-interval (diamonds; no interval with one seed) for each "
+    "architecture; dashed: uniform attention (flip mass 1/N, neighbour mass Σ_d (N−|d|)/N²) or chance "
+    "accuracy (1/C).",
+    "differences": "Difference from the reference architecture (mean over seeds, 95% Welch interval); an "
+    "interval that excludes 0 is a difference the seeds resolve.",
+    "mean_patterns": "Mean attention pattern of the best head (largest flip mass) of the first seed of every "
+    "architecture (outlined cells: flipped keys N−1−i).",
+}
+PANELS = (
+    "flip_mass",
+    "neighbour_mass",
+    "zero_pe_accuracy",
+    "flip_coverage",
+    "accuracy",
+    "first_perfect_step",
+)
+YLABELS = {
+    "flip_mass": "attention weight",
+    "neighbour_mass": "attention weight",
+    "zero_pe_accuracy": "token accuracy",
+    "flip_coverage": "attention weight",
+    "accuracy": "token accuracy",
+    "first_perfect_step": "optimizer steps",
+    "fit_seconds": "seconds",
+}
+DIFFERENCES = ("flip_mass", "neighbour_mass", "zero_pe_accuracy", "first_perfect_step")
+
+
+def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
+    """Write every figure as PNG and SVG into ``directory``; return {name: caption}."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from interp import plotting  # lazy: matplotlib only when figures are made (sets the Agg backend)
+
+    archs = result.architectures
+    x = np.arange(len(archs))
+    labels = [a.name for a in archs]
+    colours = [
+        plotting.COLOURS[{"sinusoidal": 0, "learned": 1}.get(a.positional_embedding, 7)] for a in archs
+    ]
+    chance = 1.0 / result.d_vocab
+    references = {
+        "flip_mass": 1.0 / result.seq_len,
+        "neighbour_mass": sum(offset_query_counts(result.seq_len, NEIGHBOUR_OFFSETS)) / result.seq_len**2,
+        "flip_coverage": 1.0 / result.seq_len,
+        "zero_pe_accuracy": chance,
+        "accuracy": chance,
+        "first_perfect_step": None,
+    }
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), layout="constrained")
+    jitter = np.random.default_rng(0).uniform(-0.06, 0.06, size=64)  # fixed: same numbers, same figure
+    rotate = len(archs) > 4 or max((len(label) for label in labels), default=0) > 18
+    for ax, metric in zip(axes.flat, PANELS):
+        for i, (a, colour) in enumerate(zip(archs, colours)):
+            s = a.stats.get(metric)
+            if s is None or not math.isfinite(s.mean):  # no PE to zero, or never reached 100%
+                missing = {"zero_pe_accuracy": "no PE", "first_perfect_step": "never reached"}.get(
+                    metric, "n/a"
+                )
+                ax.text(
+                    i,
+                    0.5,
+                    missing,
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    fontsize=8,
+                    color="grey",
+                )
+                continue
+            runs = [r for r in result.runs if r.architecture == a.name]
+            for k, r in enumerate(runs):  # one dot per seed, with its evaluation CI when it has one
+                value, e = r.value(metric), r.measured.get(metric)
+                err = [[value - e.ci_low], [e.ci_high - value]] if e is not None else None
+                ax.errorbar(
+                    i - 0.12 + jitter[k % len(jitter)],
+                    value,
+                    yerr=err,
+                    fmt="o",
+                    ms=4,
+                    color=colour,
+                    alpha=0.8,
+                    lw=0.8,
+                    capsize=1.5,
+                )
+            low, high = s.ci_low, s.ci_high
+            err = [[s.mean - low], [high - s.mean]] if math.isfinite(low) else None
+            ax.errorbar(i + 0.15, s.mean, yerr=err, fmt="D", ms=5, color="black", capsize=3, lw=1.2)
+        if references[metric] is not None:
+            ax.axhline(references[metric], ls="--", color="grey", lw=1)
+        ax.set_xlim(-0.5, len(archs) - 0.5)
+        if rotate:
+            ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+        else:
+            ax.set_xticks(x, labels, fontsize=8)
+        ax.set_ylabel(YLABELS[metric])
+        ax.set_title(LABELS[metric], fontsize=10)
+        ax.grid(axis="y", alpha=0.3, lw=0.5)
+    single = any(s.n < 2 for a in archs for s in a.stats.values() if math.isfinite(s.mean))
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker="o",
+            ms=4,
+            color="grey",
+            label="one seed (whisker: its 95% CI over evaluation sequences)",
+        ),
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker="D",
+            ms=5,
+            color="black",
+            label="mean over seeds (bar: 95% "
+            "t-interval over seeds" + ("; none with 1 seed)" if single else ")"),
+        ),
+        Line2D([], [], ls="--", color="grey", lw=1, label="uniform attention or chance accuracy 1/C"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    save_figure(fig, directory, "seed_metrics")
+
+    compared = [a for a in archs if a.differences]
+    fig, axes = plt.subplots(
+        1,
+        len(DIFFERENCES),
+        figsize=(4.2 * len(DIFFERENCES), 0.38 * len(compared) + 1.6),
+        layout="constrained",
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, metric in zip(axes[0], DIFFERENCES):
+        for i, a in enumerate(compared):
+            d = a.differences.get(metric)
+            if d is None:
+                continue
+            finite = math.isfinite(d.ci_low)
+            ax.errorbar(
+                d.mean,
+                i,
+                xerr=[[d.mean - d.ci_low], [d.ci_high - d.mean]] if finite else None,
+                fmt="o",
+                ms=4,
+                color="black" if finite else "grey",
+                capsize=3,
+                lw=1.2,
+            )
+        ax.axvline(0, color="#D55E00", lw=1)
+        ax.set_title(f"Δ {LABELS[metric]}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3, lw=0.5)
+    axes[0, 0].set_yticks(range(len(compared)), [a.name for a in compared], fontsize=8)
+    axes[0, 0].set_ylim(max(len(compared), 1) - 0.5, -0.5)
+    if not compared:
+        axes[0, 0].text(0.02, 0.5, "no other architecture", transform=axes[0, 0].transAxes, fontsize=9)
+    fig.suptitle(f"Difference from {result.reference}", fontsize=10)
+    save_figure(fig, directory, "differences")
+
+    firsts = [next(r for r in result.runs if r.architecture == a.name) for a in archs]
+    n = result.seq_len
+    cols = min(5, len(firsts))
+    rows = math.ceil(len(firsts) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.9 * cols + 0.8, 3.0 * rows), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[len(firsts) :]:
+        ax.axis("off")
+    image = None
+    for ax, r in zip(axes.flat, firsts):
+        image = ax.imshow(r.mean_pattern, cmap="viridis", vmin=0, vmax=1)
+        plotting.outline_cells(ax, plotting.flipped_cells(n), lw=0.9)
+        ax.set_title(f"{r.architecture}\nseed {r.seed}, head {r.best_head[0]}.{r.best_head[1]}", fontsize=8)
+        ax.set_xticks([0, n - 1])
+        ax.set_yticks([0, n - 1])
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="mean attention weight")
+    save_figure(fig, directory, "mean_patterns")
+    return dict(FIGURES)

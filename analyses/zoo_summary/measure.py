@@ -1,0 +1,122 @@
+"""``run``: evaluate every finished run of a zoo, then summarise each architecture over its seeds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from analyses.frame import arguments
+from analyses.frame.cli import UserError
+from analyses.zoo_summary.result import (
+    SUMMARISED,
+    ArchitectureSummary,
+    RunSummary,
+    SeedStats,
+    ZooSummaryResult,
+    t_interval,
+    welch_interval,
+)
+from analyses.zoo_summary.runs import discover, summarise_run
+from interp.stats import Estimate
+
+DEFAULT_REFERENCE = "sinusoidal L1 H1"
+_PE_ORDER = {"sinusoidal": 0, "learned": 1, "none": 2}
+
+
+def run(
+    zoo: str | Path,
+    num_sequences: int = 2000,
+    seed: int = 0,
+    batch_size: int = 1000,
+    bootstrap_resamples: int = 1000,
+    confidence: float = 0.95,
+    reference: str | None = DEFAULT_REFERENCE,
+    device: str = "cpu",
+    progress: bool = False,
+) -> ZooSummaryResult:
+    """Evaluate every finished run of ``zoo`` and summarise across seeds per architecture; ``progress``
+    prints ``[i/n] run`` to stderr as each run is done."""
+    arguments.positive_ints(
+        num_sequences=num_sequences, batch_size=batch_size, bootstrap_resamples=bootstrap_resamples
+    )
+    arguments.check_confidence(confidence)
+    folders, missing = discover(zoo)
+    runs = []
+    for i, (folder, role) in enumerate(folders, 1):
+        runs.append(
+            summarise_run(
+                folder, role, num_sequences, seed, batch_size, bootstrap_resamples, confidence, device
+            )
+        )
+        if progress:
+            print(f"[{i}/{len(folders)}] {folder.name}", file=sys.stderr, flush=True)
+    shapes = {(r.mean_pattern.shape[0], r.d_vocab) for r in runs}
+    if len(shapes) != 1:
+        raise UserError(f"zoo {zoo}: runs differ in (sequence length, categories): {sorted(shapes)}")
+    seq_len, d_vocab = shapes.pop()
+
+    groups: dict[str, list[RunSummary]] = {}
+    for r in sorted(
+        runs,
+        key=lambda r: (
+            r.role == "control",
+            _PE_ORDER.get(r.positional_embedding, 9),
+            r.n_layers,
+            r.n_heads,
+            r.seed,
+        ),
+    ):
+        groups.setdefault(r.architecture, []).append(r)
+    reference = None if reference is None else reference.replace("_", " ")
+    if reference is not None and reference not in groups:
+        if reference != DEFAULT_REFERENCE:
+            raise UserError(f"--reference {reference!r} is not in the zoo ({', '.join(groups)})")
+        reference = next(iter(groups))
+
+    def values(members: list[RunSummary], metric: str) -> np.ndarray:
+        return np.array([m.value(metric) for m in members], dtype=np.float64)
+
+    architectures = []
+    for name, members in groups.items():
+        stats = {}
+        for metric in SUMMARISED:
+            v = values(members, metric)
+            if np.isfinite(v).any():
+                mean, low, high, sd = t_interval(v, confidence)
+                stats[metric] = SeedStats(mean, low, high, sd, int(np.isfinite(v).sum()), v.tolist())
+        differences = {}
+        if reference is not None and name != reference:
+            for metric in stats:
+                d, lo, hi = welch_interval(
+                    values(members, metric), values(groups[reference], metric), confidence
+                )
+                if np.isfinite(d):
+                    differences[metric] = Estimate(d, lo, hi)
+        first = members[0]
+        architectures.append(
+            ArchitectureSummary(
+                name=name,
+                positional_embedding=first.positional_embedding,
+                n_layers=first.n_layers,
+                n_heads=first.n_heads,
+                role=first.role,
+                runs=[m.name for m in members],
+                stats=stats,
+                differences=differences,
+            )
+        )
+    return ZooSummaryResult(
+        zoo=str(Path(zoo).absolute()),
+        num_sequences=num_sequences,
+        seq_len=seq_len,
+        seed=seed,
+        bootstrap_resamples=bootstrap_resamples,
+        confidence=confidence,
+        reference=reference,
+        runs=[r for members in groups.values() for r in members],
+        architectures=architectures,
+        missing=missing,
+        d_vocab=d_vocab,
+    )

@@ -1,0 +1,140 @@
+"""The runs of a zoo folder and what is measured on each: discovery and per-run evaluation.
+
+Per run (every run on the same ``num_sequences`` random sequences, a bootstrap CI over them):
+accuracy and accuracy with the positional encoding zeroed; flip mass A[i, N−1−i] and neighbour mass
+(keys N−1−i ± 1, ± 2) of the best head (largest flip mass); flip coverage mean_i max_{l, h} A_{l,h}[i,
+N−1−i]. Plus the run's own training numbers from its metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analyses.frame.cli import UserError
+from analyses.frame.sequences import token_batches
+from analyses.zoo_summary.result import MEASURED, RunSummary
+from interp import metrics
+from interp.ablation import ablate_positional_encoding
+from interp.stats import bootstrap_ci
+from models.checkpoints import CheckpointError, load_model, sha256_file
+
+
+def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(finished run folders with their role, names of unfinished runs) of a zoo folder."""
+    zoo = Path(zoo)
+    if zoo.exists() and not zoo.is_dir():
+        raise UserError(f"zoo folder {zoo}: is a file, not a folder written by python -m models.zoo")
+    if not zoo.is_dir():
+        raise UserError(f"zoo folder {zoo}: no such folder")
+    manifest = zoo / "zoo.json"
+    if manifest.is_file():
+        try:
+            listed = [
+                (zoo / r["name"], r.get("role", "grid")) for r in json.loads(manifest.read_text())["runs"]
+            ]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{manifest}: not a zoo manifest ({type(e).__name__}: {e})") from None
+    else:
+        listed = []
+        for folder in sorted(p for p in zoo.iterdir() if (p / "config.json").is_file()):
+            pe = (
+                json.loads((folder / "config.json").read_text())
+                .get("encoder", {})
+                .get("positional_embedding")
+            )
+            listed.append((folder, "control" if pe == "none" else "grid"))
+    done = [(p, role) for p, role in listed if (p / "model.pt").is_file() and (p / "metrics.json").is_file()]
+    finished = {p for p, _ in done}
+    missing = [p.name for p, _ in listed if p not in finished]
+    if not done:
+        raise UserError(f"zoo folder {zoo}: no finished run (model.pt + metrics.json); train with models.zoo")
+    return done, missing
+
+
+@torch.inference_mode()
+def evaluate(
+    model: Any, num_sequences: int, seed: int, batch_size: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-sequence accuracy (and with PE zeroed), per-head flip and neighbour mass [seq, layer, head],
+    flip coverage [seq]; and the mean pattern [layer, head, query, key]."""
+    cfg = model.cfg
+    hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
+    device = next(model.parameters()).device
+    parts: dict[str, list[np.ndarray]] = {}
+    pattern_sum = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.n_ctx, cfg.n_ctx, dtype=torch.float64)
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        parts.setdefault(name, []).append(value.to("cpu", torch.float64).numpy())
+
+    model.eval()
+    for tokens in token_batches(num_sequences, cfg.n_ctx, cfg.d_vocab, seed, batch_size):
+        tokens = tokens.to(device)
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+        keep("accuracy", metrics.reversal_correct(logits, tokens).double().mean(-1))
+        if cfg.positional_embedding != "none":
+            with ablate_positional_encoding(model, "zero"):
+                keep("zero_pe_accuracy", metrics.reversal_correct(model(tokens), tokens).double().mean(-1))
+        patterns = torch.stack([cache[h] for h in hooks], dim=1).double()  # [batch, layer, head, q, k]
+        flat = patterns.flatten(1, 2)
+        flip = metrics.flip_mass(flat)  # [batch, layer·head, query]
+        keep("flip_mass", flip.mean(-1).view(len(tokens), cfg.n_layers, cfg.n_heads))
+        keep(
+            "neighbour_mass",
+            metrics.neighbour_mass(flat).mean(-1).view(len(tokens), cfg.n_layers, cfg.n_heads),
+        )
+        keep("flip_coverage", flip.max(1).values.mean(-1))
+        pattern_sum += patterns.sum(0).cpu()
+    return {k: np.concatenate(v) for k, v in parts.items()}, (pattern_sum / num_sequences).numpy()
+
+
+def summarise_run(
+    folder: Path,
+    role: str,
+    num_sequences: int,
+    seed: int,
+    batch_size: int,
+    resamples: int,
+    confidence: float,
+    device: str = "cpu",
+) -> RunSummary:
+    """Evaluate one finished run folder."""
+    try:
+        model = load_model(folder / "model.pt", device=device)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    config = json.loads((folder / "config.json").read_text())
+    training = json.loads((folder / "metrics.json").read_text())
+    table, mean_pattern = evaluate(model, num_sequences, seed, batch_size)
+    n_layers, n_heads = table["flip_mass"].shape[1:]
+    best = np.unravel_index(int(np.argmax(table["flip_mass"].mean(0))), (n_layers, n_heads))
+    columns = {
+        "accuracy": table["accuracy"],
+        "zero_pe_accuracy": table.get("zero_pe_accuracy"),
+        "flip_mass": table["flip_mass"][:, best[0], best[1]],
+        "neighbour_mass": table["neighbour_mass"][:, best[0], best[1]],
+        "flip_coverage": table["flip_coverage"],
+    }
+    names = [k for k in MEASURED if columns[k] is not None]
+    estimates = bootstrap_ci(
+        np.stack([columns[k] for k in names], 1), None, resamples, confidence, seed=[seed, 1]
+    )
+    cfg = model.cfg
+    return RunSummary(
+        name=folder.name,
+        seed=int(config.get("seed", 0)),
+        positional_embedding=cfg.positional_embedding,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        role=role,
+        measured=dict(zip(names, estimates)),
+        training={k: training.get(k) for k in ("test_acc", "first_perfect_step", "steps", "fit_seconds")},
+        best_head=(int(best[0]), int(best[1])),
+        mean_pattern=mean_pattern[best],
+        sha256=sha256_file(folder / "model.pt"),
+        d_vocab=cfg.d_vocab,
+    )
