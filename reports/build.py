@@ -35,6 +35,7 @@ from typing import Any
 
 from analyses.frame import arguments, files
 from analyses.frame import provenance as provenance_record
+from analyses.frame import staging as staging_names
 from analyses.frame.cli import UserError, run_cli
 from analyses.frame.loading import ResolvedModel, resolve_model
 from reports import pipeline
@@ -46,6 +47,15 @@ DEFAULT_NUM_SEQUENCES = 2000  # the whole build in ~20 s on two cores (benchmark
 EXPLORER_SEQUENCES = 8
 REPORT_FILE = "report.html"
 PAGE_BUDGET_BYTES = 5_000_000  # above this, the build says so (figures grow with layers × heads)
+STAGING_PREFIX = ".report-build-"
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove what builds killed before they could clean up left in ``out`` (their staging folders and
+    analysis folders moved aside): only folders whose creating process is gone
+    (:func:`analyses.frame.staging.remove_stale`)."""
+    prefixes = (STAGING_PREFIX, *(f".{name}.old-" for name in pipeline.ANALYSES))
+    return staging_names.remove_stale(out, prefixes)
 
 
 def default_name(checkpoint: Path) -> str:
@@ -79,7 +89,7 @@ def is_report_folder(folder: Path) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".report-build-")]
+    entries = [p for p in folder.iterdir() if not p.name.startswith(STAGING_PREFIX)]
     return all(p.name in pipeline.ANALYSES and files.is_output_folder(p) for p in entries)
 
 
@@ -91,7 +101,7 @@ def _prepare_out(out: Path) -> tuple[Path, list[Path]]:
     created: list[Path] = []
     try:
         created = files.make_folders(out)
-        staging = Path(tempfile.mkdtemp(dir=out, prefix=".report-build-"))
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=staging_names.staging_prefix(STAGING_PREFIX)))
     except OSError as e:
         files.remove_empty(created)
         raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
@@ -134,6 +144,8 @@ def build_report(
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
+    for stale in remove_stale_staging(out):
+        say(f"removed {stale}, left by a build that was killed")
     if out.is_dir() and not is_report_folder(out):  # report.html and summary.json are overwritten
         raise UserError(
             f"--out {out} exists and is not a report folder (no summary.json of reports.build, and not "

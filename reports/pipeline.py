@@ -192,6 +192,32 @@ def run_task(task: Task, model: Any = None) -> float:
     return time.perf_counter() - started
 
 
+def die_with_parent(parent: int) -> None:
+    """Make this (worker) process die when ``parent`` does, even by ``kill -9``: on Linux the kernel
+    sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread
+    checks the parent pid every second. A parent already gone ends the worker at once."""
+    import ctypes
+    import os
+    import signal
+    import threading
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run_tasks(tasks: list[Task], model: Any, jobs: int, log: Callable[[str], None]) -> None:
     """Run ``tasks``: in this process when ``jobs`` is 1, else on ``jobs`` forked worker processes
     (slowest first). A failure in any task raises after the others finished."""
@@ -209,7 +235,14 @@ def run_tasks(tasks: list[Task], model: Any, jobs: int, log: Callable[[str], Non
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ordered = sorted(tasks, key=lambda t: -t.spec.cost)
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
+    import os
+
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)),
+        mp_context=context,
+        initializer=die_with_parent,  # no orphans: a killed build takes its workers with it
+        initargs=(os.getpid(),),
+    ) as pool:
         futures = [(task, pool.submit(run_task, task)) for task in ordered]
         errors = []
         for task, future in futures:

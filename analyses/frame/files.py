@@ -9,6 +9,12 @@
   :func:`check_replaceable`: new, empty, or an earlier output folder (:func:`is_output_folder`).
 - :func:`make_folders`, :func:`remove_empty` and :func:`replace_dir` are the pieces, also used by
   ``reports.build`` for its staging folder.
+
+Concurrency and kills (:mod:`analyses.frame.staging`): checking OUT and replacing it happen under a
+lock on OUT's parent folder, so two processes writing the same OUT both succeed, the last one whole,
+and neither sees the other's half-way state; the temporary ``.OUT.tmp-*`` and ``.OUT.old-*`` folders
+carry their creator's pid, and the next write of OUT removes those whose creator is dead (``kill -9``).
+An OUT that cannot be removed (a read-only folder in it) is refused before any work.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from analyses.frame import staging
 from analyses.frame.cli import UserError
 
 
@@ -102,25 +109,57 @@ def is_output_folder(folder: Path) -> bool:
 
 def check_replaceable(out: Path, flag: str = "--out") -> Path:
     """``out`` made absolute, if writing an output folder there may replace what is there: nothing,
-    a file-free empty folder, or an earlier output folder (:func:`is_output_folder`). Anything else —
-    the current folder or one containing it, a home or project folder, a training run — raises
-    :class:`UserError` before any work is done: an output folder is replaced whole, and replacing a
-    folder that is not one would delete the user's files."""
+    a file-free empty folder, or an earlier output folder (:func:`is_output_folder`) that this process
+    can remove. Anything else — the current folder or one containing it, a home or project folder, a
+    training run, a read-only output — raises :class:`UserError` before any work is done: an output
+    folder is replaced whole, and replacing a folder that is not one would delete the user's files."""
     raw = str(out)
     if not raw.strip():
         raise UserError(f"{flag} is empty: name the output folder")
     out = Path(out).expanduser().absolute()
+    with _lock_parent(out):
+        return _check_replaceable(out, flag)
+
+
+def _check_replaceable(out: Path, flag: str) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag} {out} exists and is not a folder")
     resolved, here = out.resolve(), Path.cwd().resolve()
     if resolved == here or resolved in here.parents:
         raise UserError(f"{flag} {out} is the current folder or contains it: name a new folder")
-    if out.is_dir() and any(out.iterdir()) and not is_output_folder(out):
-        raise UserError(
-            f"{flag} {out} exists and is not an analysis output folder (no metrics.json naming an "
-            "analysis): refusing to replace it; name a new or empty folder"
-        )
+    if out.is_dir() and any(out.iterdir()):
+        if not is_output_folder(out):
+            raise UserError(
+                f"{flag} {out} exists and is not an analysis output folder (no metrics.json naming an "
+                "analysis): refusing to replace it; name a new or empty folder"
+            )
+        locked = _read_only_folder(out)
+        if locked is not None:
+            raise UserError(
+                f"{flag} {out} cannot be replaced: {locked} is read-only (make it writable, or name "
+                "another folder)"
+            )
     return out
+
+
+def _read_only_folder(out: Path) -> Path | None:
+    """The first folder in ``out`` (itself included) whose entries this process cannot remove, as
+    replacing ``out`` needs (moving ``out`` aside rewrites its ``..`` entry; deleting the old copy
+    unlinks every entry)."""
+    for folder, _, _ in os.walk(out):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return Path(folder)
+    return None
+
+
+@contextlib.contextmanager
+def _lock_parent(out: Path) -> Iterator[None]:
+    """:func:`staging.folder_lock` on ``out``'s parent when it exists (nothing to race otherwise)."""
+    if out.parent.is_dir():
+        with staging.folder_lock(out.parent):
+            yield
+    else:
+        yield
 
 
 @contextlib.contextmanager
@@ -136,14 +175,17 @@ def atomic_output_dir(out: Path) -> Iterator[Path]:
     created: list[Path] = []  # parents we create, removed again on failure
     try:
         created = make_folders(out.parent)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        remove_stale_staging(out)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=staging.staging_prefix(f".{out.name}.tmp-")))
     except OSError as e:
         remove_empty(created)
         raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        replace_dir(tmp, out)
+        with staging.folder_lock(out.parent):
+            _check_replaceable(out, "--out")  # again: another process may have written it since
+            _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         remove_empty(created)
@@ -176,14 +218,37 @@ def remove_empty(folders: Sequence[Path]) -> None:
             folder.rmdir()
 
 
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the ``.OUT.tmp-*`` / ``.OUT.old-*`` folders next to ``out`` that runs killed before
+    they could clean up left behind (only those whose creator is dead: :func:`staging.remove_stale`)."""
+    return staging.remove_stale(out.parent, (f".{out.name}.tmp-", f".{out.name}.old-"))
+
+
 def replace_dir(source: Path, target: Path) -> None:
     """Move ``source`` to ``target``, replacing an existing folder: it is moved aside first and deleted
-    only once ``source`` is in place. Callers check that ``target`` may be replaced
-    (:func:`check_replaceable`)."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    only once ``source`` is in place; under a lock on the parent folder, so concurrent replacements
+    of the same target take turns. Callers check that ``target`` may be replaced
+    (:func:`check_replaceable`). A target that cannot be moved is a :class:`UserError` that leaves
+    ``source``, ``target`` and nothing else."""
+    with staging.folder_lock(target.parent):
+        _replace_dir(source, target)
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(source, target)
+        return
+    prefix = staging.staging_prefix(f".{target.name}.old-")
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix))
+    try:
         os.replace(target, old / target.name)
+    except OSError as e:
+        old.rmdir()
+        raise UserError(f"cannot replace {target}: {e.strerror or e}") from None
+    try:
         os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
+    except BaseException:
+        os.replace(old / target.name, target)  # put the earlier folder back
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
