@@ -13,6 +13,18 @@ The bootstrap is vectorised: a resample is a vector of counts c (how often each 
 is one matrix product per chunk of resamples. The counts depend only on (n, resamples, seed), so
 two calls with the same seed and the same n see the very same resamples and their distributions can
 be combined (e.g. the CI of a difference).
+
+Memory independent of the number of sequences: :class:`UnitSums` keeps, instead of one row per
+sequence, one row per *resampling unit*. Up to ``max_units`` sequences (:data:`MAX_UNITS`, 10,000) a
+unit is one sequence and the bootstrap is the one above, bit for bit. Beyond, the N sequences are
+split into ``max_units`` fixed blocks of consecutive sequences (sizes ⌊N/K⌋ or ⌈N/K⌉) and a unit holds
+its block's sums and its sequence count; a mean becomes the ratio Σ c·sums / Σ c·counts over the
+resampled blocks. The sequences are independent and identically distributed, so the blocks are too,
+and the bootstrap over K i.i.d. blocks estimates the sampling distribution of the same mean (a
+"batch means" bootstrap): the same estimator family, memory K × statistics whatever N is, and
+resampling cost independent of N (a streaming Poisson bootstrap would keep memory flat too, but
+draws resamples × N weights: 10^10 for 10^7 sequences). ``tests/test_stats.py`` checks its CIs against
+the per-sequence bootstrap's and its coverage on data with a known mean.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 # Elements of one count matrix (float64): 4e6 × 8 bytes = 32 MB, whatever n is.
 _CHUNK_ELEMENTS = 4_000_000
+# Resampling units of UnitSums: up to this many sequences the bootstrap resamples single sequences.
+MAX_UNITS = 10_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,68 @@ def bootstrap_distributions(
                 out.append(top / n if den is None else top / (c @ den).numpy())
         points = [num.mean(0) if den is None else num.sum(0) / den.sum(0) for num, den in prepared]
     return [(point, np.concatenate(reps)) for point, reps in zip(points, replicates)]
+
+
+class UnitSums:
+    """Per-unit running sums of per-sequence statistics, filled batch by batch, for a bootstrap over
+    ``num_sequences`` sequences in memory independent of ``num_sequences`` (see the module docstring).
+
+    ``add({"name": values [batch, ...]})`` takes the next batch of sequences (every name of a batch at
+    once); sequence i goes to unit ``i * units // num_sequences``. ``sums[name]`` is ``[units, ...]``
+    (float64) and ``counts`` ``[units]`` the sequences per unit. :meth:`table` gives what
+    :func:`bootstrap_distributions` takes for the mean of a statistic (or a ratio of two).
+    """
+
+    def __init__(self, num_sequences: int, max_units: int = MAX_UNITS):
+        self.num_sequences = as_int(num_sequences, "num_sequences", minimum=1)
+        self.units = min(self.num_sequences, as_int(max_units, "max_units", minimum=1))
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts = torch.zeros(self.units, dtype=torch.float64)
+        self.seen = 0
+
+    @property
+    def per_sequence(self) -> bool:
+        """Whether every unit is one sequence (the plain bootstrap)."""
+        return self.units == self.num_sequences
+
+    def add(self, batch: dict[str, torch.Tensor | np.ndarray]) -> None:
+        sizes = {len(v) for v in batch.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"every statistic of a batch needs the same number of sequences, got {sizes}")
+        b = sizes.pop()
+        if self.seen + b > self.num_sequences:
+            raise ValueError(f"more than the {self.num_sequences} sequences announced")
+        unit = (torch.arange(self.seen, self.seen + b) * self.units) // self.num_sequences
+        for name, values in batch.items():
+            values = torch.as_tensor(values).detach().to("cpu", torch.float64)
+            if name not in self.sums:
+                self.sums[name] = torch.zeros(self.units, *values.shape[1:], dtype=torch.float64)
+            self.sums[name].index_add_(0, unit, values)
+        self.counts.index_add_(0, unit, torch.ones(b, dtype=torch.float64))
+        self.seen += b
+
+    def table(self, name: str, denominator: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(values, denominators)`` for :func:`bootstrap_distributions`: the mean of ``name`` over
+        sequences, or Σ name / Σ ``denominator`` (broadcast to ``name``'s shape) when one is given.
+        Per-sequence units without a denominator give ``(values, None)``: today's plain bootstrap."""
+        num = self.sums[name].numpy()
+        if denominator is not None:
+            den = self.sums[denominator].numpy()
+            den = den.reshape(den.shape + (1,) * (num.ndim - den.ndim))
+            return num, np.broadcast_to(den, num.shape)
+        if self.per_sequence:
+            return num, None
+        return num, np.broadcast_to(self.counts.numpy().reshape((-1,) + (1,) * (num.ndim - 1)), num.shape)
+
+
+def resampling_unit(num_sequences: int, max_units: int = MAX_UNITS) -> str:
+    """What a :class:`UnitSums` bootstrap over ``num_sequences`` resamples, in words for a result's
+    settings: ``"sequence"``, or ``"block of 100 consecutive sequences"`` (``"99-100"`` when sizes differ)."""
+    units = min(num_sequences, max_units)
+    if units == num_sequences:
+        return "sequence"
+    low, high = num_sequences // units, -(-num_sequences // units)
+    return f"block of {low if low == high else f'{low}-{high}'} consecutive sequences"
 
 
 def percentile_interval(

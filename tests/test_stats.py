@@ -100,3 +100,79 @@ def test_interval_contains_the_mean(values, resamples, seed, confidence):
     for est in stats.bootstrap_ci(values, resamples=resamples, confidence=confidence, seed=seed):
         tol = 1e-9 * (1 + abs(est.mean))
         assert est.ci_low - tol <= est.mean <= est.ci_high + tol
+
+
+# --- UnitSums: the bootstrap in memory independent of the number of sequences ----------------------
+def _fill(units: stats.UnitSums, values: np.ndarray, keys: np.ndarray, batch: int) -> None:
+    for start in range(0, len(values), batch):
+        units.add({"x": values[start : start + batch], "keys": keys[start : start + batch]})
+
+
+def test_unit_sums_up_to_max_units_are_the_per_sequence_bootstrap_bit_for_bit():
+    rng = np.random.default_rng(0)
+    values, keys = rng.exponential(size=(700, 3)), rng.integers(0, 4, size=700).astype(float)
+    units = stats.UnitSums(700, max_units=700)
+    _fill(units, values, keys, 64)
+    assert units.per_sequence and stats.resampling_unit(700, 700) == "sequence"
+    got = stats.bootstrap_distributions([units.table("x"), units.table("x", "keys")], 200, seed=5)
+    want = stats.bootstrap_distributions(
+        [(values, None), (values, np.broadcast_to(keys[:, None], values.shape))], 200, seed=5
+    )
+    for (gp, gr), (wp, wr) in zip(got, want):
+        assert np.array_equal(gp, wp) and np.array_equal(gr, wr)
+
+
+def test_unit_sums_beyond_max_units_hold_block_sums_and_counts():
+    values = np.arange(10.0)
+    units = stats.UnitSums(10, max_units=4)
+    _fill(units, values[:, None], np.ones(10), 3)  # batches cross block boundaries
+    # sequence i goes to block i * 4 // 10: blocks {0,1,2}, {3,4}, {5,6,7}, {8,9}
+    assert units.counts.tolist() == [3, 2, 3, 2]
+    assert units.sums["x"][:, 0].tolist() == [3, 7, 18, 17]
+    num, den = units.table("x")
+    assert den[:, 0].tolist() == [3, 2, 3, 2]
+    point, _ = stats.bootstrap_distribution(num, den, resamples=10)
+    assert point[0] == pytest.approx(4.5)  # the mean over all sequences
+    assert stats.resampling_unit(10, 4) == "block of 2-3 consecutive sequences"
+    assert stats.resampling_unit(10**7, 10**4) == "block of 1000 consecutive sequences"
+    with pytest.raises(ValueError, match="more than the 10 sequences"):
+        units.add({"x": np.zeros((1, 1)), "keys": np.zeros(1)})
+
+
+def test_block_bootstrap_matches_the_per_sequence_bootstrap_on_small_n():
+    """Skewed data, 20,000 sequences in 500 blocks of 40: the CI of a mean and of a ratio of sums
+    agrees with the per-sequence bootstrap's to a few percent of its width."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    values, keys = rng.exponential(size=(n, 2)) ** 2, rng.integers(0, 3, size=n).astype(float)
+    units = stats.UnitSums(n, max_units=500)
+    _fill(units, values, keys, 1000)
+    block = [stats.bootstrap_ci(*units.table("x"), resamples=2000, seed=2)]
+    block.append(stats.bootstrap_ci(*units.table("x", "keys"), resamples=2000, seed=2))
+    exact = [stats.bootstrap_ci(values, resamples=2000, seed=2)]
+    exact.append(stats.bootstrap_ci(values, np.broadcast_to(keys[:, None], values.shape), 2000, seed=2))
+    for got, want in zip(block, exact):
+        for g, w in zip(got, want):
+            assert g.mean == pytest.approx(w.mean, rel=1e-12)
+            width = w.ci_high - w.ci_low
+            assert abs((g.ci_high - g.ci_low) / width - 1) < 0.1
+            assert abs(g.ci_low - w.ci_low) < 0.1 * width and abs(g.ci_high - w.ci_high) < 0.1 * width
+
+
+def test_block_bootstrap_covers_a_known_mean_95_percent_of_the_time():
+    """300 samples of 1,000 skewed values (exponential, mean 1) in 100 blocks of 10: the 95% CI contains
+    the true mean in 90-98.5% of them (binomial sd 1.3%; 92.0% here), within 3 points of the
+    per-sequence bootstrap on the same samples (92.7%)."""
+    rng = np.random.default_rng(7)
+    covered = {"block": 0, "sequence": 0}
+    trials = 300
+    for trial in range(trials):
+        values = rng.exponential(size=1000)
+        units = stats.UnitSums(1000, max_units=100)
+        units.add({"x": values})
+        (block,) = stats.bootstrap_ci(*units.table("x"), resamples=300, seed=trial)
+        (exact,) = stats.bootstrap_ci(values, resamples=300, seed=trial)
+        covered["block"] += block.ci_low <= 1.0 <= block.ci_high
+        covered["sequence"] += exact.ci_low <= 1.0 <= exact.ci_high
+    block, sequence = covered["block"] / trials, covered["sequence"] / trials
+    assert 0.90 <= block <= 0.985 and abs(block - sequence) <= 0.03, covered

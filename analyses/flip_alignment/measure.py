@@ -15,7 +15,7 @@ from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from interp import metrics
-from interp.stats import Estimate, bootstrap_distributions, percentile_interval
+from interp.stats import Estimate, UnitSums, bootstrap_distributions, percentile_interval
 
 ENTROPY_BINS = 40  # histogram bins of row entropy over [0, log N]
 
@@ -39,8 +39,9 @@ def run(
 ) -> FlipAlignmentResult:
     """Stream ``num_sequences`` random sequences through ``model`` and measure every head.
 
-    Memory is constant in ``num_sequences`` apart from ~(N + 15)·heads + N numbers per sequence (the
-    per-sequence statistics the bootstrap resamples). Same arguments, same numbers.
+    Memory is independent of ``num_sequences``: the statistics the bootstrap resamples are kept per
+    resampling unit (one sequence up to ``interp.stats.MAX_UNITS`` sequences, blocks of consecutive
+    sequences beyond; :class:`interp.stats.UnitSums`). Same arguments, same numbers.
     """
     cfg = model.cfg
     seq_len = arguments.check_sampling(
@@ -55,18 +56,11 @@ def run(
     stats_device = torch.device("cpu") if device.type == "mps" else device
     edges = torch.linspace(0.0, math.log(n) if n > 1 else 1.0, ENTROPY_BINS + 1, dtype=torch.float64)
 
-    # Per-sequence statistics go straight into preallocated arrays: a few hundred bytes per sequence,
-    # and no heap fragmentation from thousands of small kept tensors.
-    table: dict[str, np.ndarray] = {}
-    done = 0
+    # Per-sequence statistics are summed per resampling unit: at most MAX_UNITS rows, whatever N is.
+    units = UnitSums(num_sequences)
     pattern_sum = torch.zeros(n_layers, n_heads, n, n, dtype=torch.float64)
     entropy_counts = torch.zeros(n_layers, n_heads, ENTROPY_BINS, dtype=torch.float64)
     examples: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def keep(name: str, value: torch.Tensor) -> None:
-        if name not in table:
-            table[name] = np.empty((num_sequences, *value.shape[1:]), dtype=np.float64)
-        table[name][done : done + len(value)] = value.detach().cpu().numpy()
 
     with evaluating(model):
         data = token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size)
@@ -75,10 +69,12 @@ def run(
             logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
             correct = metrics.reversal_correct(logits, tokens).to("cpu", torch.float64)
             loss = F.cross_entropy(logits.transpose(1, 2), tokens.flip(-1), reduction="none").cpu()
-            keep("accuracy", correct.mean(-1))
-            keep("sequence_accuracy", correct.min(-1).values)
-            keep("loss", loss.mean(-1))
-            keep("per_position_accuracy", correct)
+            batch = {
+                "accuracy": correct.mean(-1),
+                "sequence_accuracy": correct.min(-1).values,
+                "loss": loss.mean(-1),
+                "per_position_accuracy": correct,
+            }
             tokens = tokens.to(stats_device)
             patterns = torch.stack([cache[h] for h in hooks], dim=1).to(stats_device)  # [b, l, h, q, k]
             layer_stats = [
@@ -86,17 +82,17 @@ def run(
                 for layer in range(n_layers)
             ]
             for name in layer_stats[0]:
-                keep(name, torch.stack([s[name] for s in layer_stats], dim=1))  # [batch, layer, ...]
+                batch[name] = torch.stack([s[name] for s in layer_stats], dim=1)  # [batch, layer, ...]
+            units.add(batch)
             pattern_sum += patterns.to("cpu", torch.float64).sum(0)
             rows = metrics.row_entropy(patterns.flatten(0, 1)).view(-1, n_layers, n_heads, n)
             entropy_counts += _entropy_histogram(rows, edges)
             if examples is None:
                 k = min(n_examples, tokens.shape[0])
                 examples = (tokens[:k].cpu().clone(), patterns[:k].to("cpu", torch.float32).clone())
-            done += len(tokens)
 
     return _summarise(
-        table,
+        units,
         pattern_sum.numpy() / num_sequences,
         entropy_counts.numpy(),
         edges.numpy(),
@@ -125,7 +121,7 @@ def _entropy_histogram(rows: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 
 
 def _summarise(
-    table: dict[str, np.ndarray],
+    units: UnitSums,
     mean_pattern: np.ndarray,
     entropy_counts: np.ndarray,
     edges: np.ndarray,
@@ -141,32 +137,28 @@ def _summarise(
     config: dict[str, Any],
 ) -> FlipAlignmentResult:
     """Bootstrap every per-sequence column at once (one set of resamples for all) and package."""
-    n_seq = len(table["accuracy"])
-    n_layers, n_heads = table["flip_mass"].shape[1:3]
-    blocks: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
-        name: (table[name], None)
-        for name in ("accuracy", "sequence_accuracy", "loss", "per_position_accuracy", *HEAD_SCALARS)
-    }
-    blocks["offset_mass"] = (table["offset_mass"], None)
-    blocks["per_position_flip_mass"] = (table["per_position_flip_mass"], None)
+    n_seq, n_units = units.num_sequences, units.units
+    n_layers, n_heads = units.sums["flip_mass"].shape[1:3]
+    names = ("accuracy", "sequence_accuracy", "loss", "per_position_accuracy", *HEAD_SCALARS)
+    blocks = {name: units.table(name) for name in (*names, "offset_mass", "per_position_flip_mass")}
     for group in ("duplicate", "other"):
-        keys = np.broadcast_to(table[f"{group}_keys"][:, :, None], table[f"{group}_mass"].shape)
-        blocks[f"{group}_mass_per_key"] = (table[f"{group}_mass"], keys)
+        blocks[f"{group}_mass_per_key"] = units.table(f"{group}_mass", f"{group}_keys")
 
     # One table of plain means and one of ratios, bootstrapped over the same resamples of sequences.
     slices: dict[str, tuple[int, slice, tuple[int, ...]]] = {}
     tables: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []), ([], [])]
     for name, (num, den) in blocks.items():
-        which = 0 if den is None else 1
+        which = 0 if den is None or not name.endswith("_per_key") else 1
         nums, dens = tables[which]
         start = sum(a.shape[1] for a in nums)
-        nums.append(num.reshape(n_seq, -1))
+        nums.append(num.reshape(n_units, -1))
         if den is not None:
-            dens.append(den.reshape(n_seq, -1))
+            dens.append(den.reshape(n_units, -1))
         slices[name] = (which, slice(start, start + nums[-1].shape[1]), num.shape[1:])
     # Resampling stream distinct from the data stream (numpy SeedSequence [seed, 1] vs [seed, 0, block]).
+    plain_den = np.hstack(tables[0][1]) if tables[0][1] else None  # blocks: Σ sums / Σ counts
     (plain_point, plain_reps), (ratio_point, ratio_reps) = bootstrap_distributions(
-        [(np.hstack(tables[0][0]), None), (np.hstack(tables[1][0]), np.hstack(tables[1][1]))],
+        [(np.hstack(tables[0][0]), plain_den), (np.hstack(tables[1][0]), np.hstack(tables[1][1]))],
         resamples,
         seed=[seed, 1],
     )
@@ -191,7 +183,7 @@ def _summarise(
         return Estimate(float(diff_point[i]), float(diff_low[i]), float(diff_high[i]))
 
     est = {name: estimates(name) for name in blocks}
-    dup_keys, other_keys = table["duplicate_keys"].sum(0), table["other_keys"].sum(0)  # [layer]
+    dup_keys, other_keys = (units.sums[f"{g}_keys"].sum(0).numpy() for g in ("duplicate", "other"))
     layers = [
         [
             HeadMetrics(

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from interp.stats import Estimate, percentile_interval
+from interp.stats import Estimate, percentile_interval, resampling_unit
 
 INTEGER_COLUMNS = ("layer", "head")
 
@@ -98,12 +98,15 @@ class AnalysisResult:
     def sampling_settings(self, **more: Any) -> dict[str, Any]:
         """The ``settings`` of metrics.json: how the sequences were sampled and resampled (those of
         num_sequences, seq_len, num_categories, seed, batch_size, bootstrap_resamples and confidence the
-        result has; ``resampling_unit`` "sequence"), then the analysis' own ``more``."""
+        result has; ``resampling_unit``: "sequence", or the blocks of sequences :class:`interp.stats.UnitSums`
+        resamples beyond ``MAX_UNITS`` sequences), then the analysis' own ``more``."""
         names = ("num_sequences", "seq_len", "num_categories", "seed", "batch_size")
         names += ("bootstrap_resamples", "confidence")
         return {
             **{name: getattr(self, name) for name in names if hasattr(self, name)},
-            "resampling_unit": "sequence",
+            "resampling_unit": resampling_unit(self.num_sequences)
+            if hasattr(self, "num_sequences")
+            else "sequence",
             **more,
         }
 
