@@ -48,7 +48,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from interp.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Estimate, bootstrap_ci
+from interp.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Estimate, UnitSums, bootstrap_ci
 from models.scalars import as_int
 
 BRUTE_FORCE_LIMIT = 2_000_000  # sequences × positions enumerated at most
@@ -188,16 +188,16 @@ def no_position_ceiling_monte_carlo(
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> Estimate:
     """Accuracy of :func:`no_position_predictions` on ``num_sequences`` random sequences drawn from
-    ``numpy.random.default_rng(seed)``, with a percentile-bootstrap CI over sequences."""
+    ``numpy.random.default_rng(seed)``, with a percentile-bootstrap CI over sequences (over blocks of
+    sequences beyond ``interp.stats.MAX_UNITS``: memory independent of ``num_sequences``)."""
     _check_sizes(seq_len, num_categories)
     num_sequences = as_int(num_sequences, "num_sequences", minimum=1)
     rng = np.random.default_rng(seed)
-    per_sequence = []
+    units = UnitSums(num_sequences)
     for start in range(0, num_sequences, 65536):
         size = min(65536, num_sequences - start)
         tokens = torch.from_numpy(rng.integers(0, num_categories, size=(size, seq_len), dtype=np.int64))
         hits = no_position_predictions(tokens, num_categories) == tokens.flip(-1)
-        per_sequence.append(hits.double().mean(-1).numpy())
-    return bootstrap_ci(np.concatenate(per_sequence), resamples=resamples, confidence=confidence, seed=seed)[
-        0
-    ]
+        units.add({"accuracy": hits.double().mean(-1)})
+    values, denominators = units.table("accuracy")
+    return bootstrap_ci(values, denominators, resamples=resamples, confidence=confidence, seed=seed)[0]

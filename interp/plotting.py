@@ -113,7 +113,8 @@ def plot_offset_profile(
         for head in range(n_heads):
             ax = axes[layer, head]
             m = mean[layer, head]
-            err = np.stack([m - low[layer, head], high[layer, head] - m])
+            # A percentile interval need not contain the mean (few resamples, skewed replicates).
+            err = np.clip(np.stack([m - low[layer, head], high[layer, head] - m]), 0, None)
             colours = ["#D55E00" if d == 0 else "#0072B2" for d in x]
             ax.bar(x, m, color=colours, width=0.7)
             ax.errorbar(x, m, yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3, lw=1)

@@ -154,8 +154,9 @@ class UnitSums:
     :func:`bootstrap_distributions` takes for the mean of a statistic (or a ratio of two).
     """
 
-    def __init__(self, num_sequences: int, max_units: int = MAX_UNITS):
+    def __init__(self, num_sequences: int, max_units: int | None = None):
         self.num_sequences = as_int(num_sequences, "num_sequences", minimum=1)
+        max_units = MAX_UNITS if max_units is None else max_units  # read at call time (tests lower it)
         self.units = min(self.num_sequences, as_int(max_units, "max_units", minimum=1))
         self.sums: dict[str, torch.Tensor] = {}
         self.counts = torch.zeros(self.units, dtype=torch.float64)
@@ -196,10 +197,10 @@ class UnitSums:
         return num, np.broadcast_to(self.counts.numpy().reshape((-1,) + (1,) * (num.ndim - 1)), num.shape)
 
 
-def resampling_unit(num_sequences: int, max_units: int = MAX_UNITS) -> str:
+def resampling_unit(num_sequences: int, max_units: int | None = None) -> str:
     """What a :class:`UnitSums` bootstrap over ``num_sequences`` resamples, in words for a result's
     settings: ``"sequence"``, or ``"block of 100 consecutive sequences"`` (``"99-100"`` when sizes differ)."""
-    units = min(num_sequences, max_units)
+    units = min(num_sequences, MAX_UNITS if max_units is None else max_units)
     if units == num_sequences:
         return "sequence"
     low, high = num_sequences // units, -(-num_sequences // units)

@@ -198,7 +198,8 @@ def test_snapshot_statistics_on_a_planted_perfect_flip(tokens):
     flip = lambda a, hook: torch.eye(N).flip(-1).expand_as(a).clone()  # noqa: E731
     hooks = [(f"blocks.{layer}.attn.hook_pattern", flip) for layer in range(2)]
     with model.hooks(fwd_hooks=hooks):
-        table, mean_pattern, degenerate = snapshot_statistics(model, iter([tokens[:5], tokens[5:]]))
+        units, mean_pattern, degenerate = snapshot_statistics(model, iter([tokens[:5], tokens[5:]]))
+    table = {name: sums.numpy() for name, sums in units.sums.items()}  # 8 sequences: a unit each
     assert table["flip_mass"].shape == (8, 2, 2) and np.all(table["flip_mass"] == 1.0)
     assert np.all(table["argmax_hit_rate"] == 1.0) and np.all(table["neighbour_mass"] == 0.0)
     assert np.allclose(table["entropy"], 0.0)
@@ -211,8 +212,8 @@ def test_snapshot_statistics_on_a_planted_perfect_flip(tokens):
 
 def test_no_zero_pe_measures_without_a_positional_encoding(tokens):
     model = make_model(positional_embedding="none")
-    table, _, _ = snapshot_statistics(model, iter([tokens]))
-    assert "zero_pe_accuracy" not in table and "restricted_loss" in table
+    units, _, _ = snapshot_statistics(model, iter([tokens]))
+    assert "zero_pe_accuracy" not in units.sums and "restricted_loss" in units.sums
 
 
 # --- a real (tiny) training run with snapshots ----------------------------------------------------

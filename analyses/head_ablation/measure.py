@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -16,9 +17,9 @@ from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
 from analyses.head_ablation.patching import patching_sweep
 from analyses.head_ablation.result import ANALYSIS, STATS, ConditionResult, HeadAblationResult
-from interp import baselines, outcomes, paired, patterns
+from interp import baselines, outcomes, paired, patterns, stats
 from interp.ablation import HEAD_METHODS, ablate_heads, head_means, replace_pattern
-from interp.stats import bootstrap_distributions
+from interp.stats import UnitSums, bootstrap_distributions
 from models.data import make_reverse_data
 
 TAUS: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)
@@ -43,18 +44,46 @@ def permutation_seed(seed: int, k: int) -> int:
 
 
 # --- the analysis ---------------------------------------------------------------------------------
+@dataclass
+class Sweep:
+    """One condition over ``n`` sequences: accuracy, loss and logit difference summed per resampling
+    unit (:class:`interp.stats.UnitSums`), and the per-sequence losses of the first ``MAX_UNITS``
+    sequences (the Wilcoxon test's sample): memory independent of ``n``."""
+
+    units: UnitSums
+    first_losses: np.ndarray
+
+
 def _sweep(
-    model: Any, batches: Callable[[], Iterator[torch.Tensor]], manager: AbstractContextManager
-) -> dict[str, np.ndarray]:
-    """Per-sequence accuracy, loss and logit difference over all batches, inside ``manager``."""
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in STATS}
+    model: Any, batches: Callable[[], Iterator[torch.Tensor]], manager: AbstractContextManager, n: int
+) -> Sweep:
+    """Accuracy, loss and logit difference over the ``n`` sequences of ``batches``, inside ``manager``."""
+    units, losses, kept = UnitSums(n), [], 0
     with manager:
         for tokens in batches():
             # offset 0 only: the other copy offsets of interp.outcomes are not reported here
-            stats = outcomes.sequence_outcomes(model(tokens), tokens, offsets=(0,))
-            for k in STATS:
-                parts[k].append(stats[k].cpu())
-    return {k: torch.cat(v).numpy() for k, v in parts.items()}
+            outcome = outcomes.sequence_outcomes(model(tokens), tokens, offsets=(0,))
+            units.add({k: outcome[k] for k in STATS})
+            if kept < stats.MAX_UNITS:
+                losses.append(outcome["loss"][: stats.MAX_UNITS - kept].cpu())
+                kept += len(losses[-1])
+    return Sweep(units, torch.cat(losses).numpy())
+
+
+def _mean(sweep: Sweep, stat: str) -> float:
+    """The mean of ``stat`` over the sweep's sequences."""
+    sums = sweep.units.sums[stat].numpy()
+    return float(sums.mean() if sweep.units.per_sequence else sums.sum() / sweep.units.num_sequences)
+
+
+def _mean_of(sweeps: list[Sweep]) -> Sweep:
+    """The per-sequence mean of several sweeps over the same sequences (the same units)."""
+    units = UnitSums(sweeps[0].units.num_sequences)
+    units.counts, units.seen = sweeps[0].units.counts, sweeps[0].units.seen
+    for s in STATS:
+        stacked = np.stack([sweep.units.sums[s].numpy() for sweep in sweeps])
+        units.sums[s] = torch.from_numpy(np.mean(stacked, axis=0))
+    return Sweep(units, np.mean([sweep.first_losses for sweep in sweeps], axis=0))
 
 
 @records_source(ANALYSIS)
@@ -110,12 +139,12 @@ def run(
             yield tokens.to(device)
 
     heads = [(layer, head) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    table: dict[str, dict[str, np.ndarray]] = {}
+    table: dict[str, Sweep] = {}
     meta: dict[str, tuple[str, int | None, int | None, str]] = {}
     perm_acc: dict[str, list[float]] = {}
     perm_loss: dict[str, list[float]] = {}
     with evaluating(model):
-        table["none"] = _sweep(model, batches, nullcontext())
+        table["none"] = _sweep(model, batches, nullcontext(), num_sequences)
         meta["none"] = ("clean", None, None, "none")
         means = head_means(model, batches())
         reference = make_reverse_data(reference_sequences, seq_len, cfg.d_vocab, seed=seed).to(device)
@@ -125,30 +154,43 @@ def run(
                 manager = ablate_heads(
                     model, [(layer, head)], method, means=means, reference=reference, seed=seed
                 )
-                table[name] = _sweep(model, batches, manager)
+                table[name] = _sweep(model, batches, manager, num_sequences)
                 meta[name] = ("ablation", layer, head, method)
         for layer, head in heads:
             for kind, fn in fns.items():
                 name = f"pattern/L{layer}H{head}/{kind}"
-                table[name] = _sweep(model, batches, replace_pattern(model, layer, head, fn))
+                manager = replace_pattern(model, layer, head, fn)
+                table[name] = _sweep(model, batches, manager, num_sequences)
                 meta[name] = ("pattern", layer, head, kind)
             key, runs = f"{layer}.{head}", []
             for k in range(permutations):
                 fn = partial(patterns.permute_rows, seed=permutation_seed(seed, k))
                 manager = replace_pattern(model, layer, head, fn)
-                runs.append(_sweep(model, partial(batches, permuted_sequences), manager))
-            perm_acc[key] = [float(r["accuracy"].mean()) for r in runs]
-            perm_loss[key] = [float(r["loss"].mean()) for r in runs]
+                runs.append(_sweep(model, partial(batches, permuted_sequences), manager, permuted_sequences))
+            perm_acc[key] = [_mean(r, "accuracy") for r in runs]
+            perm_loss[key] = [_mean(r, "loss") for r in runs]
             if runs:
                 name = f"pattern/L{layer}H{head}/permuted"
-                table[name] = {s: np.mean([r[s] for r in runs], axis=0) for s in STATS}
+                table[name] = _mean_of(runs)
                 meta[name] = ("pattern", layer, head, "permuted")
         clean = next(token_batches(patch_sequences, seq_len, cfg.d_vocab, seed, patch_sequences))
         sweep = patching_sweep(
             model, clean.to(device), patch_position, seed, bootstrap_resamples, confidence, progress
         )
 
-    conditions = _summarise(table, meta, bootstrap_resamples, confidence, seed)
+    cleans = {num_sequences: table["none"]}
+    if permuted_sequences < num_sequences and any(len(v) for v in perm_acc.values()):
+        clean_units = table["none"].units
+        if clean_units.per_sequence:  # the clean run's first sequences, as they are
+            first = UnitSums(permuted_sequences)
+            first.add({s: clean_units.sums[s][:permuted_sequences] for s in STATS})
+            cleans[permuted_sequences] = Sweep(first, table["none"].first_losses[:permuted_sequences])
+        else:  # blocks of other sizes: the clean run again, on the first sequences only
+            with evaluating(model):
+                cleans[permuted_sequences] = _sweep(
+                    model, partial(batches, permuted_sequences), nullcontext(), permuted_sequences
+                )
+    conditions = _summarise(table, cleans, meta, bootstrap_resamples, confidence, seed)
     ceiling = (
         float(baselines.no_position_ceiling(seq_len, cfg.d_vocab).accuracy)
         if seq_len <= 32
@@ -176,7 +218,8 @@ def run(
 
 
 def _summarise(
-    table: dict[str, dict[str, np.ndarray]],
+    table: dict[str, Sweep],
+    cleans: dict[int, Sweep],
     meta: dict[str, tuple[str, int | None, int | None, str]],
     resamples: int,
     confidence: float,
@@ -186,24 +229,32 @@ def _summarise(
 
     Each condition's per-sequence values and their differences from the clean run on the same
     sequences (the first n of them) are bootstrapped over the same resamples of those n sequences
-    (seed ``[seed, 1]``): conditions of equal n share one set of resample counts, which gives the same
-    numbers as resampling each condition on its own and costs one draw instead of one per condition.
+    (seed ``[seed, 1]``; blocks of sequences beyond ``MAX_UNITS``, as sums per unit): conditions of
+    equal n share one set of resample counts, which gives the same numbers as resampling each
+    condition on its own and costs one draw instead of one per condition. The Wilcoxon test ranks
+    per-sequence losses, so it runs on the first ``MAX_UNITS`` sequences (all of them up to that many).
     """
-    clean = table["none"]
     columns = {}
-    for name, values in table.items():
-        n = len(values[STATS[0]])
-        columns[name] = np.stack([values[s] for s in STATS] + [values[s] - clean[s][:n] for s in STATS], 1)
+    for name, sweep in table.items():
+        values, clean = sweep.units.sums, cleans[sweep.units.num_sequences].units.sums
+        stacked = [values[s] for s in STATS] + [values[s] - clean[s] for s in STATS]
+        columns[name] = np.stack([v.numpy() for v in stacked], 1)
     found: dict[str, np.ndarray] = {}
-    for n in sorted({len(c) for c in columns.values()}):
-        names = [name for name, c in columns.items() if len(c) == n]
-        drawn = bootstrap_distributions([(columns[name], None) for name in names], resamples, seed=[seed, 1])
+    for n in sorted({sweep.units.num_sequences for sweep in table.values()}):
+        names = [name for name, sweep in table.items() if sweep.units.num_sequences == n]
+        units = table[names[0]].units
+        counts = None if units.per_sequence else np.repeat(units.counts.numpy()[:, None], 2 * len(STATS), 1)
+        drawn = bootstrap_distributions(
+            [(columns[name], counts) for name in names], resamples, seed=[seed, 1]
+        )
         for name, (point, reps) in zip(names, drawn):
             found[name] = estimates(point, reps, confidence)
     out: dict[str, ConditionResult] = {}
-    for name, values in table.items():
+    clean_losses = table["none"].first_losses
+    for name, sweep in table.items():
         kind, layer, head, method = meta[name]
-        test = paired.wilcoxon_signed_rank(values["loss"], clean["loss"]) if kind == "ablation" else None
+        # On the first MAX_UNITS sequences (all of them up to that many): ranks need every value.
+        test = paired.wilcoxon_signed_rank(sweep.first_losses, clean_losses) if kind == "ablation" else None
         out[name] = ConditionResult(name, kind, layer, head, method, *found[name], wilcoxon=test)
     tested = [c for c in out.values() if c.wilcoxon is not None]
     if tested:

@@ -31,7 +31,7 @@ from analyses.length_generalisation.result import (
     LengthResult,
 )
 from interp import metrics
-from interp.stats import Estimate, bootstrap_distribution
+from interp.stats import Estimate, UnitSums, bootstrap_distribution
 
 
 # --- metrics of this question ---------------------------------------------------------------------
@@ -118,8 +118,8 @@ def run(
     """Evaluate ``model`` at every length it can run; ``train_length`` defaults to ``model.cfg.n_ctx``.
 
     Lengths beyond the positional encoding are recorded in ``result.skipped``; if none can run,
-    ``ValueError``. Memory is constant in ``num_sequences`` apart from a few numbers per sequence.
-    Same arguments, same numbers.
+    ``ValueError``. Memory is independent of ``num_sequences`` (the statistics are summed per
+    resampling unit: :class:`interp.stats.UnitSums`). Same arguments, same numbers.
     """
     cfg = model.cfg
     train_length = cfg.n_ctx if train_length is None else train_length
@@ -142,7 +142,7 @@ def run(
     results = []
     with evaluating(model):
         for n in usable:
-            columns: dict[str, list[Tensor]] = {}
+            units = UnitSums(num_sequences)
             pattern_sum = torch.zeros(cfg.n_layers, cfg.n_heads, n, n, dtype=torch.float64)
             for tokens in token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size):
                 logits, cache = model.run_with_cache(tokens.to(device), names_filter=hooks)
@@ -150,13 +150,11 @@ def run(
                 stats = length_statistics(
                     logits.to(stats_device), patterns, tokens.to(stats_device), train_length
                 )
-                for key, value in stats.items():
-                    columns.setdefault(key, []).append(value.to("cpu"))
+                units.add({key: value.to("cpu") for key, value in stats.items()})
                 pattern_sum += patterns.to("cpu", torch.float64).sum(0)
-            table = {key: torch.cat(parts).numpy() for key, parts in columns.items()}
             mean_pattern = pattern_sum.numpy() / num_sequences
             results.append(
-                _summarise(n, table, mean_pattern, train_length, cfg, bootstrap_resamples, confidence, seed)
+                _summarise(n, units, mean_pattern, train_length, cfg, bootstrap_resamples, confidence, seed)
             )
     return LengthGeneralisationResult(
         train_length=train_length,
@@ -175,7 +173,7 @@ def run(
 
 def _summarise(
     n: int,
-    table: dict[str, np.ndarray],
+    units: UnitSums,
     mean_pattern: np.ndarray,
     train_length: int,
     cfg: Any,
@@ -189,9 +187,11 @@ def _summarise(
     blocks = ["accuracy", "sequence_accuracy", "loss", "correct", "task_flip_mass"]
     if shared:  # the S-averages are NaN columns otherwise: report them as undefined instead
         blocks += ["learned_copy", "learned_flip_mass", "task_flip_mass_shared", "learned_minus_task"]
-    parts = [table[name].reshape(len(table[name]), -1) for name in blocks]
+    pairs = [units.table(name) for name in blocks]
+    parts = [num.reshape(units.units, -1) for num, _ in pairs]
+    dens = None if units.per_sequence else np.hstack([d.reshape(units.units, -1) for _, d in pairs])
     # Resampling stream [seed, 1, n]: distinct from the data streams [seed, block] and across lengths.
-    point, reps = bootstrap_distribution(np.hstack(parts), resamples=resamples, seed=[seed, 1, n])
+    point, reps = bootstrap_distribution(np.hstack(parts), dens, resamples=resamples, seed=[seed, 1, n])
     flat = list(estimates(point, reps, confidence))
     est: dict[str, list[Estimate]] = {}
     start = 0

@@ -24,7 +24,7 @@ from analyses.pe_ablation.result import (
 )
 from interp import baselines, metrics, outcomes
 from interp.ablation import ablate_positional_encoding, num_bands
-from interp.stats import bootstrap_distributions
+from interp.stats import UnitSums, bootstrap_distributions
 
 ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SHIFTS: tuple[int, ...] = (1, -1)
@@ -91,10 +91,13 @@ def run(
     conditions = build_conditions(model, alphas, shuffle_seeds)
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
     device = next(model.parameters()).device
-    table: dict[str, dict[str, list[torch.Tensor]]] = {c.name: {} for c in conditions}
+    # Each condition's row of per-sequence statistics, summed per resampling unit (memory independent
+    # of num_sequences: interp.stats.UnitSums).
+    units = UnitSums(num_sequences)
     with evaluating(model):
         for tokens in token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size):
             tokens = tokens.to(device)
+            columns: dict[str, dict[str, np.ndarray]] = {}
             for c in conditions:
                 manager = (
                     nullcontext()
@@ -103,14 +106,14 @@ def run(
                 )
                 with manager:
                     stats = _evaluate(model, tokens, hooks)
-                for key, value in stats.items():
-                    table[c.name].setdefault(key, []).append(value.to("cpu", torch.float64))
-    columns = {c: {k: torch.cat(v).numpy() for k, v in parts.items()} for c, parts in table.items()}
-    if shuffle_seeds:  # the average over the permutations, per sequence
-        shuffled = [columns[c.name] for c in conditions if c.family == "shuffle"]
-        columns["shuffle"] = {k: np.mean([s[k] for s in shuffled], axis=0) for k in shuffled[0]}
+                columns[c.name] = {k: v.to("cpu", torch.float64).numpy() for k, v in stats.items()}
+            if shuffle_seeds:  # the average over the permutations, per sequence
+                shuffled = [columns[c.name] for c in conditions if c.family == "shuffle"]
+                columns["shuffle"] = {k: np.mean([s[k] for s in shuffled], axis=0) for k in shuffled[0]}
+            units.add({name: _row(column, columns["none"]) for name, column in columns.items()})
+    if shuffle_seeds:
         conditions.append(Condition("shuffle", "shuffle_mean", f"shuffle (mean of {shuffle_seeds})"))
-    results = _summarise(conditions, columns, cfg, bootstrap_resamples, confidence, seed)
+    results = _summarise(conditions, units, cfg, bootstrap_resamples, confidence, seed)
     exact = baselines.no_position_ceiling(seq_len, cfg.d_vocab) if seq_len <= EXACT_CEILING_MAX_LEN else None
     mc = baselines.no_position_ceiling_monte_carlo(
         seq_len,
@@ -138,9 +141,25 @@ def run(
     )
 
 
+def _row(col: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> np.ndarray:
+    """One condition's per-sequence statistics ``[batch, k]`` (the order ``_summarise`` reads)."""
+    return np.hstack(
+        [
+            col["accuracy"][:, None],
+            col["loss"][:, None],
+            col["logit_diff"][:, None],
+            (col["accuracy"] - base["accuracy"])[:, None],
+            (col["loss"] - base["loss"])[:, None],
+            col["correct"],
+            col["offset"],
+            col["flip_mass"],
+        ]
+    )
+
+
 def _summarise(
     conditions: list[Condition],
-    columns: dict[str, dict[str, np.ndarray]],
+    units: UnitSums,
     cfg: Any,
     resamples: int,
     confidence: float,
@@ -152,28 +171,10 @@ def _summarise(
     are drawn once for all conditions (``interp.stats.bootstrap_distributions``), which gives the same
     numbers as drawing them again per condition, so differences between conditions stay paired.
     """
-    base = columns["none"]
-    n_pos = base["correct"].shape[1]
     heads = [f"{layer}.{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    tables = []
-    for c in conditions:
-        col = columns[c.name]
-        tables.append(
-            np.hstack(
-                [
-                    col["accuracy"][:, None],
-                    col["loss"][:, None],
-                    col["logit_diff"][:, None],
-                    (col["accuracy"] - base["accuracy"])[:, None],
-                    (col["loss"] - base["loss"])[:, None],
-                    col["correct"],
-                    col["offset"],
-                    col["flip_mass"],
-                ]
-            )
-        )
+    n_pos = units.sums["none"].shape[1] - len(COLUMNS) - len(OFFSETS) - len(heads)
     out = {}
-    drawn = bootstrap_distributions([(table, None) for table in tables], resamples, seed=[seed, 1])
+    drawn = bootstrap_distributions([units.table(c.name) for c in conditions], resamples, seed=[seed, 1])
     for c, (point, reps) in zip(conditions, drawn):
         est = list(estimates(point, reps, confidence))
         k = len(COLUMNS)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from interp import metrics
 from interp.ablation import ablate_positional_encoding, intervene
+from interp.stats import UnitSums
 
 
 # --- restricted / excluded attention --------------------------------------------------------------
@@ -92,20 +93,26 @@ def _accuracy_loss(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def snapshot_statistics(
-    model: Any, batches: Iterator[Tensor], window: int = 1
-) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
-    """Per-sequence statistics of one model: ``MODEL_METRICS`` [seq] (``zero_pe_*`` only with a
-    positional encoding) and ``HEAD_METRICS`` [seq, layer, head]; the mean pattern [layer, head, q, k];
-    and the degenerate-row counts of the restricted and excluded runs."""
+    model: Any, batches: Iterator[Tensor], window: int = 1, num_sequences: int | None = None
+) -> tuple[UnitSums, np.ndarray, dict[str, int]]:
+    """Per-sequence statistics of one model, summed per resampling unit (``units.sums``; one unit per
+    sequence up to ``interp.stats.MAX_UNITS`` sequences): ``MODEL_METRICS`` [unit] (``zero_pe_*``
+    only with a positional encoding) and ``HEAD_METRICS`` [unit, layer, head]; the mean pattern
+    [layer, head, q, k]; and the degenerate-row counts of the restricted and excluded runs.
+    ``num_sequences`` is how many sequences ``batches`` yields (None: counted by reading them first)."""
     cfg = model.cfg
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
     device = next(model.parameters()).device
-    parts: dict[str, list[np.ndarray]] = {}
+    if num_sequences is None:
+        batches = list(batches)
+        num_sequences = sum(len(b) for b in batches)
+    units = UnitSums(num_sequences)
     pattern_sum, count = None, 0
     degenerate = {"restricted": [0], "excluded": [0]}
+    parts: dict[str, Tensor] = {}
 
     def keep(name: str, value: Tensor) -> None:
-        parts.setdefault(name, []).append(value.detach().to("cpu", torch.float64).numpy())
+        parts[name] = value.detach()
 
     model.eval()
     with torch.inference_mode():
@@ -136,5 +143,5 @@ def snapshot_statistics(
                     acc, loss = _accuracy_loss(model(tokens), tokens)
                 keep(f"{prefix}_accuracy", acc)
                 keep(f"{prefix}_loss", loss)
-    table = {name: np.concatenate(chunks) for name, chunks in parts.items()}
-    return table, (pattern_sum / count).numpy(), {k: v[0] for k, v in degenerate.items()}
+            units.add(parts)
+    return units, (pattern_sum / count).numpy(), {k: v[0] for k, v in degenerate.items()}

@@ -74,7 +74,8 @@ def run(
         }:
             raise ValueError(f"snapshot at step {step} has another architecture than the first one")
         batches = token_batches(num_sequences, n, d_vocab, seed, batch_size)
-        table, mean_pattern, bad = snapshot_statistics(model, batches, window)
+        units, mean_pattern, bad = snapshot_statistics(model, batches, window, num_sequences)
+        table = {name: sums.numpy() for name, sums in units.sums.items()}  # per resampling unit
         table["restricted_loss_increase"] = table["restricted_loss"] - table["loss"]
         table["excluded_loss_increase"] = table["excluded_loss"] - table["loss"]
         if "zero_pe_accuracy" in table:
@@ -94,8 +95,11 @@ def run(
         width = int(np.prod(block.shape[1:]))
         offsets[name] = (slice(start, start + width), block.shape[1:])
         start += width
-    full = np.hstack([b.reshape(num_sequences, -1) for b in blocks.values()])
-    point, reps = bootstrap_distribution(full, None, bootstrap_resamples, seed=[seed, 1])
+    n_units = units.units  # the same units at every snapshot: the same sequences, the same blocks
+    full = np.hstack([b.reshape(n_units, -1) for b in blocks.values()])
+    # Blocks of sequences (beyond MAX_UNITS): each column is Σ sums / Σ sequences over the units drawn.
+    counts = None if units.per_sequence else np.broadcast_to(units.counts.numpy()[:, None], full.shape)
+    point, reps = bootstrap_distribution(full, counts, bootstrap_resamples, seed=[seed, 1])
 
     def block(name: str) -> np.ndarray:
         where, shape = offsets[name]

@@ -86,7 +86,7 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
             runs = [r for r in result.runs if r.architecture == a.name]
             for k, r in enumerate(runs):  # one dot per seed, with its evaluation CI when it has one
                 value, e = r.value(metric), r.measured.get(metric)
-                err = [[value - e.ci_low], [e.ci_high - value]] if e is not None else None
+                err = [[max(value - e.ci_low, 0)], [max(e.ci_high - value, 0)]] if e is not None else None
                 ax.errorbar(
                     i - 0.12 + jitter[k % len(jitter)],
                     value,

@@ -20,7 +20,7 @@ from analyses.frame.sequences import token_batches
 from analyses.zoo_summary.result import MEASURED, RunSummary
 from interp import metrics
 from interp.ablation import ablate_positional_encoding
-from interp.stats import bootstrap_ci
+from interp.stats import UnitSums, bootstrap_ci
 from models.checkpoints import CheckpointError, load_model, sha256_file
 
 
@@ -57,39 +57,36 @@ def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
 
 
 @torch.inference_mode()
-def evaluate(
-    model: Any, num_sequences: int, seed: int, batch_size: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def evaluate(model: Any, num_sequences: int, seed: int, batch_size: int) -> tuple[UnitSums, np.ndarray]:
     """Per-sequence accuracy (and with PE zeroed), per-head flip and neighbour mass [seq, layer, head],
-    flip coverage [seq]; and the mean pattern [layer, head, query, key]."""
+    flip coverage [seq], summed per resampling unit (:class:`interp.stats.UnitSums`: memory independent
+    of ``num_sequences``); and the mean pattern [layer, head, query, key]."""
     cfg = model.cfg
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
     device = next(model.parameters()).device
-    parts: dict[str, list[np.ndarray]] = {}
+    units = UnitSums(num_sequences)
     pattern_sum = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.n_ctx, cfg.n_ctx, dtype=torch.float64)
-
-    def keep(name: str, value: torch.Tensor) -> None:
-        parts.setdefault(name, []).append(value.to("cpu", torch.float64).numpy())
 
     model.eval()
     for tokens in token_batches(num_sequences, cfg.n_ctx, cfg.d_vocab, seed, batch_size):
         tokens = tokens.to(device)
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
-        keep("accuracy", metrics.reversal_correct(logits, tokens).double().mean(-1))
+        batch = {"accuracy": metrics.reversal_correct(logits, tokens).double().mean(-1)}
         if cfg.positional_embedding != "none":
             with ablate_positional_encoding(model, "zero"):
-                keep("zero_pe_accuracy", metrics.reversal_correct(model(tokens), tokens).double().mean(-1))
+                zero_pe = metrics.reversal_correct(model(tokens), tokens).double().mean(-1)
+            batch["zero_pe_accuracy"] = zero_pe
         patterns = torch.stack([cache[h] for h in hooks], dim=1).double()  # [batch, layer, head, q, k]
         flat = patterns.flatten(1, 2)
         flip = metrics.flip_mass(flat)  # [batch, layer·head, query]
-        keep("flip_mass", flip.mean(-1).view(len(tokens), cfg.n_layers, cfg.n_heads))
-        keep(
-            "neighbour_mass",
-            metrics.neighbour_mass(flat).mean(-1).view(len(tokens), cfg.n_layers, cfg.n_heads),
+        batch["flip_mass"] = flip.mean(-1).view(len(tokens), cfg.n_layers, cfg.n_heads)
+        batch["neighbour_mass"] = (
+            metrics.neighbour_mass(flat).mean(-1).view(len(tokens), cfg.n_layers, cfg.n_heads)
         )
-        keep("flip_coverage", flip.max(1).values.mean(-1))
+        batch["flip_coverage"] = flip.max(1).values.mean(-1)
+        units.add(batch)
         pattern_sum += patterns.sum(0).cpu()
-    return {k: np.concatenate(v) for k, v in parts.items()}, (pattern_sum / num_sequences).numpy()
+    return units, (pattern_sum / num_sequences).numpy()
 
 
 def summarise_run(
@@ -109,20 +106,23 @@ def summarise_run(
         raise UserError(str(e)) from None
     config = json.loads((folder / "config.json").read_text())
     training = json.loads((folder / "metrics.json").read_text())
-    table, mean_pattern = evaluate(model, num_sequences, seed, batch_size)
-    n_layers, n_heads = table["flip_mass"].shape[1:]
-    best = np.unravel_index(int(np.argmax(table["flip_mass"].mean(0))), (n_layers, n_heads))
+    units, mean_pattern = evaluate(model, num_sequences, seed, batch_size)
+    table = {name: units.table(name) for name in units.sums}  # (sums, None or counts) per unit
+    n_layers, n_heads = table["flip_mass"][0].shape[1:]
+    best = np.unravel_index(int(np.argmax(table["flip_mass"][0].mean(0))), (n_layers, n_heads))
     columns = {
         "accuracy": table["accuracy"],
         "zero_pe_accuracy": table.get("zero_pe_accuracy"),
-        "flip_mass": table["flip_mass"][:, best[0], best[1]],
-        "neighbour_mass": table["neighbour_mass"][:, best[0], best[1]],
+        "flip_mass": tuple(None if t is None else t[:, best[0], best[1]] for t in table["flip_mass"]),
+        "neighbour_mass": tuple(
+            None if t is None else t[:, best[0], best[1]] for t in table["neighbour_mass"]
+        ),
         "flip_coverage": table["flip_coverage"],
     }
     names = [k for k in MEASURED if columns[k] is not None]
-    estimates = bootstrap_ci(
-        np.stack([columns[k] for k in names], 1), None, resamples, confidence, seed=[seed, 1]
-    )
+    values = np.stack([columns[k][0] for k in names], 1)
+    dens = None if units.per_sequence else np.stack([columns[k][1] for k in names], 1)
+    estimates = bootstrap_ci(values, dens, resamples, confidence, seed=[seed, 1])
     cfg = model.cfg
     return RunSummary(
         name=folder.name,
