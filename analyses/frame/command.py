@@ -88,7 +88,7 @@ def analysis_parser(
     )
     p.add_argument(
         "--bootstrap-resamples",
-        type=arguments.positive_int,
+        type=arguments.resamples_int,
         default=1000,
         help="bootstrap resamples behind every CI (default 1000)",
     )

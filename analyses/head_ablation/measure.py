@@ -76,14 +76,21 @@ def _mean(sweep: Sweep, stat: str) -> float:
     return float(sums.mean() if sweep.units.per_sequence else sums.sum() / sweep.units.num_sequences)
 
 
-def _mean_of(sweeps: list[Sweep]) -> Sweep:
-    """The per-sequence mean of several sweeps over the same sequences (the same units)."""
-    units = UnitSums(sweeps[0].units.num_sequences)
-    units.counts, units.seen = sweeps[0].units.counts, sweeps[0].units.seen
+def _add(total: Sweep, sweep: Sweep) -> Sweep:
+    """``total`` plus another sweep over the same sequences (the same units), in place."""
     for s in STATS:
-        stacked = np.stack([sweep.units.sums[s].numpy() for sweep in sweeps])
-        units.sums[s] = torch.from_numpy(np.mean(stacked, axis=0))
-    return Sweep(units, np.mean([sweep.first_losses for sweep in sweeps], axis=0))
+        total.units.sums[s] += sweep.units.sums[s]
+    total.first_losses += sweep.first_losses
+    return total
+
+
+def _divide(total: Sweep, count: int) -> Sweep:
+    """The per-sequence mean of ``count`` sweeps summed by :func:`_add` (sums in order, then one
+    division: the same numbers as ``np.mean`` over the stacked sweeps)."""
+    for s in STATS:
+        total.units.sums[s] /= count
+    total.first_losses /= count
+    return total
 
 
 @records_source(ANALYSIS)
@@ -120,6 +127,17 @@ def run(
         patch_sequences=patch_sequences,
     )
     arguments.non_negative_ints(permutations=permutations)
+    one = arguments.sequence_bytes(cfg, seq_len)
+    n_heads = cfg.n_layers * cfg.n_heads
+    arguments.check_memory(
+        "reference_sequences", reference_sequences, reference_sequences * one, "their forward pass"
+    )
+    arguments.check_memory(
+        "patch_sequences", patch_sequences, 2 * patch_sequences * one, "clean and corrupted forward passes"
+    )
+    arguments.check_memory(
+        "permutations", permutations, 16 * permutations * n_heads, "two numbers per permutation and head"
+    )
     if patch_position is not None and (
         isinstance(patch_position, bool)
         or not isinstance(patch_position, int)
@@ -162,16 +180,18 @@ def run(
                 manager = replace_pattern(model, layer, head, fn)
                 table[name] = _sweep(model, batches, manager, num_sequences)
                 meta[name] = ("pattern", layer, head, kind)
-            key, runs = f"{layer}.{head}", []
-            for k in range(permutations):
+            key, total = f"{layer}.{head}", None
+            perm_acc[key], perm_loss[key] = [], []
+            for k in range(permutations):  # one sweep at a time: memory independent of the count
                 fn = partial(patterns.permute_rows, seed=permutation_seed(seed, k))
                 manager = replace_pattern(model, layer, head, fn)
-                runs.append(_sweep(model, partial(batches, permuted_sequences), manager, permuted_sequences))
-            perm_acc[key] = [_mean(r, "accuracy") for r in runs]
-            perm_loss[key] = [_mean(r, "loss") for r in runs]
-            if runs:
+                run = _sweep(model, partial(batches, permuted_sequences), manager, permuted_sequences)
+                perm_acc[key].append(_mean(run, "accuracy"))
+                perm_loss[key].append(_mean(run, "loss"))
+                total = run if total is None else _add(total, run)
+            if total is not None:
                 name = f"pattern/L{layer}H{head}/permuted"
-                table[name] = _mean_of(runs)
+                table[name] = _divide(total, permutations)
                 meta[name] = ("pattern", layer, head, "permuted")
         clean = next(token_batches(patch_sequences, seq_len, cfg.d_vocab, seed, patch_sequences))
         sweep = patching_sweep(

@@ -134,6 +134,10 @@ def run(
     usable, skipped = plan_lengths(cfg, lengths)
     if not usable:
         raise ValueError(nothing_to_run_message(cfg, lengths))
+    arguments.check_resamples(bootstrap_resamples, 2 + cfg.n_layers * cfg.n_heads)
+    for n in usable:  # every length before any work (a model without encoding runs any length)
+        arguments.check_sequences(cfg, n, "lengths")
+        arguments.check_batch(cfg, n, batch_size, num_sequences)
 
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
     device = next(model.parameters()).device

@@ -62,6 +62,7 @@ def run(
     steps = [int(step) for step, _ in snapshots]
     if len(steps) < 2 or len(set(steps)) != len(steps) or min(steps) < 0:
         raise ValueError(f"need at least two snapshots with distinct non-negative steps, got {steps}")
+    arguments.check_resamples(bootstrap_resamples, 2 * len(steps))  # accuracy and loss at every snapshot
 
     tables, patterns, degenerate, config = [], [], {"restricted": [], "excluded": []}, None
     for step, source in snapshots:

@@ -10,6 +10,7 @@ import numpy as np
 from analyses.frame import arguments
 from analyses.frame.cli import UserError
 from analyses.zoo_summary.result import (
+    MEASURED,
     SUMMARISED,
     ArchitectureSummary,
     RunSummary,
@@ -42,6 +43,7 @@ def run(
         num_sequences=num_sequences, batch_size=batch_size, bootstrap_resamples=bootstrap_resamples
     )
     arguments.check_confidence(confidence)
+    arguments.check_resamples(bootstrap_resamples, len(MEASURED))
     folders, missing = discover(zoo)
     runs = []
     for i, (folder, role) in enumerate(folders, 1):
