@@ -26,6 +26,7 @@ from typing import Any
 
 from analyses.frame.cli import UserError
 from models import limits
+from models.scalars import is_int
 
 MAX_SEED = 2**32 - 1  # numpy's seeds: every generator here accepts 0 .. 2^32 - 1
 MIN_RESAMPLES = 2
@@ -95,27 +96,18 @@ def non_negative_int(text: str) -> int:
 
 def check_device(name: str) -> str:
     """The device name if torch can use it, else :class:`UserError` (before any work is done)."""
-    import torch
+    from models.devices import check_device as usable
 
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device torch knows") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {name}: the analyses run on cpu, cuda[:N] or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name}: MPS is not available on this machine")
-    return name
+        return usable(name)
+    except ValueError as e:
+        raise UserError(f"--{e}") from None  # "device …: why", as models.load_model says it
 
 
 # --- run() arguments ------------------------------------------------------------------------------
 def _check_ints(values: dict[str, Any], minimum: int, kind: str) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if not is_int(value) or value < minimum:
             raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
 
 
@@ -184,7 +176,7 @@ def check_sequences(cfg: Any, seq_len: int, name: str = "seq_len") -> int:
 def check_batch(cfg: Any, seq_len: int, batch_size: int, count: int, name: str = "batch_size") -> None:
     """Refuse a batch of ``min(batch_size, count)`` sequences that does not fit in memory (batches of
     long sequences shrink to ~4 M pattern elements, as ``analyses.frame.sequences`` makes them)."""
-    batch = max(1, min(batch_size, count, _PATTERN_ELEMENTS // (seq_len * seq_len)))
+    batch = max(1, min(int(batch_size), int(count), _PATTERN_ELEMENTS // (int(seq_len) ** 2)))
     check_memory(
         name, batch_size, batch * sequence_bytes(cfg, seq_len), f"a forward pass of {batch:,} sequences"
     )
@@ -193,7 +185,8 @@ def check_batch(cfg: Any, seq_len: int, batch_size: int, count: int, name: str =
 def check_resamples(resamples: int, statistics: int = 1) -> None:
     """At least :data:`MIN_RESAMPLES`, and replicates of ``statistics`` numbers (float64, kept for the
     percentiles, plus their sorted copy) that fit in memory."""
-    if isinstance(resamples, int) and not isinstance(resamples, bool) and resamples < MIN_RESAMPLES:
+    resamples = int(resamples) if is_int(resamples) else resamples
+    if is_int(resamples) and resamples < MIN_RESAMPLES:
         raise ValueError(
             f"--bootstrap-resamples must be at least {MIN_RESAMPLES}, got {resamples} (a confidence interval "
             "needs resamples to spread; 1000 is the default)"

@@ -129,6 +129,9 @@ def run(
     arguments.non_negative_ints(permutations=permutations)
     one = arguments.sequence_bytes(cfg, seq_len)
     n_heads = cfg.n_layers * cfg.n_heads
+    reference_sequences, patch_sequences, permutations = (
+        int(n) for n in (reference_sequences, patch_sequences, permutations)
+    )
     arguments.check_memory(
         "reference_sequences", reference_sequences, reference_sequences * one, "their forward pass"
     )

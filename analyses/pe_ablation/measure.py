@@ -91,10 +91,12 @@ def run(
     arguments.non_negative_ints(shuffle_seeds=shuffle_seeds)
     # Per condition: sums per resampling unit and the bootstrap's replicates of every column.
     columns = len(COLUMNS) + seq_len + len(OFFSETS) + cfg.n_layers * cfg.n_heads
-    per_condition = 8 * columns * (min(num_sequences, interp_stats.MAX_UNITS) + 2 * bootstrap_resamples)
+    per_condition = (
+        8 * columns * (min(int(num_sequences), interp_stats.MAX_UNITS) + 2 * int(bootstrap_resamples))
+    )
     fixed = len(build_conditions(model, alphas, 0)) + 1
     arguments.check_memory(
-        "shuffle_seeds", shuffle_seeds, (fixed + shuffle_seeds) * per_condition, "one condition per seed"
+        "shuffle_seeds", shuffle_seeds, (fixed + int(shuffle_seeds)) * per_condition, "one condition per seed"
     )
     conditions = build_conditions(model, alphas, shuffle_seeds)
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
