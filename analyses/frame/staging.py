@@ -112,7 +112,11 @@ def folder_lock(folder: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # a folder we may write but not read: no lock (as before), not a failure
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
