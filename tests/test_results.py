@@ -152,16 +152,16 @@ def test_our_progress_lines_follow_progress_and_quiet(paths, tmp_path, capsys, m
     from analyses.zoo_summary import __main__ as zs_cli
 
     zs.run(paths["zoo"], **SMALL, progress=True)
-    assert capsys.readouterr().err.splitlines() == [
-        "[1/2] fast_sinusoidal_L1_H1_seed0",
-        "[2/2] fast_sinusoidal_L1_H1_seed1",
-    ]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[1] == "[2/2 runs] fast_sinusoidal_L1_H1_seed1: evaluation"
+    assert re.fullmatch(r"\[1/2 runs, ETA \d+ s\] fast_sinusoidal_L1_H1_seed0: evaluation", lines[0])
     zs.run(paths["zoo"], **SMALL)  # from Python: quiet unless asked
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(zs_cli, "OUTPUTS", no_figures(monkeypatch, zs.OUTPUTS))
     argv = [str(paths["zoo"]), "--num-sequences", "24", "--bootstrap-resamples", "20"]
+    argv += ["--engine", "sequential"]
     assert zs_cli.main([*argv, "--out", str(tmp_path / "loud")]) == 0
-    assert "[2/2]" in capsys.readouterr().err
+    assert "[2/2 runs]" in capsys.readouterr().err
     assert zs_cli.main([*argv, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "wrote" in captured.out

@@ -175,7 +175,7 @@ def test_welch_interval_matches_scipy():
 def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     out = tmp_path / "summary"
     argv = [str(tiny_zoo), "--out", str(out), "--num-sequences", "64", "--bootstrap-resamples", "50"]
-    assert zs_cli.main(argv) == 0
+    assert zs_cli.main([*argv, "--engine", "sequential"]) == 0
     assert "sinusoidal L1 H1" in capsys.readouterr().out
     document = json.loads((out / "metrics.json").read_text())
     assert document["schema_version"] == zs.SCHEMA_VERSION and document["analysis"] == "zoo_summary"
@@ -253,30 +253,55 @@ def test_summary_cli_errors(tmp_path, capsys):
     assert "no finished run" in capsys.readouterr().err
 
 
-def test_index_links_every_runs_full_report(tiny_zoo, tmp_path):
-    zoo_dir = tmp_path / "zoo"
-    shutil.copytree(tiny_zoo, zoo_dir)
-    manifest = json.loads((zoo_dir / "zoo.json").read_text())
-    manifest["runs"] = manifest["runs"][:1]  # one run keeps the full report build short
-    (zoo_dir / "zoo.json").write_text(json.dumps(manifest))
-    out = tmp_path / "summary"
-    argv = [
-        str(zoo_dir),
-        "--out",
-        str(out),
-        "--num-sequences",
-        "32",
-        "--bootstrap-resamples",
-        "20",
-        "--index",
-    ]
-    assert zs_cli.main(argv) == 0
-    run_report = zoo_dir / "fast_sinusoidal_L1_H1_D16_seed0" / "report"
-    assert (run_report / "report.html").is_file() and (run_report / "summary.json").is_file()
-    index = (out / "index.html").read_text()
-    assert "../zoo/fast_sinusoidal_L1_H1_D16_seed0/report/report.html" in index
-    assert json.loads((out / "metrics.json").read_text())["index_page"] == "index.html"
-    assert 'href="index.html"' in (out / "report.html").read_text()
+def test_summary_engine_flags_are_one_line_and_write_nothing(tiny_zoo, tmp_path, capsys):
+    """Bad --address, --engine and --cpus-per-task: one line, exit 2, no --out (the index's Ray tasks
+    and the equality of both engines are in test_zoo_ray.py)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "new" / "summary"
+    for flags, message in (
+        (["--address", "nonsense"], "error: --address 'nonsense': expected 'auto' or HOST:PORT"),
+        (["--address", closed], f"error: --address {closed}: no Ray cluster reachable there"),
+        (["--address", "auto", "--engine", "sequential"], "error: --address auto: needs --engine ray"),
+        (["--cpus-per-task", "0"], "expected a positive number, got '0'"),
+        (["--engine", "dask"], "invalid choice"),
+    ):
+        assert zs_cli.main([str(tiny_zoo), "--out", str(out), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (flags, err)
+        assert not (tmp_path / "new").exists()
+    from analyses.zoo_summary.engine import SummaryEngine
+
+    with pytest.raises(ValueError, match="--device cuda: Ray tasks evaluate on CPUs; use --engine seq"):
+        SummaryEngine(engine="ray").check("cuda")  # (this machine has no CUDA for the CLI to accept)
+
+
+def test_a_run_evaluated_from_its_files_is_named_by_its_zoo_folder(tiny_zoo, tmp_path):
+    """What a Ray task does with a run: evaluate a copy of its files; the numbers and the errors are
+    those of the run folder itself."""
+    from analyses.zoo_summary import engine
+
+    ray = engine.SummaryEngine(engine="ray")
+    folder = tiny_zoo / "fast_sinusoidal_L1_H1_D16_seed0"
+    settings = dict(num_sequences=32, seed=0, batch_size=16, resamples=20, confidence=0.9, device="cpu")
+    here = engine.evaluate_run(engine.evaluation_payload(folder, "grid", engine.SummaryEngine(), **settings))
+    payload = engine.evaluation_payload(folder, "grid", ray, **settings)
+    files = ["SHA256SUMS", "config.json", "metrics.json", "model.pt", "versions.json"]
+    assert sorted(payload["files"]) == files  # not checkpoints/ or logs/
+    a, b = here["value"], engine.evaluate_run(payload)["value"]  # the same RunSummary, field by field
+    assert a.measured == b.measured and a.training == b.training and a.sha256 == b.sha256
+    assert a.name == b.name and (a.mean_pattern == b.mean_pattern).all()
+    payload["files"]["model.pt"] = b"not a model"
+    payload["files"].pop("SHA256SUMS")
+    error = engine.evaluate_run(payload)["error"]
+    assert error.startswith(str(folder / "model.pt")) and "zoo-summary-" not in error
+    report = engine.report_payload(folder, [])
+    report["folder"] = str(tmp_path / "elsewhere" / folder.name)  # as on a node without the zoo folder
+    error = engine.build_report(report)["error"]
+    assert "need the zoo folder at the same path on every node (a shared filesystem)" in error
 
 
 # --- bigger grids, the plan and its estimate --------------------------------------------------------
