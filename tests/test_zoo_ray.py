@@ -314,10 +314,12 @@ def _numbers(out: Path) -> dict:
 
 
 def test_the_zoo_summary_on_ray_gives_the_numbers_of_the_sequential_engine(
-    session, reference, tmp_path, capsys
+    session, reference, tmp_path, capsys, monkeypatch
 ):
     from analyses.zoo_summary import __main__ as zs_cli
+    from tests.conftest import no_figures
 
+    monkeypatch.setattr(zs_cli, "OUTPUTS", no_figures(monkeypatch, zs_cli.OUTPUTS))  # numbers only
     argv = [str(reference), "--num-sequences", "64", "--bootstrap-resamples", "50"]
     assert zs_cli.main([*argv, "--out", str(tmp_path / "sequential"), "--engine", "sequential"]) == 0
     capsys.readouterr()
