@@ -176,16 +176,16 @@ def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     out = tmp_path / "summary"
     argv = [str(tiny_zoo), "--out", str(out), "--num-sequences", "64", "--bootstrap-resamples", "50"]
     assert zs_cli.main([*argv, "--engine", "sequential"]) == 0
-    assert "sinusoidal L1 H1" in capsys.readouterr().out
+    assert "sinusoidal L1 H1 D16" in capsys.readouterr().out  # width 16: not the tutorial's 32
     document = json.loads((out / "metrics.json").read_text())
     assert document["schema_version"] == zs.SCHEMA_VERSION and document["analysis"] == "zoo_summary"
     assert len(document["provenance"]["runs"]) == 4 and document["provenance"]["command"]
     archs = {a["name"]: a for a in document["architectures"]}
     assert (
-        set(archs) == {"sinusoidal L1 H1", "none L1 H1"}
-        and document["settings"]["reference"] == "sinusoidal L1 H1"
+        set(archs) == {"sinusoidal L1 H1 D16", "none L1 H1 D16"}
+        and document["settings"]["reference"] == "sinusoidal L1 H1 D16"
     )
-    sin = archs["sinusoidal L1 H1"]
+    sin = archs["sinusoidal L1 H1 D16"]
     runs = {r["name"]: r for r in document["runs"]}
     seeds = [runs[name]["flip_mass"]["mean"] for name in sin["runs"]]
     mean, low, high, _ = t_interval(np.array(seeds), 0.95)
@@ -193,12 +193,13 @@ def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     assert got["values"] == seeds and got["n"] == 2
     assert (got["mean"], got["ci_low"], got["ci_high"]) == pytest.approx((mean, low, high))
     assert got["sd"] == pytest.approx(np.std(seeds, ddof=1))
-    assert "zero_pe_accuracy" not in archs["none L1 H1"]["stats"]  # no PE to zero
-    diff = archs["none L1 H1"]["differences"]["flip_mass"]
-    none_seeds = [runs[name]["flip_mass"]["mean"] for name in archs["none L1 H1"]["runs"]]
+    assert "zero_pe_accuracy" not in archs["none L1 H1 D16"]["stats"]  # no PE to zero
+    diff = archs["none L1 H1 D16"]["differences"]["flip_mass"]
+    none_seeds = [runs[name]["flip_mass"]["mean"] for name in archs["none L1 H1 D16"]["runs"]]
     assert diff["mean"] == pytest.approx(np.mean(none_seeds) - np.mean(seeds))
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0] == ",".join(zs.CSV_FIELDS) and any(r.startswith("architecture,none L1 H1,") for r in rows)
+    assert rows[0] == ",".join(zs.CSV_FIELDS)
+    assert any(r.startswith("architecture,none L1 H1 D16,") for r in rows)
     for name in FIGURES:
         for ext in ("png", "svg"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
@@ -215,11 +216,11 @@ def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo,
     result = zs.run(zoo_dir, num_sequences=64, bootstrap_resamples=50)
     text = result.summary()
     assert "nan" not in text and "n/a (1 seed)" in text
-    sin = next(a for a in result.architectures if a.name == "sinusoidal L1 H1")
+    sin = next(a for a in result.architectures if a.name == "sinusoidal L1 H1 D16")
     run = next(r for r in result.runs if r.architecture == sin.name)
     e = run.measured["flip_mass"]
     lines = text.splitlines()
-    row = lines.index(next(line for line in lines if line.startswith("sinusoidal L1 H1")))
+    row = lines.index(next(line for line in lines if line.startswith("sinusoidal L1 H1 D16")))
     assert f"{e.mean:.3f} n/a (1 seed)" in lines[row]
     assert (
         lines[row + 1].startswith("  run CI (1 seed)")
@@ -244,6 +245,31 @@ def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(ti
     assert [role for _, role in folders] == ["control", "grid", "grid"] and missing == [
         "fast_none_L1_H1_D16_seed1"
     ]
+
+
+def test_runs_of_different_widths_are_different_architectures_not_seeds(tmp_path):
+    from models import save_model
+    from tests.conftest import make_model
+
+    for d_model, suffix in ((32, ""), (16, "_D16")):
+        for seed in (0, 1):
+            run = tmp_path / "zoo" / f"fast_sinusoidal_L1_H1{suffix}_seed{seed}"
+            run.mkdir(parents=True)
+            model = make_model(seed=seed, d_model=d_model)
+            save_model(model, run / "model.pt")
+            (run / "config.json").write_text(json.dumps({"seed": seed, "encoder": model.cfg.to_dict()}))
+            (run / "metrics.json").write_text(json.dumps({"test_acc": 0.1, "steps": 30}))
+    result = zs.run(tmp_path / "zoo", num_sequences=16, bootstrap_resamples=10)
+    assert {a.name: (a.d_model, a.runs) for a in result.architectures} == {
+        "sinusoidal L1 H1": (32, ["fast_sinusoidal_L1_H1_seed0", "fast_sinusoidal_L1_H1_seed1"]),
+        "sinusoidal L1 H1 D16": (16, ["fast_sinusoidal_L1_H1_D16_seed0", "fast_sinusoidal_L1_H1_D16_seed1"]),
+    }
+    assert result.reference == "sinusoidal L1 H1" and all(
+        a.stats["flip_mass"].n == 2 for a in result.architectures
+    )
+    assert {r["name"]: r["d_model"] for r in result.to_dict()["runs"]}[
+        "fast_sinusoidal_L1_H1_D16_seed0"
+    ] == 16
 
 
 def test_summary_cli_errors(tmp_path, capsys):

@@ -73,6 +73,7 @@ def run(
             _PE_ORDER.get(r.positional_embedding, 9),
             r.n_layers,
             r.n_heads,
+            r.d_model,
             r.seed,
         ),
     ):
@@ -109,6 +110,7 @@ def run(
                 positional_embedding=first.positional_embedding,
                 n_layers=first.n_layers,
                 n_heads=first.n_heads,
+                d_model=first.d_model,
                 role=first.role,
                 runs=[m.name for m in members],
                 stats=stats,
