@@ -197,12 +197,11 @@ def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_conti
             except psutil.NoSuchProcess:
                 family = set()
             seen |= family
-            if not listening:  # once Ray is up: its ports (a few ms to list)
-                listening = {
-                    c.laddr.ip
-                    for c in psutil.net_connections(kind="inet")
-                    if c.pid in family and c.status == psutil.CONN_LISTEN
-                }
+            listening |= {
+                c.laddr.ip
+                for c in psutil.net_connections(kind="inet")
+                if c.pid in family and c.status == psutil.CONN_LISTEN
+            }
             if len(list(out.glob("*/metrics.json"))) >= 2:
                 proc.send_signal(signal.SIGINT)
                 break
