@@ -334,21 +334,30 @@ def run_tasks(
     max_retries: int = 3,
     name: str = "task",
     poll_seconds: float = 0.5,
+    max_pending: int | None = None,
 ) -> Iterator[TaskOutcome]:
     """Run ``fn(item)`` for every item as a Ray task (connect first with :func:`ray_cluster`) and yield
     one :class:`TaskOutcome` per item in the order they finish. Items are submitted in the given order
-    (Ray starts them in about that order as resources free up). Closing the generator early — an
-    exception or Ctrl-C in the caller's loop, or here while waiting — cancels what is left. ``name``
-    is the tasks' name in Ray (worker processes show ``ray::<name>`` while they run one)."""
+    (Ray starts them in about that order as resources free up); with ``max_pending`` at most that many
+    are submitted and not yet yielded at any time, and ``items[i]`` is read only when it is submitted,
+    so a lazy sequence whose items are large (files) keeps the driver's memory and Ray's object store
+    bounded. Closing the generator early — an exception or Ctrl-C in the caller's loop, or here while
+    waiting — cancels what is left. ``name`` is the tasks' name in Ray (worker processes show
+    ``ray::<name>`` while they run one)."""
     import ray
 
     labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
     remote = ray.remote(_traced).options(
         num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=False, name=name
     )
-    pending = {remote.remote(fn, item): i for i, item in enumerate(items)}
+    limit = len(items) if max_pending is None else max(1, int(max_pending))
+    pending: dict[Any, int] = {}
+    submitted = 0
     try:
-        while pending:
+        while submitted < len(items) or pending:
+            while submitted < len(items) and len(pending) < limit:
+                pending[remote.remote(fn, items[submitted])] = submitted
+                submitted += 1
             done, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
             for ref in done:
                 i = pending.pop(ref)

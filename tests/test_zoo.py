@@ -310,11 +310,10 @@ def test_a_run_evaluated_from_its_files_is_named_by_its_zoo_folder(tiny_zoo, tmp
     those of the run folder itself."""
     from analyses.zoo_summary import engine
 
-    ray = engine.SummaryEngine(engine="ray")
     folder = tiny_zoo / "fast_sinusoidal_L1_H1_D16_seed0"
     settings = dict(num_sequences=32, seed=0, batch_size=16, resamples=20, confidence=0.9, device="cpu")
-    here = engine.evaluate_run(engine.evaluation_payload(folder, "grid", engine.SummaryEngine(), **settings))
-    payload = engine.evaluation_payload(folder, "grid", ray, **settings)
+    here = engine.evaluate_run(engine.evaluation_payload(folder, "grid", **settings))
+    payload = engine.shipped(engine.evaluation_payload(folder, "grid", **settings))
     files = ["SHA256SUMS", "config.json", "metrics.json", "model.pt", "versions.json"]
     assert sorted(payload["files"]) == files  # not checkpoints/ or logs/
     a, b = here["value"], engine.evaluate_run(payload)["value"]  # the same RunSummary, field by field

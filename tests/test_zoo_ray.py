@@ -291,6 +291,19 @@ def test_the_cluster_helpers_in_one_python_session(session, tmp_path, monkeypatc
         by_label["minus one"].value is None and by_label["minus one"].error == "ValueError: math domain error"
     )
     assert by_label["four"].info["attempts"] == 1 and by_label["four"].info["node_ip"] == "127.0.0.1"
+
+    class Logged(list):  # records which items were read, and when
+        def __init__(self, values):
+            super().__init__(values)
+            self.read: list[int] = []
+
+        def __getitem__(self, i):
+            self.read.append(i)
+            return super().__getitem__(i)
+
+    items = Logged([1.0, 4.0, 9.0, 16.0])
+    got = [(o.value, len(items.read)) for o in cluster.run_tasks(math.sqrt, items, max_pending=1)]
+    assert got == [(1.0, 1), (2.0, 2), (3.0, 3), (4.0, 4)]  # one at a time, each read when submitted
     folder = tmp_path / "a"
     (folder / "b").mkdir(parents=True)
     (folder / "b" / "c.txt").write_text("c")

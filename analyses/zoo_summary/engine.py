@@ -81,12 +81,15 @@ def map_runs(
     engine: SummaryEngine,
     log: Callable[[str], None] | None,
     what: str,
+    ship_files: bool = False,
 ) -> list[Any]:
     """``fn(payload)["value"]`` for every payload (each names its run in ``payload["name"]``), in the
     payloads' order, on ``engine``; ``log`` gets one progress line per run as it finishes (``what``
     names the work: "evaluation", "report"; the Ray tasks are called ``zoo-summary-<what>``). ``fn``
     returns ``{"value": ...}`` or ``{"error": one line}``, a user mistake (an unreadable model), which
-    becomes a :class:`UserError` here; anything else ``fn`` raises is a bug and stays an exception."""
+    becomes a :class:`UserError` here; anything else ``fn`` raises is a bug and stays an exception.
+    ``ship_files``: a Ray task's payload also carries its run folder's files (:func:`shipped`), read
+    when the task is submitted (a few tasks ahead of the free slots, so memory stays bounded)."""
     names = [p["name"] for p in payloads]
     progress = cluster.Progress(len(payloads), log)
     values: list[Any] = [None] * len(payloads)
@@ -101,14 +104,16 @@ def map_runs(
         for i, payload in enumerate(payloads):
             take(i, fn(payload), "")
         return values
-    with engine.session():
+    with engine.session() as info:
+        slots = max(1, int(info.cpus // engine.cpus_per_task))
         outcomes = cluster.run_tasks(
             fn,
-            payloads,
+            _Shipped(payloads) if ship_files else payloads,
             names,
             cpus=engine.cpus_per_task,
             max_retries=engine.max_retries,
             name=f"zoo-summary-{what}",
+            max_pending=2 * slots,  # every slot busy, one task queued behind each; files read on demand
         )
         with contextlib.closing(outcomes):  # leaving early (an error, Ctrl-C) cancels the rest
             for outcome in outcomes:
@@ -125,13 +130,30 @@ def run_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink()}
 
 
-def evaluation_payload(folder: Path, role: str, engine: SummaryEngine, **settings: Any) -> dict[str, Any]:
-    """What :func:`evaluate_run` needs: the folder (sequential) or its files (Ray), and the settings
-    (``num_sequences``, ``seed``, ``batch_size``, ``resamples``, ``confidence``, ``device``)."""
-    payload = {"name": folder.name, "folder": str(folder), "role": role, "settings": settings}
-    if engine.engine == "ray":
-        payload["files"] = run_files(folder)
-    return payload
+def evaluation_payload(folder: Path, role: str, **settings: Any) -> dict[str, Any]:
+    """What :func:`evaluate_run` needs: the run folder, its role and the settings (``num_sequences``,
+    ``seed``, ``batch_size``, ``resamples``, ``confidence``, ``device``); a Ray task gets it
+    :func:`shipped`."""
+    return {"name": folder.name, "folder": str(folder), "role": role, "settings": settings}
+
+
+def shipped(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with its run folder's files (:func:`run_files`), for a worker without the folder."""
+    return {**payload, "files": run_files(Path(payload["folder"]))}
+
+
+class _Shipped(Sequence):
+    """``shipped(payloads[i])``, made when item i is read (by :func:`models.cluster.run_tasks`, as it
+    submits task i)."""
+
+    def __init__(self, payloads: Sequence[dict[str, Any]]):
+        self.payloads = payloads
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        return shipped(self.payloads[i])
 
 
 def evaluate_run(payload: dict[str, Any]) -> dict[str, Any]:

@@ -57,9 +57,9 @@ def run(
         confidence=confidence,
         device=device,
     )
-    payloads = [evaluation_payload(folder, role, engine, **settings) for folder, role in folders]
+    payloads = [evaluation_payload(folder, role, **settings) for folder, role in folders]
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
-    runs = map_runs(evaluate_run, payloads, engine, log, "evaluation")
+    runs = map_runs(evaluate_run, payloads, engine, log, "evaluation", ship_files=True)
     shapes = {(r.mean_pattern.shape[0], r.d_vocab) for r in runs}
     if len(shapes) != 1:
         raise UserError(f"zoo {zoo}: runs differ in (sequence length, categories): {sorted(shapes)}")
