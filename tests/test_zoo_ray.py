@@ -344,8 +344,11 @@ def test_the_zoo_summary_on_ray_gives_the_numbers_of_the_sequential_engine(
     assert [r["name"] for r in provenance["runs"]] == [r["name"] for r in _numbers(tmp_path / "ray")["runs"]]
 
 
-def test_the_index_builds_each_runs_full_report_as_a_ray_task(session, reference, tmp_path):
+def test_the_index_builds_each_runs_full_report_as_a_ray_task(session, reference, tmp_path, monkeypatch):
     from analyses.zoo_summary import __main__ as zs_cli
+    from tests.conftest import no_figures
+
+    monkeypatch.setattr(zs_cli, "OUTPUTS", no_figures(monkeypatch, zs_cli.OUTPUTS))  # the summary's own
 
     zoo_dir = tmp_path / "zoo"
     shutil.copytree(reference, zoo_dir)
