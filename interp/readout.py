@@ -20,6 +20,8 @@ correlation is recomputed on every bootstrap resample of sequences (:func:`pears
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -224,3 +226,29 @@ def readout_estimates(
         lo, hi = percentile_interval(reps, confidence)
         out[name] = [Estimate(float(m), float(a), float(b)) for m, a, b in zip(point, lo, hi)]
     return out
+
+
+def margin_bins(edges: Sequence[float]) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """A sweep statistic: per sequence and point, the number of positions whose vote margin μ falls in
+    each bin [e_k, e_{k+1}) of ``edges`` (the last bin closed) and the sum of their logit margins λ,
+    ``[point, batch, 2 · bins]`` (counts first): the binned curve of λ against μ, with the mean λ of a
+    bin a ratio of sums that the bootstrap can resample. Margins outside the edges are not counted."""
+    e = torch.as_tensor(list(edges), dtype=torch.float64)
+    if e.ndim != 1 or len(e) < 2 or not bool((e.diff() > 0).all()):
+        raise ValueError(f"edges must be at least two increasing numbers, got {list(edges)}")
+    bins = len(e) - 1
+
+    def statistic(patterns: Tensor, tokens: Tensor, logits: Tensor) -> Tensor:
+        n_points, batch, n, _ = patterns.shape
+        flat = patterns.reshape(n_points * batch, n, n).double()
+        votes = digit_votes(flat, tokens.repeat(n_points, 1), logits.shape[-1]).view(n_points, batch, n, -1)
+        target = tokens.flip(-1).unsqueeze(0).expand(n_points, batch, n)
+        mu = target_margin(votes, target)
+        lam = target_margin(logits.double(), target)
+        index = torch.bucketize(mu, e.to(mu.device), right=True) - 1
+        index = torch.where(mu == e[-1], bins - 1, index)  # the last bin is closed
+        inside = (index >= 0) & (index < bins)
+        one_hot = F.one_hot(index.clamp(0, bins - 1), bins).double() * inside.unsqueeze(-1)
+        return torch.cat([one_hot.sum(2), (one_hot * lam.unsqueeze(-1)).sum(2)], -1)
+
+    return statistic

@@ -14,6 +14,7 @@ from interp.readout import (
     READOUT_COLUMNS,
     argmax_key_digit,
     digit_votes,
+    margin_bins,
     neighbours_agree_wrong,
     pearson_from_moments,
     readout_columns,
@@ -96,10 +97,13 @@ def neighbour_heavy(p: torch.Tensor) -> torch.Tensor:
     return torch.where(edge & (out > 0) & (out < 0.4), torch.full_like(out, 0.6), out)
 
 
+SEQ_ISOLATED = (
+    [4] * 7 + [2] + [4] * 8
+)  # query 8: flipped key 7 holds 2 (0.4), keys 6 and 8 hold 4 (0.3 + 0.3)
+
+
 def test_where_the_rules_differ_the_vote_machine_sides_with_the_vote():
-    seq = [4] * N
-    seq[7] = 2  # query 8: flipped key 7 holds 2 (0.4), keys 6 and 8 hold 4 (0.3 + 0.3)
-    tokens = torch.tensor([seq])
+    tokens = torch.tensor([SEQ_ISOLATED])
     model = vote_machine()
     with replace_pattern(model, 0, 0, neighbour_heavy):
         sweep = family_sweep(
@@ -148,3 +152,28 @@ def test_readout_estimates_are_ratios_of_sums_with_cis():
     assert est["pearson"][0].mean == pytest.approx(1.0) and est["slope"][1].mean == pytest.approx(3.0)
     with pytest.raises(ValueError, match="readout sums"):
         readout_estimates(cols[:, :, :5], N)
+
+
+def test_margin_bins_count_positions_and_sum_logit_margins_per_vote_margin_bin():
+    model = vote_machine()
+    tokens = torch.tensor([SEQ_ISOLATED])
+    stat = margin_bins([-1.0, -0.05, 0.05, 1.01])  # float32 weights: a margin of 1 may round above 1
+    with replace_pattern(model, 0, 0, neighbour_heavy):
+        out = family_sweep(model, [tokens], [PatternFamily("uniform", ())], statistics={"bins": stat})
+    counts, sums = out["uniform"]["bins"][0, 0, :3], out["uniform"]["bins"][0, 0, 3:]
+    # query 8: vote margin 0.4 − 0.6 = −0.2 (first bin); every other query is right by ≥ 0.4
+    assert counts.tolist() == [1, 0, 15]
+    assert sums[0] < 0 < sums[2] and sums[1] == 0
+    with pytest.raises(ValueError, match="increasing"):
+        margin_bins([0.5, 0.1])
+
+
+def test_margin_bins_close_the_last_edge_and_drop_outside_values():
+    stat = margin_bins([0.0, 0.5, 1.0])
+    one_hot = patterns.flip(torch.zeros(1, N, N)).unsqueeze(0)  # vote margin exactly 1 everywhere
+    tokens = torch.arange(N).remainder(10).unsqueeze(0)
+    logits = torch.zeros(1, 1, N, 10)
+    out = stat(one_hot, tokens, logits)[0, 0]
+    assert out[:2].tolist() == [0, N]  # 1.0 falls in the closed last bin
+    out = margin_bins([0.0, 0.5])(one_hot, tokens, logits)[0, 0]
+    assert out[:1].tolist() == [0]  # above the last edge: not counted
