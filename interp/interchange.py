@@ -301,11 +301,15 @@ def batched_hits(
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def selector_head(summaries: dict[tuple[int, int], InterchangeSummary]) -> tuple[tuple[int, int], bool]:
-    """The (layer, head) with the highest IIA, and whether its CI lies above every other head's CI
-    ("the reverse selector lives in head h" holds only then)."""
+def selector_head(
+    summaries: dict[tuple[int, int], InterchangeSummary], min_iia: float = 0.5
+) -> tuple[tuple[int, int], bool]:
+    """The (layer, head) with the highest IIA, and whether "the reverse selector lives in head h"
+    holds: its IIA CI lies above ``min_iia`` (most interchanges follow the program) and above every
+    other head's CI."""
     if not summaries:
         raise ValueError("no head summaries to choose from")
     best = max(summaries, key=lambda k: summaries[k].iia.mean)
+    low = summaries[best].iia.ci_low
     others = [s.iia.ci_high for k, s in summaries.items() if k != best]
-    return best, all(summaries[best].iia.ci_low > high for high in others)
+    return best, bool(low > min_iia and all(low > high for high in others))

@@ -96,6 +96,8 @@ def test_head_iia_names_the_head_that_carries_the_aggregate():
     assert selector_head(per_head) == ((0, 0), True)
     tie = {(0, 0): per_head[0, 0], (0, 1): per_head[0, 0]}
     assert selector_head(tie)[1] is False
+    assert selector_head({(0, 1): per_head[0, 1]}) == ((0, 1), False)  # alone, but carries nothing
+    assert selector_head({(0, 0): per_head[0, 0]}) == ((0, 0), True)
 
 
 def test_patching_a_source_equal_to_the_base_changes_nothing_in_a_multi_layer_model(multi_model):
