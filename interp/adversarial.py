@@ -25,6 +25,7 @@ from torch import Tensor
 from interp.ablation import check_heads
 from interp.outcomes import logit_difference
 from interp.readout import digit_votes, target_margin
+from models.scalars import as_int
 
 Score = Callable[[Tensor], Tensor]  # tokens [batch, pos] -> score [batch] (lower is worse)
 
@@ -35,11 +36,10 @@ def isolated_digit_sequences(
     """(tokens, probe query mask): background digit w per sequence, probes every ``radius`` + 1
     positions from a random start in 0..radius, each probe a random digit ≠ w. Every probe query is
     adversarial; with radius 1 a background key between two probes that hold one digit is too."""
-    for name, value in (("num_sequences", num_sequences), ("seq_len", seq_len), ("radius", radius)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(num_categories, bool) or not isinstance(num_categories, int) or num_categories < 2:
-        raise ValueError(f"isolated digits need at least 2 categories, got {num_categories!r}")
+    num_sequences = as_int(num_sequences, "num_sequences", minimum=1)
+    seq_len = as_int(seq_len, "seq_len", minimum=1)
+    radius = as_int(radius, "radius", minimum=1)
+    num_categories = as_int(num_categories, "num_categories", minimum=2)
     g = torch.Generator().manual_seed(int(seed))
     w = torch.randint(0, num_categories, (num_sequences, 1), generator=g)
     tokens = w.expand(num_sequences, seq_len).clone()
@@ -110,9 +110,10 @@ def beam_search(
     chunk: int = 4096,
 ) -> SearchResult:
     """Minimise ``score`` over sequences by beam search from ``start`` (see the module docstring)."""
-    for name, value in (("width", width), ("steps", steps), ("chunk", chunk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    width = as_int(width, "width", minimum=1)
+    steps = as_int(steps, "steps", minimum=1)
+    chunk = as_int(chunk, "chunk", minimum=1)
+    num_categories = as_int(num_categories, "num_categories", minimum=2)
     if start.ndim != 2 or start.shape[0] < 1:
         raise ValueError(f"start must be a non-empty [batch, pos] tensor, got {tuple(start.shape)}")
 

@@ -45,6 +45,7 @@ from interp.stats import (
     bootstrap_distribution,
     percentile_interval,
 )
+from models.scalars import as_int
 
 Site = Literal["z", "attn_out", "resid_mid", "resid_pre"]
 SITES: tuple[str, ...] = get_args(Site)
@@ -291,8 +292,7 @@ def batched_hits(
     batch_size: int = 256,
 ) -> dict[str, Tensor]:
     """:func:`interchange_hits` over ``batch_size`` pairs at a time (N forwards' worth each), concatenated."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
     _check_pair(base, source)
     parts = [
         interchange_hits(model, b, s, site, layer, head)

@@ -34,7 +34,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.metrics import NEIGHBOUR_OFFSETS, flipped_keys
+from interp.metrics import NEIGHBOUR_OFFSETS, _heads, flipped_keys
+from models.scalars import is_int
 
 FamilyKind = Literal["temperature", "neighbours", "uniform", "single_key"]
 FAMILY_KINDS: tuple[str, ...] = get_args(FamilyKind)
@@ -67,12 +68,14 @@ class PatternFamily:
         if self.kind != "temperature" and not (0.0 <= values[0] and values[-1] <= 1.0):
             raise ValueError(f"the {self.kind} family's mixing weights must lie in [0, 1], got {values}")
         needs_offset = self.kind == "single_key"
-        bad_offset = isinstance(self.offset, bool) or not isinstance(self.offset, int) or not self.offset
+        bad_offset = not is_int(self.offset) or not int(self.offset)
         if needs_offset and bad_offset:
             raise ValueError(f"the single_key family needs a non-zero integer offset, got {self.offset!r}")
         if not needs_offset and self.offset is not None:
             raise ValueError(f"offset= is only used by the single_key family, not {self.kind!r}")
         object.__setattr__(self, "values", values)
+        if needs_offset:
+            object.__setattr__(self, "offset", int(self.offset))  # np.int64 / 0-d tensor → int
         object.__setattr__(self, "neighbour_offsets", tuple(int(d) for d in self.neighbour_offsets))
 
     @property
@@ -103,10 +106,9 @@ def default_families(
 
 
 def _check(pattern: Tensor) -> int:
-    if pattern.ndim != 3 or pattern.shape[-1] != pattern.shape[-2]:
-        raise ValueError(
-            f"pattern must have shape [batch, query, key] with query == key, got {tuple(pattern.shape)}"
-        )
+    if isinstance(pattern, Tensor) and pattern.ndim != 3:
+        raise ValueError(f"pattern must be one head's [batch, query, key], got {tuple(pattern.shape)}")
+    _heads(pattern)  # the metrics' checks: a tensor, square, floating point, rows summing to one
     return pattern.shape[-1]
 
 

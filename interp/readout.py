@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from interp.metrics import flipped_keys
+from interp.metrics import _heads, flipped_keys
 from interp.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -36,6 +36,7 @@ from interp.stats import (
     bootstrap_distributions,
     percentile_interval,
 )
+from models.scalars import as_int
 
 # Columns of :func:`readout_columns` (all per sequence; counts are over query positions).
 READOUT_COLUMNS: tuple[str, ...] = (
@@ -56,8 +57,12 @@ READOUT_COLUMNS: tuple[str, ...] = (
 
 
 def _check(pattern: Tensor, tokens: Tensor) -> int:
-    if pattern.ndim != 3 or pattern.shape[-1] != pattern.shape[-2]:
-        raise ValueError(f"pattern must be [batch, query, key] with query == key, got {tuple(pattern.shape)}")
+    if not isinstance(pattern, Tensor) or pattern.ndim != 3:
+        _heads(pattern)  # the metrics' one-line message for a non-tensor
+        raise ValueError(f"pattern must be one head's [batch, query, key], got {tuple(pattern.shape)}")
+    _heads(pattern)  # square, floating point, rows summing to one
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"tokens must be a torch.Tensor [batch, pos], got {type(tokens).__name__}")
     if tokens.shape != (pattern.shape[0], pattern.shape[-1]):
         raise ValueError(
             f"tokens must be [batch, pos] = {tuple(pattern.shape[::2])}, got {tuple(tokens.shape)}"
@@ -96,8 +101,7 @@ def argmax_key_digit(
 def neighbours_agree_wrong(tokens: Int[Tensor, "batch pos"], radius: int = 2) -> Bool[Tensor, "batch query"]:
     """Query i is adversarial when every existing key f(i) + d, 0 < |d| ≤ radius, holds one digit w and
     w ≠ t_f(i): all the neighbours' weight votes for the same wrong digit."""
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ValueError(f"radius must be a positive integer, got {radius!r}")
+    radius = as_int(radius, "radius", minimum=1)
     n = tokens.shape[-1]
     f = flipped_keys(n, tokens.device)
     target = tokens[:, f]

@@ -27,6 +27,7 @@ from torch import Tensor
 from interp.ablation import check_heads, intervene
 from interp.metrics import flip_mass
 from interp.pattern_families import PatternFamily, family_points
+from models.scalars import as_int
 
 # (replaced patterns [point, batch, query, key], tokens [batch, pos], logits [point, batch, pos, vocab])
 #   -> per-sequence values [point, batch, ...]
@@ -56,8 +57,7 @@ def sweep_batch(
     """Per-sequence statistics ``[batch, point, ...]`` of one batch at every point of ``families``
     (points in the order of the families, each in its ``values`` order)."""
     ((layer, head),) = check_heads(model, [(layer, head)])
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
+    max_rows = as_int(max_rows, "max_rows", minimum=1)
     statistics = dict(statistics or {})
     clash = sorted(set(statistics) & set(BUILT_IN))
     if clash:
@@ -71,7 +71,7 @@ def sweep_batch(
         chunk = points[start : start + per_forward]
         replaced: list[Tensor] = []
 
-        def hook(pattern: Tensor, chunk: list = chunk, replaced: list = replaced) -> Tensor:
+        def hook(pattern: Tensor, *, chunk: list = chunk, replaced: list = replaced) -> Tensor:
             own = pattern[:, head].view(len(chunk), batch, *pattern.shape[-2:])
             new = torch.empty_like(own)
             k = 0

@@ -37,7 +37,7 @@ def test_isolated_digits_make_exactly_the_probe_queries_adversarial(radius):
 def test_isolated_digits_reject_bad_sizes():
     with pytest.raises(ValueError, match="radius"):
         isolated_digit_sequences(4, N, 10, radius=0)
-    with pytest.raises(ValueError, match="at least 2 categories"):
+    with pytest.raises(ValueError, match="num_categories must be an integer ≥ 2"):
         isolated_digit_sequences(4, N, 1)
 
 

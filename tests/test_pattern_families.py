@@ -144,3 +144,16 @@ def test_bad_patterns_and_offsets_raise():
         neighbour_target(2, (5,))
     with pytest.raises(ValueError, match="either side"):
         single_keys(4, 10)
+    with pytest.raises(TypeError, match="torch.from_numpy"):
+        apply_family(random_rows().numpy(), family("uniform"))
+    with pytest.raises(ValueError, match="sum to one"):
+        apply_family(random_rows() * 2, family("uniform"))  # scores passed as a pattern
+
+
+def test_families_take_numpy_and_torch_scalars():
+    import numpy as np
+
+    a = PatternFamily("single_key", (np.float32(0.5),), offset=np.int64(-1))
+    b = PatternFamily("single_key", (0.5,), offset=torch.tensor(-1))
+    assert a == PatternFamily("single_key", (0.5,), offset=-1) == b
+    assert isinstance(a.offset, int) and a.name == "single_key-1"

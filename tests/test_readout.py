@@ -58,6 +58,7 @@ def test_adversarial_queries_are_those_whose_neighbours_agree_on_one_wrong_digit
     ).any()  # all agree on the right digit
     with pytest.raises(ValueError, match="radius"):
         neighbours_agree_wrong(t, radius=0)
+    assert torch.equal(neighbours_agree_wrong(t, radius=np.int64(1)), neighbours_agree_wrong(t, radius=1))
 
 
 def random_patterns(batch: int, seed: int, power: float = 3.0) -> torch.Tensor:
