@@ -76,10 +76,11 @@ def make_verdict(
     breaking: Sequence[Threshold] = (),
     level: float = 0.99,
     slack: float = SLACK,
+    unit: str = "per digit",
 ) -> Verdict:
     """Label and sentences (see the module docstring). ``thresholds`` are the families' thresholds at
     ``level``; ``breaking`` optionally the same families at a lower level (e.g. 50%), quoted as where
-    the model breaks."""
+    the model breaks; ``unit`` says what the accuracies count ("per digit", "on whole sequences")."""
     rule = (
         f"right: own accuracy ≥ {level:.0%}, and every family can remove ≥ {slack} flip mass (margin CI "
         f"low) before accuracy drops below {level:.0%}; partly right: own accuracy ≥ {level:.0%} with own "
@@ -94,7 +95,7 @@ def make_verdict(
     approximate = own_flip_mass.ci_high < STRICT
     own = (
         f"With its own attention the model puts {_e(own_flip_mass)} of each row's weight on the flipped "
-        f"key and is {_e(own_accuracy, 4)} accurate per digit."
+        f"key and is {_e(own_accuracy, 4)} accurate {unit}."
     )
     if not tested:
         reasons = "; ".join(t.reason for t in thresholds) or "no pattern family was given"
