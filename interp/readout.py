@@ -119,24 +119,34 @@ def neighbours_agree_wrong(tokens: Int[Tensor, "batch pos"], radius: int = 2) ->
     return ok & (first >= 0) & (first != target)
 
 
+def _margins(
+    patterns: Float[Tensor, "point batch query key"],
+    tokens: Int[Tensor, "batch pos"],
+    logits: Float[Tensor, "point batch pos vocab"],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(flat patterns [point·batch, q, k] float64, votes V [point, batch, q, C], targets, μ, λ)."""
+    n_points, batch, n, _ = patterns.shape
+    c = logits.shape[-1]
+    flat = patterns.reshape(n_points * batch, n, n).double()
+    votes = digit_votes(flat, tokens.repeat(n_points, 1), c).view(n_points, batch, n, c)
+    target = tokens.flip(-1).unsqueeze(0).expand(n_points, batch, n)
+    return flat, votes, target, target_margin(votes, target), target_margin(logits.double(), target)
+
+
 def readout_columns(
     patterns: Float[Tensor, "point batch query key"],
     tokens: Int[Tensor, "batch pos"],
     logits: Float[Tensor, "point batch pos vocab"],
     radius: int = 2,
+    margins: tuple[Tensor, ...] | None = None,
 ) -> Float[Tensor, "point batch column"]:
-    """Per-sequence sums of :data:`READOUT_COLUMNS` for each point (a :mod:`interp.tolerance` statistic)."""
+    """Per-sequence sums of :data:`READOUT_COLUMNS` for each point (a :mod:`interp.tolerance` statistic;
+    ``margins``: :func:`_margins` of the same arguments, when a caller has them already)."""
     n_points, batch, n, _ = patterns.shape
-    c = logits.shape[-1]
-    flat = patterns.reshape(n_points * batch, n, n).double()
-    toks = tokens.repeat(n_points, 1)
-    votes = digit_votes(flat, toks, c).view(n_points, batch, n, c)
-    target = tokens.flip(-1).unsqueeze(0).expand(n_points, batch, n)
+    flat, votes, target, mu, lam = margins or _margins(patterns, tokens, logits)
     model_digit = logits.argmax(-1)
     vote_digit = votes.argmax(-1)
-    key_digit = argmax_key_digit(flat, toks).view(n_points, batch, n)
-    mu = target_margin(votes, target)
-    lam = target_margin(logits.double(), target)
+    key_digit = argmax_key_digit(flat, tokens.repeat(n_points, 1)).view(n_points, batch, n)
     adv = neighbours_agree_wrong(tokens, radius).unsqueeze(0).expand(n_points, batch, n)
     vote_agree = model_digit == vote_digit
     key_agree = model_digit == key_digit
@@ -242,17 +252,32 @@ def margin_bins(edges: Sequence[float]) -> Callable[[Tensor, Tensor, Tensor], Te
         raise ValueError(f"edges must be at least two increasing numbers, got {list(edges)}")
     bins = len(e) - 1
 
-    def statistic(patterns: Tensor, tokens: Tensor, logits: Tensor) -> Tensor:
-        n_points, batch, n, _ = patterns.shape
-        flat = patterns.reshape(n_points * batch, n, n).double()
-        votes = digit_votes(flat, tokens.repeat(n_points, 1), logits.shape[-1]).view(n_points, batch, n, -1)
-        target = tokens.flip(-1).unsqueeze(0).expand(n_points, batch, n)
-        mu = target_margin(votes, target)
-        lam = target_margin(logits.double(), target)
+    def statistic(
+        patterns: Tensor, tokens: Tensor, logits: Tensor, margins: tuple[Tensor, ...] | None = None
+    ) -> Tensor:
+        _, _, _, mu, lam = margins or _margins(patterns, tokens, logits)
         index = torch.bucketize(mu, e.to(mu.device), right=True) - 1
         index = torch.where(mu == e[-1], bins - 1, index)  # the last bin is closed
-        inside = (index >= 0) & (index < bins)
-        one_hot = F.one_hot(index.clamp(0, bins - 1), bins).double() * inside.unsqueeze(-1)
-        return torch.cat([one_hot.sum(2), (one_hot * lam.unsqueeze(-1)).sum(2)], -1)
+        inside = ((index >= 0) & (index < bins)).double()
+        index = index.clamp(0, bins - 1)
+        counts = mu.new_zeros(*mu.shape[:2], bins).scatter_add_(-1, index, inside)
+        sums = mu.new_zeros(*mu.shape[:2], bins).scatter_add_(-1, index, inside * lam)
+        return torch.cat([counts, sums], -1)
+
+    return statistic
+
+
+def readout_statistic(
+    radius: int = 2, edges: Sequence[float] | None = None
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """One sweep statistic for :func:`readout_columns` and, with ``edges``, :func:`margin_bins` side by
+    side, ``[point, batch, 13 (+ 2 · bins)]``: the votes and margins are computed once for both."""
+    radius = as_int(radius, "radius", minimum=1)
+    bins = None if edges is None else margin_bins(edges)
+
+    def statistic(patterns: Tensor, tokens: Tensor, logits: Tensor) -> Tensor:
+        margins = _margins(patterns, tokens, logits)
+        columns = readout_columns(patterns, tokens, logits, radius, margins)
+        return columns if bins is None else torch.cat([columns, bins(patterns, tokens, logits, margins)], -1)
 
     return statistic

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser, non_negative_int, positive_int
 from analyses.tolerance import ANALYSIS, DEFAULT_OUT, OUTPUTS, run
-from interp.pattern_families import MIXES, TEMPERATURES
+from analyses.tolerance.measure import MIXES
+from interp.pattern_families import TEMPERATURES
 from interp.tolerance_verdict import SLACK
 
 
@@ -81,7 +82,7 @@ def build_parser() -> ArgumentParser:
         "--mixes",
         type=_numbers,
         default=MIXES,
-        help="mixing weights s in [0, 1] (default 0,0.05,...,1)",
+        help=f"mixing weights s in [0, 1] (default {_grid(MIXES)})",
     )
     p.add_argument(
         "--single-offset",
@@ -105,8 +106,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--adversarial-sequences",
         type=positive_int,
-        default=1000,
-        help="isolated-digit inputs for the readout test and the beam searches (default 1000)",
+        default=500,
+        help="isolated-digit inputs for the readout test and the beam searches (default 500)",
     )
     p.add_argument("--beam-width", type=positive_int, default=8, help="beam width of the worst-case search")
     p.add_argument("--beam-steps", type=positive_int, default=20, help="most steps of the worst-case search")
