@@ -132,6 +132,34 @@ class ToleranceResult(AnalysisResult):
             t for t in self.thresholds if t.family == family and t.level == level and t.statistic == statistic
         )
 
+    def verdict_headline(self) -> str:
+        """The verdict in one sentence, as the issue words it: "right: it needs only X of its weight on
+        the flipped key; it has Y of slack; blurring by τ = Z breaks it" (from the crossed thresholds)."""
+        label = self.verdict.label
+        own = self.own["flip_mass"]
+        high = [self.threshold(f.name, self.level) for f in self.families]
+        crossed = [t for t in high if t.status == "crossed"]
+        if label in ("undetermined", "wrong") and not crossed:
+            return f"{label}: {self.verdict.sentences[-1]}"
+        parts = [f"{label}: the model puts {own.mean:.3f} of each row's weight on the flipped key"]
+        if crossed:
+            need = max(crossed, key=lambda t: t.flip_mass.mean)  # the most demanding family
+            tight = min(crossed, key=lambda t: t.margin.mean)
+            parts.append(
+                f"it needs {fmt(need.flip_mass)} to stay ≥ {self.level:.0%} accurate ({need.family})"
+            )
+            parts.append(f"its slack is {fmt(tight.margin)} ({tight.family})")
+        blur = self.threshold("temperature", self.breaking_level) if self.has_family("temperature") else None
+        if blur is not None and blur.status == "crossed":
+            parts.append(
+                f"blurring the scores by τ = {blur.parameter.mean:.2f} [{blur.parameter.ci_low:.2f}, "
+                f"{blur.parameter.ci_high:.2f}] breaks it (accuracy < {self.breaking_level:.0%})"
+            )
+        return "; ".join(parts) + "."
+
+    def has_family(self, name: str) -> bool:
+        return any(f.name == name for f in self.families)
+
     @property
     def clean_readout(self) -> dict[str, Estimate]:
         first = self.families[0]
@@ -164,7 +192,12 @@ class ToleranceResult(AnalysisResult):
             ),
             "head": {"layer": self.layer, "head": self.head, "choice": self.head_choice},
             "own": plain(self.own),
-            "verdict": {**self.verdict.to_dict(), "text": self.verdict.text, "unit": "per digit"},
+            "verdict": {
+                **self.verdict.to_dict(),
+                "headline": self.verdict_headline(),
+                "text": self.verdict.text,
+                "unit": "per digit",
+            },
             "sequence_verdict": {
                 **self.sequence_verdict.to_dict(),
                 "text": self.sequence_verdict.text,
@@ -235,7 +268,8 @@ class ToleranceResult(AnalysisResult):
         lines = [
             f"Tolerance of head {self.layer}.{self.head} ({self.head_choice}): "
             f"{self.num_sequences:,} sequences of length {self.seq_len}",
-            f"verdict (per digit): {self.verdict.text}",
+            f"verdict: {self.verdict_headline()}",
+            f"in full (per digit): {self.verdict.text}",
             f"on whole sequences: {self.sequence_verdict.label}",
             f"{'family':<14} {'own flip':>9} {f'{self.level:.0%} threshold':<30} {'margin':<30} "
             f"{f'{self.breaking_level:.0%} threshold'}",
