@@ -41,3 +41,43 @@ def vote_machine(num_categories: int = 10, n_ctx: int = 16, n_heads: int = 1) ->
         model.head.fc_in.weight[digits, digits] = 1.0
         model.head.fc_out.weight[digits, digits] = 1.0
     return model.eval()
+
+
+def flip_vote_machine(
+    score: float, num_categories: int = 10, n_ctx: int = 16, n_heads: int = 1
+) -> HookedReverseEncoder:
+    """The vote machine with a pattern of its own: head 0 scores key j for query i as ``score`` · [j = N−1−i]
+    (zero elsewhere), so every row puts p = e^score / (e^score + N − 1) on the flipped key and
+    q = (1 − p) / (N − 1) on each other key, whatever the tokens; its output is the plurality vote.
+
+    Residual dims: 0..C−1 the votes (head 0's output), C..2C−1 one-hot(t), 2C..2C+N−1 one-hot(position)
+    (a learned positional encoding); queries read the position one-hot as one-hot(N−1−i), keys as
+    one-hot(j). The LayerNorms see every row hold 1 + 1 + 1 in total, so their shift is the same for
+    every row and the largest vote stays above it (see :func:`vote_machine`). Other heads are silent.
+    """
+    c, n = num_categories, n_ctx
+    d = 2 * c + n
+    d = -(-d // n_heads) * n_heads  # divisible by the head count
+    cfg = EncoderConfig(
+        n_layers=1, n_heads=n_heads, d_model=d, d_vocab=c, n_ctx=n, positional_embedding="learned"
+    )
+    if cfg.d_head < max(n, c):
+        raise ValueError(f"d_head {cfg.d_head} cannot hold {n} positions: use fewer heads")
+    model = HookedReverseEncoder(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for name, p in model.named_parameters():
+            if name.endswith("ln1.w") or name.endswith("ln2.w") or name.endswith("ln.w"):
+                p.fill_(1.0)
+        digits, positions = torch.arange(c), torch.arange(n)
+        model.embed.proj.weight[c + digits, digits] = 1.0
+        model.pos_embed.W_pos[positions, 2 * c + positions] = 1.0
+        qkv = model.blocks[0].attn.qkv_proj.weight.view(n_heads, 3, cfg.d_head, d)
+        qkv[0, 0, n - 1 - positions, 2 * c + positions] = float(score) * cfg.d_head**0.5  # q = onehot(N−1−i)
+        qkv[0, 1, positions, 2 * c + positions] = 1.0  # k = onehot(j)
+        qkv[0, 2, digits, c + digits] = 1.0  # v = one-hot(t)
+        model.blocks[0].attn.o_proj.weight[digits, digits] = 1.0
+        model.head.fc_in.weight[digits, digits] = 1.0
+        model.head.fc_out.weight[digits, digits] = 1.0
+    return model.eval()

@@ -226,7 +226,9 @@ class ToleranceResult(AnalysisResult):
     def csv_rows(self) -> list[dict[str, Any]]:
         """Per family and grid point (index: the point; parameter: its value) the curves and readout
         rates; per family, statistic and level the threshold, its parameter and the margin; the
-        adversarial rates (family "adversarial"). All rows are of the head examined (scope "head")."""
+        adversarial rates (family "adversarial"). Rows of the head examined have scope "head"; the
+        unintervened model's accuracy and flip mass (family "own") and the share of adversarial inputs
+        the model gets wrong are model-wide."""
         where = {"layer": self.layer, "head": self.head}
         rows = []
         for f in self.families:
@@ -255,13 +257,15 @@ class ToleranceResult(AnalysisResult):
                 ("margin", t.margin),
             ):
                 rows.append(estimate_row(e, metric=metric, **which))
-        for metric, e in self.own.items():
-            rows.append(estimate_row(e, family="own", metric=metric, **where))
+        for metric, e in self.own.items():  # the unintervened model: model-wide
+            rows.append(estimate_row(e, family="own", metric=metric))
         a = self.adversarial
         for metric, e in a.readout.items():
             rows.append(estimate_row(e, family="adversarial", metric=metric, **where))
-        for metric in ("share_vote_wrong", "share_model_wrong"):
-            rows.append(estimate_row(getattr(a, metric), family="adversarial", metric=metric, **where))
+        rows.append(
+            estimate_row(a.share_vote_wrong, family="adversarial", metric="share_vote_wrong", **where)
+        )
+        rows.append(estimate_row(a.share_model_wrong, family="adversarial", metric="share_model_wrong"))
         return rows
 
     def summary(self) -> str:
