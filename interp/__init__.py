@@ -80,6 +80,7 @@ _LAZY |= {
             "neighbours_agree_wrong",
             "readout_columns",
             "readout_estimates",
+            "readout_statistic",
             "target_margin",
         ),
         "interp.adversarial": (

@@ -19,6 +19,7 @@ from interp.readout import (
     pearson_from_moments,
     readout_columns,
     readout_estimates,
+    readout_statistic,
     target_margin,
 )
 from interp.tolerance import family_sweep
@@ -178,3 +179,18 @@ def test_margin_bins_close_the_last_edge_and_drop_outside_values():
     assert out[:2].tolist() == [0, N]  # 1.0 falls in the closed last bin
     out = margin_bins([0.0, 0.5])(one_hot, tokens, logits)[0, 0]
     assert out[:1].tolist() == [0]  # above the last edge: not counted
+
+
+def test_one_readout_statistic_is_the_columns_and_the_bins_side_by_side():
+    g = torch.Generator().manual_seed(0)
+    pats = torch.randn(3, 4, N, N, generator=g).softmax(-1)  # [point, batch, query, key]
+    tokens = torch.randint(0, 10, (4, N), generator=g)
+    logits = torch.randn(3, 4, N, 10, generator=g)
+    edges = [-1.0, -0.2, 0.0, 0.3, 1.0]
+    both = readout_statistic(radius=1, edges=edges)(pats, tokens, logits)
+    columns = readout_columns(pats, tokens, logits, radius=1)
+    assert torch.equal(both, torch.cat([columns, margin_bins(edges)(pats, tokens, logits)], -1))
+    assert torch.equal(readout_statistic(radius=1)(pats, tokens, logits), columns)
+    assert both[..., len(READOUT_COLUMNS) : len(READOUT_COLUMNS) + 4].sum(-1).eq(N).all()  # every μ binned
+    with pytest.raises(ValueError, match="radius must be a positive integer"):
+        readout_statistic(radius=0)
