@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,9 @@ def run(
     families = default_families(tuple(temperatures), tuple(mixes), single_offset)
     device = next(model.parameters()).device
     resample_seed = [seed, 1]
-    batches = lambda: token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size)  # noqa: E731
+
+    def batches() -> Iterator[torch.Tensor]:  # the same sequences each time
+        return token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size)
 
     with evaluating(model):
         if layer is None:
