@@ -55,6 +55,21 @@ INTRODUCTIONS: dict[str, tuple[str, ...]] = {
         "A large drop in accuracy means the model needs that head (Holm-corrected Wilcoxon tests); if the "
         "ideal flip pattern keeps the accuracy, the head's job is just to route the flipped key.",
     ),
+    "tolerance": (
+        "The tutorial's other sentence: the model “does not need perfect, strict attention”. The flip "
+        "head's pattern is replaced by sharper, blurrier and mixed versions of its own, and accuracy is "
+        "measured against the weight left on the flipped key; a plurality vote over the keys' digits is "
+        "tested as the rule that decides the output.",
+        "Read the verdict first; the threshold is the flip mass below which accuracy drops under 99%, the "
+        "margin how far the model's own flip mass lies above it (95% bootstrap intervals).",
+    ),
+    "interchange": (
+        "The reverse program (output i = token N−1−i) is compared with the network variable by variable: "
+        "an activation is patched from a source sequence into a base sequence, and the model's output is "
+        "compared with the program's output after the same interchange.",
+        "IIA 1 means the site carries exactly the program's variable; the dependency matrices show which "
+        "outputs each patched position changes, beside the program's.",
+    ),
 }
 
 
@@ -99,7 +114,7 @@ def csp_hash(script: str) -> str:
 
 def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The summary table: one row per key number, each pointing at the section that measured it."""
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = verdict_rows(metrics)
     acc = metrics.get("accuracy")
     rows.append(
         {
@@ -141,16 +156,6 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             "href": "pe-ablation" if pe else None,
         }
     )
-    verdict = metrics.get("qk_verdict")
-    rows.append(
-        {
-            "label": "QK verdict on the tutorial's explanation",
-            "value": verdict["label"] if verdict else None,
-            "estimate": verdict["spearman_rho"] if verdict else None,
-            "text": verdict["headline"] if verdict else "qk_circuit",
-            "href": "qk-circuit" if verdict else None,
-        }
-    )
     top = metrics.get("top_head")
     text = "Zero-ablation of every head (head_ablation)."
     if top:
@@ -168,6 +173,45 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+def verdict_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows the summary opens with: the verdicts on the tutorial's two sentences (qk_circuit: "nearby
+    positional encodings are similar"; tolerance: "approximate, noisy attention") and the conclusion of
+    the interchange interventions against the reverse program."""
+    verdict = metrics.get("qk_verdict")
+    tol = metrics.get("tolerance_verdict")
+    iia = metrics.get("interchange")
+    margin = tol and tol["margin"]
+    return [
+        {
+            "label": "QK verdict on the tutorial's explanation (“nearby positional encodings are similar”)",
+            "value": verdict["label"] if verdict else None,
+            "estimate": verdict["spearman_rho"] if verdict else None,
+            "estimate_label": "ρ",
+            "text": verdict["headline"] if verdict else "qk_circuit",
+            "href": "qk-circuit" if verdict else None,
+        },
+        {
+            "label": "Tolerance verdict (“the model can accept an approximate, noisy attention map”)",
+            "value": tol["label"] if tol else None,
+            "estimate": margin or None,
+            "estimate_label": f"smallest {tol['level']:.0%} margin ({tol['margin_family']})"
+            if margin
+            else "",
+            "text": (
+                f"{tol['headline']} On whole sequences: {tol['sequence_label']}." if tol else "tolerance"
+            ),
+            "href": "tolerance" if tol else None,
+        },
+        {
+            "label": "Interchange interventions against the reverse program",
+            "value": iia["label"] if iia else None,
+            "estimate": None,
+            "text": f"{iia['headline']} {iia['selector']['sentence']}" if iia else "interchange",
+            "href": "interchange" if iia else None,
+        },
+    ]
 
 
 def _section_parts(section: AnalysisSection) -> tuple[markupsafe.Markup, markupsafe.Markup]:
@@ -219,6 +263,7 @@ def render_full_report(
             name=name,
             sections=parts,
             summary=summary_rows(metrics),
+            iia_table=(metrics.get("interchange") or {}).get("iia_table"),
             explorer=explorer,
             explorer_js=script,
             script_hash=csp_hash(script),

@@ -13,23 +13,28 @@ from conftest import figures_module, make_model, no_figures
 
 from analyses import flip_alignment as fa
 from analyses import head_ablation as ha
+from analyses import interchange as ic
 from analyses import length_generalisation as lg
 from analyses import pe_ablation as pa
 from analyses import qk_circuit as qk
+from analyses import tolerance as tol
 from analyses import training_dynamics as td
 from analyses import zoo_summary as zs
 from analyses.flip_alignment import __main__ as fa_cli
 from analyses.frame import arguments, cli, command, files
 from analyses.head_ablation import __main__ as ha_cli
+from analyses.interchange import __main__ as ic_cli
 from analyses.length_generalisation import __main__ as lg_cli
 from analyses.pe_ablation import __main__ as pa_cli
 from analyses.qk_circuit import __main__ as qk_cli
+from analyses.tolerance import __main__ as tol_cli
 from analyses.training_dynamics import __main__ as td_cli
 from analyses.zoo_summary import __main__ as zs_cli
 from models import EncoderConfig
 from models.checkpoints import save_model
 
-MODEL_ANALYSES = (fa_cli, qk_cli, pa_cli, ha_cli)  # the CLIs of the analyses of one model with --seq-len
+# the CLIs of the analyses of one model with --seq-len
+MODEL_ANALYSES = (fa_cli, qk_cli, pa_cli, ha_cli, tol_cli, ic_cli)
 TINY = ["--num-sequences", "8", "--batch-size", "8", "--bootstrap-resamples", "5"]
 
 
@@ -87,10 +92,13 @@ def test_every_analysis_has_the_shared_flags_with_the_same_help():
         pa: (),
         ha: (),
         lg: ("--seq-len",),
+        tol: (),
+        ic: (),
         td: ("--checkpoint", "--n-heads", "--seq-len"),
         zs: ("--checkpoint", "--n-heads", "--seq-len"),
     }
     clis = {fa: fa_cli, qk: qk_cli, pa: pa_cli, ha: ha_cli, lg: lg_cli, td: td_cli, zs: zs_cli}
+    clis |= {tol: tol_cli, ic: ic_cli}
     for module, missing in per_analysis.items():
         actions = _actions(clis[module].build_parser())
         assert clis[module].build_parser().prog == f"python -m analyses.{module.ANALYSIS}"
