@@ -3,9 +3,10 @@
 :func:`render_full_report` takes what the analyses wrote (their metrics.json documents and figure
 folders), the explorer data (``reports.explorer``) and the key numbers (``reports.summary``) and
 renders ``templates/full_report.html.j2``. The page is one file: figures are base64 PNG, the styles
-and the explorer script (``static/explorer.js``) are inline, the data sit in a
-``<script type="application/json">`` escaped by :func:`analyses.frame.html.json_script`. Nothing is
-computed here beyond formatting.
+and the scripts (``static/model.js``, the forward pass; ``explorer.js``; ``lab.js``, the interventions
+lab) are inline, one ``<script>`` whose hash the Content-Security-Policy names, and the data sit in
+``<script type="application/json">`` elements escaped by :func:`analyses.frame.html.json_script`.
+Nothing is computed here beyond formatting.
 """
 
 from __future__ import annotations
@@ -83,12 +84,18 @@ class AnalysisSection:
         return self.name.replace("_", "-")
 
 
+SCRIPTS = ("model.js", "explorer.js", "lab.js")  # in this order: each uses window.ReverseEncoder of the last
+
+
 def explorer_script() -> markupsafe.Markup:
-    """``static/explorer.js``, checked to be safe inside an inline ``<script>`` element."""
-    code = (STATIC / "explorer.js").read_text(encoding="utf-8")
-    if re.search(r"</script|<!--", code, re.IGNORECASE):
-        raise ValueError("explorer.js must not contain '</script' or '<!--' (it is inlined in the page)")
-    return markupsafe.Markup("\n" + code)
+    """``static/{model,explorer,lab}.js`` as one script, checked to be safe inside an inline ``<script>``."""
+    parts = []
+    for name in SCRIPTS:
+        code = (STATIC / name).read_text(encoding="utf-8")
+        if re.search(r"</script|<!--", code, re.IGNORECASE):
+            raise ValueError(f"{name} must not contain '</script' or '<!--' (it is inlined in the page)")
+        parts.append(code)
+    return markupsafe.Markup("\n" + "\n".join(parts))
 
 
 def csp_hash(script: str) -> str:
@@ -192,8 +199,10 @@ def render_full_report(
     metrics: Mapping[str, Any],
     explorer: Mapping[str, Any],
     provenance: Mapping[str, Any],
+    lab: Mapping[str, Any] | None = None,
 ) -> str:
-    """The report page as a string (see the module docstring)."""
+    """The report page as a string (see the module docstring); ``lab`` (``reports.lab.lab_data``) adds
+    the interventions lab."""
     script = explorer_script()
     parts = []
     for s in sections:
@@ -220,6 +229,7 @@ def render_full_report(
             sections=parts,
             summary=summary_rows(metrics),
             explorer=explorer,
+            lab=lab,
             explorer_js=script,
             script_hash=csp_hash(script),
             prov=provenance,

@@ -140,6 +140,8 @@ def test_report_is_offline_and_the_explorer_follows_layer_and_head(report, brows
     )
     w.page.select_option("#explorer-sequence", "2")
     assert not np.allclose(heatmap(w.page), shown[1, 1])
+    # reports.build adds the interventions lab (tests/test_report_lab.py drives it)
+    assert "of 4096 (" in w.page.inner_text("#lab-measures")  # 256 sequences × 16 digits
     w.page.locator("#explorer").scroll_into_view_if_needed()
     shot = tmp_path / "explorer.png"
     w.page.screenshot(path=str(shot))
@@ -183,7 +185,8 @@ def test_hostile_run_name_is_shown_as_text_and_never_runs(report, browser):
         assert not w.dialogs and not w.errors
         if path == page_path:
             assert w.page.title() == f"Report — {EVIL}"
-            assert w.page.evaluate("document.querySelectorAll('script').length") == 2
+            # the explorer's and the lab's data, and the one script (model.js + explorer.js + lab.js)
+            assert w.page.evaluate("document.querySelectorAll('script').length") == 3
 
 
 def test_index_page_loads_and_links_to_the_report(report, browser):
