@@ -170,21 +170,23 @@
   // --- measures on the batch ---------------------------------------------------------------------------
   function measure(iv) {
     var count = lab.tokens.length, perPos = new Float64Array(N), flip = [], near = [], digits = 0, seqs = 0;
-    heads().forEach(function () { flip.push(0); near.push(0); });
-    lab.tokens.forEach(function (t) {
-      var out = model.forward(t, iv), all = true;
-      out.predictions.forEach(function (v, i) { var ok = v === t[N - 1 - i]; if (ok) { perPos[i] += 1; digits += 1; } else all = false; });
+    var out = model.run(lab.tokens, iv), pred = out.predictions, b, i, l, h;
+    for (b = 0; b < count; b++) {
+      var all = true, t = lab.tokens[b];
+      for (i = 0; i < N; i++) if (pred[b * N + i] === t[N - 1 - i]) { perPos[i] += 1; digits += 1; } else all = false;
       if (all) seqs += 1;
-      for (var l = 0; l < L; l++) for (var h = 0; h < H; h++) {
-        var A = out.patterns[l][h], f = 0, m = 0;
-        for (var i = 0; i < N; i++) {
-          var k = N - 1 - i;
-          f += A[i][k];
-          RE.NEIGHBOURS.forEach(function (d) { if (k + d >= 0 && k + d < N) m += A[i][k + d]; });
+    }
+    for (l = 0; l < L; l++) for (h = 0; h < H; h++) { // means over sequences and queries, as interp.metrics
+      var A = out.patterns[l], f = 0, m = 0;
+      for (b = 0; b < count; b++) {
+        for (i = 0; i < N; i++) {
+          var o = ((b * H + h) * N + i) * N, k = N - 1 - i;
+          f += A[o + k];
+          for (var e = 0; e < RE.NEIGHBOURS.length; e++) { var j = k + RE.NEIGHBOURS[e]; if (j >= 0 && j < N) m += A[o + j]; }
         }
-        flip[l * H + h] += f / N / count; near[l * H + h] += m / N / count;
       }
-    });
+      flip.push(f / N / count); near.push(m / N / count);
+    }
     return { digits: digits, sequences: seqs, count: count, perPosition: Array.prototype.map.call(perPos, function (v) { return v / count; }),
       flipMass: flip, neighbourMass: near };
   }
