@@ -48,13 +48,21 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 CHANGES = [
     ("PE zero", "set('lab-pe-method', 'zero')", lambda m: [ablate_positional_encoding(m, "zero")]),
     ("PE mirror", "set('lab-pe-method', 'mirror')", lambda m: [ablate_positional_encoding(m, "mirror")]),
-    ("PE scale 0.95", "set('lab-alpha', '0.95')", lambda m: [ablate_positional_encoding(m, "scale", alpha=0.95)]),
+    (
+        "PE scale 0.95",
+        "set('lab-alpha', '0.95')",
+        lambda m: [ablate_positional_encoding(m, "scale", alpha=0.95)],
+    ),
     (
         "tau 0.84",
         "set('lab-tau', '-0.25')",
         lambda m: [replace_pattern(m, *h, partial(patterns.temperature, tau=2**-0.25)) for h in heads(m)],
     ),
-    ("flip", "set('lab-attn-replace', 'flip')", lambda m: [replace_pattern(m, *h, patterns.flip) for h in heads(m)]),
+    (
+        "flip",
+        "set('lab-attn-replace', 'flip')",
+        lambda m: [replace_pattern(m, *h, patterns.flip) for h in heads(m)],
+    ),
     (
         "neighbour mix 0.05",
         "set('lab-mix', '0.05')",
@@ -68,7 +76,7 @@ CHANGES = [
     ),
     (
         "pin query 3",
-        "document.querySelector('#explorer-heatmap .cell[data-q=\"3\"][data-k=\"2\"]').click()",
+        'document.querySelector(\'#explorer-heatmap .cell[data-q="3"][data-k="2"]\').click()',
         lambda m: [replace_pattern(m, 0, 0, partial(patterns.pin, query=3, key=2))],
     ),
 ]
@@ -161,7 +169,9 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     models = {
         "tutorial (1 layer x 1 head, d 32)": load_model(None),
-        "2 layers x 4 heads, d 32": HookedReverseEncoder(EncoderConfig(n_layers=2, n_heads=4, d_model=32)).eval(),
+        "2 layers x 4 heads, d 32": HookedReverseEncoder(
+            EncoderConfig(n_layers=2, n_heads=4, d_model=32)
+        ).eval(),
     }
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -177,7 +187,8 @@ def main(argv=None) -> int:
             print(f"{'change':<20} {'page ms (median)':>17} {'max':>6} {'PyTorch ms':>11} {'ratio':>6}")
             for name in in_page:
                 page_ms, torch_ms = statistics.median(in_page[name]), statistics.median(in_torch[name])
-                print(f"{name:<20} {page_ms:>17.0f} {max(in_page[name]):>6.0f} {torch_ms:>11.1f} {page_ms / torch_ms:>6.1f}")
+                top, ratio = max(in_page[name]), page_ms / torch_ms
+                print(f"{name:<20} {page_ms:>17.0f} {top:>6.0f} {torch_ms:>11.1f} {ratio:>6.1f}")
             every = [v for values in in_page.values() for v in values]
             print(f"{'all changes':<20} {statistics.median(every):>17.0f} {max(every):>6.0f}")
         browser.close()

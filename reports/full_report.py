@@ -21,7 +21,7 @@ from typing import Any
 
 import markupsafe
 
-from analyses.frame import html
+from analyses.frame import html, numbers
 
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"  # full_report.html.j2, index.html.j2
@@ -162,7 +162,7 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     text = "Zero-ablation of every head (head_ablation)."
     if top:
         p = top.get("p_holm")
-        shown = "< 1e-300" if p == 0 else f"= {p:.2g}"
+        shown = numbers.p_value(p) if p is not None and p < numbers.P_FLOOR else f"= {numbers.p_value(p)}"
         text = "The head whose zero ablation costs the most accuracy" + (
             f"; Holm-corrected Wilcoxon test on the loss, p {shown}." if p is not None else "."
         )
