@@ -435,3 +435,36 @@ def test_every_control_is_labelled_and_the_page_stays_offline(tutorial):
     assert order == ["lab-alpha", "lab-attn-target", "lab-tau", "lab-attn-replace"]
     assert all(r == tutorial.url or r.startswith("data:") for r in tutorial.w.requests)
     assert not tutorial.w.errors and not tutorial.w.dialogs
+
+
+def test_typed_digits_run_under_the_interventions(multi):
+    reset(multi)
+    page = multi.page
+    choose(multi, "pe-method", "mirror")
+    choose(multi, "head-0-1", "mean")
+    choose(multi, "attn-replace", "flip-1")
+    multi.settle()
+    page.fill("#explorer-digits", "0123456789")  # 10 digits: the means cover the 16 training positions
+    assert "mean ablation holds means of 16 positions" in page.inner_text("#explorer-status")
+    digits = "3141592653589793"
+    page.fill("#explorer-digits", digits)
+    multi.settle()
+    assert page.inner_text("#explorer-status") == ""
+    tokens = torch.tensor([[int(c) for c in digits]])
+    spec = {"pe": {"method": "mirror"}, "heads": {(0, 1): "mean"}, "attn": {"replace": "flip-1"}}
+    original, multi.tokens = multi.tokens, tokens
+    try:
+        expected, pats = python_run(multi, spec)
+    finally:
+        multi.tokens = original
+    for layer in range(2):
+        for head in range(2):
+            page.select_option("#explorer-layer", str(layer))
+            page.select_option("#explorer-head", str(head))
+            shown = np.array(
+                page.eval_on_selector_all("#explorer-heatmap .cell", "cs => cs.map(c => +c.dataset.w)")
+            )
+            assert np.abs(shown.reshape(16, 16) - pats[0, layer, head]).max() < 1e-4
+    assert int(page.get_attribute("#explorer-note", "data-correct")) == expected["digits"]
+    assert "without the interventions" in page.inner_text("#explorer-note")
+    assert not multi.w.errors
