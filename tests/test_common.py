@@ -143,9 +143,9 @@ def _fake_cli(argv, calls):
         (["--out", "{blocker}/out"], "error: cannot write to --out"),
         (["--device", "tpu9", "--out", "{tmp}/out"], "error: --device 'tpu9' is not a device torch knows"),
         # device types torch parses but the analyses cannot run on: a line, not a traceback
-        (["--device", "meta", "--out", "{tmp}/out"], "error: --device meta: the analyses run on cpu"),
-        (["--device", "xpu", "--out", "{tmp}/out"], "error: --device xpu: the analyses run on cpu"),
-        (["--device", "hpu", "--out", "{tmp}/out"], "error: --device hpu: the analyses run on cpu"),
+        (["--device", "meta", "--out", "{tmp}/out"], "error: --device meta: the toolkit runs on cpu"),
+        (["--device", "xpu", "--out", "{tmp}/out"], "error: --device xpu: the toolkit runs on cpu"),
+        (["--device", "hpu", "--out", "{tmp}/out"], "error: --device hpu: the toolkit runs on cpu"),
         (["--out", ""], "error: argument --out: empty path"),
         (["--num-sequences", "0", "--out", "{tmp}/out"], "error: argument --num-sequences: expected a"),
     ],
