@@ -5,7 +5,9 @@ For each model a lab page is rendered (``reports.full_report`` with ``reports.la
 sequences) and opened in Chromium (Debian's /usr/bin/chromium through Playwright). Each change sets
 one control as the user would (a select, a slider step, a pin) and the page's own clock times the
 update it triggers (``#lab-timing[data-ms]``: the forward pass with the interventions on the 256
-sequences and the explorer's sequence, the measures and the redrawn heatmap). The baseline, in the same
+sequences and the explorer's sequence, the measures and the redrawn heatmap), and the DevTools
+protocol gives the CPU time of the page's main thread over the same change (thread ticks: the cost
+of an update whatever the load, layout and paint included). The baseline, in the same
 run and for the same change, is PyTorch on one CPU thread computing the same forward pass through
 ``interp``'s context managers on the same 256 sequences (``torch.set_num_threads(1)``); the ratio says
 how much the page's plain JavaScript pays. The load average is printed with each model's figures: the
@@ -126,22 +128,35 @@ def page_for(model, folder: Path, name: str) -> Path:
     return path
 
 
-def page_times(context, path: Path, rounds: int) -> dict[str, list[float]]:
+def page_times(context, path: Path, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per change: the page's own wall-clock ms, and the CPU ms of the page's main thread (Chromium's
+    ``TaskDuration`` in thread time, from the DevTools protocol: what the update costs whatever the load)."""
     page = context.new_page()
+    cdp = context.new_cdp_session(page)
+    cdp.send("Performance.enable", {"timeDomain": "threadTicks"})
+
+    def task_seconds() -> float:
+        return next(
+            m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration"
+        )
+
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(path.as_uri())
     page.evaluate(SETUP)
     out: dict[str, list[float]] = {name: [] for name, _, _ in CHANGES}
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in CHANGES}
     for _ in range(rounds):
         for name, js, _ in CHANGES:
             page.click("#lab-reset")
             page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            before = task_seconds()
             out[name].append(page.evaluate(CHANGE.replace("CHANGE", js)))
+            cpu[name].append(1000 * (task_seconds() - before))
     if errors:
         raise RuntimeError(f"{path.name}: page errors {errors}")
     page.close()
-    return out
+    return out, cpu
 
 
 @torch.no_grad()
@@ -181,16 +196,24 @@ def main(argv=None) -> int:
             tokens = torch.tensor(lab_data(model, seed=0)["tokens"])
             TOKENS[:] = [tokens]
             load = os.getloadavg()[0]
-            in_page = page_times(context, path, args.rounds)
+            in_page, in_page_cpu = page_times(context, path, args.rounds)
             in_torch = torch_times(model, tokens, args.rounds)
             print(f"\n{label}: page {path.stat().st_size / 1e6:.2f} MB, load average {load:.1f}")
-            print(f"{'change':<20} {'page ms (median)':>17} {'max':>6} {'PyTorch ms':>11} {'ratio':>6}")
+            head = ("change", "page ms", "max", "page CPU ms", "PyTorch ms", "ratio")
+            print("{:<20} {:>8} {:>6} {:>12} {:>11} {:>6}".format(*head))
             for name in in_page:
                 page_ms, torch_ms = statistics.median(in_page[name]), statistics.median(in_torch[name])
-                top, ratio = max(in_page[name]), page_ms / torch_ms
-                print(f"{name:<20} {page_ms:>17.0f} {top:>6.0f} {torch_ms:>11.1f} {ratio:>6.1f}")
+                top, cpu_ms = max(in_page[name]), statistics.median(in_page_cpu[name])
+                ratio = page_ms / torch_ms
+                print(
+                    f"{name:<20} {page_ms:>8.0f} {top:>6.0f} {cpu_ms:>12.0f} {torch_ms:>11.1f} {ratio:>6.1f}"
+                )
             every = [v for values in in_page.values() for v in values]
-            print(f"{'all changes':<20} {statistics.median(every):>17.0f} {max(every):>6.0f}")
+            every_cpu = [v for values in in_page_cpu.values() for v in values]
+            print(
+                f"{'all changes':<20} {statistics.median(every):>8.0f} {max(every):>6.0f} "
+                f"{statistics.median(every_cpu):>12.0f}   (medians; ratio = page ms / PyTorch ms)"
+            )
         browser.close()
     return 0
 
