@@ -2,8 +2,8 @@
  * page (#explorer-data, written by reports/explorer.py). Embedded sequences show the patterns Python read
  * from hook_pattern; typed digits, and every sequence while the lab (lab.js) intervenes, run the model's
  * forward pass of model.js. On load the page recomputes the embedded sequences and prints the largest
- * difference from Python's patterns. A click on a cell (or Enter on the focused heatmap's pin form) asks
- * the lab to pin that query row to that key. */
+ * difference from Python's patterns. A click on a cell asks the lab (RE.onPin) to pin that query row
+ * to that key; the lab's pin form does the same from the keyboard. */
 (function () {
   "use strict";
   var root = document.getElementById("explorer");

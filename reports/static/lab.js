@@ -24,7 +24,8 @@
   // --- controls <-> state ------------------------------------------------------------------------------
   var tauExponent = $("tau"), alpha = $("alpha"), mix = $("mix");
   function readControls() {
-    state.pe = { method: $("pe-method").value, shift: +$("pe-shift").value, seed: +$("pe-seed").value,
+    var shift = Math.max(-N, Math.min(N, Math.round(+$("pe-shift").value || 0))); // an integer k, as interp takes
+    state.pe = { method: $("pe-method").value, shift: shift, seed: +$("pe-seed").value,
       band: +$("pe-band").value, alpha: +alpha.value };
     state.attn = { target: $("attn-target").value, tau: Math.pow(2, +tauExponent.value), replace: $("attn-replace").value, mix: +mix.value };
     state.heads = {};
@@ -269,7 +270,6 @@
   $("copy").addEventListener("click", function () {
     var area = $("python"), done = $("copy-status");
     area.value = python();
-    area.hidden = false;
     area.focus();
     area.select();
     if (navigator.clipboard && navigator.clipboard.writeText) {
