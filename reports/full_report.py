@@ -3,9 +3,10 @@
 :func:`render_full_report` takes what the analyses wrote (their metrics.json documents and figure
 folders), the explorer data (``reports.explorer``) and the key numbers (``reports.summary``) and
 renders ``templates/full_report.html.j2``. The page is one file: figures are base64 PNG, the styles
-and the explorer script (``static/explorer.js``) are inline, the data sit in a
-``<script type="application/json">`` escaped by :func:`analyses.frame.html.json_script`. Nothing is
-computed here beyond formatting.
+and the scripts (``static/model.js``, the forward pass; ``explorer.js``; ``lab.js``, the interventions
+lab) are inline, one ``<script>`` whose hash the Content-Security-Policy names, and the data sit in
+``<script type="application/json">`` elements escaped by :func:`analyses.frame.html.json_script`.
+Nothing is computed here beyond formatting.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import markupsafe
 
-from analyses.frame import html
+from analyses.frame import html, numbers
 
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"  # full_report.html.j2, index.html.j2
@@ -98,12 +99,18 @@ class AnalysisSection:
         return self.name.replace("_", "-")
 
 
+SCRIPTS = ("model.js", "explorer.js", "lab.js")  # in this order: each uses window.ReverseEncoder of the last
+
+
 def explorer_script() -> markupsafe.Markup:
-    """``static/explorer.js``, checked to be safe inside an inline ``<script>`` element."""
-    code = (STATIC / "explorer.js").read_text(encoding="utf-8")
-    if re.search(r"</script|<!--", code, re.IGNORECASE):
-        raise ValueError("explorer.js must not contain '</script' or '<!--' (it is inlined in the page)")
-    return markupsafe.Markup("\n" + code)
+    """``static/{model,explorer,lab}.js`` as one script, checked to be safe inside an inline ``<script>``."""
+    parts = []
+    for name in SCRIPTS:
+        code = (STATIC / name).read_text(encoding="utf-8")
+        if re.search(r"</script|<!--", code, re.IGNORECASE):
+            raise ValueError(f"{name} must not contain '</script' or '<!--' (it is inlined in the page)")
+        parts.append(code)
+    return markupsafe.Markup("\n" + "\n".join(parts))
 
 
 def csp_hash(script: str) -> str:
@@ -160,7 +167,7 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     text = "Zero-ablation of every head (head_ablation)."
     if top:
         p = top.get("p_holm")
-        shown = "< 1e-300" if p == 0 else f"= {p:.2g}"
+        shown = numbers.p_value(p) if p is not None and p < numbers.P_FLOOR else f"= {numbers.p_value(p)}"
         text = "The head whose zero ablation costs the most accuracy" + (
             f"; Holm-corrected Wilcoxon test on the loss, p {shown}." if p is not None else "."
         )
@@ -236,8 +243,10 @@ def render_full_report(
     metrics: Mapping[str, Any],
     explorer: Mapping[str, Any],
     provenance: Mapping[str, Any],
+    lab: Mapping[str, Any] | None = None,
 ) -> str:
-    """The report page as a string (see the module docstring)."""
+    """The report page as a string (see the module docstring); ``lab`` (``reports.lab.lab_data``) adds
+    the interventions lab."""
     script = explorer_script()
     parts = []
     for s in sections:
@@ -265,6 +274,7 @@ def render_full_report(
             summary=summary_rows(metrics),
             iia_table=(metrics.get("interchange") or {}).get("iia_table"),
             explorer=explorer,
+            lab=lab,
             explorer_js=script,
             script_hash=csp_hash(script),
             prov=provenance,

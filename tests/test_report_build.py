@@ -22,6 +22,7 @@ from conftest import make_model
 from analyses.flip_alignment import __main__ as fa_cli
 from analyses.frame import loading, sequences
 from analyses.frame.html import json_script, read_captions, render_section
+from interp.ablation import head_means, shuffled_positions
 from models import load_model, save_model, sha256_file
 from reports import build, explorer, pipeline
 from reports.index import build_index
@@ -81,9 +82,10 @@ def test_cli_writes_one_offline_page_with_every_section(built):
     assert re.findall(r"<img [^>]*src=\"([a-z]+:[a-z/]+)", html) == ["data:image/png"] * html.count("<img ")
     assert re.findall(r"<script[^>]*>", html) == [
         '<script type="application/json" id="explorer-data">',
+        '<script type="application/json" id="lab-data">',
         "<script>",
     ]
-    assert html.count("</script>") == 2
+    assert html.count("</script>") == 3
     # the browser may run this one inline script and fetch nothing (Content-Security-Policy)
     script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
@@ -104,7 +106,7 @@ def test_cli_writes_one_offline_page_with_every_section(built):
     assert len(ids) == len(set(ids))
     assert set(re.findall(r'href="#([^"]+)"', html)) <= set(ids)
     for anchor in (
-        "summary", "explorer", "flip-alignment", "qk-circuit", "pe-ablation", "head-ablation",
+        "summary", "explorer", "lab", "flip-alignment", "qk-circuit", "pe-ablation", "head-ablation",
         "length-generalisation", "tolerance", "interchange",
     ):  # fmt: skip
         assert f'href="#{anchor}"' in html and f'id="{anchor}"' in html
@@ -120,6 +122,24 @@ def test_cli_writes_one_offline_page_with_every_section(built):
     sites = [s["site"] for s in json.loads((out / "interchange" / "metrics.json").read_text())["sites"]]
     assert sites == ["z", "attn_out", "resid_mid", "resid_pre", "z", "attn_out", "resid_mid"]  # 2 layers
     assert summary.count("<tr>") == 1 + 8 + 1 + len(sites)  # header + 8 rows, header + one row per site
+
+
+def test_the_lab_data_are_the_first_256_sequences_and_interps_head_means(built, checkpoint):
+    out, _ = built
+    html = (out / "report.html").read_text()
+    lab = json.loads(re.search(r'id="lab-data">(.*?)</script>', html, re.S).group(1))
+    model = load_model(checkpoint)
+    tokens = next(sequences.token_batches(256, 16, 10, 0, 256))  # the analyses' stream, seed 0
+    assert lab["tokens"] == tokens.tolist() and lab["count"] == 256 and lab["seed"] == 0
+    assert lab["checkpoint"] == str(checkpoint)
+    means = head_means(model, [tokens])
+    for layer in range(2):
+        entry = lab["head_means"][str(layer)]
+        got = np.frombuffer(base64.b64decode(entry["data"]), dtype="<f4").reshape(entry["shape"])
+        assert np.array_equal(got, means[layer].numpy())  # float32, bit for bit
+    assert lab["permutations"]["3"][15] == shuffled_positions(16, 3).tolist()
+    assert len(lab["permutations"]["0"]) == 32 and lab["num_bands"] == 8  # typed lengths 1..2N, d 16
+    assert f"The {lab['count']} sequences" in html and "".join(map(str, tokens[255].tolist())) in html
 
 
 def test_run_name_and_paths_are_escaped_everywhere(built):
