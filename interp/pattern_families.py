@@ -35,6 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.metrics import NEIGHBOUR_OFFSETS, _heads, flipped_keys
+from interp.patterns import neighbour_keys
 from models.scalars import is_int
 
 FamilyKind = Literal["temperature", "neighbours", "uniform", "single_key"]
@@ -116,14 +117,7 @@ def neighbour_target(
     n: int, offsets: Sequence[int] = NEIGHBOUR_OFFSETS, device: torch.device | str | None = None
 ) -> Float[Tensor, "query key"]:
     """B_i: uniform over the keys f(i) + d (d in ``offsets``) that exist; a row without any is zero."""
-    b = torch.zeros(n, n, device=device)
-    f = flipped_keys(n, device)
-    for d in offsets:
-        if d == 0:
-            raise ValueError("neighbour offsets must not contain 0 (the flipped key itself)")
-        keys = f + int(d)
-        ok = (keys >= 0) & (keys < n)
-        b[torch.arange(n, device=device)[ok], keys[ok]] = 1.0
+    b = neighbour_keys(n, offsets, device)
     if (b.sum(-1) == 0).any():
         raise ValueError(f"some query has no neighbour key at offsets {tuple(offsets)} for N = {n}")
     return b / b.sum(-1, keepdim=True)

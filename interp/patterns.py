@@ -75,6 +75,22 @@ def temperature(pattern: Float[Tensor, "batch query key"], tau: float) -> Float[
     return torch.softmax(torch.log(pattern) / tau, dim=-1)
 
 
+def neighbour_keys(
+    n: int, offsets: Sequence[int] = NEIGHBOUR_OFFSETS, device: torch.device | str | None = None
+) -> Float[Tensor, "query key"]:
+    """1 at (i, f(i) + d) for each d in ``offsets`` where that key exists (f(i) = N − 1 − i), else 0."""
+    target = torch.zeros(n, n, device=device)
+    flipped = torch.arange(n - 1, -1, -1, device=device)
+    rows = torch.arange(n, device=device)
+    for d in offsets:
+        if int(d) == 0:
+            raise ValueError("neighbour offsets must not contain 0 (the flipped key itself)")
+        keys = flipped + int(d)
+        ok = (keys >= 0) & (keys < n)
+        target[rows[ok], keys[ok]] = 1.0
+    return target
+
+
 def neighbour_mix(
     pattern: Float[Tensor, "batch query key"], s: float, offsets: Sequence[int] = NEIGHBOUR_OFFSETS
 ) -> Float[Tensor, "batch query key"]:
@@ -88,15 +104,7 @@ def neighbour_mix(
     s = as_float(s, "s")
     if not 0.0 <= s <= 1.0:
         raise ValueError(f"the mixing weight s must lie in [0, 1], got {s!r}")
-    target = torch.zeros(n, n, dtype=pattern.dtype, device=pattern.device)
-    flipped = torch.arange(n - 1, -1, -1, device=pattern.device)
-    rows = torch.arange(n, device=pattern.device)
-    for d in offsets:
-        if int(d) == 0:
-            raise ValueError("neighbour offsets must not contain 0 (the flipped key itself)")
-        keys = flipped + int(d)
-        ok = (keys >= 0) & (keys < n)
-        target[rows[ok], keys[ok]] = 1.0
+    target = neighbour_keys(n, offsets, pattern.device).to(pattern.dtype)
     count = target.sum(-1, keepdim=True)
     target = torch.where(count > 0, target / count.clamp(min=1), pattern)
     return (1 - s) * pattern + s * target
