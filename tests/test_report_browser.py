@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_model
-from playwright.sync_api import sync_playwright
 
 from interp import metrics
 from models import load_model, save_model
@@ -20,17 +19,6 @@ from reports.full_report import render_full_report
 from reports.index import build_index
 from reports.lab import lab_data
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 EVIL = "<script>alert(1)</script>"
 
 
@@ -45,20 +33,6 @@ def report(tmp_path_factory):
     )
     index = build_index([page.parent], root / "runs")
     return page, index, load_model(checkpoint)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 1000},
-        )
-        yield context
-        context.close()
 
 
 class Watched:

@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_model
-from playwright.sync_api import sync_playwright
-from test_report_browser import CHROMIUM, CHROMIUM_ARGS, Watched
+from test_report_browser import Watched
 
 from interp import metrics, patterns
 from interp.ablation import ablate_heads, ablate_positional_encoding, head_means, replace_pattern
@@ -58,20 +57,6 @@ def write_page(model, checkpoint, path):
     )
     path.write_text(html)
     return path
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 1000},
-        )
-        yield context
-        context.close()
 
 
 class Lab:
