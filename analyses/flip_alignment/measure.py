@@ -60,6 +60,8 @@ def run(
     units = UnitSums(num_sequences)
     pattern_sum = torch.zeros(n_layers, n_heads, n, n, dtype=torch.float64)
     entropy_counts = torch.zeros(n_layers, n_heads, ENTROPY_BINS, dtype=torch.float64)
+    edge_counts = torch.zeros_like(entropy_counts)  # the rows of queries 0 and N − 1 only
+    edge_queries = sorted({0, n - 1})
     examples: tuple[torch.Tensor, torch.Tensor] | None = None
 
     with evaluating(model):
@@ -87,6 +89,7 @@ def run(
             pattern_sum += patterns.to("cpu", torch.float64).sum(0)
             rows = metrics.row_entropy(patterns.flatten(0, 1)).view(-1, n_layers, n_heads, n)
             entropy_counts += _entropy_histogram(rows, edges)
+            edge_counts += _entropy_histogram(rows[..., edge_queries], edges)
             if examples is None:
                 k = min(n_examples, tokens.shape[0])
                 examples = (tokens[:k].cpu().clone(), patterns[:k].to("cpu", torch.float32).clone())
@@ -95,6 +98,7 @@ def run(
         units,
         pattern_sum.numpy() / num_sequences,
         entropy_counts.numpy(),
+        edge_counts.numpy(),
         edges.numpy(),
         examples,
         offsets=offsets,
@@ -124,6 +128,7 @@ def _summarise(
     units: UnitSums,
     mean_pattern: np.ndarray,
     entropy_counts: np.ndarray,
+    edge_counts: np.ndarray,
     edges: np.ndarray,
     examples: tuple[torch.Tensor, torch.Tensor] | None,
     *,
@@ -202,6 +207,7 @@ def _summarise(
                 duplicate_minus_other=diff(li, hi),
                 duplicate_key_share=float(dup_keys[li] / max(dup_keys[li] + other_keys[li], 1.0)),
                 entropy_counts=entropy_counts[li, hi],
+                entropy_counts_edge=edge_counts[li, hi],
                 mean_pattern=mean_pattern[li, hi],
             )
             for hi in range(n_heads)
