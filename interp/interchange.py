@@ -18,7 +18,10 @@ Patching the site at position p from the source run into the base run gives pred
 
     aligned hit  = [ŷ_a = y^{b←s}_a]       whole hit = [ŷ_k = y^{b←s}_k for every k]
 
-IIA is the mean over pairs and positions, with a bootstrap CI over pairs (the unit). Sources differ
+IIA is the mean over pairs and positions, with a bootstrap CI over pairs (the unit). Pairs stream
+through :func:`pair_batches` and :func:`streamed_summary` into an :class:`interp.stats.UnitSums`, so
+memory does not grow with the number of pairs (beyond ``MAX_UNITS`` pairs the bootstrap resamples
+blocks of consecutive pairs; up to it, one pair per unit, as :func:`summarise_interchange`). Sources differ
 from their base at every position (s_k = (b_k + 1 + r_k) mod C, r_k uniform on 0..C−2), so every
 interchange changes the program's output and a site that does nothing scores 0, not 1/C.
 
@@ -28,7 +31,8 @@ is D*[p, k] = [k = aligned output of p] (anti-diagonal for ``resid_pre``, diagon
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -42,7 +46,8 @@ from interp.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     Estimate,
-    bootstrap_distribution,
+    UnitSums,
+    bootstrap_distributions,
     percentile_interval,
 )
 from models.scalars import as_int
@@ -79,14 +84,40 @@ def aligned_outputs(site: Site, n: int) -> Int[Tensor, " pos"]:
 
 
 def make_sources(
-    base: Int[Tensor, "batch pos"], num_categories: int, seed: int = 0
+    base: Int[Tensor, "batch pos"],
+    num_categories: int,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
 ) -> Int[Tensor, "batch pos"]:
-    """Sources that differ from ``base`` at every position: s = (b + 1 + r) mod C, r ~ U{0..C−2}."""
+    """Sources that differ from ``base`` at every position: s = (b + 1 + r) mod C, r ~ U{0..C−2}.
+
+    ``generator`` (CPU, instead of a fresh one seeded with ``seed``) continues a stream: consecutive
+    calls on consecutive parts of a base give the sources of the whole base (:func:`pair_batches`)."""
     if num_categories < 2:
         raise ValueError(f"sources that differ everywhere need at least 2 categories, got {num_categories}")
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(int(seed)) if generator is None else generator
     r = torch.randint(0, num_categories - 1, tuple(base.shape), generator=g).to(base.device)
     return (base + 1 + r) % num_categories
+
+
+def pair_batches(
+    bases: Iterable[Int[Tensor, "batch pos"]], num_categories: int, seed: int = 0, pairs: int = 256
+) -> Iterator[tuple[Int[Tensor, "pairs pos"], Int[Tensor, "pairs pos"]]]:
+    """(base, source) batches of ``pairs`` pairs (the last may be smaller) from a stream of base
+    batches of any sizes: the same pairs, in the same ``pairs``-sized groups, as splitting the
+    concatenated bases and :func:`make_sources` of all of them with ``seed`` — in memory of one base
+    batch plus one group."""
+    pairs = as_int(pairs, "pairs", minimum=1)
+    g = torch.Generator().manual_seed(int(seed))
+    rest: Tensor | None = None
+    for batch in bases:
+        data = batch if rest is None else torch.cat([rest, batch])
+        full = (len(data) // pairs) * pairs
+        for part in data[:full].split(pairs) if full else ():
+            yield part, make_sources(part, num_categories, generator=g)
+        rest = data[full:] if full < len(data) else None
+    if rest is not None:
+        yield rest, make_sources(rest, num_categories, generator=g)
 
 
 def counterfactual_outputs(
@@ -213,6 +244,70 @@ class InterchangeSummary:
         }
 
 
+def pair_rows(hits: dict[str, Tensor], site: Site) -> np.ndarray:
+    """One row per pair of :func:`interchange_hits`: the per-pair values whose means (over pairs) are
+    the statistics of :class:`InterchangeSummary`: aligned hit rate, whole hit rate, aligned hit per
+    position [N], on- and off-program change rates, and the change matrix [N·N] (float64)."""
+    aligned = hits["aligned"].cpu().numpy()
+    whole = hits["whole"].cpu().numpy()
+    changed = hits["changed"].cpu().numpy()
+    b, n, _ = changed.shape
+    on = program_dependency(site, n).numpy().astype(bool)
+    return np.hstack(
+        [
+            aligned.mean(1, keepdims=True),
+            whole.mean(1, keepdims=True),
+            aligned,
+            changed[:, on].mean(1, keepdims=True),
+            changed[:, ~on].mean(1, keepdims=True),
+            changed.reshape(b, -1),
+        ]
+    )
+
+
+def row_count(seq_len: int) -> int:
+    """The numbers of one :func:`pair_rows` row (what a resampling unit keeps): 4 + N + N²."""
+    return 4 + seq_len + seq_len * seq_len
+
+
+def summarise_units(
+    units: UnitSums,
+    site: Site,
+    layer: int = 0,
+    head: int | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | list[int] = 0,
+) -> InterchangeSummary:
+    """Bootstrap the :func:`pair_rows` summed in ``units`` (under the name ``"row"``): every statistic
+    is a mean over pairs and all share one set of resamples; ``off_program_max`` is recomputed on each."""
+    [(point, reps)] = bootstrap_distributions([units.table("row")], resamples, seed)
+    low, high = percentile_interval(reps, confidence)
+    n = (math.isqrt(4 * len(point) - 15) - 1) // 2  # 4 + n + n² columns: 4·len − 15 = (2n + 1)²
+
+    def est(k: int) -> Estimate:
+        return Estimate(float(point[k]), float(low[k]), float(high[k]))
+
+    on = program_dependency(site, n).numpy().astype(bool)
+    cells = slice(4 + n, None)
+    off = ~on.reshape(-1)
+    max_point = float(point[cells][off].max())
+    max_low, max_high = percentile_interval(reps[:, cells][:, off].max(1, keepdims=True), confidence)
+    return InterchangeSummary(
+        site=site,
+        layer=layer,
+        head=head,
+        num_pairs=units.num_sequences,
+        iia=est(0),
+        iia_whole=est(1),
+        iia_by_position=[est(2 + p) for p in range(n)],
+        dependency=point[cells].reshape(n, n),
+        on_program=est(2 + n),
+        off_program=est(3 + n),
+        off_program_max=Estimate(max_point, float(max_low[0]), float(max_high[0])),
+    )
+
+
 def summarise_interchange(
     hits: dict[str, Tensor],
     site: Site,
@@ -223,44 +318,32 @@ def summarise_interchange(
     seed: int | list[int] = 0,
 ) -> InterchangeSummary:
     """Bootstrap :func:`interchange_hits` over pairs: all statistics share one set of resamples."""
-    aligned = hits["aligned"].cpu().numpy()
-    whole = hits["whole"].cpu().numpy()
-    changed = hits["changed"].cpu().numpy()
-    b, n, _ = changed.shape
-    on = program_dependency(site, n).numpy().astype(bool)
-    table = np.hstack(
-        [
-            aligned.mean(1, keepdims=True),
-            whole.mean(1, keepdims=True),
-            aligned,
-            changed[:, on].mean(1, keepdims=True),
-            changed[:, ~on].mean(1, keepdims=True),
-            changed.reshape(b, -1),
-        ]
-    )
-    point, reps = bootstrap_distribution(table, resamples=resamples, seed=seed)
-    low, high = percentile_interval(reps, confidence)
+    rows = pair_rows(hits, site)
+    units = UnitSums(len(rows))
+    units.add({"row": rows})
+    return summarise_units(units, site, layer, head, resamples, confidence, seed)
 
-    def est(k: int) -> Estimate:
-        return Estimate(float(point[k]), float(low[k]), float(high[k]))
 
-    cells = slice(4 + n, None)
-    off = ~on.reshape(-1)
-    max_point = float(point[cells][off].max())
-    max_low, max_high = percentile_interval(reps[:, cells][:, off].max(1, keepdims=True), confidence)
-    return InterchangeSummary(
-        site=site,
-        layer=layer,
-        head=head,
-        num_pairs=b,
-        iia=est(0),
-        iia_whole=est(1),
-        iia_by_position=[est(2 + p) for p in range(n)],
-        dependency=point[cells].reshape(n, n),
-        on_program=est(2 + n),
-        off_program=est(3 + n),
-        off_program_max=Estimate(max_point, float(max_low[0]), float(max_high[0])),
-    )
+@torch.no_grad()
+def streamed_summary(
+    model: torch.nn.Module,
+    pairs: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+    num_pairs: int,
+    site: Site,
+    layer: int = 0,
+    head: int | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | list[int] = 0,
+) -> InterchangeSummary:
+    """:func:`summarise_interchange` of ``num_pairs`` pairs that ``pairs()`` yields batch by batch
+    (e.g. :func:`pair_batches`), in memory independent of ``num_pairs`` (:class:`UnitSums`)."""
+    units = UnitSums(num_pairs)
+    for base, source in pairs():
+        units.add({"row": pair_rows(interchange_hits(model, base, source, site, layer, head), site)})
+    if units.seen != units.num_sequences:
+        raise ValueError(f"expected {units.num_sequences} pairs, got {units.seen}")
+    return summarise_units(units, site, layer, head, resamples, confidence, seed)
 
 
 def head_iia(

@@ -37,6 +37,10 @@ CASES = [
     ("flip_alignment", "sinusoidal", ["--bootstrap-resamples", HUGE], f"--bootstrap-resamples {T} needs"),
     ("pe_ablation", "sinusoidal", ["--bootstrap-resamples", "1"], AT_LEAST_2),
     ("flip_alignment", "sinusoidal", ["--bootstrap-resamples", "1"], AT_LEAST_2),
+    ("interchange", "none", ["--seq-len", "3000"], "--seq-len 3,000 needs"),
+    ("interchange", "none", ["--num-sequences", HUGE, "--batch-size", HUGE], f"--batch-size {T} needs"),
+    ("interchange", "sinusoidal", ["--bootstrap-resamples", HUGE], f"--bootstrap-resamples {T} needs"),
+    ("interchange", "sinusoidal", ["--bootstrap-resamples", "1"], AT_LEAST_2),
 ]  # fmt: skip
 
 

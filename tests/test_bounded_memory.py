@@ -10,7 +10,7 @@ import math
 import pytest
 from conftest import make_model
 
-from analyses import flip_alignment, head_ablation, length_generalisation, pe_ablation
+from analyses import flip_alignment, head_ablation, interchange, length_generalisation, pe_ablation
 from interp import baselines, stats
 
 N = 48
@@ -22,7 +22,9 @@ RUNS = {
     "pe_ablation": lambda m: pe_ablation.run(m, **KW, **PE),
     "head_ablation": lambda m: head_ablation.run(m, **KW, **HA, progress=False),
     "length_generalisation": lambda m: length_generalisation.run(m, **KW, lengths=(12, 16)),
+    "interchange": lambda m: interchange.run(m, **KW, sites=("z", "resid_pre")),
 }
+UNIT = {"interchange": "pair"}  # what one resampling unit is called, if not a sequence
 
 
 def estimates(doc, path=""):
@@ -47,8 +49,9 @@ def test_blocks_of_sequences_keep_every_mean_and_give_intervals_around_it(name, 
     per_sequence = RUNS[name](model).to_dict()
     monkeypatch.setattr(stats, "MAX_UNITS", 8)  # 48 sequences in 8 blocks of 6
     blocks = RUNS[name](model).to_dict()
-    assert per_sequence["settings"]["resampling_unit"] == "sequence"
-    assert blocks["settings"]["resampling_unit"] == "block of 6 consecutive sequences"
+    unit = UNIT.get(name, "sequence")
+    assert per_sequence["settings"]["resampling_unit"] == unit
+    assert blocks["settings"]["resampling_unit"] == f"block of 6 consecutive {unit}s"
     want, got = dict(estimates(per_sequence)), dict(estimates(blocks))
     assert want.keys() == got.keys() and len(want) > 5
     wider = 0

@@ -19,10 +19,12 @@ from interp.interchange import (
     head_iia,
     interchange_hits,
     make_sources,
+    pair_batches,
     patched_predictions,
     program_dependency,
     selector_head,
     site_hook,
+    streamed_summary,
     summarise_interchange,
 )
 
@@ -138,3 +140,22 @@ def test_interchange_rejects_bad_input(tiny_model):
         batched_hits(tiny_model, base, source, "z", batch_size=0)
     with pytest.raises(ValueError, match="no head summaries"):
         selector_head({})
+
+
+def test_pairs_stream_in_groups_as_the_whole_base_would_be_split(tiny_model):
+    base = torch.randint(0, 10, (23, N), generator=torch.Generator().manual_seed(3))
+    whole = make_sources(base, 10, seed=4)
+    uneven = [base[:5], base[5:6], base[6:20], base[20:]]  # base batches of any sizes
+    groups = list(pair_batches(uneven, 10, seed=4, pairs=4))
+    assert [len(b) for b, _ in groups] == [4, 4, 4, 4, 4, 3]
+    assert torch.equal(torch.cat([b for b, _ in groups]), base)
+    assert torch.equal(torch.cat([s for _, s in groups]), whole)
+    # streamed: the same summary, bit for bit, as all hits at once
+    hits = batched_hits(tiny_model, base, whole, "z", batch_size=4)
+    want = summarise_interchange(hits, "z", resamples=40, seed=[0, 1]).to_dict()
+    got = streamed_summary(
+        tiny_model, lambda: pair_batches(uneven, 10, 4, 4), 23, "z", resamples=40, seed=[0, 1]
+    ).to_dict()
+    assert got == want
+    with pytest.raises(ValueError, match="expected 24 pairs, got 23"):
+        streamed_summary(tiny_model, lambda: pair_batches(uneven, 10, 4, 4), 24, "z", resamples=4)

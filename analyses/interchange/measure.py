@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,13 +21,14 @@ from analyses.interchange.result import (
     InterchangeResult,
     fmt,
 )
+from interp import stats
 from interp.interchange import (
     SITES,
     InterchangeSummary,
-    batched_hits,
-    make_sources,
+    pair_batches,
+    row_count,
     selector_head,
-    summarise_interchange,
+    streamed_summary,
 )
 
 RULE = (
@@ -108,6 +109,27 @@ def selector_sentence(
     )
 
 
+def check_counts(
+    cfg: Any, num_sequences: int, seq_len: int, batch_size: int, pairs: int, resamples: int
+) -> None:
+    """Refuse, before any work, what cannot fit whatever the run's length: a forward pass of one group
+    of ``pairs`` pairs patched at each of the N positions (N·pairs sequences, the source run's cache
+    besides), the resampling units' sums (4 + N + N² numbers each) and the replicates of them."""
+    forward = pairs * (seq_len + 1) * arguments.sequence_bytes(cfg, seq_len)
+    name, value = ("batch_size", batch_size) if pairs > 1 else ("seq_len", seq_len)
+    arguments.check_memory(
+        name,
+        value,
+        forward,
+        f"{pairs:,} pair(s) patched at each of {seq_len:,} positions in one forward pass",
+    )
+    units = min(num_sequences, stats.MAX_UNITS)
+    arguments.check_memory(
+        "seq_len", seq_len, 8 * units * row_count(seq_len), f"{units:,} resampling units of 4 + N + N² sums"
+    )
+    arguments.check_resamples(resamples, row_count(seq_len))
+
+
 @records_source(ANALYSIS)
 def run(
     model: Any,
@@ -122,7 +144,11 @@ def run(
     """Interchange ``num_sequences`` (base, source) pairs at every position of every site of every layer
     (same seed, same numbers). Bases are the evaluation sequences of ``seed``; each source differs from
     its base at every position. ``batch_size`` is the number of sequences per forward pass (each pair
-    runs once per position, N sequences)."""
+    runs once per position, N sequences).
+
+    Memory is independent of ``num_sequences``: pairs stream batch by batch (regenerated for every
+    site) and their statistics are summed per resampling unit (:class:`interp.stats.UnitSums`: one
+    pair up to ``MAX_UNITS`` pairs, blocks of consecutive pairs beyond)."""
     cfg = model.cfg
     seq_len = arguments.check_sampling(
         cfg, num_sequences, seq_len, seed, batch_size, bootstrap_resamples, confidence
@@ -130,15 +156,28 @@ def run(
     sites = _sites(sites)
     if cfg.d_vocab < 2:
         raise ValueError("interchanges need at least 2 categories: a source must differ from its base")
+    pairs = max(1, min(batch_size // seq_len, num_sequences))  # more than N pairs: one group, as N
+    check_counts(cfg, num_sequences, seq_len, batch_size, pairs, bootstrap_resamples)
     device = next(model.parameters()).device
-    base = torch.cat(list(token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size))).to(device)
-    source = make_sources(base, cfg.d_vocab, seed)
-    pairs = max(1, batch_size // seq_len)
     resample_seed = [seed, 1]
 
+    def pair_stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # the same pairs every time
+        bases = token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size)
+        for base, source in pair_batches(bases, cfg.d_vocab, seed, pairs):
+            yield base.to(device), source.to(device)
+
     def summary(site: str, layer: int, head: int | None) -> InterchangeSummary:
-        hits = batched_hits(model, base, source, site, layer, head, pairs)
-        return summarise_interchange(hits, site, layer, head, bootstrap_resamples, confidence, resample_seed)
+        return streamed_summary(
+            model,
+            pair_stream,
+            num_sequences,
+            site,
+            layer,
+            head,
+            bootstrap_resamples,
+            confidence,
+            resample_seed,
+        )
 
     with evaluating(model):
         # resid_pre carries the input t_j at layer 0 only; a later layer's is an earlier layer's output.

@@ -9,7 +9,7 @@ from typing import Any
 
 from analyses.frame.result import AnalysisResult, estimate_row
 from interp.interchange import InterchangeSummary, program_dependency
-from interp.stats import Estimate
+from interp.stats import Estimate, resampling_unit
 
 ANALYSIS = "interchange"
 SCHEMA_VERSION = 1
@@ -82,7 +82,7 @@ class InterchangeResult(AnalysisResult):
             "settings": self.sampling_settings(
                 sites=names,
                 sources="s_k = (b_k + 1 + r_k) mod C, r_k uniform on 0..C−2: every position differs",
-                resampling_unit="pair",
+                resampling_unit=resampling_unit(self.num_sequences).replace("sequence", "pair"),
             ),
             "program": "Aggregate(Select(indices, N−1−indices, EQ), tokens): output i is V_i = t[N−1−i]",
             "conclusion": {
