@@ -189,9 +189,11 @@ def readout_estimates(
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int | list[int] = 0,
+    counts: np.ndarray | None = None,
 ) -> dict[str, list[Estimate]]:
     """Rates per point from :func:`readout_columns` sums ``[sequence, point, column]``, each a ratio of
-    sums over the sequences drawn (one set of resamples for all):
+    sums over the sequences drawn (one set of resamples for all; with ``counts`` [unit], each row sums
+    that many sequences, a resampling unit of :class:`interp.stats.UnitSums`):
 
     - ``vote_agreement`` / ``argmax_agreement``: share of positions where the model's digit is the
       rule's; ``vote_accuracy``: share where the vote is the target;
@@ -208,7 +210,13 @@ def readout_estimates(
         )
     n_seq, n_points, _ = cols.shape
     c = {name: cols[:, :, k] for k, name in enumerate(READOUT_COLUMNS)}
-    positions = np.full((n_seq, n_points), float(seq_len))
+    if counts is None:
+        positions = np.full((n_seq, n_points), float(seq_len))
+    else:
+        per_unit = np.asarray(counts, dtype=np.float64)
+        if per_unit.shape != (n_seq,):
+            raise ValueError(f"counts must be [{n_seq}] sequences per unit, got {per_unit.shape}")
+        positions = np.repeat(per_unit[:, None] * float(seq_len), n_points, 1)
     ratios = {
         "vote_agreement": (c["vote_agree"], positions),
         "argmax_agreement": (c["argmax_agree"], positions),
@@ -222,8 +230,9 @@ def readout_estimates(
     num = np.hstack([ratios[k][0] for k in names])
     den = np.hstack([ratios[k][1] for k in names])
     moments = cols[:, :, READOUT_COLUMNS.index("m_vote") :].reshape(n_seq, -1) / seq_len
+    m_den = None if counts is None else np.broadcast_to(per_unit[:, None], moments.shape)
     (r_point, r_reps), (m_point, m_reps) = bootstrap_distributions(
-        [(num, den), (moments, None)], resamples, seed
+        [(num, den), (moments, m_den)], resamples, seed
     )
     low, high = percentile_interval(r_reps, confidence)
     out: dict[str, list[Estimate]] = {}

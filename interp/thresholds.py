@@ -179,9 +179,12 @@ def family_threshold(
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int | list[int] = 0,
+    counts: np.ndarray | None = None,
 ) -> Threshold:
     """:class:`Threshold` of one family from per-sequence ``accuracy`` and ``flip`` ``[sequence, point]``
-    (e.g. :func:`interp.tolerance.family_sweep`'s arrays), resampling sequences ``resamples`` times."""
+    (e.g. :func:`interp.tolerance.family_sweep`'s arrays), resampling sequences ``resamples`` times.
+    With ``counts`` [unit], the rows are sums over that many sequences per resampling unit
+    (:class:`interp.stats.UnitSums`) and each curve point is a ratio of sums."""
     acc = np.asarray(accuracy, dtype=np.float64)
     fm = np.asarray(flip, dtype=np.float64)
     p = len(family.values)
@@ -190,7 +193,9 @@ def family_threshold(
             f"accuracy {acc.shape} and flip mass {fm.shape} must be [sequence, {p} points] for {family.name}"
         )
     own = family.values.index(family.identity)
-    point, reps = bootstrap_distribution(np.hstack([acc, fm]), resamples=resamples, seed=seed)
+    table = np.hstack([acc, fm])
+    den = None if counts is None else np.broadcast_to(np.asarray(counts, np.float64)[:, None], table.shape)
+    point, reps = bootstrap_distribution(table, den, resamples=resamples, seed=seed)
     a_pt, m_pt = point[:p], point[p:]
     a_rep, m_rep = reps[:, :p], reps[:, p:]
     grid = np.asarray(family.values)

@@ -13,6 +13,9 @@ readout rules of :mod:`interp.readout`). All points of a batch run in one forwar
 tiled once per point and the hook gives tile p the pattern of point p (chunked to ``max_rows``
 sequences per forward; 2,048 was as fast as 8,192 on the tutorial's model and needs less memory).
 The model's own point of each family (τ = 1, s = 0) is one of its points.
+
+:func:`family_sweep` keeps these per-sequence values; :func:`sweep_units` sums them per resampling
+unit (:class:`interp.stats.UnitSums`) instead, so its memory does not grow with the number of sequences.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import Tensor
 from interp.ablation import check_heads, intervene
 from interp.metrics import flip_mass
 from interp.pattern_families import PatternFamily, family_points
+from interp.stats import UnitSums
 from models.scalars import as_int
 
 # (replaced patterns [point, batch, query, key], tokens [batch, pos], logits [point, batch, pos, vocab])
@@ -139,3 +143,34 @@ def family_sweep(
         out[family.name] = {name: value[:, start:stop] for name, value in table.items()}
         start = stop
     return out
+
+
+def sweep_units(
+    model: torch.nn.Module,
+    batches: Iterable[Int[Tensor, "batch pos"]],
+    num_sequences: int,
+    families: Sequence[PatternFamily],
+    layer: int = 0,
+    head: int = 0,
+    statistics: Mapping[str, Statistic] | None = None,
+    reduce: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    max_rows: int = 2048,
+) -> UnitSums:
+    """:func:`family_sweep` of ``num_sequences`` sequences summed per resampling unit: ``sums[name]`` is
+    ``[unit, point, ...]`` over all families' points (in :func:`family_sweep`'s order). ``reduce`` maps a
+    batch's per-sequence arrays (float64, ``[batch, point, ...]``) to what is kept, e.g. sums over
+    points, before they are added. Memory: one batch plus ``MAX_UNITS`` rows, whatever the count."""
+    units = UnitSums(num_sequences)
+    was_training = model.training
+    model.eval()
+    try:
+        for tokens in batches:
+            device = next(model.parameters()).device
+            stats = sweep_batch(model, tokens.to(device), families, layer, head, statistics, max_rows)
+            values = {name: value.numpy() for name, value in stats.items()}
+            units.add(values if reduce is None else reduce(values))
+    finally:
+        model.train(was_training)
+    if units.seen != num_sequences:
+        raise ValueError(f"the sweep expected {num_sequences} sequences, got {units.seen}")
+    return units

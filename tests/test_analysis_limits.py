@@ -41,6 +41,11 @@ CASES = [
     ("interchange", "none", ["--num-sequences", HUGE, "--batch-size", HUGE], f"--batch-size {T} needs"),
     ("interchange", "sinusoidal", ["--bootstrap-resamples", HUGE], f"--bootstrap-resamples {T} needs"),
     ("interchange", "sinusoidal", ["--bootstrap-resamples", "1"], AT_LEAST_2),
+    ("tolerance", "none", ["--seq-len", "1e6"], "--seq-len 1,000,000 needs"),
+    ("tolerance", "sinusoidal", ["--bootstrap-resamples", HUGE], f"--bootstrap-resamples {T} needs"),
+    ("tolerance", "sinusoidal", ["--bootstrap-resamples", "1"], AT_LEAST_2),
+    ("tolerance", "sinusoidal", ["--adversarial-sequences", HUGE], f"--adversarial-sequences {T} needs"),
+    ("tolerance", "sinusoidal", ["--beam-width", HUGE], f"--beam-width {T} needs"),
 ]  # fmt: skip
 
 

@@ -10,19 +10,23 @@ import math
 import pytest
 from conftest import make_model
 
-from analyses import flip_alignment, head_ablation, interchange, length_generalisation, pe_ablation
+from analyses import flip_alignment, head_ablation, interchange, length_generalisation, pe_ablation, tolerance
 from interp import baselines, stats
 
 N = 48
 KW = dict(num_sequences=N, seed=1, bootstrap_resamples=50, batch_size=20)
 PE = dict(shuffle_seeds=2, alphas=(0.5,), monte_carlo_sequences=200)
 HA = dict(permutations=2, permutation_sequences=30, reference_sequences=20, patch_sequences=8, taus=(0.5,))
+TOL = dict(
+    temperatures=(0.5, 1.0, 4.0), mixes=(0.0, 0.5, 1.0), adversarial_sequences=6, beam_width=2, beam_steps=1
+)
 RUNS = {
     "flip_alignment": lambda m: flip_alignment.run(m, **KW),
     "pe_ablation": lambda m: pe_ablation.run(m, **KW, **PE),
     "head_ablation": lambda m: head_ablation.run(m, **KW, **HA, progress=False),
     "length_generalisation": lambda m: length_generalisation.run(m, **KW, lengths=(12, 16)),
     "interchange": lambda m: interchange.run(m, **KW, sites=("z", "resid_pre")),
+    "tolerance": lambda m: tolerance.run(m, **KW, **TOL),
 }
 UNIT = {"interchange": "pair"}  # what one resampling unit is called, if not a sequence
 

@@ -8,11 +8,11 @@ import torch
 from conftest import make_model
 from vote_machine import vote_machine
 
-from interp import patterns
+from interp import patterns, stats
 from interp.ablation import replace_pattern
 from interp.pattern_families import PatternFamily, family_points
 from interp.thresholds import family_threshold
-from interp.tolerance import family_sweep, sweep_batch
+from interp.tolerance import family_sweep, sweep_batch, sweep_units
 
 N = 16
 GRID = (0.0, 0.25, 0.5, 0.6, 0.9, 0.95)
@@ -124,3 +124,21 @@ def test_sweep_rejects_bad_input(tiny_model, tokens):
         sweep_batch(tiny_model, tokens, [fam], max_rows=0)
     with pytest.raises(ValueError, match="at least one batch"):
         family_sweep(tiny_model, [], [fam])
+
+
+def test_sweep_units_sums_the_sweep_per_resampling_unit(tiny_model, tokens, monkeypatch):
+    fams = [PatternFamily("uniform", (0.5,)), PatternFamily("neighbours", (0.5,))]
+    rows = family_sweep(tiny_model, tokens.split(3), fams)
+    each = sweep_units(tiny_model, tokens.split(3), 8, fams)  # 8 sequences: a unit each
+    assert each.per_sequence
+    for stat in ("accuracy", "sequence_accuracy", "flip_mass"):
+        want = np.hstack([rows[f.name][stat] for f in fams])
+        assert np.array_equal(each.sums[stat].numpy(), want)
+    monkeypatch.setattr(stats, "MAX_UNITS", 3)  # units of 3, 3 and 2 sequences
+    blocks = sweep_units(tiny_model, tokens.split(5), 8, fams, reduce=lambda v: {"acc": v["accuracy"]})
+    assert blocks.counts.tolist() == [3.0, 3.0, 2.0] and set(blocks.sums) == {"acc"}
+    want = np.hstack([rows[f.name]["accuracy"] for f in fams])
+    sums = np.stack([want[:3].sum(0), want[3:6].sum(0), want[6:].sum(0)])
+    assert np.allclose(blocks.sums["acc"].numpy(), sums, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="expected 9 sequences, got 8"):
+        sweep_units(tiny_model, [tokens], 9, fams)

@@ -13,14 +13,14 @@ from analyses.frame.loading import evaluating, records_source
 from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
 from analyses.tolerance.result import ANALYSIS, READOUT, Adversarial, FamilyCurve, ToleranceResult
-from interp import metrics
+from interp import metrics, stats
 from interp.ablation import check_heads
 from interp.adversarial import beam_search, isolated_digit_sequences, min_logit_margin, min_vote_margin
 from interp.pattern_families import TEMPERATURES, PatternFamily, default_families
 from interp.readout import READOUT_COLUMNS, readout_estimates, readout_statistic
 from interp.stats import bootstrap_distributions
 from interp.thresholds import family_threshold
-from interp.tolerance import family_sweep
+from interp.tolerance import BUILT_IN, family_sweep, sweep_units
 from interp.tolerance_verdict import SLACK, make_verdict
 from models.scalars import as_float, as_int
 
@@ -45,6 +45,42 @@ def flip_head(model: Any, tokens: torch.Tensor) -> tuple[int, int, float]:
     mass = torch.stack([metrics.flip_mass(cache[name]).mean((0, 2)) for name in names])  # [layer, head]
     layer, head = divmod(int(mass.argmax()), mass.shape[1])
     return layer, head, float(mass[layer, head])
+
+
+def check_counts(
+    cfg: Any,
+    families: Sequence[PatternFamily],
+    num_sequences: int,
+    seq_len: int,
+    resamples: int,
+    adversarial_sequences: int,
+    beam_width: int,
+) -> None:
+    """Refuse, before any work, counts whose memory cannot fit (lower bounds, one line naming the flag):
+    the resampling units' sums (16 numbers per grid point and 2 · bins per family, at most
+    ``MAX_UNITS`` units whatever ``num_sequences`` is), the replicates of the largest family's
+    statistics, the adversarial inputs (kept whole: tokens, readout sums and two margins each) and
+    the beam search's candidates (each beam sequence changed at every position to every other digit)."""
+    n_bins = len(MARGIN_BIN_EDGES) - 1
+    points = sum(len(f.values) for f in families)
+    row = (3 + len(READOUT_COLUMNS)) * points + 2 * n_bins * len(families)
+    units = min(num_sequences, stats.MAX_UNITS)
+    arguments.check_memory(
+        "num_sequences", num_sequences, 8 * units * row, f"{units:,} resampling units of {row:,} sums"
+    )
+    widest = max(len(f.values) for f in families)
+    arguments.check_resamples(resamples, max(3 * widest + n_bins, 12 * widest))
+    per_input = 8 * seq_len + 8 * (3 + len(READOUT_COLUMNS)) + 16
+    arguments.check_memory(
+        "adversarial_sequences",
+        adversarial_sequences,
+        adversarial_sequences * per_input,
+        "each isolated-digit input's tokens, readout sums and margins",
+    )
+    candidates = beam_width * (1 + seq_len * (cfg.d_vocab - 1))
+    arguments.check_memory(
+        "beam_width", beam_width, 8 * seq_len * candidates, f"{candidates:,} candidate sequences per step"
+    )
 
 
 @records_source(ANALYSIS)
@@ -95,6 +131,9 @@ def run(
     if (layer is None) != (head is None):
         raise ValueError("give both layer and head, or neither (then the head with the largest flip mass)")
     families = default_families(tuple(temperatures), tuple(mixes), single_offset)
+    check_counts(
+        cfg, families, num_sequences, seq_len, bootstrap_resamples, adversarial_sequences, beam_width
+    )
     device = next(model.parameters()).device
     resample_seed = [seed, 1]
 
@@ -109,26 +148,33 @@ def run(
             ((layer, head),) = check_heads(model, [(layer, head)])
             choice = "chosen by the caller"
         statistics = {"readout": readout_statistic(radius, MARGIN_BIN_EDGES)}
-        sweep = family_sweep(model, batches(), families, layer, head, statistics)
+        units = sweep_units(
+            model, batches(), num_sequences, families, layer, head, statistics, _reducer(families)
+        )
         adversarial = _adversarial(
             model, layer, head, seq_len, radius, adversarial_sequences, seed, batch_size,
             beam_width, beam_steps, bootstrap_resamples, confidence, resample_seed,
         )  # fmt: skip
 
     curves, thresholds = [], []
-    k, n_bins = len(READOUT_COLUMNS), len(MARGIN_BIN_EDGES) - 1
+    n_bins = len(MARGIN_BIN_EDGES) - 1
+    counts = None if units.per_sequence else units.counts.numpy()  # None: a unit is one sequence
+    start = 0
     for f in families:
-        out = sweep[f.name]
         p = len(f.values)
+        out = {name: units.sums[name].numpy()[:, start : start + p] for name in (*BUILT_IN, "readout")}
+        start += p
         table = np.hstack([out["accuracy"], out["sequence_accuracy"], out["flip_mass"]])
-        columns, bins = out["readout"][:, :, :k], out["readout"][:, :, k:]
-        bin_counts = bins[:, :, :n_bins].sum(1)  # [sequence, bin], all points of the family
-        bin_sums = bins[:, :, n_bins:].sum(1)
+        bins = units.sums[f"bins/{f.name}"].numpy()  # [unit, 2 · bins], all points of the family
+        bin_counts, bin_sums = bins[:, :n_bins], bins[:, n_bins:]
+        den = None if counts is None else np.broadcast_to(counts[:, None], table.shape)
         (point, reps), (b_point, b_reps) = bootstrap_distributions(
-            [(table, None), (bin_sums, bin_counts)], bootstrap_resamples, resample_seed
+            [(table, den), (bin_sums, bin_counts)], bootstrap_resamples, resample_seed
         )
         est = estimates(point, reps, confidence).reshape(3, p)
-        readout = readout_estimates(columns, seq_len, bootstrap_resamples, confidence, resample_seed)
+        readout = readout_estimates(
+            out["readout"], seq_len, bootstrap_resamples, confidence, resample_seed, counts
+        )
         curves.append(
             FamilyCurve(
                 name=f.name,
@@ -156,6 +202,7 @@ def run(
                         bootstrap_resamples,
                         confidence,
                         resample_seed,
+                        counts,
                     )  # fmt: skip
                 )
 
@@ -199,6 +246,25 @@ def run(
         },
         config=cfg.to_dict(),
     )
+
+
+def _reducer(families: Sequence[PatternFamily]) -> Any:
+    """What the sweep keeps of a batch: accuracy, sequence accuracy, flip mass and the readout columns
+    per point, and the margin bins summed over each family's points (``bins/<family>``)."""
+    k, n_bins = len(READOUT_COLUMNS), len(MARGIN_BIN_EDGES) - 1
+
+    def reduce(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        readout = values["readout"]
+        kept = {name: values[name] for name in BUILT_IN}
+        kept["readout"] = readout[:, :, :k]
+        start = 0
+        for f in families:
+            bins = readout[:, start : start + len(f.values), k:]
+            start += len(f.values)
+            kept[f"bins/{f.name}"] = np.hstack([bins[:, :, :n_bins].sum(1), bins[:, :, n_bins:].sum(1)])
+        return kept
+
+    return reduce
 
 
 def _search(model: Any, found: Any, kind: str) -> dict[str, Any]:
