@@ -1,4 +1,4 @@
-"""Peak memory of ``python -m analyses.flip_alignment`` against the number of sequences.
+"""Peak memory of ``python -m analyses.flip_alignment`` (or ``--analysis``) against the number of sequences.
 
 Runs the whole command (imports, the stream of sequences, the bootstrap, figures and report) for each
 ``--num-sequences`` in a child process and reads the child's peak resident set size from the kernel
@@ -8,6 +8,7 @@ every sequence's statistics, so 10^7 would need ~6 GB there).
 
     python benchmarks/bootstrap_memory.py --checkpoint runs/fast-seed0 [--sizes 1e4 1e5 1e6 1e7]
         [--baseline ../old-checkout --baseline-max 1e6] [--json out.json]
+        [--analysis interchange --flags="--sites z"]
 
 Target (issue 16): peak flat from 10^4 to 10^7 sequences, 10^7 under 1 GB.
 """
@@ -27,11 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(tree: Path, checkpoint: str, n: int, out: Path) -> dict[str, float]:
-    """Run flip_alignment from source tree ``tree`` on ``n`` sequences; peak RSS (bytes) and seconds."""
+def measure(
+    tree: Path, checkpoint: str, n: int, out: Path, analysis: str = "flip_alignment", flags: str = ""
+) -> dict[str, float]:
+    """Run ``analysis`` from source tree ``tree`` on ``n`` sequences; peak RSS (bytes) and seconds."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "analyses.flip_alignment", "--checkpoint", checkpoint]
-    argv += ["--num-sequences", str(n), "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", f"analyses.{analysis}", "--checkpoint", checkpoint]
+    argv += ["--num-sequences", str(n), "--out", str(out), "--quiet", *flags.split()]
     load = os.getloadavg()[0]
     started = time.perf_counter()
     # The working folder is the source tree: python -m puts it first on sys.path.
@@ -51,6 +54,8 @@ def main() -> None:
     p.add_argument("--baseline", type=Path, help="source tree of the code to compare with")
     p.add_argument("--baseline-max", type=float, default=1e6)
     p.add_argument("--json", type=Path)
+    p.add_argument("--analysis", default="flip_alignment", help="analysis package to run")
+    p.add_argument("--flags", default="", help="more flags for the analysis, e.g. '--sites z'")
     args = p.parse_args()
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="bootstrap-memory-"))
@@ -60,7 +65,7 @@ def main() -> None:
             if args.baseline and n <= args.baseline_max:
                 trees.append(("baseline", args.baseline.resolve()))
             for label, tree in trees:
-                got = measure(tree, args.checkpoint, n, scratch / f"{label}-{n}")
+                got = measure(tree, args.checkpoint, n, scratch / f"{label}-{n}", args.analysis, args.flags)
                 rows.append({"code": label, "num_sequences": n, **got})
                 print(  # noqa: T201
                     f"{label:8s} {n:>12,} sequences  peak {got['peak_bytes'] / 2**30:6.3f} GiB  "
