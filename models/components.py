@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from models.config import EncoderConfig
+from models.transformer_lens_parts import HookPoint
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> Float[Tensor, "max_len d_model"]:
