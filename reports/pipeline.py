@@ -95,6 +95,7 @@ class Task:
     num_sequences: int
     seed: int
     provenance: dict[str, Any]
+    svg: bool = False  # figures as SVG too
 
     @property
     def spec(self) -> AnalysisSpec:
@@ -119,9 +120,10 @@ def read_document(folder: Path) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def reusable(folder: Path, name: str, expected: dict[str, Any]) -> bool:
+def reusable(folder: Path, name: str, expected: dict[str, Any], svg: bool = False) -> bool:
     """Whether ``folder`` holds a complete result of ``name`` made with ``expected`` provenance
-    (keys ``checkpoint_sha256``, ``config``, ``seed``, ``num_sequences``, ``run_kwargs``)."""
+    (keys ``checkpoint_sha256``, ``config``, ``seed``, ``num_sequences``, ``run_kwargs``), with every
+    figure as PNG (and as SVG too, with ``svg``)."""
     document = read_document(folder)
     if document is None or document.get("analysis") != name:
         return False
@@ -149,7 +151,8 @@ def reusable(folder: Path, name: str, expected: dict[str, Any]) -> bool:
         return False
     figures = Path(folder) / "figures"
     has_report = (Path(folder) / "report.html").is_file()
-    return has_report and all((figures / f"{n}.png").is_file() for n in captions)
+    formats = ("png", "svg") if svg else ("png",)
+    return has_report and all((figures / f"{n}.{fmt}").is_file() for n in captions for fmt in formats)
 
 
 _PROGRESS = re.compile(r"^\s*\d+%\|")  # tqdm progress bars (transformer_lens.patching draws them)
@@ -188,7 +191,7 @@ def run_task(task: Task, model: Any = None) -> float:
     with _quiet_progress_bars():
         result = module.run(model, num_sequences=task.num_sequences, seed=task.seed, **task.spec.kwargs)
     result.provenance = task.provenance
-    module.write_outputs(result, task.out)
+    module.write_outputs(result, task.out, svg=task.svg)
     return time.perf_counter() - started
 
 

@@ -243,7 +243,6 @@ def test_same_seed_same_numbers_and_block_bootstrap(tiny_model, monkeypatch):
     a = numbers(qk.run(tiny_model, **SMALL))  # without the provenance timestamp, which may tick between runs
     b = numbers(qk.run(tiny_model, **{**SMALL, "batch_size": 7}))
     a["settings"].pop("batch_size"), b["settings"].pop("batch_size")
-    a["provenance"].pop("timestamp"), b["provenance"].pop("timestamp")  # the second may tick between runs
     assert json.dumps(a) == json.dumps(b)
     c = qk.run(tiny_model, **{**SMALL, "seed": 1}).to_dict()
     assert c["heads"] != a["heads"]
@@ -286,7 +285,7 @@ def test_cli_writes_every_output(multi_model, tmp_path, capsys):
     header = (out / "metrics.csv").read_text().splitlines()[0]
     assert header == "section,scope,layer,head,metric,index,mean,ci_low,ci_high"
     pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
-    assert pngs == sorted(p.stem for p in (out / "figures").glob("*.svg"))
+    assert not list((out / "figures").glob("*.svg"))  # SVG only when asked for (--svg)
     assert len(pngs) == 8  # 7 figures + rollout for a two-layer model
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 8
