@@ -368,7 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline.parse_names(args.skip, "--skip")
         import torch
 
+        from models.allocator import keep_freed_memory
+
         torch.set_num_threads(1)  # small batches: one thread per process is fastest on a shared CPU
+        keep_freed_memory()  # freed tensors' memory reused, not mapped afresh (workers inherit it)
         started = time.perf_counter()
         words = [Path(sys.executable).name, "-m", "reports.build", *(sys.argv[1:] if argv is None else argv)]
         page = build_report(

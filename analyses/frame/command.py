@@ -200,8 +200,11 @@ def main(
     def body() -> int:
         import torch
 
+        from models.allocator import keep_freed_memory
+
         args = parser.parse_args(argv)
         arguments.check_device(args.device)
+        keep_freed_memory()  # freed tensors' memory reused, not mapped afresh: fewer page faults
         # One intra-op thread: these small batches gain little from a second one on an idle machine and
         # lose several-fold on a shared one, and results then do not depend on the machine's core count.
         threads = torch.get_num_threads()
