@@ -104,9 +104,13 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch, pos, length]
 
     def forward(self, x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
-        x = x - x.mean(-1, keepdim=True)
+        x = x - x.mean(-1, keepdim=True)  # a new tensor: the input stays as its hook saw it
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale * self.w + self.b)
+        if torch.is_grad_enabled():  # backward needs x and x / scale
+            return self.hook_normalized(x / scale * self.w + self.b)
+        # Without autograd the same operations run in place on x (no hook has seen it): the same bits,
+        # two fewer tensors of the input's size, about half of LayerNorm's time in an analysis.
+        return self.hook_normalized(x.div_(scale).mul_(self.w).add_(self.b))
 
 
 class Attention(nn.Module):
