@@ -172,12 +172,17 @@ def _quiet_progress_bars():
             sys.stderr.write(text + "\n")
 
 
+# The building process's model, inherited by forked workers (set just before they are forked).
+_INHERITED: dict[str, Any] = {}
+
+
 def run_task(task: Task, model: Any = None) -> float:
     """Run one analysis and write its folder; returns the seconds it took.
 
     ``model`` is the loaded model when running in the building process; worker processes pass None
-    and load ``task.checkpoint`` themselves (one intra-op thread each: on a shared CPU, torch's
-    thread pool makes these small batches several times slower).
+    and use the building process's model when they were forked from it, else load ``task.checkpoint``
+    (one intra-op thread each: on a shared CPU, torch's thread pool makes these small batches several
+    times slower).
     """
     import torch
 
@@ -186,7 +191,7 @@ def run_task(task: Task, model: Any = None) -> float:
     started = time.perf_counter()
     if model is None:
         torch.set_num_threads(1)
-        model = resolve_model(task.checkpoint, n_heads=task.n_heads).model
+        model = _INHERITED.get("model") or resolve_model(task.checkpoint, n_heads=task.n_heads).model
     module = importlib.import_module(task.spec.module)
     with _quiet_progress_bars():
         result = module.run(model, num_sequences=task.num_sequences, seed=task.seed, **task.spec.kwargs)
@@ -212,13 +217,18 @@ def run_tasks(tasks: list[Task], model: Any, jobs: int, log: Callable[[str], Non
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ordered = sorted(tasks, key=lambda t: -t.spec.cost)
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
-        futures = [(task, pool.submit(run_task, task)) for task in ordered]
-        errors = []
-        for task, future in futures:
-            try:
-                log(f"{task.name}: computed in {future.result():.1f} s")
-            except Exception as e:  # collect, so every worker finishes before the build fails
-                errors.append(e)
+    if method == "fork":  # workers start with this process's copy of the model: no reload per task
+        _INHERITED["model"] = model
+    errors = []
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
+            futures = [(task, pool.submit(run_task, task)) for task in ordered]
+            for task, future in futures:
+                try:
+                    log(f"{task.name}: computed in {future.result():.1f} s")
+                except Exception as e:  # collect, so every worker finishes before the build fails
+                    errors.append(e)
+    finally:
+        _INHERITED.clear()
     if errors:
         raise errors[0]
