@@ -48,8 +48,9 @@ def save_figure(fig: Any, directory: Path, name: str, formats: Sequence[str] | N
     :func:`figure_formats`, PNG only by default), then close it.
 
     Every figure here is made with ``layout="constrained"``, which fits titles, labels and legends into
-    the figure: it is laid out once and then frozen, so each format renders it once (no
-    ``bbox_inches="tight"``, which draws every file twice)."""
+    the figure: the first format lays it out while it renders (one draw, no separate
+    ``draw_without_rendering`` pass), then the layout is frozen, so a second format renders it once
+    more and no file is drawn twice (no ``bbox_inches="tight"``)."""
     import matplotlib.pyplot as plt
 
     directory = Path(directory)
@@ -57,14 +58,12 @@ def save_figure(fig: Any, directory: Path, name: str, formats: Sequence[str] | N
     paths = []
     formats = _FORMATS.get() if formats is None else formats
     try:
-        if fig.get_layout_engine() is not None:
-            fig.draw_without_rendering()
-            fig.set_layout_engine("none")
         for fmt in formats:
             buffer = io.BytesIO()
             # Fixed metadata so the same numbers give the same files.
             metadata_ = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
             fig.savefig(buffer, format=fmt, dpi=120, metadata=metadata_)
+            fig.set_layout_engine("none")  # laid out by this first draw: keep it for the next format
             paths.append(write_bytes(directory / f"{name}.{fmt}", buffer.getvalue()))
     finally:
         plt.close(fig)
