@@ -27,7 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ANALYSES = ("flip_alignment", "qk_circuit", "pe_ablation", "head_ablation", "length_generalisation")
+ANALYSES = (
+    "flip_alignment",
+    "qk_circuit",
+    "pe_ablation",
+    "head_ablation",
+    "length_generalisation",
+    "tolerance",
+    "interchange",
+)
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -4,7 +4,9 @@ as hook context managers, bootstrap and paired statistics, circuit decomposition
 The circuit tools (``interp.circuits``: QK/OV FactoredMatrix, the exact split of layer 0's scores,
 positional scores, swap effects; ``interp.residual``: the frozen-LayerNorm decomposition of the
 residual stream) import TransformerLens, which takes seconds, so their names below are imported on
-first use. ``interp.plotting`` (matplotlib) is not imported here at all.
+first use, and so are the tools of issue 14 (``interp.pattern_families``, ``tolerance``, ``thresholds``,
+``tolerance_verdict``, ``readout``, ``adversarial``, ``interchange``), which most users of the
+metrics never need. ``interp.plotting`` (matplotlib) is not imported here at all.
 """
 
 import importlib
@@ -56,6 +58,55 @@ _LAZY = {
         "swap_effect",
     )
 } | {name: "interp.residual" for name in ("frozen_ln_decomposition", "removal_error", "decomposition_hooks")}
+# Tolerance of approximate attention, the readout rule and interchange interventions (issue 14).
+_LAZY |= {
+    name: module
+    for module, names in {
+        "interp.pattern_families": (
+            "FAMILY_KINDS",
+            "PatternFamily",
+            "apply_family",
+            "default_families",
+            "family_points",
+        ),
+        "interp.tolerance": ("family_sweep", "sweep_batch"),
+        "interp.thresholds": ("Threshold", "crossings", "family_threshold"),
+        "interp.tolerance_verdict": ("Verdict", "make_verdict"),
+        "interp.readout": (
+            "READOUT_COLUMNS",
+            "argmax_key_digit",
+            "digit_votes",
+            "margin_bins",
+            "neighbours_agree_wrong",
+            "readout_columns",
+            "readout_estimates",
+            "readout_statistic",
+            "target_margin",
+        ),
+        "interp.adversarial": (
+            "SearchResult",
+            "beam_search",
+            "isolated_digit_sequences",
+            "min_logit_margin",
+            "min_vote_margin",
+            "single_changes",
+        ),
+        "interp.interchange": (
+            "SITES",
+            "InterchangeSummary",
+            "batched_hits",
+            "counterfactual_outputs",
+            "head_iia",
+            "interchange_hits",
+            "make_sources",
+            "patched_predictions",
+            "program_dependency",
+            "selector_head",
+            "summarise_interchange",
+        ),
+    }.items()
+    for name in names
+}
 
 
 def __getattr__(name: str) -> Any:

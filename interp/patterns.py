@@ -2,15 +2,19 @@
 
 Each function maps a pattern A [batch, query, key] (rows sum to one) to a new one of the same shape;
 those with parameters are used through ``functools.partial``, e.g.
-``replace_pattern(model, 0, 0, partial(patterns.flip, shift=1))``.
+``replace_pattern(model, 0, 0, partial(patterns.flip, shift=1))``. Several on one head compose in the
+order they are entered (the report's lab: temperature, then flip or uniform, then neighbour_mix, then pin).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.metrics import NEIGHBOUR_OFFSETS
 from models.scalars import as_float, as_int
 
 
@@ -69,3 +73,51 @@ def temperature(pattern: Float[Tensor, "batch query key"], tau: float) -> Float[
     if tau <= 0:
         raise ValueError(f"tau must be a positive number, got {tau!r}")
     return torch.softmax(torch.log(pattern) / tau, dim=-1)
+
+
+def neighbour_keys(
+    n: int, offsets: Sequence[int] = NEIGHBOUR_OFFSETS, device: torch.device | str | None = None
+) -> Float[Tensor, "query key"]:
+    """1 at (i, f(i) + d) for each d in ``offsets`` where that key exists (f(i) = N − 1 − i), else 0."""
+    target = torch.zeros(n, n, device=device)
+    flipped = torch.arange(n - 1, -1, -1, device=device)
+    rows = torch.arange(n, device=device)
+    for d in offsets:
+        if int(d) == 0:
+            raise ValueError("neighbour offsets must not contain 0 (the flipped key itself)")
+        keys = flipped + int(d)
+        ok = (keys >= 0) & (keys < n)
+        target[rows[ok], keys[ok]] = 1.0
+    return target
+
+
+def neighbour_mix(
+    pattern: Float[Tensor, "batch query key"], s: float, offsets: Sequence[int] = NEIGHBOUR_OFFSETS
+) -> Float[Tensor, "batch query key"]:
+    """A' = (1 − s) A + s B, B_i uniform over the keys f(i) + d (d in ``offsets``) that exist.
+
+    s = 0 is A; s = 1 spreads each row evenly over the flipped key's neighbours (none on the flipped
+    key itself), so the flip mass falls to (1 − s) A_{i f(i)}. A row without any neighbour key (N = 1)
+    is left as it is. The neighbour family of the tolerance analysis, at one point.
+    """
+    n = _check(pattern)
+    s = as_float(s, "s")
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"the mixing weight s must lie in [0, 1], got {s!r}")
+    target = neighbour_keys(n, offsets, pattern.device).to(pattern.dtype)
+    count = target.sum(-1, keepdim=True)
+    target = torch.where(count > 0, target / count.clamp(min=1), pattern)
+    return (1 - s) * pattern + s * target
+
+
+def pin(pattern: Float[Tensor, "batch query key"], query: int, key: int) -> Float[Tensor, "batch query key"]:
+    """Row ``query`` one-hot at ``key`` in every sequence; the other rows unchanged."""
+    n = _check(pattern)
+    query, key = as_int(query, "query"), as_int(key, "key")
+    for name, value in (("query", query), ("key", key)):
+        if not 0 <= value < n:
+            raise ValueError(f"{name} {value} does not exist: the pattern has positions 0..{n - 1}")
+    out = pattern.clone()
+    out[:, query] = 0
+    out[:, query, key] = 1
+    return out

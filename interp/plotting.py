@@ -32,8 +32,11 @@ def _head_label(layer: int, head: int) -> str:
     return f"layer {layer} · head {head}"
 
 
+OUTLINE = "#ff3b30"  # the box around marked cells (the flipped keys)
+
+
 def outline_cells(
-    ax: plt.Axes, cells: Sequence[tuple[int, int]], colour: str = "#ff3b30", lw: float = 1.4
+    ax: plt.Axes, cells: Sequence[tuple[int, int]], colour: str = OUTLINE, lw: float = 1.4
 ) -> None:
     """Draw a box around each (row, column) cell of an ``imshow`` heat map (whole cells, edge to edge),
     e.g. the flipped keys (i, N − 1 − i) of an attention pattern."""
@@ -56,12 +59,14 @@ def plot_attention_grid(
     title: str = "",
     vmax: float | None = None,
     tick_meaning: str = "position",
+    outline_label: str = "",
 ) -> Figure:
     """Heat maps of ``patterns [layer, head, query, key]``: layers as rows, heads as columns.
 
     Tick labels name each query/key (e.g. ``"3:7"`` = position 3 holds digit 7); ``outline`` lists
-    (query, key) cells drawn with a box (e.g. the flipped keys); one shared colour bar. ``tick_meaning``
-    names what the tick labels show in the axis labels.
+    (query, key) cells drawn with a box (e.g. the flipped keys), explained in a legend under the maps
+    when ``outline_label`` is given; one shared colour bar. ``tick_meaning`` names what the tick labels
+    show in the axis labels.
     """
     patterns = np.asarray(patterns, dtype=float)
     if patterns.ndim != 4:
@@ -87,6 +92,9 @@ def plot_attention_grid(
             ax.set_title(_head_label(layer, head), fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    if outline and outline_label:
+        box = Rectangle((0, 0), 1, 1, fill=False, edgecolor=OUTLINE, lw=1.4)
+        fig.legend([box], [outline_label], loc="outside lower center", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -139,8 +147,13 @@ def plot_position_profile(
     reference: float | None = None,
     reference_label: str = "",
     title: str = "",
+    zoom: bool = False,
 ) -> Figure:
-    """One line per head of a per-position quantity ``[layer, head, position]`` with a CI band."""
+    """One line per head of a per-position quantity ``[layer, head, position]`` with a CI band.
+
+    The y axis runs from 0 to 1, or with ``zoom`` over the data (CI bands included) so that differences
+    between positions show; a reference line outside that range is named in the legend with its value.
+    """
     mean, low, high = (np.asarray(a, dtype=float) for a in (mean, low, high))
     n_layers, n_heads, n_pos = mean.shape
     fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
@@ -149,12 +162,21 @@ def plot_position_profile(
         colour = COLOURS[i % len(COLOURS)]
         ax.fill_between(x, low[layer, head], high[layer, head], color=colour, alpha=0.25, lw=0)
         ax.plot(x, mean[layer, head], marker="o", ms=3, color=colour, label=_head_label(layer, head))
+    if zoom:
+        top, bottom = np.nanmax(high), np.nanmin(low)
+        pad = max(0.08 * (top - bottom), 0.005)
+        ax.set_ylim(bottom - pad, top + pad)
+    else:
+        ax.set_ylim(0, 1.02)
     if reference is not None:
-        ax.axhline(reference, ls="--", color="grey", lw=1, label=reference_label or None)
+        low_end, high_end = ax.get_ylim()
+        outside = not low_end <= reference <= high_end
+        label = reference_label + (f" = {reference:.3g} (off this axis)" if outside else "")
+        ax.axhline(reference, ls="--", color="grey", lw=1, label=label or None)
+        ax.set_ylim(low_end, high_end)
     ax.set_xticks(x)
     ax.set_xlabel("query position i")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.02)
     fig.legend(fontsize=7, loc="outside right upper")
     if title:
         ax.set_title(title, fontsize=10)
@@ -167,16 +189,26 @@ def plot_histograms(
     xlabel: str,
     markers: dict[str, float] | None = None,
     title: str = "",
+    subset: np.ndarray | None = None,
+    subset_label: str = "",
 ) -> Figure:
     """Step histograms (share of rows per bin) of ``counts [layer, head, bin]`` over shared ``edges``,
-    with labelled vertical reference lines ``markers`` (e.g. ``{"permutation": 0, "uniform": log N}``)."""
+    with labelled vertical reference lines ``markers`` (e.g. ``{"permutation": 0, "uniform": log N}``).
+
+    ``subset [layer, head, bin]`` (a part of the rows, e.g. those of the edge queries) is drawn filled
+    under each head's line, as a share of all its rows, so one sees which peak those rows make."""
     edges, counts = np.asarray(edges, dtype=float), np.asarray(counts, dtype=float)
     n_layers, n_heads, _ = counts.shape
     fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
     for i, (layer, head) in enumerate(np.ndindex(n_layers, n_heads)):
         total = counts[layer, head].sum()
         share = counts[layer, head] / total if total else counts[layer, head]
-        ax.stairs(share, edges, color=COLOURS[i % len(COLOURS)], lw=1.5, label=_head_label(layer, head))
+        colour = COLOURS[i % len(COLOURS)]
+        ax.stairs(share, edges, color=colour, lw=1.5, label=_head_label(layer, head))
+        if subset is not None:
+            part = np.asarray(subset, dtype=float)[layer, head] / (total or 1.0)
+            name = f"{subset_label}, {_head_label(layer, head)}" if n_layers * n_heads > 1 else subset_label
+            ax.stairs(part, edges, color=colour, fill=True, alpha=0.35, lw=0, label=name)
     middle = (edges[0] + edges[-1]) / 2
     for j, (name, value) in enumerate((markers or {}).items()):
         ax.axvline(value, ls="--", color="grey", lw=1)

@@ -9,7 +9,10 @@ Three pieces, each usable alone:
   Ray use the loopback address for its node; authentication is then off, which is why it must not be
   reachable from the network), and shut down on exit. ``address="auto"`` or ``"HOST:PORT"`` joins a
   running cluster (``ray start --head`` on one machine, ``ray start --address HOST:PORT`` on the others)
-  and leaves it running. A bad or unreachable address is a :class:`ClusterError` naming it.
+  and leaves it running. A bad or unreachable address is a :class:`ClusterError` naming it. Inside
+  another ``ray_cluster`` block of this process (a notebook, a test module), a request the open one
+  satisfies — the same address, or embedded with no other size asked — reuses it and leaves it open,
+  so that a zoo and its summary pay Ray's start-up (and the workers' imports) once.
 - :func:`run_tasks` — runs ``fn(item)`` for every item as a Ray task (``cpus``/``gpus`` per task,
   fractional GPUs allowed) and yields a :class:`TaskOutcome` per item as each finishes: its value or a
   one-line error, and where and how it ran (node id, host, node address, attempt count, seconds). A
@@ -138,6 +141,21 @@ def _alive_nodes(ray) -> list[dict[str, Any]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
+_OPEN: list[ClusterInfo] = []  # the ray_cluster block open in this process, if any
+
+
+def _reuse(info: ClusterInfo, address: str | None, num_cpus: int | None, num_gpus: int | None) -> ClusterInfo:
+    """The open cluster ``info`` when it is what was asked for, else :class:`ClusterError`."""
+    same_place = address == info.address
+    same_size = address is not None or (num_cpus in (None, info.cpus) and num_gpus in (None, info.gpus))
+    if not (same_place and same_size):
+        asked = "an embedded instance" if address is None else f"--address {address}"
+        if address is None and num_cpus is not None:
+            asked += f" of {num_cpus} CPUs"
+        raise ClusterError(f"{asked}: this process already uses the {info.describe()}; leave it first")
+    return info
+
+
 @contextlib.contextmanager
 def ray_cluster(
     address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
@@ -153,6 +171,9 @@ def ray_cluster(
         parsed = parse_address(address)
         if parsed is not None:
             _probe(address, *parsed)
+    if _OPEN:  # nested: the open block's cluster, left open
+        yield _reuse(_OPEN[0], address, num_cpus, num_gpus)
+        return
     environment = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}  # no report
     if embedded:  # loopback only, so authentication off is safe; a user's explicit choice is respected
         environment["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
@@ -209,7 +230,11 @@ def ray_cluster(
         )
         if embedded and info.node_ips != [LOOPBACK]:
             raise ClusterError(f"embedded Ray: listens on {info.node_ips}, not on {LOOPBACK} only")
-        yield info
+        _OPEN.append(info)
+        try:
+            yield info
+        finally:
+            _OPEN.pop()
     finally:
         if ours and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()  # stops an embedded instance; only disconnects from a cluster
@@ -309,21 +334,30 @@ def run_tasks(
     max_retries: int = 3,
     name: str = "task",
     poll_seconds: float = 0.5,
+    max_pending: int | None = None,
 ) -> Iterator[TaskOutcome]:
     """Run ``fn(item)`` for every item as a Ray task (connect first with :func:`ray_cluster`) and yield
     one :class:`TaskOutcome` per item in the order they finish. Items are submitted in the given order
-    (Ray starts them in about that order as resources free up). Closing the generator early — an
-    exception or Ctrl-C in the caller's loop, or here while waiting — cancels what is left. ``name``
-    is the tasks' name in Ray (worker processes show ``ray::<name>`` while they run one)."""
+    (Ray starts them in about that order as resources free up); with ``max_pending`` at most that many
+    are submitted and not yet yielded at any time, and ``items[i]`` is read only when it is submitted,
+    so a lazy sequence whose items are large (files) keeps the driver's memory and Ray's object store
+    bounded. Closing the generator early — an exception or Ctrl-C in the caller's loop, or here while
+    waiting — cancels what is left. ``name`` is the tasks' name in Ray (worker processes show
+    ``ray::<name>`` while they run one)."""
     import ray
 
     labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
     remote = ray.remote(_traced).options(
         num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=False, name=name
     )
-    pending = {remote.remote(fn, item): i for i, item in enumerate(items)}
+    limit = len(items) if max_pending is None else max(1, int(max_pending))
+    pending: dict[Any, int] = {}
+    submitted = 0
     try:
-        while pending:
+        while submitted < len(items) or pending:
+            while submitted < len(items) and len(pending) < limit:
+                pending[remote.remote(fn, items[submitted])] = submitted
+                submitted += 1
             done, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
             for ref in done:
                 i = pending.pop(ref)

@@ -155,6 +155,7 @@ def build_report(
 
         from analyses.frame.html import read_captions
         from reports.explorer import explorer_data
+        from reports.lab import lab_data
 
         documents = {}
         for section in sections:
@@ -173,6 +174,7 @@ def build_report(
             metrics=metrics,
             explorer=explorer_data(model, seed, EXPLORER_SEQUENCES, name=name),
             provenance=provenance,
+            lab=lab_data(model, seed, checkpoint=loaded.path),
         )
         files.write_text(staging / REPORT_FILE, html)
         page_bytes = len(html.encode("utf-8"))

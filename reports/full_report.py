@@ -3,9 +3,10 @@
 :func:`render_full_report` takes what the analyses wrote (their metrics.json documents and figure
 folders), the explorer data (``reports.explorer``) and the key numbers (``reports.summary``) and
 renders ``templates/full_report.html.j2``. The page is one file: figures are base64 PNG, the styles
-and the explorer script (``static/explorer.js``) are inline, the data sit in a
-``<script type="application/json">`` escaped by :func:`analyses.frame.html.json_script`. Nothing is
-computed here beyond formatting.
+and the scripts (``static/model.js``, the forward pass; ``explorer.js``; ``lab.js``, the interventions
+lab) are inline, one ``<script>`` whose hash the Content-Security-Policy names, and the data sit in
+``<script type="application/json">`` elements escaped by :func:`analyses.frame.html.json_script`.
+Nothing is computed here beyond formatting.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import markupsafe
 
-from analyses.frame import html
+from analyses.frame import html, numbers
 
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"  # full_report.html.j2, index.html.j2
@@ -55,6 +56,21 @@ INTRODUCTIONS: dict[str, tuple[str, ...]] = {
         "A large drop in accuracy means the model needs that head (Holm-corrected Wilcoxon tests); if the "
         "ideal flip pattern keeps the accuracy, the head's job is just to route the flipped key.",
     ),
+    "tolerance": (
+        "The tutorial's other sentence: the model “does not need perfect, strict attention”. The flip "
+        "head's pattern is replaced by sharper, blurrier and mixed versions of its own, and accuracy is "
+        "measured against the weight left on the flipped key; a plurality vote over the keys' digits is "
+        "tested as the rule that decides the output.",
+        "Read the verdict first; the threshold is the flip mass below which accuracy drops under 99%, the "
+        "margin how far the model's own flip mass lies above it (95% bootstrap intervals).",
+    ),
+    "interchange": (
+        "The reverse program (output i = token N−1−i) is compared with the network variable by variable: "
+        "an activation is patched from a source sequence into a base sequence, and the model's output is "
+        "compared with the program's output after the same interchange.",
+        "IIA 1 means the site carries exactly the program's variable; the dependency matrices show which "
+        "outputs each patched position changes, beside the program's.",
+    ),
 }
 
 
@@ -83,12 +99,18 @@ class AnalysisSection:
         return self.name.replace("_", "-")
 
 
+SCRIPTS = ("model.js", "explorer.js", "lab.js")  # in this order: each uses window.ReverseEncoder of the last
+
+
 def explorer_script() -> markupsafe.Markup:
-    """``static/explorer.js``, checked to be safe inside an inline ``<script>`` element."""
-    code = (STATIC / "explorer.js").read_text(encoding="utf-8")
-    if re.search(r"</script|<!--", code, re.IGNORECASE):
-        raise ValueError("explorer.js must not contain '</script' or '<!--' (it is inlined in the page)")
-    return markupsafe.Markup("\n" + code)
+    """``static/{model,explorer,lab}.js`` as one script, checked to be safe inside an inline ``<script>``."""
+    parts = []
+    for name in SCRIPTS:
+        code = (STATIC / name).read_text(encoding="utf-8")
+        if re.search(r"</script|<!--", code, re.IGNORECASE):
+            raise ValueError(f"{name} must not contain '</script' or '<!--' (it is inlined in the page)")
+        parts.append(code)
+    return markupsafe.Markup("\n" + "\n".join(parts))
 
 
 def csp_hash(script: str) -> str:
@@ -99,7 +121,7 @@ def csp_hash(script: str) -> str:
 
 def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The summary table: one row per key number, each pointing at the section that measured it."""
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = verdict_rows(metrics)
     acc = metrics.get("accuracy")
     rows.append(
         {
@@ -141,21 +163,11 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             "href": "pe-ablation" if pe else None,
         }
     )
-    verdict = metrics.get("qk_verdict")
-    rows.append(
-        {
-            "label": "QK verdict on the tutorial's explanation",
-            "value": verdict["label"] if verdict else None,
-            "estimate": verdict["spearman_rho"] if verdict else None,
-            "text": verdict["headline"] if verdict else "qk_circuit",
-            "href": "qk-circuit" if verdict else None,
-        }
-    )
     top = metrics.get("top_head")
     text = "Zero-ablation of every head (head_ablation)."
     if top:
         p = top.get("p_holm")
-        shown = "< 1e-300" if p == 0 else f"= {p:.2g}"
+        shown = numbers.p_value(p) if p is not None and p < numbers.P_FLOOR else f"= {numbers.p_value(p)}"
         text = "The head whose zero ablation costs the most accuracy" + (
             f"; Holm-corrected Wilcoxon test on the loss, p {shown}." if p is not None else "."
         )
@@ -168,6 +180,45 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+def verdict_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows the summary opens with: the verdicts on the tutorial's two sentences (qk_circuit: "nearby
+    positional encodings are similar"; tolerance: "approximate, noisy attention") and the conclusion of
+    the interchange interventions against the reverse program."""
+    verdict = metrics.get("qk_verdict")
+    tol = metrics.get("tolerance_verdict")
+    iia = metrics.get("interchange")
+    margin = tol and tol["margin"]
+    return [
+        {
+            "label": "QK verdict on the tutorial's explanation (“nearby positional encodings are similar”)",
+            "value": verdict["label"] if verdict else None,
+            "estimate": verdict["spearman_rho"] if verdict else None,
+            "estimate_label": "ρ",
+            "text": verdict["headline"] if verdict else "qk_circuit",
+            "href": "qk-circuit" if verdict else None,
+        },
+        {
+            "label": "Tolerance verdict (“the model can accept an approximate, noisy attention map”)",
+            "value": tol["label"] if tol else None,
+            "estimate": margin or None,
+            "estimate_label": f"smallest {tol['level']:.0%} margin ({tol['margin_family']})"
+            if margin
+            else "",
+            "text": (
+                f"{tol['headline']} On whole sequences: {tol['sequence_label']}." if tol else "tolerance"
+            ),
+            "href": "tolerance" if tol else None,
+        },
+        {
+            "label": "Interchange interventions against the reverse program",
+            "value": iia["label"] if iia else None,
+            "estimate": None,
+            "text": f"{iia['headline']} {iia['selector']['sentence']}" if iia else "interchange",
+            "href": "interchange" if iia else None,
+        },
+    ]
 
 
 def _section_parts(section: AnalysisSection) -> tuple[markupsafe.Markup, markupsafe.Markup]:
@@ -192,8 +243,10 @@ def render_full_report(
     metrics: Mapping[str, Any],
     explorer: Mapping[str, Any],
     provenance: Mapping[str, Any],
+    lab: Mapping[str, Any] | None = None,
 ) -> str:
-    """The report page as a string (see the module docstring)."""
+    """The report page as a string (see the module docstring); ``lab`` (``reports.lab.lab_data``) adds
+    the interventions lab."""
     script = explorer_script()
     parts = []
     for s in sections:
@@ -219,7 +272,9 @@ def render_full_report(
             name=name,
             sections=parts,
             summary=summary_rows(metrics),
+            iia_table=(metrics.get("interchange") or {}).get("iia_table"),
             explorer=explorer,
+            lab=lab,
             explorer_js=script,
             script_hash=csp_hash(script),
             prov=provenance,

@@ -73,6 +73,11 @@ def _row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, An
     pe = _mapping(metrics.get("pe_zero_accuracy"))
     verdict = _mapping(metrics.get("qk_verdict"))
     top = _mapping(metrics.get("top_head"))
+    tolerance = _mapping(metrics.get("tolerance_verdict"))
+    interchange = _mapping(metrics.get("interchange"))
+    sites = [_mapping(s) for s in interchange.get("iia_table") or [] if isinstance(s, dict)]
+    output_sites = [s for s in sites if s.get("site") == "z" and isinstance(s.get("iia"), dict)]
+    best_z = max(output_sites, key=lambda s: s["iia"].get("mean") or 0, default={})
     config = _mapping(summary.get("config"))
     return {
         "name": summary.get("name") or run_dir.name,
@@ -90,6 +95,12 @@ def _row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, An
         "rho": verdict.get("spearman_rho"),
         "top_head": top.get("head"),
         "top_delta": top.get("delta_accuracy"),
+        "tolerance": tolerance.get("label"),
+        "tolerance_margin": tolerance.get("margin"),
+        "interchange": interchange.get("label"),
+        "iia_z": best_z.get("iia"),
+        "iia_z_layer": best_z.get("layer"),
+        "selector": _mapping(interchange.get("selector")),
         "timestamp": summary.get("timestamp"),
         "sha": str(summary.get("checkpoint_sha256") or "")[:12],
     }

@@ -81,6 +81,16 @@ ANALYSES: dict[str, AnalysisSpec] = {
         1.4,
         "Length generalisation",
     ),
+    # Costs from one CPU-time measurement each on the tutorial model at 2,000 sequences (not a build).
+    "tolerance": AnalysisSpec(
+        "analyses.tolerance",
+        {"bootstrap_resamples": DEFAULT_RESAMPLES},
+        4.0,
+        "Tolerance of approximate attention",
+    ),
+    "interchange": AnalysisSpec(
+        "analyses.interchange", {"bootstrap_resamples": DEFAULT_RESAMPLES}, 2.0, "Interchange interventions"
+    ),
 }
 
 

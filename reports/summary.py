@@ -10,7 +10,11 @@
   possible without positions;
 - ``qk_verdict``: the label of qk_circuit's verdict on the tutorial's explanation, with the Spearman ρ
   behind it;
-- ``top_head``: the head whose zero ablation costs the most accuracy (head_ablation), Holm p-value.
+- ``top_head``: the head whose zero ablation costs the most accuracy (head_ablation), Holm p-value;
+- ``tolerance_verdict``: the label of tolerance's verdict on the tutorial's first sentence
+  ("approximate, noisy attention"), its head, the smallest 99% margin and its family;
+- ``interchange``: the conclusion against the reverse program, the IIA of every site
+  (``iia_table``) and the selector head ("the reverse selector lives in head h", or why not).
 
 Every estimate is the analysis' ``{"mean", "ci_low", "ci_high"}`` object. ``summary.json`` (written by
 ``reports.build`` next to report.html, read by ``reports.index``) stores this dict.
@@ -81,9 +85,51 @@ def _top_head(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _tolerance(doc: Mapping[str, Any]) -> dict[str, Any]:
+    verdict = doc["verdict"]
+    level = doc["settings"]["level"]
+    at_level = [t for t in doc["thresholds"] if t["level"] == level and t["statistic"] == "accuracy"]
+    bounded = [t for t in at_level if t["margin"]["ci_low"] is not None]
+    tight = min(bounded, key=lambda t: t["margin"]["ci_low"]) if bounded else None
+    return {
+        "label": verdict["label"],
+        "head": f"{doc['head']['layer']}.{doc['head']['head']}",
+        "headline": verdict.get("headline") or " ".join(verdict["sentences"][:1]),
+        "sequence_label": doc["sequence_verdict"]["label"],
+        "own_flip_mass": doc["own"]["flip_mass"],
+        "level": level,
+        "margin": tight["margin"] if tight else None,
+        "margin_family": tight["family"] if tight else None,
+        "threshold": tight["flip_mass"] if tight else None,
+    }
+
+
+def _interchange(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "label": doc["conclusion"]["label"],
+        "headline": doc["conclusion"]["sentences"][0] if doc["conclusion"]["sentences"] else "",
+        "iia_table": [
+            {
+                "site": s["site"],
+                "layer": s["layer"],
+                "iia": s["iia"],
+                "iia_whole": s["iia_whole"],
+                "off_program_max": s["off_program_max"],
+            }
+            for s in doc["sites"]
+        ],
+        "selector": {
+            "head": f"{doc['selector']['layer']}.{doc['selector']['head']}",
+            "holds": doc["selector"]["holds"],
+            "sentence": doc["selector"]["sentence"],
+        },
+    }
+
+
 def key_metrics(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """``{"accuracy", "flip_mass", "pe_zero_accuracy", "qk_verdict", "top_head"}``; None where the
-    analysis that measures it is not among ``docs`` (analysis name → metrics.json dict)."""
+    """``{"accuracy", "flip_mass", "pe_zero_accuracy", "qk_verdict", "top_head", "tolerance_verdict",
+    "interchange"}``; None where the analysis that measures it is not among ``docs`` (analysis name →
+    metrics.json dict)."""
     flip = _flip_head(docs["flip_alignment"]) if "flip_alignment" in docs else None
     return {
         "accuracy": _accuracy(docs),
@@ -91,4 +137,6 @@ def key_metrics(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "pe_zero_accuracy": _pe_zero(docs["pe_ablation"]) if "pe_ablation" in docs else None,
         "qk_verdict": _verdict(docs["qk_circuit"]) if "qk_circuit" in docs else None,
         "top_head": _top_head(docs["head_ablation"]) if "head_ablation" in docs else None,
+        "tolerance_verdict": _tolerance(docs["tolerance"]) if "tolerance" in docs else None,
+        "interchange": _interchange(docs["interchange"]) if "interchange" in docs else None,
     }

@@ -79,3 +79,34 @@ def trained_fast_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("trained_fast_run")
     return train(["--preset", "fast", "--seed", "0", "--out", str(out), "--no-progress-bar"])
+
+
+# --- the browser tests' Chromium (Debian's package; Playwright's own download does not work here) ----
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium per test module (a persistent context with its own profile folder)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1200, "height": 1000},
+        )
+        yield context
+        context.close()

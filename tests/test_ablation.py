@@ -12,6 +12,7 @@ from conftest import make_model
 
 from interp import ablation, patterns
 from interp.ablation import ablate_heads, ablate_positional_encoding, intervene, replace_pattern
+from interp.metrics import flip_mass
 from models import EncoderConfig, HookedReverseEncoder
 
 
@@ -349,3 +350,26 @@ def test_numpy_and_torch_scalars_are_accepted(multi_model, tokens):
         ablation.positional_transform(multi_model, "scale", alpha=True)
     with pytest.raises(ValueError, match="shift must be an integer, got 1.5"):
         ablation.positional_transform(multi_model, "shift", shift=1.5)
+
+
+def test_neighbour_mix_and_pin_on_hand_built_patterns():
+    n = 5
+    flip = patterns.flip(torch.zeros(2, n, n))
+    mixed = patterns.neighbour_mix(flip, 0.4)
+    # query 0: flipped key 4, neighbours 2 and 3 exist (5 and 6 do not) -> 0.2 each; query 2: keys 0, 1, 3, 4
+    assert torch.allclose(mixed[0, 0], torch.tensor([0.0, 0.0, 0.2, 0.2, 0.6]))
+    assert torch.allclose(mixed[1, 2], torch.tensor([0.1, 0.1, 0.6, 0.1, 0.1]))
+    assert torch.allclose(mixed.sum(-1), torch.ones(2, n))
+    assert torch.equal(patterns.neighbour_mix(flip, 0.0), flip)
+    assert torch.allclose(flip_mass(patterns.neighbour_mix(flip, 1.0)), torch.zeros(2, n))
+    one = torch.ones(3, 1, 1)
+    assert torch.equal(patterns.neighbour_mix(one, 0.5), one)  # N = 1: no neighbour, the row stays
+    pinned = patterns.pin(flip, query=1, key=0)
+    assert torch.equal(pinned[:, 1], torch.tensor([[1.0, 0, 0, 0, 0]] * 2))
+    assert torch.equal(pinned[:, [0, 2, 3, 4]], flip[:, [0, 2, 3, 4]]) and torch.equal(
+        flip[:, 1, 3], torch.ones(2)
+    )
+    with pytest.raises(ValueError, match="mixing weight s must lie in"):
+        patterns.neighbour_mix(flip, 1.5)
+    with pytest.raises(ValueError, match="key 5 does not exist: the pattern has positions 0..4"):
+        patterns.pin(flip, query=0, key=5)

@@ -13,23 +13,28 @@ from conftest import figures_module, make_model, no_figures
 
 from analyses import flip_alignment as fa
 from analyses import head_ablation as ha
+from analyses import interchange as ic
 from analyses import length_generalisation as lg
 from analyses import pe_ablation as pa
 from analyses import qk_circuit as qk
+from analyses import tolerance as tol
 from analyses import training_dynamics as td
 from analyses import zoo_summary as zs
 from analyses.flip_alignment import __main__ as fa_cli
 from analyses.frame import arguments, cli, command, files
 from analyses.head_ablation import __main__ as ha_cli
+from analyses.interchange import __main__ as ic_cli
 from analyses.length_generalisation import __main__ as lg_cli
 from analyses.pe_ablation import __main__ as pa_cli
 from analyses.qk_circuit import __main__ as qk_cli
+from analyses.tolerance import __main__ as tol_cli
 from analyses.training_dynamics import __main__ as td_cli
 from analyses.zoo_summary import __main__ as zs_cli
 from models import EncoderConfig
 from models.checkpoints import save_model
 
-MODEL_ANALYSES = (fa_cli, qk_cli, pa_cli, ha_cli)  # the CLIs of the analyses of one model with --seq-len
+# the CLIs of the analyses of one model with --seq-len
+MODEL_ANALYSES = (fa_cli, qk_cli, pa_cli, ha_cli, tol_cli, ic_cli)
 TINY = ["--num-sequences", "8", "--batch-size", "8", "--bootstrap-resamples", "5"]
 
 
@@ -88,10 +93,13 @@ def test_every_analysis_has_the_shared_flags_with_the_same_help():
         pa: (),
         ha: (),
         lg: ("--seq-len",),
+        tol: (),
+        ic: (),
         td: ("--checkpoint", "--n-heads", "--seq-len"),
         zs: ("--checkpoint", "--n-heads", "--seq-len"),
     }
     clis = {fa: fa_cli, qk: qk_cli, pa: pa_cli, ha: ha_cli, lg: lg_cli, td: td_cli, zs: zs_cli}
+    clis |= {tol: tol_cli, ic: ic_cli}
     for module, missing in per_analysis.items():
         actions = _actions(clis[module].build_parser())
         assert clis[module].build_parser().prog == f"python -m analyses.{module.ANALYSIS}"
@@ -144,9 +152,9 @@ def _fake_cli(argv, calls):
         (["--out", "{blocker}/out"], "error: cannot write to --out"),
         (["--device", "tpu9", "--out", "{tmp}/out"], "error: --device 'tpu9' is not a device torch knows"),
         # device types torch parses but the analyses cannot run on: a line, not a traceback
-        (["--device", "meta", "--out", "{tmp}/out"], "error: --device meta: the analyses run on cpu"),
-        (["--device", "xpu", "--out", "{tmp}/out"], "error: --device xpu: the analyses run on cpu"),
-        (["--device", "hpu", "--out", "{tmp}/out"], "error: --device hpu: the analyses run on cpu"),
+        (["--device", "meta", "--out", "{tmp}/out"], "error: --device meta: the toolkit runs on cpu"),
+        (["--device", "xpu", "--out", "{tmp}/out"], "error: --device xpu: the toolkit runs on cpu"),
+        (["--device", "hpu", "--out", "{tmp}/out"], "error: --device hpu: the toolkit runs on cpu"),
         (["--out", ""], "error: argument --out: empty path"),
         (["--num-sequences", "0", "--out", "{tmp}/out"], "error: argument --num-sequences: expected a"),
     ],
@@ -286,3 +294,28 @@ def test_an_analysis_refuses_to_replace_the_folder_holding_its_checkpoint(tmp_pa
     assert qk_cli.main(["--checkpoint", str(checkpoint), "--num-sequences", "8", "--out", str(out)]) == 2
     assert "lies inside --out" in capsys.readouterr().err
     assert checkpoint.is_file()
+
+
+def test_intervals_narrower_than_the_printed_digits_say_so_and_tiny_p_values_have_a_floor():
+    from analyses.frame import numbers
+    from analyses.frame.html import environment
+
+    assert numbers.interval(0.912, 0.9051, 0.9184) == "0.912 [0.905, 0.918]"
+    assert numbers.interval(0.5891, 0.58904, 0.58912) == "0.589 (95% CI within ±0.0005)"
+    assert numbers.interval(0.5891, 0.58904, 0.58912, digits=5) == "0.58910 [0.58904, 0.58912]"
+    assert numbers.interval(1.0, 1.0, 1.0, 0, pct=True) == "100% (95% CI within ±0.5%)"
+    assert numbers.interval(0.3, float("nan"), 0.4) == "0.300 (no CI)"
+    assert numbers.interval(None, 0.1, 0.2) == "n/a"
+    assert [numbers.p_value(p) for p in (0.0321, 4.12e-9, 1e-16, 9.9e-17, 0.0, None)] == [
+        "0.032",
+        "4.1e-09",
+        "1e-16",
+        "< 1e-16",
+        "< 1e-16",
+        "n/a",
+    ]
+    env = environment()
+    page = env.from_string("{{ e | est }} p {{ p | pvalue }}").render(
+        e={"mean": 0.589, "ci_low": 0.5889, "ci_high": 0.5891}, p=3e-40
+    )
+    assert page == "0.589 (95% CI within ±0.0005) p &lt; 1e-16"

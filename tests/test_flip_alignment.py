@@ -100,7 +100,7 @@ def test_run_agrees_with_a_direct_computation(multi_model):
 
 
 def test_same_seed_same_numbers_and_batch_size_does_not_matter(tiny_model):
-    a = numbers(fa.run(tiny_model, **SMALL))  # without the provenance timestamp, which may tick
+    a = numbers(fa.run(tiny_model, **SMALL))  # without the provenance timestamp, which may tick between runs
     b = numbers(fa.run(tiny_model, **{**SMALL, "batch_size": 7}))
     a["settings"].pop("batch_size"), b["settings"].pop("batch_size")
     assert a == b

@@ -5,28 +5,20 @@ text, and the index page loads and links to the report."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_model
-from playwright.sync_api import sync_playwright
 
+from interp import metrics
 from models import load_model, save_model
 from reports import build, explorer
 from reports.full_report import render_full_report
 from reports.index import build_index
+from reports.lab import lab_data
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 EVIL = "<script>alert(1)</script>"
 
 
@@ -41,20 +33,6 @@ def report(tmp_path_factory):
     )
     index = build_index([page.parent], root / "runs")
     return page, index, load_model(checkpoint)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 1000},
-        )
-        yield context
-        context.close()
 
 
 class Watched:
@@ -140,6 +118,8 @@ def test_report_is_offline_and_the_explorer_follows_layer_and_head(report, brows
     )
     w.page.select_option("#explorer-sequence", "2")
     assert not np.allclose(heatmap(w.page), shown[1, 1])
+    # reports.build adds the interventions lab (tests/test_report_lab.py drives it)
+    assert "of 4096 (" in w.page.inner_text("#lab-measures")  # 256 sequences × 16 digits
     w.page.locator("#explorer").scroll_into_view_if_needed()
     shot = tmp_path / "explorer.png"
     w.page.screenshot(path=str(shot))
@@ -183,7 +163,8 @@ def test_hostile_run_name_is_shown_as_text_and_never_runs(report, browser):
         assert not w.dialogs and not w.errors
         if path == page_path:
             assert w.page.title() == f"Report — {EVIL}"
-            assert w.page.evaluate("document.querySelectorAll('script').length") == 2
+            # the explorer's and the lab's data, and the one script (model.js + explorer.js + lab.js)
+            assert w.page.evaluate("document.querySelectorAll('script').length") == 3
 
 
 def test_index_page_loads_and_links_to_the_report(report, browser):
@@ -231,6 +212,7 @@ def test_in_page_forward_pass_matches_python_for_other_architectures(overrides, 
         metrics={},
         explorer=explorer.explorer_data(model, seed=1, count=4),
         provenance=provenance,
+        lab=lab_data(model, seed=1),
     )
     path = tmp_path / "page.html"
     path.write_text(html)
@@ -247,4 +229,12 @@ def test_in_page_forward_pass_matches_python_for_other_architectures(overrides, 
             assert np.abs(heatmap(w.page) - expected[layer, head]).max() < 1e-4
     output = w.page.locator(".digits-row").nth(2).locator(".digit").all_inner_texts()
     assert [int(d) for d in output] == predictions
+    # the lab runs on these architectures too (its controls are checked in test_report_lab.py)
+    lab_tokens = torch.tensor(lab_data(model, seed=1)["tokens"])
+    digits = int(metrics.reversal_correct(model(lab_tokens), lab_tokens).sum())
+    assert json.loads(w.page.get_attribute("#lab", "data-result"))["digits"] == digits
+    assert w.page.is_disabled("#lab-pe-method") == (cfg.positional_embedding == "none")
+    w.page.select_option("#lab-attn-replace", "uniform")
+    w.page.select_option("#lab-head-0-0", "mean")
+    assert w.page.locator(".digits-row").count() == 4
     assert not w.errors and not w.dialogs

@@ -22,6 +22,7 @@ from conftest import make_model
 from analyses.flip_alignment import __main__ as fa_cli
 from analyses.frame import loading, sequences
 from analyses.frame.html import json_script, read_captions, render_section
+from interp.ablation import head_means, shuffled_positions
 from models import load_model, save_model, sha256_file
 from reports import build, explorer, pipeline
 from reports.index import build_index
@@ -81,9 +82,10 @@ def test_cli_writes_one_offline_page_with_every_section(built):
     assert re.findall(r"<img [^>]*src=\"([a-z]+:[a-z/]+)", html) == ["data:image/png"] * html.count("<img ")
     assert re.findall(r"<script[^>]*>", html) == [
         '<script type="application/json" id="explorer-data">',
+        '<script type="application/json" id="lab-data">',
         "<script>",
     ]
-    assert html.count("</script>") == 2
+    assert html.count("</script>") == 3
     # the browser may run this one inline script and fetch nothing (Content-Security-Policy)
     script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
@@ -104,13 +106,40 @@ def test_cli_writes_one_offline_page_with_every_section(built):
     assert len(ids) == len(set(ids))
     assert set(re.findall(r'href="#([^"]+)"', html)) <= set(ids)
     for anchor in (
-        "summary", "explorer", "flip-alignment", "qk-circuit", "pe-ablation", "head-ablation",
-        "length-generalisation",
+        "summary", "explorer", "lab", "flip-alignment", "qk-circuit", "pe-ablation", "head-ablation",
+        "length-generalisation", "tolerance", "interchange",
     ):  # fmt: skip
         assert f'href="#{anchor}"' in html and f'id="{anchor}"' in html
     assert "<h1" not in html.split('id="summary"', 1)[1]  # the analyses' titles became h2s
     for sentence in ("how much weight lands on the flipped key", "Holm-corrected Wilcoxon tests"):
         assert sentence in html
+    # the summary opens with the verdicts on the tutorial's two sentences and the program, then the IIA table
+    summary = html.split('id="summary"', 1)[1].split('id="contents"', 1)[0]
+    order = [
+        summary.index(s) for s in ("QK verdict", "Tolerance verdict", "Interchange interventions", "Accuracy")
+    ]
+    assert order == sorted(order)
+    sites = [s["site"] for s in json.loads((out / "interchange" / "metrics.json").read_text())["sites"]]
+    assert sites == ["z", "attn_out", "resid_mid", "resid_pre", "z", "attn_out", "resid_mid"]  # 2 layers
+    assert summary.count("<tr>") == 1 + 8 + 1 + len(sites)  # header + 8 rows, header + one row per site
+
+
+def test_the_lab_data_are_the_first_256_sequences_and_interps_head_means(built, checkpoint):
+    out, _ = built
+    html = (out / "report.html").read_text()
+    lab = json.loads(re.search(r'id="lab-data">(.*?)</script>', html, re.S).group(1))
+    model = load_model(checkpoint)
+    tokens = next(sequences.token_batches(256, 16, 10, 0, 256))  # the analyses' stream, seed 0
+    assert lab["tokens"] == tokens.tolist() and lab["count"] == 256 and lab["seed"] == 0
+    assert lab["checkpoint"] == str(checkpoint)
+    means = head_means(model, [tokens])
+    for layer in range(2):
+        entry = lab["head_means"][str(layer)]
+        got = np.frombuffer(base64.b64decode(entry["data"]), dtype="<f4").reshape(entry["shape"])
+        assert np.array_equal(got, means[layer].numpy())  # float32, bit for bit
+    assert lab["permutations"]["3"][15] == shuffled_positions(16, 3).tolist()
+    assert len(lab["permutations"]["0"]) == 32 and lab["num_bands"] == 8  # typed lengths 1..2N, d 16
+    assert f"The {lab['count']} sequences" in html and "".join(map(str, tokens[255].tolist())) in html
 
 
 def test_run_name_and_paths_are_escaped_everywhere(built):
@@ -132,6 +161,9 @@ def test_summary_json_carries_the_key_numbers_and_provenance(built, checkpoint):
     assert m["accuracy"] == {"estimate": docs["flip_alignment"]["accuracy"], "source": "flip_alignment"}
     assert m["pe_zero_accuracy"]["estimate"] == docs["pe_ablation"]["conditions"]["zero"]["accuracy"]
     assert m["qk_verdict"]["label"] == docs["qk_circuit"]["verdict"]["label"]
+    assert m["tolerance_verdict"]["label"] == docs["tolerance"]["verdict"]["label"]
+    assert m["interchange"]["label"] == docs["interchange"]["conclusion"]["label"]
+    assert len(m["interchange"]["iia_table"]) == len(docs["interchange"]["sites"])
     assert summary["checkpoint_sha256"] == sha256_file(checkpoint)
     assert summary["name"] == EVIL and summary["seed"] == 0 and summary["num_sequences"] == NUM
     assert summary["config"]["n_heads"] == 2 and "reports.build" in summary["command"]
@@ -357,6 +389,54 @@ def test_key_metrics_pick_the_flip_head_and_the_most_needed_head():
     m = key_metrics({"pe_ablation": pe})
     assert m["accuracy"] == {"estimate": est(0.95), "source": "pe_ablation"}
     assert m["flip_mass"] is m["qk_verdict"] is m["top_head"] is None
+
+
+def test_key_metrics_of_tolerance_and_interchange():
+    threshold = lambda family, level, margin, statistic="accuracy": {
+        "family": family,
+        "level": level,
+        "statistic": statistic,
+        "margin": {"mean": margin, "ci_low": None if margin is None else margin - 0.01, "ci_high": None},
+        "flip_mass": est(0.5),
+    }
+    tol = {
+        "settings": {"level": 0.99},
+        "head": {"layer": 1, "head": 0},
+        "own": {"flip_mass": est(0.57)},
+        "verdict": {"label": "right", "headline": "right: it needs 0.5.", "sentences": ["first"]},
+        "sequence_verdict": {"label": "partly right"},
+        "thresholds": [
+            threshold("temperature", 0.99, 0.08),
+            threshold("single_key+1", 0.99, 0.06),
+            threshold("uniform", 0.99, None),  # censored: never crossed
+            threshold("single_key+1", 0.5, 0.01),  # another level
+            threshold("uniform", 0.99, 0.01, "sequence_accuracy"),  # another statistic
+        ],
+    }
+    site = lambda name, layer, iia: {
+        "site": name, "layer": layer, "iia": est(iia), "iia_whole": est(iia), "off_program_max": est(0.0)
+    }  # fmt: skip
+    iia = {
+        "conclusion": {"label": "implements", "sentences": ["Patching ...", "more"]},
+        "sites": [site("z", 0, 0.99), site("resid_pre", 0, 1.0)],
+        "selector": {"layer": 0, "head": 1, "holds": False, "sentence": "No single head ..."},
+    }
+    m = key_metrics({"tolerance": tol, "interchange": iia})
+    assert m["tolerance_verdict"] == {
+        "label": "right",
+        "head": "1.0",
+        "headline": "right: it needs 0.5.",
+        "sequence_label": "partly right",
+        "own_flip_mass": est(0.57),
+        "level": 0.99,
+        "margin": {"mean": 0.06, "ci_low": 0.06 - 0.01, "ci_high": None},
+        "margin_family": "single_key+1",
+        "threshold": est(0.5),
+    }
+    assert m["interchange"]["label"] == "implements" and m["interchange"]["headline"] == "Patching ..."
+    assert [r["site"] for r in m["interchange"]["iia_table"]] == ["z", "resid_pre"]
+    assert m["interchange"]["selector"] == {"head": "0.1", "holds": False, "sentence": "No single head ..."}
+    assert key_metrics({})["tolerance_verdict"] is key_metrics({})["interchange"] is None
 
 
 # --- explorer data and safe embedding --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What every analysis' result object offers, checked on all seven: ``run`` takes a checkpoint path,
+"""What every analysis' result object offers, checked on all nine: ``run`` takes a checkpoint path,
 a short ``repr``, ``summary()``, ``to_dataframe()`` (pandas optional), and metrics.csv rows with a
 scope and integer layer/head cells."""
 
@@ -16,9 +16,11 @@ from conftest import make_model, no_figures, numbers
 
 from analyses import flip_alignment as fa
 from analyses import head_ablation as ha
+from analyses import interchange as ic
 from analyses import length_generalisation as lg
 from analyses import pe_ablation as pa
 from analyses import qk_circuit as qk
+from analyses import tolerance as tol
 from analyses import training_dynamics as td
 from analyses import zoo_summary as zs
 from analyses.flip_alignment import __main__ as fa_cli
@@ -27,7 +29,18 @@ from analyses.frame.result import AnalysisResult
 from models import load_model, save_model, sha256_file
 
 SMALL = dict(num_sequences=24, batch_size=12, bootstrap_resamples=20)
-ONE_MODEL = ("flip_alignment", "qk_circuit", "pe_ablation", "head_ablation", "length_generalisation")
+ONE_MODEL = (
+    "flip_alignment",
+    "qk_circuit",
+    "pe_ablation",
+    "head_ablation",
+    "length_generalisation",
+    "tolerance",
+    "interchange",
+)
+TOLERANCE = dict(
+    temperatures=(1.0, 2.0), mixes=(0.0, 0.5), adversarial_sequences=4, beam_width=2, beam_steps=1
+)
 
 
 def fake_zoo(folder: Path) -> Path:
@@ -66,6 +79,8 @@ def results(paths) -> dict[str, AnalysisResult]:
             one, **SMALL, permutations=1, reference_sequences=4, patch_sequences=6, progress=False
         ),
         "length_generalisation": lg.run(str(one), lengths=(8, 16), **SMALL),
+        "tolerance": tol.run(str(one), **SMALL, **TOLERANCE),
+        "interchange": ic.run(str(one), **SMALL),
         "training_dynamics": td.run([(0, make_model(seed=3)), (10, make_model())], **SMALL),
         "zoo_summary": zs.run(paths["zoo"], **SMALL),
     }
@@ -152,16 +167,16 @@ def test_our_progress_lines_follow_progress_and_quiet(paths, tmp_path, capsys, m
     from analyses.zoo_summary import __main__ as zs_cli
 
     zs.run(paths["zoo"], **SMALL, progress=True)
-    assert capsys.readouterr().err.splitlines() == [
-        "[1/2] fast_sinusoidal_L1_H1_seed0",
-        "[2/2] fast_sinusoidal_L1_H1_seed1",
-    ]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[1] == "[2/2 runs] fast_sinusoidal_L1_H1_seed1: evaluation"
+    assert re.fullmatch(r"\[1/2 runs, ETA \d+ s\] fast_sinusoidal_L1_H1_seed0: evaluation", lines[0])
     zs.run(paths["zoo"], **SMALL)  # from Python: quiet unless asked
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(zs_cli, "OUTPUTS", no_figures(monkeypatch, zs.OUTPUTS))
     argv = [str(paths["zoo"]), "--num-sequences", "24", "--bootstrap-resamples", "20"]
+    argv += ["--engine", "sequential"]
     assert zs_cli.main([*argv, "--out", str(tmp_path / "loud")]) == 0
-    assert "[2/2]" in capsys.readouterr().err
+    assert "[2/2 runs]" in capsys.readouterr().err
     assert zs_cli.main([*argv, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "wrote" in captured.out

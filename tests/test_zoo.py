@@ -175,17 +175,17 @@ def test_welch_interval_matches_scipy():
 def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     out = tmp_path / "summary"
     argv = [str(tiny_zoo), "--out", str(out), "--num-sequences", "64", "--bootstrap-resamples", "50", "--svg"]
-    assert zs_cli.main(argv) == 0
-    assert "sinusoidal L1 H1" in capsys.readouterr().out
+    assert zs_cli.main([*argv, "--engine", "sequential"]) == 0
+    assert "sinusoidal L1 H1 D16" in capsys.readouterr().out  # width 16: not the tutorial's 32
     document = json.loads((out / "metrics.json").read_text())
     assert document["schema_version"] == zs.SCHEMA_VERSION and document["analysis"] == "zoo_summary"
     assert len(document["provenance"]["runs"]) == 4 and document["provenance"]["command"]
     archs = {a["name"]: a for a in document["architectures"]}
     assert (
-        set(archs) == {"sinusoidal L1 H1", "none L1 H1"}
-        and document["settings"]["reference"] == "sinusoidal L1 H1"
+        set(archs) == {"sinusoidal L1 H1 D16", "none L1 H1 D16"}
+        and document["settings"]["reference"] == "sinusoidal L1 H1 D16"
     )
-    sin = archs["sinusoidal L1 H1"]
+    sin = archs["sinusoidal L1 H1 D16"]
     runs = {r["name"]: r for r in document["runs"]}
     seeds = [runs[name]["flip_mass"]["mean"] for name in sin["runs"]]
     mean, low, high, _ = t_interval(np.array(seeds), 0.95)
@@ -193,12 +193,13 @@ def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     assert got["values"] == seeds and got["n"] == 2
     assert (got["mean"], got["ci_low"], got["ci_high"]) == pytest.approx((mean, low, high))
     assert got["sd"] == pytest.approx(np.std(seeds, ddof=1))
-    assert "zero_pe_accuracy" not in archs["none L1 H1"]["stats"]  # no PE to zero
-    diff = archs["none L1 H1"]["differences"]["flip_mass"]
-    none_seeds = [runs[name]["flip_mass"]["mean"] for name in archs["none L1 H1"]["runs"]]
+    assert "zero_pe_accuracy" not in archs["none L1 H1 D16"]["stats"]  # no PE to zero
+    diff = archs["none L1 H1 D16"]["differences"]["flip_mass"]
+    none_seeds = [runs[name]["flip_mass"]["mean"] for name in archs["none L1 H1 D16"]["runs"]]
     assert diff["mean"] == pytest.approx(np.mean(none_seeds) - np.mean(seeds))
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0] == ",".join(zs.CSV_FIELDS) and any(r.startswith("architecture,none L1 H1,") for r in rows)
+    assert rows[0] == ",".join(zs.CSV_FIELDS)
+    assert any(r.startswith("architecture,none L1 H1 D16,") for r in rows)
     for name in FIGURES:
         for ext in ("png", "svg"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
@@ -215,11 +216,11 @@ def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo,
     result = zs.run(zoo_dir, num_sequences=64, bootstrap_resamples=50)
     text = result.summary()
     assert "nan" not in text and "n/a (1 seed)" in text
-    sin = next(a for a in result.architectures if a.name == "sinusoidal L1 H1")
+    sin = next(a for a in result.architectures if a.name == "sinusoidal L1 H1 D16")
     run = next(r for r in result.runs if r.architecture == sin.name)
     e = run.measured["flip_mass"]
     lines = text.splitlines()
-    row = lines.index(next(line for line in lines if line.startswith("sinusoidal L1 H1")))
+    row = lines.index(next(line for line in lines if line.startswith("sinusoidal L1 H1 D16")))
     assert f"{e.mean:.3f} n/a (1 seed)" in lines[row]
     assert (
         lines[row + 1].startswith("  run CI (1 seed)")
@@ -246,6 +247,31 @@ def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(ti
     ]
 
 
+def test_runs_of_different_widths_are_different_architectures_not_seeds(tmp_path):
+    from models import save_model
+    from tests.conftest import make_model
+
+    for d_model, suffix in ((32, ""), (16, "_D16")):
+        for seed in (0, 1):
+            run = tmp_path / "zoo" / f"fast_sinusoidal_L1_H1{suffix}_seed{seed}"
+            run.mkdir(parents=True)
+            model = make_model(seed=seed, d_model=d_model)
+            save_model(model, run / "model.pt")
+            (run / "config.json").write_text(json.dumps({"seed": seed, "encoder": model.cfg.to_dict()}))
+            (run / "metrics.json").write_text(json.dumps({"test_acc": 0.1, "steps": 30}))
+    result = zs.run(tmp_path / "zoo", num_sequences=16, bootstrap_resamples=10)
+    assert {a.name: (a.d_model, a.runs) for a in result.architectures} == {
+        "sinusoidal L1 H1": (32, ["fast_sinusoidal_L1_H1_seed0", "fast_sinusoidal_L1_H1_seed1"]),
+        "sinusoidal L1 H1 D16": (16, ["fast_sinusoidal_L1_H1_D16_seed0", "fast_sinusoidal_L1_H1_D16_seed1"]),
+    }
+    assert result.reference == "sinusoidal L1 H1" and all(
+        a.stats["flip_mass"].n == 2 for a in result.architectures
+    )
+    assert {r["name"]: r["d_model"] for r in result.to_dict()["runs"]}[
+        "fast_sinusoidal_L1_H1_D16_seed0"
+    ] == 16
+
+
 def test_summary_cli_errors(tmp_path, capsys):
     assert zs_cli.main([str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
@@ -253,30 +279,54 @@ def test_summary_cli_errors(tmp_path, capsys):
     assert "no finished run" in capsys.readouterr().err
 
 
-def test_index_links_every_runs_full_report(tiny_zoo, tmp_path):
-    zoo_dir = tmp_path / "zoo"
-    shutil.copytree(tiny_zoo, zoo_dir)
-    manifest = json.loads((zoo_dir / "zoo.json").read_text())
-    manifest["runs"] = manifest["runs"][:1]  # one run keeps the full report build short
-    (zoo_dir / "zoo.json").write_text(json.dumps(manifest))
-    out = tmp_path / "summary"
-    argv = [
-        str(zoo_dir),
-        "--out",
-        str(out),
-        "--num-sequences",
-        "32",
-        "--bootstrap-resamples",
-        "20",
-        "--index",
-    ]
-    assert zs_cli.main(argv) == 0
-    run_report = zoo_dir / "fast_sinusoidal_L1_H1_D16_seed0" / "report"
-    assert (run_report / "report.html").is_file() and (run_report / "summary.json").is_file()
-    index = (out / "index.html").read_text()
-    assert "../zoo/fast_sinusoidal_L1_H1_D16_seed0/report/report.html" in index
-    assert json.loads((out / "metrics.json").read_text())["index_page"] == "index.html"
-    assert 'href="index.html"' in (out / "report.html").read_text()
+def test_summary_engine_flags_are_one_line_and_write_nothing(tiny_zoo, tmp_path, capsys):
+    """Bad --address, --engine and --cpus-per-task: one line, exit 2, no --out (the index's Ray tasks
+    and the equality of both engines are in test_zoo_ray.py)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "new" / "summary"
+    for flags, message in (
+        (["--address", "nonsense"], "error: --address 'nonsense': expected 'auto' or HOST:PORT"),
+        (["--address", closed], f"error: --address {closed}: no Ray cluster reachable there"),
+        (["--address", "auto", "--engine", "sequential"], "error: --address auto: needs --engine ray"),
+        (["--cpus-per-task", "0"], "expected a positive number, got '0'"),
+        (["--engine", "dask"], "invalid choice"),
+    ):
+        assert zs_cli.main([str(tiny_zoo), "--out", str(out), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (flags, err)
+        assert not (tmp_path / "new").exists()
+    from analyses.zoo_summary.engine import SummaryEngine
+
+    with pytest.raises(ValueError, match="--device cuda: Ray tasks evaluate on CPUs; use --engine seq"):
+        SummaryEngine(engine="ray").check("cuda")  # (this machine has no CUDA for the CLI to accept)
+
+
+def test_a_run_evaluated_from_its_files_is_named_by_its_zoo_folder(tiny_zoo, tmp_path):
+    """What a Ray task does with a run: evaluate a copy of its files; the numbers and the errors are
+    those of the run folder itself."""
+    from analyses.zoo_summary import engine
+
+    folder = tiny_zoo / "fast_sinusoidal_L1_H1_D16_seed0"
+    settings = dict(num_sequences=32, seed=0, batch_size=16, resamples=20, confidence=0.9, device="cpu")
+    here = engine.evaluate_run(engine.evaluation_payload(folder, "grid", **settings))
+    payload = engine.shipped(engine.evaluation_payload(folder, "grid", **settings))
+    files = ["SHA256SUMS", "config.json", "metrics.json", "model.pt", "versions.json"]
+    assert sorted(payload["files"]) == files  # not checkpoints/ or logs/
+    a, b = here["value"], engine.evaluate_run(payload)["value"]  # the same RunSummary, field by field
+    assert a.measured == b.measured and a.training == b.training and a.sha256 == b.sha256
+    assert a.name == b.name and (a.mean_pattern == b.mean_pattern).all()
+    payload["files"]["model.pt"] = b"not a model"
+    payload["files"].pop("SHA256SUMS")
+    error = engine.evaluate_run(payload)["error"]
+    assert error.startswith(str(folder / "model.pt")) and "zoo-summary-" not in error
+    report = engine.report_payload(folder, [])
+    report["folder"] = str(tmp_path / "elsewhere" / folder.name)  # as on a node without the zoo folder
+    error = engine.build_report(report)["error"]
+    assert "need the zoo folder at the same path on every node (a shared filesystem)" in error
 
 
 # --- bigger grids, the plan and its estimate --------------------------------------------------------
@@ -348,7 +398,7 @@ def test_engine_flags_are_checked_before_anything_starts(tmp_path, capsys, argv,
 
 
 def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
-    """models.train, the analyses and the sequential zoo never import Ray; the Ray engine does."""
+    """models.train, the analyses, the sequential zoo and the sequential zoo summary never import Ray."""
     import subprocess
     import sys
 
@@ -363,6 +413,11 @@ def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
         " '--train-size', '64', '--val-size', '8', '--test-size', '8', '--max-steps', '2']\n"
         "assert zoo.main(argv) == 0\n"
         "assert 'ray' not in sys.modules, 'imported by the sequential engine'\n"
+        "from analyses.zoo_summary import __main__ as summary\n"
+        "argv = [sys.argv[1], '--out', sys.argv[1] + '-summary', '--engine', 'sequential', '--quiet',"
+        " '--num-sequences', '8', '--bootstrap-resamples', '5']\n"
+        "assert summary.main(argv) == 0\n"
+        "assert 'ray' not in sys.modules, 'imported by the sequential zoo summary'\n"
         "print('ok')\n"
     )
     env = {**__import__("os").environ, "REVERSE_ENCODER_INTERP_CACHE": str(tmp_path / "cache")}
@@ -373,7 +428,7 @@ def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
         env=env,
         timeout=300,
     )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "ok", result.stderr[-2000:]
 
 
 def test_a_task_given_a_gpu_that_finds_no_cuda_fails_saying_so(monkeypatch):

@@ -26,7 +26,7 @@ import torch
 
 from models import zoo
 
-TINY = "--train-size 1280 --val-size 64 --test-size 64 --max-steps 40".split()
+TINY = "--train-size 640 --val-size 64 --test-size 64 --max-steps 20".split()
 GRID = "--seeds 2 --heads 1 --layers 1 --positional-embeddings sinusoidal --d-model 16".split()
 NAMES = [f"fast_{pe}_L1_H1_D16_seed{s}" for pe in ("sinusoidal", "none") for s in (0, 1)]
 HEAD, NODE, PORT = "10.254.0.1", "10.254.0.2", 6391

@@ -1,9 +1,14 @@
-"""The zoo on its Ray engine, for real: an embedded local Ray instance in a child process (as a user
-runs it), a worker killed with SIGKILL mid-task, Ctrl-C on the driver, a task that fails, bad
-addresses and GPU requests. The multi-node run is in test_zoo_cluster.py.
+"""The zoo and its summary on the Ray engine, for real: a worker killed with SIGKILL mid-task, a task
+that fails, Ctrl-C on a zoo driver process (with its own embedded instance, as a user runs it), bad
+addresses and GPU requests, and zoo_summary's Ray tasks against its sequential engine. The multi-node
+run is in test_zoo_cluster.py.
 
-Every zoo here is compared with the same zoo trained by the sequential engine in this process: the
-weights must be equal to the last bit (same seeds, one thread, same stacked ensemble)."""
+Ray's start-up and its workers' imports (torch, Lightning) are most of a tiny zoo's cost, so the tests
+that need no driver process of their own share one embedded instance in this process (``session``,
+held open by ``models.cluster.ray_cluster``; the zoo's and the summary's own ``ray_cluster`` blocks
+reuse it, and its workers stay warm between tests). Every zoo here is compared with the same zoo
+trained by the sequential engine in this process: the weights must be equal to the last bit (same
+seeds, one thread, same stacked ensemble)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,49 +27,50 @@ import psutil
 import pytest
 import torch
 
-from models import zoo
+from models import cluster, zoo
 
-TINY = "--train-size 1280 --val-size 64 --test-size 64 --max-steps 40".split()
+TINY = "--train-size 640 --val-size 64 --test-size 64 --max-steps 20".split()
 GRID = "--seeds 2 --heads 1 --layers 1 --positional-embeddings sinusoidal --d-model 16".split()
+SPEC = dict(seeds=2, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",), d_models=(16,))
 NAMES = [f"fast_{pe}_L1_H1_D16_seed{s}" for pe in ("sinusoidal", "none") for s in (0, 1)]
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
-TIMEOUT = 240  # seconds for one zoo process at most (a loaded 2-core machine); they take 15-40 s
+TIMEOUT = 240  # seconds for one zoo at most (a loaded 2-core machine); they take 5-40 s
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def private_cache(tmp_path_factory):
+    """The measured throughput that every zoo records goes to a private cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REVERSE_ENCODER_INTERP_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, private_cache) -> Path:
     """The tiny zoo trained by the sequential engine (ensembles on), in this process."""
-    out = tmp_path_factory.mktemp("reference")
-    spec = zoo.ZooSpec(
-        seeds=2,
-        heads=(1,),
-        layers=(1,),
-        positional_embeddings=("sinusoidal",),
-        d_models=(16,),
-        train_args=TINY,
-    )
-    with pytest.MonkeyPatch.context() as mp:  # the measured throughput goes to a private cache
-        mp.setenv("REVERSE_ENCODER_INTERP_CACHE", str(out / "cache"))
-        zoo.run_zoo(out / "zoo", spec, engine=zoo.ZooEngine(engine="sequential"))
-    return out / "zoo"
+    out = tmp_path_factory.mktemp("reference") / "zoo"
+    zoo.run_zoo(out, zoo.ZooSpec(**SPEC, train_args=TINY), engine=zoo.ZooEngine(engine="sequential"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def session(private_cache):
+    """One embedded Ray instance (2 CPUs) for this module; afterwards Ray is shut down, its processes
+    are gone and this process's environment is as it was."""
+    import ray
+
+    before = {key: os.environ.get(key) for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
+    seen: set[int] = set()
+    with cluster.ray_cluster(num_cpus=2) as info:
+        yield info
+        seen = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert not ray.is_initialized()
+    assert {key: os.environ.get(key) for key in before} == before
+    _assert_gone(seen)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "REVERSE_ENCODER_INTERP_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-
-
-def _zoo_process(out: Path, tmp_path: Path, *flags: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "models.zoo", "--out", str(out), *GRID, *flags, "--", *TINY]
-    return subprocess.Popen(
-        command, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
 def _same_weights(a: Path, b: Path) -> bool:
@@ -86,37 +93,44 @@ def _assert_gone(pids: set[int]) -> None:
     assert not alive, f"processes left running: {alive}"
 
 
-def test_a_worker_killed_mid_task_is_retried_and_the_zoo_equals_the_sequential_one(reference, tmp_path):
-    out = tmp_path / "zoo"
-    proc = _zoo_process(out, tmp_path)
-    killed, seen, listening = None, set(), set()
+def _in_a_thread(target) -> tuple[threading.Thread, dict]:
+    """Run ``target()`` in a thread; the dict gets its ``value`` or ``error``."""
+    answer: dict = {}
+
+    def body():
+        try:
+            answer["value"] = target()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            answer["error"] = e
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, answer
+
+
+# --- faults ---------------------------------------------------------------------------------------
+def test_a_worker_killed_mid_task_is_retried_and_the_zoo_equals_the_sequential_one(
+    session, reference, tmp_path
+):
+    out, lines = tmp_path / "zoo", []
+    spec = zoo.ZooSpec(**SPEC, train_args=TINY)
+    thread, answer = _in_a_thread(lambda: zoo.run_zoo(out, spec, log=lines.append, engine=zoo.ZooEngine()))
+    killed = None
     deadline = time.monotonic() + TIMEOUT
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            family = _descendants(proc.pid)
-            seen |= {p.pid for p in family}
-            pids = {p.pid for p in family}
-            for conn in psutil.net_connections(kind="inet"):
-                if conn.pid in pids and conn.status == psutil.CONN_LISTEN:
-                    listening.add(conn.laddr.ip)
-            if killed is None:
-                for p in family:
-                    try:
-                        if p.name().startswith("ray::zoo-task"):
-                            os.kill(p.pid, signal.SIGKILL)  # the worker dies mid-task
-                            killed = p.pid
-                            break
-                    except psutil.NoSuchProcess:
-                        pass
-            time.sleep(0.1)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    _, err = proc.communicate()
-    assert proc.returncode == 0, err
+    while thread.is_alive() and time.monotonic() < deadline:
+        if killed is None:
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    if p.name().startswith("ray::zoo-task"):
+                        os.kill(p.pid, signal.SIGKILL)  # the worker dies mid-task
+                        killed = p.pid
+                        break
+                except psutil.NoSuchProcess:
+                    pass
+        time.sleep(0.05)
+    thread.join(timeout=60)
+    assert "error" not in answer, answer.get("error")
     assert killed is not None, "no worker was seen running a task"
-    # the embedded instance listened, and only on the loopback interface
-    assert listening and listening <= LOOPBACK, listening
     manifest = json.loads((out / "zoo.json").read_text())
     runs = {r["name"]: r for r in manifest["runs"]}
     assert sorted(runs) == sorted(NAMES) and _finished(out) == sorted(NAMES)
@@ -129,24 +143,65 @@ def test_a_worker_killed_mid_task_is_retried_and_the_zoo_equals_the_sequential_o
         r["node_id"] and r["hostname"] == socket.gethostname() and r["seconds"] > 0 for r in runs.values()
     )
     assert manifest["engine"]["cluster"]["embedded"] is True
-    assert "[4/4 runs]" in err and "attempt 2" in err
+    assert lines[-2].startswith("[4/4 runs]") and any("attempt 2" in line for line in lines)
     for name in NAMES:
         assert _same_weights(out / name, reference / name), name
     assert not list(out.glob(".incoming-*")) and not list(out.glob(".replaced-*"))
-    _assert_gone(seen)  # the embedded instance was shut down with the zoo
 
 
-def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_continues(reference, tmp_path):
+def test_a_failing_task_is_named_and_the_other_tasks_finish(session, reference, tmp_path):
+    out = tmp_path / "zoo"
+    out.mkdir()
+    broken = out / NAMES[2]  # an interrupted run whose last checkpoint is unreadable
+    shutil.copytree(reference / NAMES[2], broken)
+    (broken / "metrics.json").unlink()
+    (broken / "model.pt").unlink()
+    (broken / "checkpoints").mkdir()
+    (broken / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    before = sorted(str(p.relative_to(broken)) for p in broken.rglob("*"))
+    with pytest.raises(zoo.ZooTaskError, match=rf"^1 of 3 tasks failed: {NAMES[2]} \(") as info:
+        zoo.run_zoo(out, zoo.ZooSpec(**SPEC, train_args=TINY), engine=zoo.ZooEngine())
+    runs = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["runs"]}
+    assert runs == {r["name"]: r for r in info.value.records}
+    assert runs[NAMES[2]]["status"] == "failed" and runs[NAMES[2]]["error"]
+    assert {runs[n]["status"] for n in NAMES if n != NAMES[2]} == {"trained"}
+    assert _finished(out) == sorted(n for n in NAMES if n != NAMES[2])
+    assert sorted(str(p.relative_to(broken)) for p in broken.rglob("*")) == before  # left as it was
+    for name in (NAMES[0], NAMES[1]):
+        assert _same_weights(out / name, reference / name)
+
+
+def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_continues(
+    session, reference, tmp_path
+):
+    """The driver is a process of its own with its own embedded instance, as a user runs the zoo:
+    it listens on loopback only, and Ctrl-C leaves no Ray process behind."""
     out = tmp_path / "zoo"
     # one run per task and one task at a time (each takes the 2-CPU embedded instance): after the
     # first two runs, two tasks are still to come when Ctrl-C arrives
-    flags = ("--cpus-per-task", "2", "--max-ensemble", "1")
-    proc = _zoo_process(out, tmp_path, *flags)
+    argv = ["--out", str(out), *GRID, "--cpus-per-task", "2", "--max-ensemble", "1", "--", *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "models.zoo", *argv],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen: set[int] = set()
+    listening: set[str] = set()
     deadline = time.monotonic() + TIMEOUT
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            seen |= {p.pid for p in _descendants(proc.pid)}
+            try:
+                family = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+            except psutil.NoSuchProcess:
+                family = set()
+            seen |= family
+            listening |= {
+                c.laddr.ip
+                for c in psutil.net_connections(kind="inet")
+                if c.pid in family and c.status == psutil.CONN_LISTEN
+            }
             if len(list(out.glob("*/metrics.json"))) >= 2:
                 proc.send_signal(signal.SIGINT)
                 break
@@ -157,14 +212,13 @@ def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_conti
             proc.kill()
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert listening and listening <= LOOPBACK, listening  # the embedded instance: loopback only
     kept = _finished(out)
     assert 2 <= len(kept) < 4
     assert sorted(p.name for p in out.iterdir()) == sorted([*kept, "zoo.json"])  # nothing half-written
     _assert_gone(seen)
     stamps = {name: (out / name / "model.pt").stat().st_mtime_ns for name in kept}
-    again = _zoo_process(out, tmp_path, *flags)
-    _, err = again.communicate(timeout=TIMEOUT)
-    assert again.returncode == 0, err
+    assert zoo.main(argv) == 0  # the same command line, here in this process on the module's instance
     runs = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["runs"]}
     assert {n: r["status"] for n, r in runs.items()} == {
         n: "skipped" if n in kept else "trained" for n in NAMES
@@ -174,30 +228,7 @@ def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_conti
         assert _same_weights(out / name, reference / name), name
 
 
-def test_a_failing_task_is_named_and_the_other_tasks_finish(reference, tmp_path):
-    out = tmp_path / "zoo"
-    out.mkdir()
-    broken = out / NAMES[2]  # an interrupted run whose last checkpoint is unreadable
-    shutil.copytree(reference / NAMES[2], broken)
-    (broken / "metrics.json").unlink()
-    (broken / "model.pt").unlink()
-    (broken / "checkpoints").mkdir()
-    (broken / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
-    before = sorted(str(p.relative_to(broken)) for p in broken.rglob("*"))
-    proc = _zoo_process(out, tmp_path)
-    _, err = proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 1, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: 1 of 3 tasks failed: {NAMES[2]} (")
-    runs = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["runs"]}
-    assert runs[NAMES[2]]["status"] == "failed" and runs[NAMES[2]]["error"]
-    assert {runs[n]["status"] for n in NAMES if n != NAMES[2]} == {"trained"}
-    assert _finished(out) == sorted(n for n in NAMES if n != NAMES[2])
-    assert sorted(str(p.relative_to(broken)) for p in broken.rglob("*")) == before  # left as it was
-    for name in (NAMES[0], NAMES[1]):
-        assert _same_weights(out / name, reference / name)
-
-
+# --- bad input ------------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -221,43 +252,58 @@ def test_an_unknown_or_unreachable_address_is_one_line_and_writes_nothing(tmp_pa
     assert not out.exists()
 
 
-def test_gpus_per_task_on_a_machine_without_gpus_is_one_line(tmp_path):
+def test_gpus_per_task_on_a_machine_without_gpus_is_one_line(session, tmp_path, capsys):
     out = tmp_path / "zoo"
-    command = [sys.executable, "-m", "models.zoo", "--out", str(out), *GRID, "--gpus-per-task", "0.25"]
-    result = subprocess.run(command, env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: --gpus-per-task 0.25: the embedded local Ray: 1 node(s)")
-    assert "has no GPU" in result.stderr and result.stderr.count("\n") == 1
+    assert zoo.main(["--out", str(out), *GRID, "--gpus-per-task", "0.25"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --gpus-per-task 0.25: the embedded local Ray: 1 node(s)")
+    assert "has no GPU" in err and err.count("\n") == 1
     assert not out.exists()
 
 
-def test_the_cluster_helpers_in_one_python_session(tmp_path, monkeypatch):
-    """models.cluster as another command (zoo_summary) will use it: start, run tasks, fail one, leave
-    the process as it found it."""
+# --- models.cluster on its own ----------------------------------------------------------------------
+def test_the_cluster_helpers_in_one_python_session(session, tmp_path, monkeypatch):
+    """models.cluster as any command uses it: the open instance reused, tasks run, one fails."""
     import math
 
-    from models import cluster
+    import ray
 
-    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    with cluster.ray_cluster(num_cpus=1) as info:
-        assert info.embedded and info.node_ips == ["127.0.0.1"] and info.cpus == 1.0 and info.gpus == 0.0
-        with pytest.raises(cluster.ClusterError, match="--gpus-per-task 1: .* has no GPU"):
-            cluster.check_resources(info, 1.0, 1.0)
+    assert session.embedded and session.node_ips == ["127.0.0.1"] and session.cpus == 2.0
+    assert session.gpus == 0.0 and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    with cluster.ray_cluster() as again:  # a nested block reuses the open instance, and leaves it open
+        assert again is session
+    assert ray.is_initialized()
+    with pytest.raises(cluster.ClusterError, match="of 1 CPUs: this process already uses the embedded"):
+        with cluster.ray_cluster(num_cpus=1):
+            pass
+    with monkeypatch.context() as mp:  # Ray initialised by someone else in this process
+        mp.setattr(cluster, "_OPEN", [])
         with pytest.raises(cluster.ClusterError, match="already initialised"):
             with cluster.ray_cluster():
                 pass
-        outcomes = list(cluster.run_tasks(math.sqrt, [4.0, -1.0, 9.0], ["four", "minus one", "nine"]))
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and ray.is_initialized()
+    with pytest.raises(cluster.ClusterError, match="--gpus-per-task 1: .* has no GPU"):
+        cluster.check_resources(session, 1.0, 1.0)
+    outcomes = list(cluster.run_tasks(math.sqrt, [4.0, -1.0, 9.0], ["four", "minus one", "nine"]))
     by_label = {o.label: o for o in outcomes}
     assert by_label["four"].value == 2.0 and by_label["nine"].value == 3.0
     assert (
         by_label["minus one"].value is None and by_label["minus one"].error == "ValueError: math domain error"
     )
     assert by_label["four"].info["attempts"] == 1 and by_label["four"].info["node_ip"] == "127.0.0.1"
-    import ray
 
-    assert not ray.is_initialized()
-    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ and "RAY_AUTH_MODE" not in os.environ
+    class Logged(list):  # records which items were read, and when
+        def __init__(self, values):
+            super().__init__(values)
+            self.read: list[int] = []
+
+        def __getitem__(self, i):
+            self.read.append(i)
+            return super().__getitem__(i)
+
+    items = Logged([1.0, 4.0, 9.0, 16.0])
+    got = [(o.value, len(items.read)) for o in cluster.run_tasks(math.sqrt, items, max_pending=1)]
+    assert got == [(1.0, 1), (2.0, 2), (3.0, 3), (4.0, 4)]  # one at a time, each read when submitted
     folder = tmp_path / "a"
     (folder / "b").mkdir(parents=True)
     (folder / "b" / "c.txt").write_text("c")
@@ -270,3 +316,53 @@ def test_the_cluster_helpers_in_one_python_session(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="refusing the file name"):
         cluster.install_folder(tmp_path / "evil", files={"../x": b""})
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".incoming-*"))
+
+
+# --- the zoo summary on Ray -------------------------------------------------------------------------
+def _numbers(out: Path) -> dict:
+    document = json.loads((out / "metrics.json").read_text())
+    document.pop("provenance")  # the command line and the time differ; every number must not
+    return document
+
+
+def test_the_zoo_summary_on_ray_gives_the_numbers_of_the_sequential_engine(
+    session, reference, tmp_path, capsys, monkeypatch
+):
+    from analyses.zoo_summary import __main__ as zs_cli
+    from tests.conftest import no_figures
+
+    monkeypatch.setattr(zs_cli, "OUTPUTS", no_figures(monkeypatch, zs_cli.OUTPUTS))  # numbers only
+    argv = [str(reference), "--num-sequences", "64", "--bootstrap-resamples", "50"]
+    assert zs_cli.main([*argv, "--out", str(tmp_path / "sequential"), "--engine", "sequential"]) == 0
+    capsys.readouterr()
+    assert zs_cli.main([*argv, "--out", str(tmp_path / "ray")]) == 0  # the default engine: Ray
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and err[-1].startswith("[4/4 runs] ")
+    assert err[-1].endswith(f": evaluation on {socket.gethostname()}")
+    assert _numbers(tmp_path / "ray") == _numbers(tmp_path / "sequential")
+    provenance = json.loads((tmp_path / "ray" / "metrics.json").read_text())["provenance"]
+    assert [r["name"] for r in provenance["runs"]] == [r["name"] for r in _numbers(tmp_path / "ray")["runs"]]
+
+
+def test_the_index_builds_each_runs_full_report_as_a_ray_task(session, reference, tmp_path, monkeypatch):
+    from analyses.zoo_summary import __main__ as zs_cli
+    from tests.conftest import no_figures
+
+    monkeypatch.setattr(zs_cli, "OUTPUTS", no_figures(monkeypatch, zs_cli.OUTPUTS))  # the summary's own
+
+    zoo_dir = tmp_path / "zoo"
+    shutil.copytree(reference, zoo_dir)
+    manifest = json.loads((zoo_dir / "zoo.json").read_text())
+    manifest["runs"] = manifest["runs"][:1]  # one run keeps the full report build short
+    (zoo_dir / "zoo.json").write_text(json.dumps(manifest))
+    out = tmp_path / "summary"
+    argv = [str(zoo_dir), "--out", str(out), "--num-sequences", "32", "--bootstrap-resamples", "20"]
+    assert zs_cli.main([*argv, "--index", "--quiet"]) == 0
+    run_report = zoo_dir / NAMES[0] / "report"
+    assert (run_report / "report.html").is_file()
+    summary = json.loads((run_report / "summary.json").read_text())
+    assert summary["checkpoint"] == str(zoo_dir.absolute() / NAMES[0] / "model.pt")  # the zoo's own file
+    index = (out / "index.html").read_text()
+    assert f"../zoo/{NAMES[0]}/report/report.html" in index
+    assert json.loads((out / "metrics.json").read_text())["index_page"] == "index.html"
+    assert 'href="index.html"' in (out / "report.html").read_text()

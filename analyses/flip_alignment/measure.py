@@ -61,6 +61,8 @@ def run(
     done = 0
     pattern_sum = torch.zeros(n_layers, n_heads, n, n, dtype=torch.float64)
     entropy_counts = torch.zeros(n_layers, n_heads, ENTROPY_BINS, dtype=torch.float64)
+    edge_counts = torch.zeros_like(entropy_counts)  # the rows of queries 0 and N − 1 only
+    edge_queries = sorted({0, n - 1})
     examples: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def keep(name: str, value: torch.Tensor) -> None:
@@ -90,6 +92,7 @@ def run(
             pattern_sum += patterns.to("cpu", torch.float64).sum(0)
             rows = metrics.row_entropy(patterns.flatten(0, 1)).view(-1, n_layers, n_heads, n)
             entropy_counts += _entropy_histogram(rows, edges)
+            edge_counts += _entropy_histogram(rows[..., edge_queries], edges)
             if examples is None:
                 k = min(n_examples, tokens.shape[0])
                 examples = (tokens[:k].cpu().clone(), patterns[:k].to("cpu", torch.float32).clone())
@@ -99,6 +102,7 @@ def run(
         table,
         pattern_sum.numpy() / num_sequences,
         entropy_counts.numpy(),
+        edge_counts.numpy(),
         edges.numpy(),
         examples,
         offsets=offsets,
@@ -128,6 +132,7 @@ def _summarise(
     table: dict[str, np.ndarray],
     mean_pattern: np.ndarray,
     entropy_counts: np.ndarray,
+    edge_counts: np.ndarray,
     edges: np.ndarray,
     examples: tuple[torch.Tensor, torch.Tensor] | None,
     *,
@@ -210,6 +215,7 @@ def _summarise(
                 duplicate_minus_other=diff(li, hi),
                 duplicate_key_share=float(dup_keys[li] / max(dup_keys[li] + other_keys[li], 1.0)),
                 entropy_counts=entropy_counts[li, hi],
+                entropy_counts_edge=edge_counts[li, hi],
                 mean_pattern=mean_pattern[li, hi],
             )
             for hi in range(n_heads)

@@ -51,6 +51,7 @@ class HeadMetrics:
     duplicate_minus_other: Estimate
     duplicate_key_share: float  # share of neighbour keys that hold the target digit
     entropy_counts: np.ndarray  # [bins], attention rows per entropy bin
+    entropy_counts_edge: np.ndarray  # [bins], the rows of the edge queries 0 and N − 1 among them
     mean_pattern: np.ndarray  # [query, key], mean over all sequences
 
 
@@ -216,5 +217,6 @@ def _head_dict(h: HeadMetrics) -> dict[str, Any]:
             "duplicate_key_share": h.duplicate_key_share,
         },
         "entropy_histogram": h.entropy_counts.tolist(),
+        "entropy_histogram_edge_rows": h.entropy_counts_edge.tolist(),
         "mean_pattern": h.mean_pattern.tolist(),
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.frame.cli import UserError
+from models.scalars import is_int
 
 MAX_SEED = 2**32 - 1  # numpy's seeds: every generator here accepts 0 .. 2^32 - 1
 
@@ -67,27 +68,18 @@ def non_negative_int(text: str) -> int:
 
 def check_device(name: str) -> str:
     """The device name if torch can use it, else :class:`UserError` (before any work is done)."""
-    import torch
+    from models.devices import check_device as usable
 
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device torch knows") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {name}: the analyses run on cpu, cuda[:N] or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name}: MPS is not available on this machine")
-    return name
+        return usable(name)
+    except ValueError as e:
+        raise UserError(f"--{e}") from None  # "device …: why", as models.load_model says it
 
 
 # --- run() arguments ------------------------------------------------------------------------------
 def _check_ints(values: dict[str, Any], minimum: int, kind: str) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if not is_int(value) or value < minimum:
             raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
 
 

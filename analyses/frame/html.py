@@ -30,6 +30,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from analyses.frame import numbers
 from analyses.frame.files import write_json, write_text
 
 TEMPLATES = Path(__file__).parent / "templates"  # base.html.j2
@@ -49,13 +50,10 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def _estimate(est: Mapping[str, Any] | None, digits: int = 3) -> str:
-    """``{"mean", "ci_low", "ci_high"}`` → ``0.912 [0.905, 0.918]``."""
+    """``{"mean", "ci_low", "ci_high"}`` → ``0.912 [0.905, 0.918]`` (:func:`numbers.interval`)."""
     if not est:
         return "n/a"
-    return (
-        f"{_number(est.get('mean'), digits)} [{_number(est.get('ci_low'), digits)}, "
-        f"{_number(est.get('ci_high'), digits)}]"
-    )
+    return numbers.interval(est.get("mean"), est.get("ci_low"), est.get("ci_high"), digits)
 
 
 def environment(*template_dirs: Path) -> jinja2.Environment:
@@ -70,6 +68,7 @@ def environment(*template_dirs: Path) -> jinja2.Environment:
     )
     env.filters["num"] = _number
     env.filters["est"] = _estimate
+    env.filters["pvalue"] = numbers.p_value
     env.filters["pretty_json"] = lambda obj: json.dumps(obj, indent=2, sort_keys=True)
     env.filters["json_script"] = json_script
     return env

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from models.scalars import as_int
+
 DATA_BLOCK = 4096
 _PATTERN_ELEMENTS = 1 << 22
 
@@ -25,9 +27,9 @@ def token_batches(
     b drawn from ``numpy.random.default_rng([seed, b])``. Memory is one block plus one batch; batches of
     long sequences are made smaller than ``batch_size`` so their attention patterns fit in memory.
     """
-    for name, value in (("num_sequences", num_sequences), ("seq_len", seq_len), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    num_sequences = as_int(num_sequences, "num_sequences", minimum=1)
+    seq_len = as_int(seq_len, "seq_len", minimum=1)
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
     # Attention patterns grow as batch × N²: long sequences come in smaller batches so one batch's
     # [batch, head, N, N] stays near 16 MB per head (no effect at N = 16; batch 1 from N ≈ 2,048).
     batch_size = max(1, min(batch_size, _PATTERN_ELEMENTS // (seq_len * seq_len)))

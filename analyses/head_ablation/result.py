@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from analyses.frame import numbers
 from analyses.frame.result import AnalysisResult, estimate_row, plain
 from analyses.head_ablation.patching import PatchingSweep
 from interp import baselines, paired
@@ -151,7 +152,7 @@ class HeadAblationResult(AnalysisResult):
         for name, c in self.conditions.items():
             if c.kind == "clean":
                 continue
-            p = "" if c.p_holm is None else "< 1e-300" if c.p_holm == 0 else f"{c.p_holm:.2g}"
+            p = "" if c.p_holm is None else numbers.p_value(c.p_holm)
             lines.append(f"{name:<26} {fmt(c.delta_accuracy):<26} {fmt(c.delta_loss):<26} {p}")
         for key, acc in self.permutation_accuracy.items():
             if acc:

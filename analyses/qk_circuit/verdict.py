@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+from analyses.frame import numbers
 from analyses.qk_circuit.result import QKCircuitResult, Verdict
 from interp.stats import Estimate
 
@@ -35,14 +36,14 @@ def _num(x: float, digits: int = 3) -> str:
 
 def _e(est: Estimate, digits: int = 3, pct: bool = False) -> str:
     if pct:
-        return f"{est.mean:.0%} [{est.ci_low:.0%}, {est.ci_high:.0%}]"
-    return f"{_num(est.mean, digits)} [{_num(est.ci_low, digits)}, {_num(est.ci_high, digits)}]"
+        return numbers.interval(est.mean, est.ci_low, est.ci_high, 0, pct=True)
+    if est.mean != 0 and abs(est.mean) < 10.0 ** (-digits + 1):  # small values: significant digits
+        return f"{_num(est.mean, digits)} [{_num(est.ci_low, digits)}, {_num(est.ci_high, digits)}]"
+    return numbers.interval(est.mean, est.ci_low, est.ci_high, digits)
 
 
 def _p(p: float) -> str:
-    if math.isnan(p):
-        return "n/a"
-    return "< 1e-10" if p < 1e-10 else f"{p:.1e}"
+    return numbers.p_value(p)
 
 
 def similarity_fits(jsd_similarity: float, jsd_positions: float) -> bool:

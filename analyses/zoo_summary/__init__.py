@@ -15,11 +15,17 @@ accuracy, seconds). Per architecture: the mean over seeds with a t-interval, and
 the difference from a reference architecture (default sinusoidal, 1 layer, 1 head: the tutorial's).
 See :mod:`analyses.zoo_summary.result` for the statistics.
 
-Python: ``result = run("zoo/")``; ``write_outputs(result, "out/zoo")``.
-CLI:    ``python -m analyses.zoo_summary ZOO_DIR [--out DIR] ...`` (see ``--help``).
+The per-run evaluations run in this process or as Ray tasks, with the same numbers
+(:mod:`analyses.zoo_summary.engine`; the CLI's default is Ray, like ``models.zoo``'s).
+
+Python: ``result = run("zoo/")`` (or ``run("zoo/", engine=SummaryEngine("ray"))``);
+        ``write_outputs(result, "out/zoo")``.
+CLI:    ``python -m analyses.zoo_summary ZOO_DIR [--out DIR] [--engine ray|sequential] [--address A] ...``
+        (see ``--help``).
 """
 
 from analyses.frame.command import Outputs
+from analyses.zoo_summary.engine import SummaryEngine
 from analyses.zoo_summary.measure import run
 from analyses.zoo_summary.result import ANALYSIS, CSV_FIELDS, DEFAULT_OUT, SCHEMA_VERSION, ZooSummaryResult
 

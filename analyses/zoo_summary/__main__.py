@@ -1,5 +1,10 @@
 """``python -m analyses.zoo_summary ZOO``: the command line (see ``--help``).
 
+The per-run work — each run's evaluation, and with ``--index`` each run's full report — runs as Ray
+tasks by default, like ``models.zoo``: on an embedded local Ray instance, or with ``--address`` on a
+running cluster; ``--engine sequential`` does it in this process (see
+:mod:`analyses.zoo_summary.engine`). The numbers are the same either way.
+
 ``--index`` also builds every run's full report and an index page comparing them. Those belong to
 ``reports``, the layer above the analyses, which analyses never import: they are made by
 ``python -m reports.build`` in child processes, exactly as a user would run it.
@@ -8,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +21,16 @@ from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser, path_arg
 from analyses.frame.cli import UserError
 from analyses.zoo_summary import ANALYSIS, DEFAULT_OUT, OUTPUTS, ZooSummaryResult, run
+from analyses.zoo_summary.engine import (
+    ENGINES,
+    SummaryEngine,
+    build_report,
+    map_runs,
+    report_payload,
+    reports_build,
+)
 from analyses.zoo_summary.measure import DEFAULT_REFERENCE
+from analyses.zoo_summary.runs import discover
 
 
 def build_parser() -> ArgumentParser:
@@ -42,40 +55,64 @@ def build_parser() -> ArgumentParser:
         help="also build every run's full report into RUN/report/ (python -m reports.build; ~20 s per run, "
         "reused when up to date) and OUT/index.html comparing them",
     )
+    g = p.add_argument_group("the engine (as python -m models.zoo)")
+    g.add_argument(
+        "--engine", choices=ENGINES, default="ray", help="ray (default) or sequential (this process)"
+    )
+    g.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: embedded Ray)")
+    g.add_argument(
+        "--cpus-per-task",
+        type=_positive_number,
+        default=1.0,
+        help="Ray CPUs per task (default 1; a report task runs reports.build with that many --jobs)",
+    )
     return p
 
 
-def reports_build(flags: Sequence[str]) -> None:
-    """``python -m reports.build FLAGS`` in a child process; its ``error: ...`` line becomes ours."""
-    done = subprocess.run(
-        [sys.executable, "-m", "reports.build", *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if done.returncode != 0:
-        errors = [line[len("error: ") :] for line in done.stderr.splitlines() if line.startswith("error: ")]
-        raise UserError(
-            f"python -m reports.build {' '.join(flags)}: "
-            + (errors[-1] if errors else f"failed with exit code {done.returncode}")
-        )
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
-def build_index(result: ZooSummaryResult, args: argparse.Namespace, folder: Path) -> str:
-    """Each run's full report in ``RUN/report/``, then ``folder/index.html`` linking them; returns the
-    page's name."""
-    zoo = Path(args.zoo)
-    dirs = []
-    for i, r in enumerate(result.runs, 1):
-        if not args.quiet:
-            print(f"report {i}/{len(result.runs)}: {r.name}", file=sys.stderr, flush=True)
-        dirs.append(zoo / r.name / "report")
-        reports_build(
-            ["--checkpoint", str(zoo / r.name), "--out", str(dirs[-1]), "--seed", str(args.seed),
-             "--num-sequences", str(args.num_sequences), "--name", r.name]
+def build_index(
+    result: ZooSummaryResult, args: argparse.Namespace, folder: Path, engine: SummaryEngine
+) -> str:
+    """Each run's full report in ``RUN/report/`` (a task each on ``engine``), then ``folder/index.html``
+    linking them; returns the page's name."""
+    zoo = Path(args.zoo).absolute()
+    # The sequential engine gives reports.build its default --jobs, a Ray task as many as its CPUs.
+    jobs = ["--jobs", str(max(1, int(engine.cpus_per_task)))] if engine.engine == "ray" else []
+    payloads = [
+        report_payload(
+            zoo / r.name,
+            [
+                "--checkpoint",
+                str(zoo / r.name),
+                "--out",
+                str(zoo / r.name / "report"),
+                "--seed",
+                str(args.seed),
+                "--num-sequences",
+                str(args.num_sequences),
+                "--name",
+                r.name,
+                *jobs,
+            ],
         )  # fmt: skip
+        for r in result.runs
+    ]
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    map_runs(build_report, payloads, engine, log, "report")
     page = folder / "index.html"
-    reports_build(["--index", *map(str, dirs), "--out", str(page)])
+    reports = [str(zoo / r.name / "report") for r in result.runs]
+    error = reports_build(["--index", *reports, "--out", str(page)])
+    if error is not None:
+        raise UserError(error)
     return page.name
 
 
@@ -83,24 +120,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
 
     def compute(args: argparse.Namespace, folder: Path) -> ZooSummaryResult:
-        result = run(
-            args.zoo,
-            **command.sampling_kwargs(args),
-            reference=args.reference,
-            device=args.device,
-            progress=not args.quiet,
-        )
-        result.provenance = command.cli_provenance(
-            ANALYSIS,
-            args,
-            argv,
-            checkpoint=Path(args.zoo).absolute(),
-            checkpoint_sha256=None,
-            config={},
-            runs=[{"name": r.name, "sha256": r.sha256} for r in result.runs],
-        )
-        if args.index:
-            result.index_page = build_index(result, args, folder)
+        engine = SummaryEngine(engine=args.engine, address=args.address, cpus_per_task=args.cpus_per_task)
+        engine.check(args.device)
+        discover(args.zoo)  # a wrong ZOO is said before Ray starts
+        with engine.session():  # one Ray instance for the evaluations and the reports
+            result = run(
+                args.zoo,
+                **command.sampling_kwargs(args),
+                reference=args.reference,
+                device=args.device,
+                progress=not args.quiet,
+                engine=engine,
+            )
+            result.provenance = command.cli_provenance(
+                ANALYSIS,
+                args,
+                argv,
+                checkpoint=Path(args.zoo).absolute(),
+                checkpoint_sha256=None,
+                config={},
+                runs=[{"name": r.name, "sha256": r.sha256} for r in result.runs],
+            )
+            if args.index:
+                result.index_page = build_index(result, args, folder, engine)
         return result
 
     return command.main(argv, build_parser(), compute, outputs=OUTPUTS)

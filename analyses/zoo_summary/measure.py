@@ -9,6 +9,7 @@ import numpy as np
 
 from analyses.frame import arguments
 from analyses.frame.cli import UserError
+from analyses.zoo_summary.engine import SummaryEngine, evaluate_run, evaluation_payload, map_runs
 from analyses.zoo_summary.result import (
     SUMMARISED,
     ArchitectureSummary,
@@ -18,7 +19,7 @@ from analyses.zoo_summary.result import (
     t_interval,
     welch_interval,
 )
-from analyses.zoo_summary.runs import discover, summarise_run
+from analyses.zoo_summary.runs import discover
 from interp.stats import Estimate
 
 DEFAULT_REFERENCE = "sinusoidal L1 H1"
@@ -35,23 +36,30 @@ def run(
     reference: str | None = DEFAULT_REFERENCE,
     device: str = "cpu",
     progress: bool = False,
+    engine: SummaryEngine | None = None,
 ) -> ZooSummaryResult:
     """Evaluate every finished run of ``zoo`` and summarise across seeds per architecture; ``progress``
-    prints ``[i/n] run`` to stderr as each run is done."""
+    prints ``[i/n runs, ETA] run: evaluation`` to stderr as each run is done. ``engine`` runs the
+    evaluations in this process (default) or as Ray tasks (:mod:`analyses.zoo_summary.engine`): the
+    same numbers either way."""
+    engine = SummaryEngine() if engine is None else engine
+    engine.check(device)
     arguments.positive_ints(
         num_sequences=num_sequences, batch_size=batch_size, bootstrap_resamples=bootstrap_resamples
     )
     arguments.check_confidence(confidence)
     folders, missing = discover(zoo)
-    runs = []
-    for i, (folder, role) in enumerate(folders, 1):
-        runs.append(
-            summarise_run(
-                folder, role, num_sequences, seed, batch_size, bootstrap_resamples, confidence, device
-            )
-        )
-        if progress:
-            print(f"[{i}/{len(folders)}] {folder.name}", file=sys.stderr, flush=True)
+    settings = dict(
+        num_sequences=num_sequences,
+        seed=seed,
+        batch_size=batch_size,
+        resamples=bootstrap_resamples,
+        confidence=confidence,
+        device=device,
+    )
+    payloads = [evaluation_payload(folder, role, **settings) for folder, role in folders]
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
+    runs = map_runs(evaluate_run, payloads, engine, log, "evaluation", ship_files=True)
     shapes = {(r.mean_pattern.shape[0], r.d_vocab) for r in runs}
     if len(shapes) != 1:
         raise UserError(f"zoo {zoo}: runs differ in (sequence length, categories): {sorted(shapes)}")
@@ -65,6 +73,7 @@ def run(
             _PE_ORDER.get(r.positional_embedding, 9),
             r.n_layers,
             r.n_heads,
+            r.d_model,
             r.seed,
         ),
     ):
@@ -101,6 +110,7 @@ def run(
                 positional_embedding=first.positional_embedding,
                 n_layers=first.n_layers,
                 n_heads=first.n_heads,
+                d_model=first.d_model,
                 role=first.role,
                 runs=[m.name for m in members],
                 stats=stats,

@@ -96,10 +96,11 @@ class RunSummary:
     mean_pattern: np.ndarray  # [query, key] of the best head
     sha256: str
     d_vocab: int
+    d_model: int = 32
 
     @property
     def architecture(self) -> str:
-        return architecture_name(self.positional_embedding, self.n_layers, self.n_heads)
+        return architecture_name(self.positional_embedding, self.n_layers, self.n_heads, self.d_model)
 
     def value(self, metric: str) -> float:
         if metric in self.measured:
@@ -108,8 +109,11 @@ class RunSummary:
         return math.nan if value is None else float(value)
 
 
-def architecture_name(pe: str, n_layers: int, n_heads: int) -> str:
-    return f"{pe} L{n_layers} H{n_heads}"
+def architecture_name(pe: str, n_layers: int, n_heads: int, d_model: int = 32) -> str:
+    """``"<pe> L<layers> H<heads>"``, plus ``" D<d_model>"`` for a width other than the tutorial's 32
+    (as ``models.zoo`` names its runs): runs of different widths are different architectures, never
+    seeds of one."""
+    return f"{pe} L{n_layers} H{n_heads}" + ("" if d_model == 32 else f" D{d_model}")
 
 
 @dataclass
@@ -134,6 +138,7 @@ class ArchitectureSummary:
     runs: list[str]
     stats: dict[str, SeedStats]
     differences: dict[str, Estimate]  # metric → (this − reference), Welch CI; empty for the reference
+    d_model: int = 32
 
 
 @dataclass(repr=False)
@@ -183,6 +188,7 @@ class ZooSummaryResult(AnalysisResult):
                 {
                     "name": r.name,
                     "architecture": r.architecture,
+                    "d_model": r.d_model,
                     "seed": r.seed,
                     "role": r.role,
                     "best_head": {"layer": r.best_head[0], "head": r.best_head[1]},
@@ -228,7 +234,7 @@ class ZooSummaryResult(AnalysisResult):
     def summary(self) -> str:
         """The CLI's table: per architecture, mean [t-interval] over seeds."""
         shown = ("flip_mass", "neighbour_mass", "zero_pe_accuracy", "accuracy", "first_perfect_step")
-        head = f"{'architecture':<20}{'seeds':>6}" + "".join(f"{m:>26}" for m in shown)
+        head = f"{'architecture':<24}{'seeds':>6}" + "".join(f"{m:>26}" for m in shown)
         lines = [
             f"zoo summary: {len(self.runs)} runs, {self.num_sequences:,} sequences each; "
             f"mean [{self.confidence:.0%} t-interval over seeds]",
@@ -254,10 +260,10 @@ class ZooSummaryResult(AnalysisResult):
                 else:
                     cells.append(f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]")
             n = max((s.n for s in a.stats.values()), default=0)
-            lines.append(f"{a.name:<20}{n:>6}" + "".join(f"{c:>26}" for c in cells))
+            lines.append(f"{a.name:<24}{n:>6}" + "".join(f"{c:>26}" for c in cells))
             if any(run_cells):
                 single = True
-                lines.append(f"{'  run CI (1 seed)':<26}" + "".join(f"{c:>26}" for c in run_cells))
+                lines.append(f"{'  run CI (1 seed)':<30}" + "".join(f"{c:>26}" for c in run_cells))
         if single:
             lines.append(
                 f"n/a (1 seed): no interval over seeds; 'run CI' is that run's {self.confidence:.0%} "

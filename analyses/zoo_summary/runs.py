@@ -137,4 +137,5 @@ def summarise_run(
         mean_pattern=mean_pattern[best],
         sha256=sha256_file(folder / "model.pt"),
         d_vocab=cfg.d_vocab,
+        d_model=cfg.d_model,
     )

@@ -1,8 +1,9 @@
 /* Attention explorer of the reverse-task report. No library, no network: everything it needs is in the
  * page (#explorer-data, written by reports/explorer.py). Embedded sequences show the patterns Python read
- * from hook_pattern; typed digits run the model's forward pass below, a re-statement of models/components.py
- * (one-hot Linear + positional encoding, blocks of attention / LayerNorm / MLP, output head). On load the
- * page recomputes the embedded sequences and prints the largest difference from Python's patterns. */
+ * from hook_pattern; typed digits, and every sequence while the lab (lab.js) intervenes, run the model's
+ * forward pass of model.js. On load the page recomputes the embedded sequences and prints the largest
+ * difference from Python's patterns. A click on a cell asks the lab (RE.onPin) to pin that query row
+ * to that key; the lab's pin form does the same from the keyboard. */
 (function () {
   "use strict";
   var root = document.getElementById("explorer");
@@ -11,99 +12,12 @@
   var data = JSON.parse(source.textContent);
   var cfg = data.config;
 
-  // --- weights: base64 little-endian float32 -> Float64Array -----------------------------------------
-  var W = {};
-  Object.keys(data.weights).forEach(function (name) {
-    var entry = data.weights[name], bin = atob(entry.data);
-    var view = new DataView(new ArrayBuffer(bin.length)), v = new Float64Array(bin.length / 4);
-    for (var i = 0; i < bin.length; i++) view.setUint8(i, bin.charCodeAt(i));
-    for (var j = 0; j < v.length; j++) v[j] = view.getFloat32(4 * j, true);
-    W[name] = { shape: entry.shape, v: v };
-  });
-
-  // --- the forward pass; activations are flat row-major [pos, features] ------------------------------
-  function linear(x, n, prefix) { // torch Linear: y = x W^T + b, W [out, in]
-    var w = W[prefix + ".weight"], b = W[prefix + ".bias"].v, out = w.shape[0], dim = w.shape[1];
-    var y = new Float64Array(n * out);
-    for (var p = 0; p < n; p++) {
-      for (var o = 0; o < out; o++) {
-        var s = b[o];
-        for (var i = 0; i < dim; i++) s += x[p * dim + i] * w.v[o * dim + i];
-        y[p * out + o] = s;
-      }
-    }
-    return y;
-  }
-  function layerNorm(x, n, prefix) { // (x - mean) / sqrt(mean((x - mean)^2) + eps) * w + b, per position
-    var w = W[prefix + ".w"].v, b = W[prefix + ".b"].v, d = w.length, y = new Float64Array(n * d);
-    for (var p = 0; p < n; p++) {
-      var mean = 0, sq = 0, i;
-      for (i = 0; i < d; i++) mean += x[p * d + i] / d;
-      for (i = 0; i < d; i++) sq += Math.pow(x[p * d + i] - mean, 2) / d;
-      var scale = Math.sqrt(sq + cfg.layer_norm_eps);
-      for (i = 0; i < d; i++) y[p * d + i] = (x[p * d + i] - mean) / scale * w[i] + b[i];
-    }
-    return y;
-  }
-  function add(a, b) { var y = new Float64Array(a.length); for (var i = 0; i < a.length; i++) y[i] = a[i] + b[i]; return y; }
-  function relu(a) { return a.map(function (v) { return v > 0 ? v : 0; }); }
-
-  function attention(x, n, layer, patterns) { // fused qkv_proj, rows grouped per head as [q | k | v]
-    var pre = "blocks." + layer + ".attn.", d = cfg.d_model, dh = cfg.d_head, H = cfg.n_heads;
-    var qkv = linear(x, n, pre + "qkv_proj"), z = new Float64Array(n * d);
-    for (var h = 0; h < H; h++) {
-      var at = function (p, part, e) { return qkv[p * 3 * d + h * 3 * dh + part * dh + e]; };
-      var rows = [];
-      for (var i = 0; i < n; i++) {
-        var row = new Float64Array(n), max = -Infinity, sum = 0, j, e;
-        for (j = 0; j < n; j++) {
-          var s = 0;
-          for (e = 0; e < dh; e++) s += at(i, 0, e) * at(j, 1, e);
-          row[j] = s / Math.sqrt(dh);
-          if (row[j] > max) max = row[j];
-        }
-        for (j = 0; j < n; j++) { row[j] = Math.exp(row[j] - max); sum += row[j]; }
-        for (j = 0; j < n; j++) row[j] /= sum;
-        for (e = 0; e < dh; e++) {
-          var acc = 0;
-          for (j = 0; j < n; j++) acc += row[j] * at(j, 2, e);
-          z[i * d + h * dh + e] = acc;
-        }
-        rows.push(row);
-      }
-      patterns.push(rows);
-    }
-    return linear(z, n, pre + "o_proj");
-  }
-
-  function forward(tokens) {
-    var n = tokens.length, d = cfg.d_model, C = cfg.d_vocab, x = new Float64Array(n * d);
-    var emb = W["embed.proj.weight"].v, bias = W["embed.proj.bias"].v, pos = W.pos;
-    for (var p = 0; p < n; p++) {
-      for (var i = 0; i < d; i++) x[p * d + i] = emb[i * C + tokens[p]] + bias[i] + (pos ? pos.v[p * d + i] : 0);
-    }
-    var patterns = [];
-    for (var l = 0; l < cfg.n_layers; l++) {
-      var b = "blocks." + l + ".", heads = [];
-      if (cfg.normalization === "post") { // x = LN1(x + Attn(x)); x = LN2(x + MLP(x))
-        var mid = layerNorm(add(x, attention(x, n, l, heads)), n, b + "ln1");
-        var mlp = linear(relu(linear(mid, n, b + "mlp.fc_in")), n, b + "mlp.fc_out");
-        x = layerNorm(add(mid, mlp), n, b + "ln2");
-      } else { // x = x + Attn(LN1(x)); x = x + MLP(LN2(x))
-        x = add(x, attention(layerNorm(x, n, b + "ln1"), n, l, heads));
-        x = add(x, linear(relu(linear(layerNorm(x, n, b + "ln2"), n, b + "mlp.fc_in")), n, b + "mlp.fc_out"));
-      }
-      patterns.push(heads);
-    }
-    var logits = linear(relu(layerNorm(linear(x, n, "head.fc_in"), n, "head.ln")), n, "head.fc_out");
-    var predictions = [];
-    for (var q = 0; q < n; q++) {
-      var best = 0;
-      for (var c = 1; c < C; c++) if (logits[q * C + c] > logits[q * C + best]) best = c;
-      predictions.push(best);
-    }
-    return { patterns: patterns, predictions: predictions };
-  }
+  var labSource = document.getElementById("lab-data");
+  var RE = window.ReverseEncoder;
+  var model = new RE.Model(data, labSource ? JSON.parse(labSource.textContent) : null);
+  RE.model = model;
+  var iv = null; // the lab's interventions (ReverseEncoder.Interventions), null for the model as trained
+  function forward(tokens, interventions) { return model.forward(tokens, interventions); }
 
   // --- the page --------------------------------------------------------------------------------------
   function el(id) { return document.getElementById("explorer-" + id); }
@@ -121,6 +35,7 @@
   function render() {
     var layer = +els.layer.value, head = +els.head.value, t = current.tokens, n = t.length;
     var A = current.patterns[layer][head], size = n <= 16 ? 24 : n <= 24 ? 18 : 13, flip = 0, top = 1;
+    var pins = iv ? iv.pinsFor(layer, head) || {} : {};
     if (els.scale.checked) { // stretch the colours to this pattern's largest weight (diffuse heads)
       top = 0;
       A.forEach(function (row) { for (var j = 0; j < n; j++) top = Math.max(top, row[j]); });
@@ -133,7 +48,7 @@
     for (var q = 0; q < n; q++) {
       els.grid.appendChild(div("label query", q + ":" + t[q]));
       for (k = 0; k < n; k++) {
-        var w = A[q][k], cell = div(k === n - 1 - q ? "cell flip" : "cell");
+        var w = A[q][k], cell = div("cell" + (k === n - 1 - q ? " flip" : "") + (pins[q] === k ? " pinned" : ""));
         cell.style.background = colour(w / top);
         cell.style.height = size + "px";
         cell.dataset.q = q; cell.dataset.k = k; cell.dataset.w = String(w);
@@ -144,25 +59,41 @@
     }
     var target = t.slice().reverse();
     var rows = [["input", t], ["target (input reversed)", target], ["model output", current.predictions]];
+    if (current.clean) rows.push(["output without the interventions", current.clean]);
     els.rows.textContent = "";
-    rows.forEach(function (r) {
+    rows.forEach(function (r, index) {
       var line = div("digits-row"), name = div("row-name", r[0]);
       line.appendChild(name);
       r[1].forEach(function (v, i) {
-        line.appendChild(div(r[0] === "model output" && v !== target[i] ? "digit wrong" : "digit", String(v)));
+        line.appendChild(div(index >= 2 && v !== target[i] ? "digit wrong" : "digit", String(v)));
       });
       els.rows.appendChild(line);
     });
-    var right = current.predictions.filter(function (v, i) { return v === target[i]; }).length;
+    function right(predictions) { return predictions.filter(function (v, i) { return v === target[i]; }).length; }
+    els.note.dataset.correct = String(right(current.predictions));
+    els.note.dataset.flipMass = String(flip);
     els.note.textContent = current.origin + " Head " + layer + "." + head + ": flip mass on this sequence " +
-      flip.toFixed(3) + " (uniform 1/N = " + (1 / n).toFixed(3) + "); " + right + " of " + n + " digits reversed correctly.";
-    els.readout.textContent = "Hover a cell to read its weight; outlined cells are the flipped keys N\u22121\u2212i.";
+      flip.toFixed(3) + " (uniform 1/N = " + (1 / n).toFixed(3) + "); " + right(current.predictions) + " of " + n +
+      " digits reversed correctly" + (current.clean ? " (" + right(current.clean) + " without the interventions)." : ".");
+    els.readout.textContent = "Hover a cell to read its weight; outlined cells are the flipped keys N\u22121\u2212i" +
+      (RE.onPin ? "; click a cell to pin its query row to that key (the lab's interventions)." : ".");
+  }
+
+  var shown = { kind: "example", index: 0 };
+  function compute(tokens, python, origin) { // the patterns shown: Python's if there is no intervention
+    if (!iv && python) return { tokens: tokens, patterns: python.patterns, predictions: python.predictions, origin: origin.python };
+    if (!iv) { var plain = forward(tokens); return { tokens: tokens, patterns: plain.patterns, predictions: plain.predictions, origin: origin.page }; }
+    var out = forward(tokens, iv);
+    return { tokens: tokens, patterns: out.patterns, predictions: out.predictions, origin: origin.lab,
+      clean: python ? python.predictions : forward(tokens).predictions };
   }
 
   function showExample(index) {
-    var ex = data.examples[index];
-    current = { tokens: ex.tokens, patterns: ex.patterns, predictions: ex.predictions,
-      origin: "Example sequence " + index + ": patterns from the model's forward pass in Python (hook_pattern)." };
+    var ex = data.examples[index], name = "Example sequence " + index;
+    shown = { kind: "example", index: index };
+    current = compute(ex.tokens, ex, {
+      python: name + ": patterns from the model's forward pass in Python (hook_pattern).",
+      lab: name + " under the lab's interventions: patterns computed in this page." });
     render();
   }
 
@@ -183,16 +114,31 @@
     return { tokens: tokens };
   }
 
+  function labProblem(tokens) { // an intervention that cannot act on this length (mean ablation, pins)
+    if (!iv) return null;
+    var n = tokens.length, bad = null;
+    (iv.state.heads || []).forEach(function (h) {
+      if (h.method === "mean" && n !== cfg.n_ctx) bad = "mean ablation holds means of " + cfg.n_ctx + " positions";
+    });
+    (iv.state.pins || []).forEach(function (p) { if (p.query >= n || p.key >= n) bad = "a pin lies beyond position " + (n - 1); });
+    return bad;
+  }
+
   function showTyped() {
     var parsed = parseDigits(els.digits.value);
     if (parsed.error) { els.status.textContent = parsed.error; return; }
-    var out = forward(parsed.tokens);
-    current = { tokens: parsed.tokens, patterns: out.patterns, predictions: out.predictions,
-      origin: "Typed sequence: patterns computed in this page by the JavaScript forward pass." };
+    var problem = labProblem(parsed.tokens);
+    if (problem) { els.status.textContent = "The lab's interventions do not apply to " + parsed.tokens.length + " digits: " + problem + "."; return; }
+    shown = { kind: "typed" };
+    current = compute(parsed.tokens, null, {
+      page: "Typed sequence: patterns computed in this page by the JavaScript forward pass.",
+      lab: "Typed sequence under the lab's interventions: patterns computed in this page." });
     els.sequence.value = "typed";
     els.status.textContent = "";
     render();
   }
+
+  function refresh() { if (shown.kind === "typed") showTyped(); else showExample(shown.index); }
 
   els.layer.addEventListener("change", render);
   els.head.addEventListener("change", render);
@@ -209,6 +155,21 @@
     els.readout.textContent = "query " + q + " (digit " + t[q] + ") \u2192 key " + k + " (digit " + t[k] + "): weight " +
       (+c.dataset.w).toFixed(4) + (k === t.length - 1 - q ? " \u2014 the flipped key" : "");
   });
+  els.grid.addEventListener("click", function (event) {
+    var c = event.target;
+    if (!RE.onPin || !c.dataset || c.dataset.w === undefined) return;
+    RE.onPin(+els.layer.value, +els.head.value, +c.dataset.q, +c.dataset.k);
+  });
+
+  RE.explorer = {
+    setInterventions: function (interventions) { iv = interventions; refresh(); },
+    select: function (layer, head) { els.layer.value = String(layer); els.head.value = String(head); render(); },
+    view: function () { return { layer: +els.layer.value, head: +els.head.value, sequence: els.sequence.value, digits: els.digits.value }; },
+    showSequence: function (value, digits) {
+      if (value === "typed") { els.digits.value = digits; showTyped(); } else { els.sequence.value = value; showExample(+value); }
+    },
+    labProblem: labProblem
+  };
 
   // Self-check: the JavaScript forward pass against the patterns Python embedded (rounded to 1e-5).
   var worst = 0, agree = 0, total = 0;

@@ -1,0 +1,44 @@
+"""How estimates and p-values are printed in reports and summaries.
+
+- :func:`interval`: ``0.912 [0.905, 0.918]``; when the interval is narrower than the printed precision
+  (both ends round to the same digits) it says so, ``0.589 (95% CI within ±0.0005)``, instead of the
+  uninformative ``0.589 [0.589, 0.589]``;
+- :func:`p_value`: two significant digits, and ``< 1e-16`` below 1e-16, where a p-value computed in
+  double precision (as 1 − a CDF, or a normal tail) is no longer resolved.
+"""
+
+from __future__ import annotations
+
+import math
+
+P_FLOOR = 1e-16
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, int | float) and math.isfinite(x)
+
+
+def interval(
+    mean: float | None, low: float | None, high: float | None, digits: int = 3, pct: bool = False
+) -> str:
+    """``mean [low, high]`` at ``digits`` decimals (percent with ``pct``); see the module docstring."""
+    if not _finite(mean):
+        return "n/a"
+    scale, unit = (100.0, "%") if pct else (1.0, "")
+
+    def text(x: float) -> str:
+        return f"{x * scale:.{digits}f}{unit}"
+
+    if not (_finite(low) and _finite(high)):
+        return f"{text(mean)} (no CI)"
+    if text(low) == text(high):
+        half = 0.5 * 10.0 ** (-digits)
+        return f"{text(mean)} (95% CI within ±{half:.{digits + 1}f}{unit})"
+    return f"{text(mean)} [{text(low)}, {text(high)}]"
+
+
+def p_value(p: float | None) -> str:
+    """``0.032``, ``4.1e-09``, ``< 1e-16`` (also for p = 0), ``n/a``."""
+    if not _finite(p):
+        return "n/a"
+    return "< 1e-16" if p < P_FLOOR else f"{p:.2g}"

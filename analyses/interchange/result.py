@@ -1,0 +1,146 @@
+"""Result objects of :mod:`analyses.interchange`: ``to_dict`` is metrics.json, ``csv_rows`` metrics.csv,
+``summary`` the text the CLI prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analyses.frame.result import AnalysisResult, estimate_row
+from interp.interchange import InterchangeSummary, program_dependency
+from interp.stats import Estimate
+
+ANALYSIS = "interchange"
+SCHEMA_VERSION = 1
+DEFAULT_OUT = Path("out") / ANALYSIS
+OUTPUT_SITES = ("z", "attn_out", "resid_mid")  # aligned with output i; resid_pre with output N − 1 − j
+STRONG = 0.95  # IIA CI low at which a site "implements" the program's variable
+PARTIAL = 0.5  # IIA CI low at which it carries it for most interchanges
+LEAK = 0.05  # largest off-program change (CI high) allowed to "implements"
+
+
+def fmt(e: Estimate, digits: int = 4) -> str:
+    return f"{e.mean:.{digits}f} [{e.ci_low:.{digits}f}, {e.ci_high:.{digits}f}]"
+
+
+@dataclass
+class Conclusion:
+    """Does the network implement the reverse program, variable by variable? Label, sentences, rule."""
+
+    label: str  # "implements", "partly", "does not"
+    sentences: list[str]
+    rule: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.label}: " + " ".join(self.sentences)
+
+
+@dataclass(repr=False)
+class InterchangeResult(AnalysisResult):
+    """IIA of every site and head against Aggregate(Select(indices, N−1−indices, EQ), tokens)."""
+
+    ANALYSIS = ANALYSIS
+    SCHEMA_VERSION = SCHEMA_VERSION
+    CSV_FIELDS = (
+        "site",
+        "site_layer",
+        "scope",
+        "layer",
+        "head",
+        "metric",
+        "index",
+        "mean",
+        "ci_low",
+        "ci_high",
+    )
+
+    num_sequences: int  # (base, source) pairs
+    seq_len: int
+    num_categories: int
+    seed: int
+    batch_size: int
+    bootstrap_resamples: int
+    confidence: float
+    sites: list[InterchangeSummary]  # every requested site at every layer (head None: all heads)
+    heads: list[InterchangeSummary]  # the z site of one head at a time
+    selector: tuple[int, int]
+    selector_holds: bool
+    selector_sentence: str
+    conclusion: Conclusion
+    config: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def site(self, name: str, layer: int = 0) -> InterchangeSummary:
+        return next(s for s in self.sites if s.site == name and s.layer == layer)
+
+    def to_dict(self) -> dict[str, Any]:
+        names = sorted({s.site for s in self.sites}, key=["z", "attn_out", "resid_mid", "resid_pre"].index)
+        return {
+            **self.header(),
+            "settings": self.sampling_settings(
+                sites=names,
+                sources="s_k = (b_k + 1 + r_k) mod C, r_k uniform on 0..C−2: every position differs",
+                resampling_unit="pair",
+            ),
+            "program": "Aggregate(Select(indices, N−1−indices, EQ), tokens): output i is V_i = t[N−1−i]",
+            "conclusion": {
+                "label": self.conclusion.label,
+                "sentences": self.conclusion.sentences,
+                "text": self.conclusion.text,
+                "rule": self.conclusion.rule,
+            },
+            "sites": [s.to_dict() for s in self.sites],
+            "heads": [{k: v for k, v in s.to_dict().items() if k != "dependency"} for s in self.heads],
+            "selector": {
+                "layer": self.selector[0],
+                "head": self.selector[1],
+                "holds": self.selector_holds,
+                "sentence": self.selector_sentence,
+            },
+            "program_dependency": {name: program_dependency(name, self.seq_len).tolist() for name in names},
+        }
+
+    def csv_rows(self) -> list[dict[str, Any]]:
+        """Per site and layer (``site_layer``; scope "model": all heads patched together) and per head's
+        z (scope "head"): IIA, whole-output IIA, on- and off-program dependency, the largest off-program
+        cell, and IIA per position (metric ``iia_by_position``, index: the site's position)."""
+        rows = []
+        for s, one_head in [(s, False) for s in self.sites] + [(s, True) for s in self.heads]:
+            where = {"layer": s.layer, "head": s.head} if one_head else {}
+            for metric in ("iia", "iia_whole", "on_program", "off_program", "off_program_max"):
+                rows.append(
+                    estimate_row(getattr(s, metric), site=s.site, site_layer=s.layer, metric=metric, **where)
+                )
+            for i, e in enumerate(s.iia_by_position):
+                rows.append(
+                    estimate_row(
+                        e, site=s.site, site_layer=s.layer, metric="iia_by_position", index=i, **where
+                    )
+                )
+        return rows
+
+    def summary(self) -> str:
+        lines = [
+            f"Interchange interventions: {self.num_sequences:,} (base, source) pairs of length "
+            f"{self.seq_len}",
+            f"conclusion: {self.conclusion.text}",
+            f"{'site':<12} {'layer':>5} {'IIA':<26} {'whole output':<26} {'largest off-program change'}",
+        ]
+        for s in self.sites:
+            lines.append(
+                f"{s.site:<12} {s.layer:>5} {fmt(s.iia):<26} {fmt(s.iia_whole):<26} {fmt(s.off_program_max)}"
+            )
+        if len(self.heads) > 1:
+            heads = ", ".join(f"{s.layer}.{s.head}: {s.iia.mean:.3f}" for s in self.heads)
+            lines.append(f"IIA of each head's z: {heads}")
+        lines.append(self.selector_sentence)
+        return "\n".join(lines)
+
+    def headline(self) -> str:
+        best = max(self.sites, key=lambda s: s.iia.mean)
+        return f"{self.conclusion.label}; best IIA {best.iia.mean:.4f} ({best.site}, layer {best.layer})"
+
+
+CSV_FIELDS = InterchangeResult.CSV_FIELDS

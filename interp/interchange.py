@@ -1,0 +1,315 @@
+"""Interchange interventions: does the network implement the reverse program, variable by variable?
+
+High-level model (RASP ``Aggregate(Select(indices, N−1−indices, EQ), tokens)``, tracr's ``make_reverse``):
+output i is the variable V_i = t_{N−1−i}. Interchanging V_i from a source sequence s into a base b gives
+the counterfactual outputs
+
+    y^{b←s, i}_k = s_{N−1−i} if k = i, else b_{N−1−k}.
+
+Low-level sites and the output each is aligned with:
+
+- ``z`` (``blocks.l.attn.hook_z`` at query i, all heads or one head), ``attn_out``
+  (``blocks.l.hook_attn_out`` at i), ``resid_mid`` (``blocks.l.hook_resid_mid`` at i): output i;
+- ``resid_pre`` (``blocks.l.hook_resid_pre`` at key position j): the variable it carries is t_j, read
+  by output N − 1 − j.
+
+Patching the site at position p from the source run into the base run gives predictions ŷ [pos]. Per
+(base, source) pair and site position p, with a = aligned output:
+
+    aligned hit  = [ŷ_a = y^{b←s}_a]       whole hit = [ŷ_k = y^{b←s}_k for every k]
+
+IIA is the mean over pairs and positions, with a bootstrap CI over pairs (the unit). Sources differ
+from their base at every position (s_k = (b_k + 1 + r_k) mod C, r_k uniform on 0..C−2), so every
+interchange changes the program's output and a site that does nothing scores 0, not 1/C.
+
+The *dependency matrix* D[p, k] = P(ŷ_k ≠ base prediction_k) after patching position p; the program's
+is D*[p, k] = [k = aligned output of p] (anti-diagonal for ``resid_pre``, diagonal for output sites).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.ablation import check_heads, intervene
+from interp.stats import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    Estimate,
+    bootstrap_distribution,
+    percentile_interval,
+)
+from models.scalars import as_int
+
+Site = Literal["z", "attn_out", "resid_mid", "resid_pre"]
+SITES: tuple[str, ...] = get_args(Site)
+
+
+def _check_pair(base: Tensor, source: Tensor) -> None:
+    if base.shape != source.shape or base.ndim != 2:
+        shapes = f"base {tuple(base.shape)} and source {tuple(source.shape)}"
+        raise ValueError(f"{shapes} must be equal [batch, pos] shapes")
+
+
+def site_hook(site: Site, layer: int) -> str:
+    """The hook point of a site in layer ``layer``."""
+    names = {
+        "z": "attn.hook_z",
+        "attn_out": "hook_attn_out",
+        "resid_mid": "hook_resid_mid",
+        "resid_pre": "hook_resid_pre",
+    }
+    if site not in names:
+        raise ValueError(f"unknown site {site!r}; sites: {', '.join(SITES)}")
+    return f"blocks.{layer}.{names[site]}"
+
+
+def aligned_outputs(site: Site, n: int) -> Int[Tensor, " pos"]:
+    """a(p): the output aligned with the site at position p (p itself, or N − 1 − p for resid_pre)."""
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}; sites: {', '.join(SITES)}")
+    p = torch.arange(n)
+    return p.flip(0) if site == "resid_pre" else p
+
+
+def make_sources(
+    base: Int[Tensor, "batch pos"], num_categories: int, seed: int = 0
+) -> Int[Tensor, "batch pos"]:
+    """Sources that differ from ``base`` at every position: s = (b + 1 + r) mod C, r ~ U{0..C−2}."""
+    if num_categories < 2:
+        raise ValueError(f"sources that differ everywhere need at least 2 categories, got {num_categories}")
+    g = torch.Generator().manual_seed(int(seed))
+    r = torch.randint(0, num_categories - 1, tuple(base.shape), generator=g).to(base.device)
+    return (base + 1 + r) % num_categories
+
+
+def counterfactual_outputs(
+    base: Int[Tensor, "batch pos"], source: Int[Tensor, "batch pos"], site: Site
+) -> Int[Tensor, "batch site_pos pos"]:
+    """The program's outputs y^{b←s} after interchanging the variable aligned with each site position."""
+    _check_pair(base, source)
+    n = base.shape[1]
+    a = aligned_outputs(site, n).to(base.device)
+    out = base.flip(-1).unsqueeze(1).repeat(1, n, 1)  # [batch, p, k]
+    rows = torch.arange(n, device=base.device)
+    out[:, rows, a] = source.flip(-1)[:, a]
+    return out
+
+
+@torch.no_grad()
+def patched_predictions(
+    model: torch.nn.Module,
+    base: Int[Tensor, "batch pos"],
+    source: Int[Tensor, "batch pos"],
+    site: Site,
+    layer: int = 0,
+    head: int | None = None,
+    positions: Sequence[int] | None = None,
+) -> Int[Tensor, "batch site_pos pos"]:
+    """Model predictions with the site at each position p (default: all) patched from the source run.
+
+    One forward per batch: the base batch is tiled once per position and tile p gets the source's
+    activation at position p only (for ``z``, only head ``head`` when given)."""
+    _check_pair(base, source)
+    if head is not None and site != "z":
+        raise ValueError(f"head= selects one head of the 'z' site only, not {site!r}")
+    check_heads(model, [(layer, 0 if head is None else head)])
+    name = site_hook(site, layer)
+    n = base.shape[1]
+    positions = list(range(n)) if positions is None else [int(p) for p in positions]
+    if not positions or any(not 0 <= p < n for p in positions):
+        raise ValueError(f"positions must lie in 0..{n - 1}, got {positions}")
+    _, cache = model.run_with_cache(source, names_filter=name)
+    src = cache[name]  # [batch, pos, ...]
+    k = len(positions)
+    mask = torch.zeros(k, 1, n, dtype=torch.bool, device=src.device)
+    mask[torch.arange(k), 0, torch.tensor(positions)] = True
+
+    def patch(act: Tensor) -> Tensor:
+        act = act.view(k, *src.shape)
+        where = mask.view(k, 1, n, *([1] * (src.ndim - 2)))
+        if head is not None:
+            heads = torch.zeros(src.shape[2], dtype=torch.bool, device=src.device)
+            heads[head] = True
+            where = where & heads.view(1, 1, 1, -1, 1)
+        return torch.where(where, src.unsqueeze(0), act).reshape(-1, *src.shape[1:])
+
+    with intervene(model, [(name, patch)]):
+        logits = model(base.repeat(k, 1))
+    return logits.argmax(-1).view(k, *base.shape).transpose(0, 1)
+
+
+@torch.no_grad()
+def interchange_hits(
+    model: torch.nn.Module,
+    base: Int[Tensor, "batch pos"],
+    source: Int[Tensor, "batch pos"],
+    site: Site,
+    layer: int = 0,
+    head: int | None = None,
+) -> dict[str, Float[Tensor, "batch site_pos ..."]]:
+    """Per pair and site position: ``aligned`` and ``whole`` hits (0/1) and ``changed`` [batch, p, k]
+    (the patched prediction differs from the unpatched base prediction at output k)."""
+    predicted = patched_predictions(model, base, source, site, layer, head)
+    program = counterfactual_outputs(base, source, site)
+    n = base.shape[1]
+    a = aligned_outputs(site, n).to(base.device)
+    rows = torch.arange(n, device=base.device)
+    clean = model(base).argmax(-1)
+    return {
+        "aligned": (predicted[:, rows, a] == program[:, rows, a]).double(),
+        "whole": (predicted == program).all(-1).double(),
+        "changed": (predicted != clean.unsqueeze(1)).double(),
+    }
+
+
+def program_dependency(site: Site, n: int) -> Float[Tensor, "site_pos pos"]:
+    """D*[p, k] = [k = a(p)]: which outputs the program changes when position p's variable changes."""
+    d = torch.zeros(n, n, dtype=torch.float64)
+    d[torch.arange(n), aligned_outputs(site, n)] = 1.0
+    return d
+
+
+@dataclass(frozen=True)
+class InterchangeSummary:
+    """IIA and dependency matrix of one site, with 95% bootstrap CIs over (base, source) pairs.
+
+    ``on_program``: mean of D[p, a(p)] (the program says 1); ``off_program``: mean of the other cells
+    (the program says 0); ``off_program_max``: the largest other cell of the mean matrix, with the CI
+    of that maximum recomputed on every resample.
+    """
+
+    site: str
+    layer: int
+    head: int | None
+    num_pairs: int
+    iia: Estimate
+    iia_whole: Estimate
+    iia_by_position: list[Estimate]
+    dependency: np.ndarray  # [site_pos, pos], mean over pairs
+    on_program: Estimate
+    off_program: Estimate
+    off_program_max: Estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "layer": self.layer,
+            "head": self.head,
+            "num_pairs": self.num_pairs,
+            "iia": self.iia.to_dict(),
+            "iia_whole": self.iia_whole.to_dict(),
+            "iia_by_position": [e.to_dict() for e in self.iia_by_position],
+            "dependency": self.dependency.tolist(),
+            "on_program": self.on_program.to_dict(),
+            "off_program": self.off_program.to_dict(),
+            "off_program_max": self.off_program_max.to_dict(),
+        }
+
+
+def summarise_interchange(
+    hits: dict[str, Tensor],
+    site: Site,
+    layer: int = 0,
+    head: int | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | list[int] = 0,
+) -> InterchangeSummary:
+    """Bootstrap :func:`interchange_hits` over pairs: all statistics share one set of resamples."""
+    aligned = hits["aligned"].cpu().numpy()
+    whole = hits["whole"].cpu().numpy()
+    changed = hits["changed"].cpu().numpy()
+    b, n, _ = changed.shape
+    on = program_dependency(site, n).numpy().astype(bool)
+    table = np.hstack(
+        [
+            aligned.mean(1, keepdims=True),
+            whole.mean(1, keepdims=True),
+            aligned,
+            changed[:, on].mean(1, keepdims=True),
+            changed[:, ~on].mean(1, keepdims=True),
+            changed.reshape(b, -1),
+        ]
+    )
+    point, reps = bootstrap_distribution(table, resamples=resamples, seed=seed)
+    low, high = percentile_interval(reps, confidence)
+
+    def est(k: int) -> Estimate:
+        return Estimate(float(point[k]), float(low[k]), float(high[k]))
+
+    cells = slice(4 + n, None)
+    off = ~on.reshape(-1)
+    max_point = float(point[cells][off].max())
+    max_low, max_high = percentile_interval(reps[:, cells][:, off].max(1, keepdims=True), confidence)
+    return InterchangeSummary(
+        site=site,
+        layer=layer,
+        head=head,
+        num_pairs=b,
+        iia=est(0),
+        iia_whole=est(1),
+        iia_by_position=[est(2 + p) for p in range(n)],
+        dependency=point[cells].reshape(n, n),
+        on_program=est(2 + n),
+        off_program=est(3 + n),
+        off_program_max=Estimate(max_point, float(max_low[0]), float(max_high[0])),
+    )
+
+
+def head_iia(
+    model: torch.nn.Module,
+    base: Int[Tensor, "batch pos"],
+    source: Int[Tensor, "batch pos"],
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | list[int] = 0,
+    batch_size: int = 256,
+) -> dict[tuple[int, int], InterchangeSummary]:
+    """IIA of the ``z`` site for every (layer, head) alone: which head carries the aggregate V_i."""
+    cfg = model.cfg
+    out = {}
+    for layer in range(cfg.n_layers):
+        for head in range(cfg.n_heads):
+            hits = batched_hits(model, base, source, "z", layer, head, batch_size)
+            out[layer, head] = summarise_interchange(hits, "z", layer, head, resamples, confidence, seed)
+    return out
+
+
+def batched_hits(
+    model: torch.nn.Module,
+    base: Int[Tensor, "batch pos"],
+    source: Int[Tensor, "batch pos"],
+    site: Site,
+    layer: int = 0,
+    head: int | None = None,
+    batch_size: int = 256,
+) -> dict[str, Tensor]:
+    """:func:`interchange_hits` over ``batch_size`` pairs at a time (N forwards' worth each), concatenated."""
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
+    _check_pair(base, source)
+    parts = [
+        interchange_hits(model, b, s, site, layer, head)
+        for b, s in zip(base.split(batch_size), source.split(batch_size))
+    ]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def selector_head(
+    summaries: dict[tuple[int, int], InterchangeSummary], min_iia: float = 0.5
+) -> tuple[tuple[int, int], bool]:
+    """The (layer, head) with the highest IIA, and whether "the reverse selector lives in head h"
+    holds: its IIA CI lies above ``min_iia`` (most interchanges follow the program) and above every
+    other head's CI."""
+    if not summaries:
+        raise ValueError("no head summaries to choose from")
+    best = max(summaries, key=lambda k: summaries[k].iia.mean)
+    low = summaries[best].iia.ci_low
+    others = [s.iia.ci_high for k, s in summaries.items() if k != best]
+    return best, bool(low > min_iia and all(low > high for high in others))

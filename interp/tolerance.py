@@ -1,0 +1,141 @@
+"""Run a model with its attention pattern replaced by every point of several pattern families.
+
+For one head (layer l, head h) and each point p of each :class:`~interp.pattern_families.PatternFamily`
+the head's pattern A (at ``blocks.l.attn.hook_pattern``) is replaced by A'_p = family_p(A) and the
+model's outputs are reduced per sequence b (the unit the bootstrap resamples):
+
+    accuracy[b, p]          = (1/N) Σ_i [argmax_c ℓ'_{b,i,c} = t_{b, N−1−i}]
+    sequence_accuracy[b, p] = Π_i [argmax_c ℓ'_{b,i,c} = t_{b, N−1−i}]
+    flip_mass[b, p]         = (1/N) Σ_i A'_{b, i, N−1−i}
+
+plus any ``statistics`` (functions of the replaced patterns, the tokens and the logits, e.g. the
+readout rules of :mod:`interp.readout`). All points of a batch run in one forward pass: the batch is
+tiled once per point and the hook gives tile p the pattern of point p (chunked to ``max_rows``
+sequences per forward; 2,048 was as fast as 8,192 on the tutorial's model and needs less memory).
+The model's own point of each family (τ = 1, s = 0) is one of its points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.ablation import check_heads, intervene
+from interp.metrics import flip_mass
+from interp.pattern_families import PatternFamily, family_points
+from models.scalars import as_int
+
+# (replaced patterns [point, batch, query, key], tokens [batch, pos], logits [point, batch, pos, vocab])
+#   -> per-sequence values [point, batch, ...]
+Statistic = Callable[[Tensor, Tensor, Tensor], Tensor]
+BUILT_IN = ("accuracy", "sequence_accuracy", "flip_mass")
+
+
+def _points(families: Sequence[PatternFamily]) -> list[tuple[int, float]]:
+    if not families:
+        raise ValueError("the sweep needs at least one pattern family")
+    names = [f.name for f in families]
+    if len(set(names)) != len(names):
+        raise ValueError(f"pattern families must have distinct names, got {names}")
+    return [(k, v) for k, family in enumerate(families) for v in family.values]
+
+
+@torch.no_grad()
+def sweep_batch(
+    model: torch.nn.Module,
+    tokens: Int[Tensor, "batch pos"],
+    families: Sequence[PatternFamily],
+    layer: int = 0,
+    head: int = 0,
+    statistics: Mapping[str, Statistic] | None = None,
+    max_rows: int = 2048,
+) -> dict[str, Float[Tensor, "batch point ..."]]:
+    """Per-sequence statistics ``[batch, point, ...]`` of one batch at every point of ``families``
+    (points in the order of the families, each in its ``values`` order)."""
+    ((layer, head),) = check_heads(model, [(layer, head)])
+    max_rows = as_int(max_rows, "max_rows", minimum=1)
+    statistics = dict(statistics or {})
+    clash = sorted(set(statistics) & set(BUILT_IN))
+    if clash:
+        raise ValueError(f"statistics may not reuse the built-in names {clash}")
+    points = _points(families)
+    batch = tokens.shape[0]
+    per_forward = max(1, max_rows // max(batch, 1))
+    target = tokens.flip(-1)
+    parts: dict[str, list[Tensor]] = {}
+    for start in range(0, len(points), per_forward):
+        chunk = points[start : start + per_forward]
+        replaced: list[Tensor] = []
+
+        def hook(pattern: Tensor, *, chunk: list = chunk, replaced: list = replaced) -> Tensor:
+            own = pattern[:, head].view(len(chunk), batch, *pattern.shape[-2:])
+            new = torch.empty_like(own)
+            k = 0
+            while k < len(chunk):  # runs of points of one family are evaluated together
+                fam = chunk[k][0]
+                end = k
+                while end < len(chunk) and chunk[end][0] == fam:
+                    end += 1
+                values = torch.tensor([v for _, v in chunk[k:end]], device=own.device)
+                new[k:end] = family_points(own[k:end], families[fam], values)
+                k = end
+            replaced.append(new)
+            if pattern.shape[1] == 1:  # one head: the new pattern is the whole activation
+                return new.reshape(pattern.shape)
+            out = pattern.clone()
+            out[:, head] = new.reshape(-1, *pattern.shape[-2:])
+            return out
+
+        with intervene(model, [(f"blocks.{layer}.attn.hook_pattern", hook)]):
+            logits = model(tokens.repeat(len(chunk), 1))
+        logits = logits.view(len(chunk), batch, *logits.shape[1:])
+        new = replaced[-1]
+        correct = (logits.argmax(-1) == target).double()  # [point, batch, pos]
+        values = {
+            "accuracy": correct.mean(-1),
+            "sequence_accuracy": correct.min(-1).values,
+            "flip_mass": flip_mass(new.flatten(0, 1).unsqueeze(1)).double().view(*new.shape[:3]).mean(-1),
+        }
+        for name, fn in statistics.items():
+            values[name] = fn(new, tokens, logits).double()
+        for name, value in values.items():
+            parts.setdefault(name, []).append(value.cpu())
+    return {name: torch.cat(chunks).transpose(0, 1) for name, chunks in parts.items()}
+
+
+def family_sweep(
+    model: torch.nn.Module,
+    batches: Iterable[Int[Tensor, "batch pos"]],
+    families: Sequence[PatternFamily],
+    layer: int = 0,
+    head: int = 0,
+    statistics: Mapping[str, Statistic] | None = None,
+    max_rows: int = 2048,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Stream ``batches`` through :func:`sweep_batch`; return ``{family name: {statistic: [sequence,
+    point, ...]}}`` as float64 arrays (memory: a few numbers per sequence and point)."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    try:
+        for tokens in batches:
+            device = next(model.parameters()).device
+            stats = sweep_batch(model, tokens.to(device), families, layer, head, statistics, max_rows)
+            for name, value in stats.items():
+                parts.setdefault(name, []).append(value.numpy())
+    finally:
+        model.train(was_training)
+    if not parts:
+        raise ValueError("the sweep needs at least one batch of sequences")
+    table = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    start = 0
+    for family in families:
+        stop = start + len(family.values)
+        out[family.name] = {name: value[:, start:stop] for name, value in table.items()}
+        start = stop
+    return out
