@@ -32,7 +32,7 @@ from torch import Tensor
 
 from models.scalars import as_float, as_int
 
-PEMethod = Literal["zero", "mean", "shuffle", "shift", "mirror", "scale", "remove_band"]
+PEMethod = Literal["zero", "mean", "shuffle", "shift", "mirror", "scale", "remove_band", "keep_band"]
 PE_METHODS: tuple[str, ...] = get_args(PEMethod)
 HeadMethod = Literal["zero", "mean", "resample"]
 HEAD_METHODS: tuple[str, ...] = get_args(HeadMethod)
@@ -162,13 +162,16 @@ def positional_transform(
     - ``mirror``: P'[i] = P[N − 1 − i]
     - ``scale``:  P'[i] = α P[i]
     - ``remove_band``: P'[i, 2k] = P'[i, 2k+1] = 0 for k = ``band`` (one sin/cos frequency removed)
+    - ``keep_band``: P'[i, 2k : 2k+2] = P[i, 2k : 2k+2] for k = ``band``, every other dimension 0 (only
+      that frequency left)
     """
     if method not in PE_METHODS:
         raise ValueError(f"unknown positional-encoding ablation {method!r}; methods: {', '.join(PE_METHODS)}")
     if model.cfg.positional_embedding == "none":
         raise ValueError("the model has no positional encoding to ablate (positional_embedding='none')")
     given = {"shift": shift, "alpha": alpha, "band": band, "seed": seed}
-    needs = {"shift": "shift", "scale": "alpha", "remove_band": "band", "shuffle": "seed"}.get(method)
+    needs = {"shift": "shift", "scale": "alpha", "shuffle": "seed"}.get(method)
+    needs = "band" if method in ("remove_band", "keep_band") else needs
     for name, value in given.items():
         if value is not None and name != needs:
             raise ValueError(f"{name}= is not used by the {method!r} ablation")
@@ -203,7 +206,12 @@ def positional_transform(
         out[..., 2 * band : 2 * band + 2] = 0
         return out
 
-    return without_band
+    def only_band(pe: Tensor) -> Tensor:
+        out = torch.zeros_like(pe)
+        out[..., 2 * band : 2 * band + 2] = pe[..., 2 * band : 2 * band + 2]
+        return out
+
+    return only_band if method == "keep_band" else without_band
 
 
 @contextmanager

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformer_lens import FactoredMatrix
 
 from models.encoder import HookedReverseEncoder
 from models.scalars import as_int, is_int
+from models.transformer_lens_parts import FactoredMatrix
 
 SCORE_TERMS: tuple[str, ...] = ("pos_pos", "tok_pos", "pos_tok", "tok_tok", "bias")
 

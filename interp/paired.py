@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
-from scipy.special import ndtr
-from scipy.stats import rankdata
 
 from interp.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Estimate, bootstrap_ci
 
@@ -78,6 +76,9 @@ def wilcoxon_signed_rank(
     ``correction`` applies the continuity correction of ½ towards μ. If every difference is zero
     (σ = 0) there is no evidence of an effect: p = 1 and z = 0 (scipy returns NaN there).
     """
+    from scipy.special import ndtr  # lazy: scipy.stats takes ~1 s to import, most commands never test
+    from scipy.stats import rankdata
+
     if zero_method not in ZERO_METHODS:
         raise ValueError(f"unknown zero_method {zero_method!r}; choose one of {', '.join(ZERO_METHODS)}")
     if alternative not in ALTERNATIVES:

@@ -21,7 +21,8 @@ from typing import Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import ActivationCache
+
+from models.transformer_lens_parts import ActivationCache
 
 HeadReduction = Literal["mean", "max", "min"]
 HEAD_REDUCTIONS: tuple[str, ...] = ("mean", "max", "min")

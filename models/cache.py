@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformer_lens import ActivationCache
-from transformer_lens.utilities import Slice
+
+from models.transformer_lens_parts import ActivationCache, Slice
 
 NO_UNEMBED = (
     "there is no W_U: the output head is an MLP (Linear -> LayerNorm -> ReLU -> Linear), so logits are not "

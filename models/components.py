@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from models.config import EncoderConfig
+from models.transformer_lens_parts import HookPoint
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> Float[Tensor, "max_len d_model"]:
@@ -104,9 +104,13 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch, pos, length]
 
     def forward(self, x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
-        x = x - x.mean(-1, keepdim=True)
+        x = x - x.mean(-1, keepdim=True)  # a new tensor: the input stays as its hook saw it
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale * self.w + self.b)
+        if torch.is_grad_enabled():  # backward needs x and x / scale
+            return self.hook_normalized(x / scale * self.w + self.b)
+        # Without autograd the same operations run in place on x (no hook has seen it): the same bits,
+        # two fewer tensors of the input's size, about half of LayerNorm's time in an analysis.
+        return self.hook_normalized(x.div_(scale).mul_(self.w).add_(self.b))
 
 
 class Attention(nn.Module):

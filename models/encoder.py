@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import FactoredMatrix, HookedRootModule
-from transformer_lens.hook_points import HookPoint
 
 from models.cache import NO_UNEMBED, ReverseEncoderCache
 from models.components import SPLIT_INPUT_POST_LN, Embed, OutputHead, PosEmbed, TransformerBlock
 from models.config import EncoderConfig
+from models.transformer_lens_parts import FactoredMatrix, HookedRootModule, HookPoint
 
 ReturnType = Literal["logits", "loss", "both", None]
 RETURN_TYPES: tuple[str | None, ...] = ("logits", "loss", "both", None)

@@ -1,7 +1,7 @@
 """Build one self-contained HTML report per model, or an index page across several reports.
 
     python -m reports.build [--checkpoint PATH] [--out DIR] [--only A,B] [--skip A] [--seed S]
-                            [--num-sequences N] [--n-heads H] [--name NAME] [--jobs J]
+                            [--num-sequences N] [--n-heads H] [--name NAME] [--jobs J] [--svg]
     python -m reports.build --index DIR [DIR ...] [--out DIR]
 
 The first form runs every analysis of :data:`reports.pipeline.ANALYSES` on the model (the default
@@ -119,13 +119,15 @@ def build_report(
     n_heads: int | None = None,
     name: str | None = None,
     jobs: int = 1,
+    svg: bool = False,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Run (or reuse) the analyses and write ``out/report.html`` and ``out/summary.json``.
 
     ``only`` / ``skip`` choose analyses by name; ``jobs`` > 1 runs analyses in that many forked worker
-    processes (set ``torch.set_num_threads(1)`` before, as the CLI does). ``command`` is recorded as
+    processes (set ``torch.set_num_threads(1)`` before, as the CLI does); ``svg`` also writes every
+    analysis' figures as SVG (the page inlines the PNGs). ``command`` is recorded as
     the command line (None: built from Python). Raises ``ValueError`` / ``UserError`` for bad input
     before anything is written.
     """
@@ -158,7 +160,9 @@ def build_report(
     name = default_name(loaded.path) if name is None else str(name)
     staging, created = _prepare_out(out)
     try:
-        sections, tasks = _plan(out, staging, loaded, selected, seed, num_sequences, n_heads, command, say)
+        sections, tasks = _plan(
+            out, staging, loaded, selected, seed, num_sequences, n_heads, svg, command, say
+        )
         pipeline.run_tasks(tasks, model, jobs, say)
 
         from analyses.frame.html import read_captions
@@ -224,6 +228,7 @@ def _plan(
     seed: int,
     num_sequences: int,
     n_heads: int | None,
+    svg: bool,
     command: str | None,
     say: Callable[[str], None],
 ) -> tuple[list[AnalysisSection], list[pipeline.Task]]:
@@ -247,7 +252,7 @@ def _plan(
             "num_sequences": num_sequences,
             "run_kwargs": dict(spec.kwargs),
         }
-        if pipeline.reusable(out / analysis, analysis, expected):
+        if pipeline.reusable(out / analysis, analysis, expected, svg=svg):
             section.status, section.figures_dir = "reused", out / analysis / "figures"
             say(f"{analysis}: reusing {out / analysis}")
             continue
@@ -265,7 +270,9 @@ def _plan(
         )
         provenance["command"] = command
         tasks.append(
-            pipeline.Task(analysis, staging / analysis, loaded.path, n_heads, num_sequences, seed, provenance)
+            pipeline.Task(
+                analysis, staging / analysis, loaded.path, n_heads, num_sequences, seed, provenance, svg
+            )
         )
     return sections, tasks
 
@@ -349,6 +356,7 @@ def build_parser() -> arguments.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="analyses run in parallel processes (default: 2, or 1 on a one-core machine)",
     )
+    p.add_argument("--svg", action="store_true", help="also write every analysis' figures as SVG")
     p.add_argument(
         "--index", nargs="+", type=arguments.path_arg, metavar="DIR", help="report folders to compare"
     )
@@ -361,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         args = build_parser().parse_args(argv)
         if args.index:
-            given = [f for f in ("checkpoint", "only", "skip", "name", "n_heads") if getattr(args, f)]
+            given = [f for f in ("checkpoint", "only", "skip", "name", "n_heads", "svg") if getattr(args, f)]
             if given:
                 option = "--" + given[0].replace("_", "-")
                 raise UserError(f"--index takes report folders only, not {option}")
@@ -374,7 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline.parse_names(args.skip, "--skip")
         import torch
 
+        from models.allocator import keep_freed_memory
+
         torch.set_num_threads(1)  # small batches: one thread per process is fastest on a shared CPU
+        keep_freed_memory()  # freed tensors' memory reused, not mapped afresh (workers inherit it)
         started = time.perf_counter()
         words = [Path(sys.executable).name, "-m", "reports.build", *(sys.argv[1:] if argv is None else argv)]
         page = build_report(
@@ -387,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_heads=args.n_heads,
             name=args.name,
             jobs=args.jobs,
+            svg=args.svg,
             command=shlex.join(map(str, words)),
             log=lambda message: print(message, file=sys.stderr),  # noqa: T201
         )

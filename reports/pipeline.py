@@ -105,6 +105,7 @@ class Task:
     num_sequences: int
     seed: int
     provenance: dict[str, Any]
+    svg: bool = False  # figures as SVG too
 
     @property
     def spec(self) -> AnalysisSpec:
@@ -129,9 +130,10 @@ def read_document(folder: Path) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def reusable(folder: Path, name: str, expected: dict[str, Any]) -> bool:
+def reusable(folder: Path, name: str, expected: dict[str, Any], svg: bool = False) -> bool:
     """Whether ``folder`` holds a complete result of ``name`` made with ``expected`` provenance
-    (keys ``checkpoint_sha256``, ``config``, ``seed``, ``num_sequences``, ``run_kwargs``)."""
+    (keys ``checkpoint_sha256``, ``config``, ``seed``, ``num_sequences``, ``run_kwargs``), with every
+    figure as PNG (and as SVG too, with ``svg``)."""
     document = read_document(folder)
     if document is None or document.get("analysis") != name:
         return False
@@ -159,7 +161,8 @@ def reusable(folder: Path, name: str, expected: dict[str, Any]) -> bool:
         return False
     figures = Path(folder) / "figures"
     has_report = (Path(folder) / "report.html").is_file()
-    return has_report and all((figures / f"{n}.png").is_file() for n in captions)
+    formats = ("png", "svg") if svg else ("png",)
+    return has_report and all((figures / f"{n}.{fmt}").is_file() for n in captions for fmt in formats)
 
 
 _PROGRESS = re.compile(r"^\s*\d+%\|")  # tqdm progress bars (transformer_lens.patching draws them)
@@ -179,12 +182,17 @@ def _quiet_progress_bars():
             sys.stderr.write(text + "\n")
 
 
+# The building process's model, inherited by forked workers (set just before they are forked).
+_INHERITED: dict[str, Any] = {}
+
+
 def run_task(task: Task, model: Any = None) -> float:
     """Run one analysis and write its folder; returns the seconds it took.
 
     ``model`` is the loaded model when running in the building process; worker processes pass None
-    and load ``task.checkpoint`` themselves (one intra-op thread each: on a shared CPU, torch's
-    thread pool makes these small batches several times slower).
+    and use the building process's model when they were forked from it, else load ``task.checkpoint``
+    (one intra-op thread each: on a shared CPU, torch's thread pool makes these small batches several
+    times slower).
     """
     import torch
 
@@ -193,12 +201,12 @@ def run_task(task: Task, model: Any = None) -> float:
     started = time.perf_counter()
     if model is None:
         torch.set_num_threads(1)
-        model = resolve_model(task.checkpoint, n_heads=task.n_heads).model
+        model = _INHERITED.get("model") or resolve_model(task.checkpoint, n_heads=task.n_heads).model
     module = importlib.import_module(task.spec.module)
     with _quiet_progress_bars():
         result = module.run(model, num_sequences=task.num_sequences, seed=task.seed, **task.spec.kwargs)
     result.provenance = task.provenance
-    module.write_outputs(result, task.out)
+    module.write_outputs(result, task.out, svg=task.svg)
     return time.perf_counter() - started
 
 
@@ -247,18 +255,23 @@ def run_tasks(tasks: list[Task], model: Any, jobs: int, log: Callable[[str], Non
     context = multiprocessing.get_context(method)
     import os
 
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(tasks)),
-        mp_context=context,
-        initializer=die_with_parent,  # no orphans: a killed build takes its workers with it
-        initargs=(os.getpid(),),
-    ) as pool:
-        futures = [(task, pool.submit(run_task, task)) for task in ordered]
-        errors = []
-        for task, future in futures:
-            try:
-                log(f"{task.name}: computed in {future.result():.1f} s")
-            except Exception as e:  # collect, so every worker finishes before the build fails
-                errors.append(e)
+    if method == "fork":  # workers start with this process's copy of the model: no reload per task
+        _INHERITED["model"] = model
+    errors = []
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(tasks)),
+            mp_context=context,
+            initializer=die_with_parent,  # no orphans: a killed build takes its workers with it
+            initargs=(os.getpid(),),
+        ) as pool:
+            futures = [(task, pool.submit(run_task, task)) for task in ordered]
+            for task, future in futures:
+                try:
+                    log(f"{task.name}: computed in {future.result():.1f} s")
+                except Exception as e:  # collect, so every worker finishes before the build fails
+                    errors.append(e)
+    finally:
+        _INHERITED.clear()
     if errors:
         raise errors[0]

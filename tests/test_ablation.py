@@ -42,7 +42,8 @@ def clone_with(model, **overrides) -> HookedReverseEncoder:
 
 def test_methods_are_literals():
     assert get_args(ablation.PEMethod) == ablation.PE_METHODS
-    assert set(ablation.PE_METHODS) >= {"zero", "mean", "shuffle", "shift", "mirror", "scale", "remove_band"}
+    methods = {"zero", "mean", "shuffle", "shift", "mirror", "scale", "remove_band", "keep_band"}
+    assert set(ablation.PE_METHODS) >= methods
     assert ablation.HEAD_METHODS == ("zero", "mean", "resample")
 
 
@@ -122,6 +123,9 @@ def test_positional_methods_do_what_they_say(multi_model, tokens):
         keep[2 * band : 2 * band + 2] = False
         assert torch.equal(removed[:, keep], pe[:, keep]) and (removed[:, ~keep] == 0).all()
         assert (pe[:, ~keep] != 0).any()
+        kept = pos_embed_under(multi_model, tokens, method="keep_band", band=band)
+        assert torch.equal(kept[:, ~keep], pe[:, ~keep]) and (kept[:, keep] == 0).all()
+        assert torch.equal(kept + removed, pe)  # the two split the encoding exactly
 
 
 def test_positional_rows_match_the_table_and_clamp_learned(tiny_model):

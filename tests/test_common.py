@@ -85,6 +85,7 @@ def test_every_analysis_has_the_shared_flags_with_the_same_help():
         "--batch-size",
         "--bootstrap-resamples",
         "--quiet",
+        "--svg",
     ]
     per_analysis = {  # analysis → shared flags it leaves out
         fa: (),

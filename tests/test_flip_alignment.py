@@ -226,7 +226,7 @@ def test_report_is_self_contained_and_escaped(tiny_model, tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "http://" not in html and "https://" not in html
     names = sorted(p.stem for p in (tmp_path / "out" / "figures").glob("*.png"))
-    assert names == sorted(p.stem for p in (tmp_path / "out" / "figures").glob("*.svg"))
+    assert not list((tmp_path / "out" / "figures").glob("*.svg"))  # SVG only when asked for (--svg)
     assert html.count("data:image/png;base64,") == len(names) == 6  # 2 examples + 4 summary figures
 
 
@@ -241,7 +241,7 @@ def checkpoint(tmp_path):
 
 def test_cli_writes_every_output_and_reruns_identically(checkpoint, tmp_path, capsys):
     out = tmp_path / "results" / "flip"
-    assert fa_cli.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL, "--svg"]) == 0
     printed = capsys.readouterr().out
     assert "flip mass" in printed and str(out.absolute()) in printed
     figures = {p.name for p in (out / "figures").iterdir()}
@@ -266,7 +266,7 @@ def test_cli_writes_every_output_and_reruns_identically(checkpoint, tmp_path, ca
     assert not any(r.split(",")[3] == "difference" for r in rows[1:])
     figure_bytes = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
 
-    assert fa_cli.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL]) == 0
+    assert fa_cli.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_SMALL, "--svg"]) == 0
     assert strip_volatile(json.loads((out / "metrics.json").read_text())) == strip_volatile(first)
     assert {p.name: p.read_bytes() for p in (out / "figures").iterdir()} == figure_bytes
     assert sorted(p.name for p in out.parent.iterdir()) == ["flip"]  # no temp folders left behind

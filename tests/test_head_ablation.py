@@ -14,7 +14,7 @@ from analyses import head_ablation as ha
 from analyses.frame import sequences
 from analyses.head_ablation import __main__ as ha_cli
 from analyses.head_ablation.measure import permutation_seed
-from analyses.head_ablation.patching import corrupt, patching_sweep
+from analyses.head_ablation.patching import corrupt, patch_cells, patching_sweep
 from interp import paired, patterns
 from interp.ablation import ablate_heads, head_means, replace_pattern
 from models.checkpoints import save_model
@@ -186,6 +186,30 @@ def test_patching_ground_truth_on_one_layer(tiny_model):
     assert resid[5] == pytest.approx(1.0) and np.allclose(np.delete(resid, 5), 0, atol=1e-6)
     assert heads[q] == pytest.approx(1.0, abs=1e-5) and np.allclose(np.delete(heads, q), 0, atol=1e-6)
     assert sweep.output_position == q and sweep.clean_metric.mean != sweep.corrupted_metric.mean
+
+
+def test_patch_cells_equals_transformer_lens_sweeps(multi_result):
+    # The analysis runs TransformerLens' two sweeps without importing transformer_lens.patching: the
+    # same patches must give the same numbers, bit for bit, on 2 layers x 4 heads.
+    import transformer_lens.patching as tl_patching
+
+    model, _ = multi_result
+    tokens = tokens_of(model, 12)
+    corrupted = corrupt(tokens, 3, 10, seed=0)
+    _, cache = model.run_with_cache(tokens)
+
+    def metric(logits):
+        return logits[:, 12].gather(-1, tokens[:, 3:4]).squeeze(-1) - logits[:, 12, 0]
+
+    with torch.no_grad():
+        ours = patch_cells(model, corrupted, cache, metric, "attn.hook_z", (2, 16, 4), progress=False)
+        theirs = tl_patching.get_act_patch_attn_head_out_by_pos(
+            model, corrupted, cache, metric, reduce="none"
+        )
+        assert torch.equal(ours, theirs.values) and ours.shape == (2, 16, 4, 12)
+        ours = patch_cells(model, corrupted, cache, metric, "hook_resid_pre", (2, 16), progress=False)
+        theirs = tl_patching.get_act_patch_resid_pre(model, corrupted, cache, metric, reduce="none")
+        assert torch.equal(ours, theirs.values)
 
 
 def test_outputs_and_report(multi_result, tmp_path):

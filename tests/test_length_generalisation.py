@@ -191,7 +191,7 @@ def test_bad_arguments_raise_one_clear_error(tiny_model, kwargs, message):
 def test_outputs_and_report(tmp_path):
     result = lg.run(make_model(positional_embedding="learned"), lengths=(8, 12, 16, 24), **SMALL)
     result.provenance = {"checkpoint": "<script>alert(1)</script>", "command": "a & b"}
-    out = lg.write_outputs(result, tmp_path / "out")
+    out = lg.write_outputs(result, tmp_path / "out", svg=True)
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["schema_version"] == lg.SCHEMA_VERSION and doc["analysis"] == "length_generalisation"
     assert [r["length"] for r in doc["lengths"]] == [8, 12, 16]

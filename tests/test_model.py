@@ -107,6 +107,18 @@ def test_factored_matrix_matches_explicit_product(multi_model):
     torch.testing.assert_close(fm.AB, explicit)
 
 
+@pytest.mark.parametrize("normalization", ["post", "pre"])
+def test_forward_without_autograd_gives_the_same_bits(normalization, tokens):
+    # Without autograd LayerNorm runs in place on its own temporaries: every cached activation and the
+    # logits must equal the autograd forward's bit for bit.
+    model = make_model(seed=2, n_layers=2, n_heads=2, normalization=normalization)
+    logits, cache = model.run_with_cache(tokens)
+    with torch.inference_mode():
+        fast_logits, fast_cache = model.run_with_cache(tokens)
+    assert torch.equal(logits, fast_logits)
+    assert all(torch.equal(cache[name], fast_cache[name]) for name in cache.keys())
+
+
 def test_no_hooks_leaves_output_unchanged(multi_model, tokens):
     with torch.no_grad():
         plain = multi_model(tokens)

@@ -219,6 +219,11 @@ PE_CASES = [
         lambda lab: (choose(lab, "pe-method", "remove_band"), choose(lab, "pe-band", "1")),
         {"pe": {"method": "remove_band", "band": 1}},
     ),
+    (
+        "keep band 0",
+        lambda lab: (choose(lab, "pe-method", "keep_band"), choose(lab, "pe-band", "0")),
+        {"pe": {"method": "keep_band", "band": 0}},
+    ),
     ("scale 0.5", lambda lab: slide(lab, "alpha", -10), {"pe": {"alpha": 0.5}}),
     (
         "shift +1 then scale 1.5",

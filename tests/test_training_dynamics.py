@@ -278,6 +278,7 @@ def test_cli_writes_every_output(snapshot_run, tmp_path, capsys):
         "200",
         "--bootstrap-resamples",
         "100",
+        "--svg",
     ]
     assert td_cli.main(argv) == 0
     assert "flip_mass − accuracy at 50%" in capsys.readouterr().out

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import inspect
 import pydoc
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,7 @@ from tests.conftest import make_model
 SWEEPS = sorted(name for name in dir(patching) if name.startswith("get_act_patch_"))
 DIRECT_PATH = {name for name in SWEEPS if "direct_path" in name}
 SHAPES = [(1, 1), (1, 2), (2, 1), (2, 2)]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def corrupted_pair(model: HookedReverseEncoder, seed: int = 0):
@@ -45,6 +49,31 @@ def call_sweep(name: str, model: HookedReverseEncoder, clean: torch.Tensor, corr
     if "verbose" in params:
         kwargs["verbose"] = False
     return fn(**kwargs)
+
+
+LIGHT_IMPORT = """
+import sys
+import torch
+import models.encoder
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"transformers", "datasets", "pandas"})
+assert not heavy, heavy  # the encoder alone imports none of TransformerLens' Hugging Face side
+import transformer_lens.patching
+from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule, TransformerBridge, utilities
+from models import HookedReverseEncoder
+assert issubclass(HookedReverseEncoder, HookedRootModule) and isinstance(TransformerBridge, type)
+_, cache = HookedReverseEncoder(models.config.EncoderConfig()).run_with_cache(torch.zeros(1, 16, dtype=int))
+assert isinstance(cache, ActivationCache) and isinstance(FactoredMatrix, type)
+assert utilities.get_dataset and "datasets" in sys.modules  # a name it lacked completed the package
+print("ok")
+"""
+
+
+def test_the_encoder_imports_transformer_lens_without_its_hugging_face_side():
+    # models.transformer_lens_parts defers transformer_lens' package __init__ (transformers, datasets:
+    # ~2 s); whatever asks for more gets the whole package, with the same classes. A fresh process:
+    # this one may have completed the package already.
+    done = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
 
 
 def test_the_installed_transformer_lens_has_the_sweeps_we_test():

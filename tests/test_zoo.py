@@ -174,7 +174,7 @@ def test_welch_interval_matches_scipy():
 
 def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     out = tmp_path / "summary"
-    argv = [str(tiny_zoo), "--out", str(out), "--num-sequences", "64", "--bootstrap-resamples", "50"]
+    argv = [str(tiny_zoo), "--out", str(out), "--num-sequences", "64", "--bootstrap-resamples", "50", "--svg"]
     assert zs_cli.main([*argv, "--engine", "sequential"]) == 0
     assert "sinusoidal L1 H1 D16" in capsys.readouterr().out  # width 16: not the tutorial's 32
     document = json.loads((out / "metrics.json").read_text())

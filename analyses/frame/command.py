@@ -4,7 +4,7 @@ Each analysis is a thin use of these general routines (TransformerLens' ``patchi
 
 - :func:`analysis_parser` — ``python -m analyses.<name>``'s parser with the shared flags
   (``--checkpoint``, ``--n-heads``, ``--num-sequences``, ``--seq-len``, ``--seed``, ``--out``,
-  ``--device``, ``--batch-size``, ``--bootstrap-resamples``, ``--quiet``), the same help text
+  ``--device``, ``--batch-size``, ``--bootstrap-resamples``, ``--quiet``, ``--svg``), the same help text
   everywhere; the analysis adds its own flags.
 - :class:`Outputs` — how an analysis writes OUT: ``metrics.json`` (``result.to_dict()``),
   ``metrics.csv`` (``result.csv_rows()`` under ``result.CSV_FIELDS``), ``figures/`` (its package's
@@ -33,6 +33,7 @@ from typing import Any
 
 from analyses.frame import arguments
 from analyses.frame.cli import UserError, run_cli
+from analyses.frame.figures import figure_formats
 from analyses.frame.files import atomic_output_dir, write_csv, write_json
 from analyses.frame.loading import resolve_model
 from analyses.frame.provenance import provenance
@@ -44,6 +45,7 @@ CHECKPOINT_HELP = (
 N_HEADS_HELP = "heads of a Flax checkpoint (default 1; others store it)"
 SEED_HELP = "seed of the evaluation sequences and the bootstrap resamples (default 0)"
 QUIET_HELP = "no progress output (ours and TransformerLens' progress bars); results are still printed"
+SVG_HELP = "also write every figure as SVG (vector graphics; PNG only by default, an SVG takes as long again)"
 # The flags every analysis passes on to its ``run`` under the same name (``--seq-len`` where it has it).
 SAMPLING_FLAGS = ("num_sequences", "seq_len", "seed", "batch_size", "bootstrap_resamples")
 
@@ -93,6 +95,7 @@ def analysis_parser(
         help="bootstrap resamples behind every CI (default 1000)",
     )
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    p.add_argument("--svg", action="store_true", help=SVG_HELP)
     return p
 
 
@@ -147,22 +150,24 @@ class Outputs:
     source: str | None = None
     figures: str | None = None
 
-    def write_into(self, result: Any, folder: Path) -> None:
-        """metrics.json, metrics.csv, figures/ and report.html into an existing (temporary) folder."""
+    def write_into(self, result: Any, folder: Path, *, svg: bool = False) -> None:
+        """metrics.json, metrics.csv, figures/ (PNG; also SVG with ``svg``) and report.html into an
+        existing (temporary) folder."""
         from analyses.frame.html import write_report  # lazy: Jinja2 only when a report is written
 
         module = self.figures or f"analyses.{self.analysis}.figures"
         document = result.to_dict()
         write_json(folder / "metrics.json", document)
         write_csv(folder / "metrics.csv", result.csv_rows(), result.CSV_FIELDS)
-        captions = importlib.import_module(module).make_figures(result, folder / "figures")
+        with figure_formats(svg):
+            captions = importlib.import_module(module).make_figures(result, folder / "figures")
         write_report(folder / "report.html", document, folder / "figures", captions)
 
-    def write(self, result: Any, out: Path | str) -> Path:
-        """Write metrics.json, metrics.csv, figures/ and report.html into ``out``, all or nothing
-        (an existing ``out`` is replaced only on success); returns ``out``. This is every analysis'
-        ``write_outputs``. A result without provenance (made from Python) gets one: no command
-        line, a checkpoint only where ``source`` names one."""
+    def write(self, result: Any, out: Path | str, *, svg: bool = False) -> Path:
+        """Write metrics.json, metrics.csv, figures/ (PNG; also SVG with ``svg``) and report.html into
+        ``out``, all or nothing (an existing ``out`` is replaced only on success); returns ``out``.
+        This is every analysis' ``write_outputs``. A result without provenance (made from Python) gets
+        one: no command line, a checkpoint only where ``source`` names one."""
         if not result.provenance:
             result.provenance = provenance(
                 analysis=self.analysis,
@@ -174,7 +179,7 @@ class Outputs:
                 from_cli=False,
             )
         with atomic_output_dir(Path(out)) as folder:
-            self.write_into(result, folder)
+            self.write_into(result, folder, svg=svg)
         return Path(out)
 
 
@@ -195,8 +200,11 @@ def main(
     def body() -> int:
         import torch
 
+        from models.allocator import keep_freed_memory
+
         args = parser.parse_args(argv)
         arguments.check_device(args.device)
+        keep_freed_memory()  # freed tensors' memory reused, not mapped afresh: fewer page faults
         # One intra-op thread: these small batches gain little from a second one on an idle machine and
         # lose several-fold on a shared one, and results then do not depend on the machine's core count.
         threads = torch.get_num_threads()
@@ -204,7 +212,7 @@ def main(
         try:
             with atomic_output_dir(args.out) as folder:  # first: an unwritable --out fails early
                 result = compute(args, folder)
-                outputs.write_into(result, folder)
+                outputs.write_into(result, folder, svg=getattr(args, "svg", False))
         finally:
             torch.set_num_threads(threads)
         print(result.summary())

@@ -115,7 +115,7 @@ def run(
     The random row permutations run on the first ``permutation_sequences`` of the ``num_sequences``
     sequences (all of them when it is larger): each permutation's accuracy is a mean over those, and
     the "permuted" condition is, per sequence, the mean over the permutations, paired with the clean
-    run on the same sequences. ``progress=False`` hides TransformerLens' patching progress bars.
+    run on the same sequences. ``progress=False`` hides the patching sweeps' progress bars.
     """
     cfg = model.cfg
     seq_len = arguments.check_sampling(

@@ -1,4 +1,4 @@
-"""Activation patching on the reverse task, run by ``transformer_lens.patching`` on our model.
+"""Activation patching on the reverse task: TransformerLens' patching sweeps, on our model.
 
 **Corruption.** A clean sequence t and a corrupted t' that differs from it in one input position p
 only: t'_p = (t_p + 1 + r) mod C with r uniform on 0..C−2 (seeded), so always another digit. The
@@ -13,21 +13,26 @@ layer/position/head):
 (0: the patch restores nothing; 1: it restores the clean behaviour), with a percentile-bootstrap CI
 over sequences (ratio of sums, resampling sequences). For a head that routes input p to output q the
 heads × positions sweep of ``hook_z`` lights up at query position q only.
+
+The sweeps are ``transformer_lens.patching.get_act_patch_attn_head_out_by_pos`` and
+``get_act_patch_resid_pre`` with ``reduce="none"``: for each cell, one forward pass of the corrupted
+tokens with the clean activation written into that cell by a hook. :func:`patch_cells` runs the same
+patches and returns the same numbers (``tests/test_head_ablation.py`` compares them with
+TransformerLens'), without importing ``transformer_lens.patching``, whose import brings pandas and
+TransformerLens' model bridge (about 4 s, twice this analysis' compute).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import patching
 
 from analyses.frame.result import plain
 from interp.stats import Estimate, bootstrap_ci, bootstrap_distribution, percentile_interval
@@ -76,20 +81,36 @@ def _recovery(values: Tensor, corrupted: Tensor, clean: Tensor, resamples: int, 
     return {k: v.reshape(shape) for k, v in (("mean", point), ("ci_low", low), ("ci_high", high))}
 
 
-@contextmanager
-def progress_bars(enabled: bool) -> Iterator[None]:
-    """TransformerLens' patching sweeps draw a tqdm bar each (its ``tqdm`` is read when the module is
-    imported, so TQDM_DISABLE cannot be set later): with ``enabled`` False they are made with
-    ``disable=True`` inside the block, and the module is restored on exit."""
-    if enabled:
-        yield
-        return
-    original = patching.tqdm
-    patching.tqdm = partial(original, disable=True)
-    try:
-        yield
-    finally:
-        patching.tqdm = original
+def patch_cells(
+    model: Any,
+    corrupted: Int[Tensor, "batch pos"],
+    clean_cache: Any,
+    metric: Callable[[Tensor], Tensor],
+    hook: str,
+    shape: tuple[int, ...],
+    progress: bool = True,
+) -> Float[Tensor, "... batch"]:
+    """``metric`` (a [batch] tensor) of the corrupted run with one cell of ``blocks.<layer>.<hook>``
+    replaced by the clean run's: for every index ``(layer, pos)`` or ``(layer, pos, head)`` of
+    ``shape``, ``activation[:, pos] = clean[:, pos]`` or ``activation[:, pos, head] = clean[:, pos,
+    head]`` — TransformerLens' ``layer_pos_patch_setter`` / ``layer_pos_head_vector_patch_setter`` in
+    its ``generic_activation_patch`` loop, with a tqdm bar per sweep unless ``progress`` is False.
+    Returns ``[*shape, batch]`` (float32, as TransformerLens stores it)."""
+    from tqdm.auto import tqdm  # TransformerLens' bar, as its sweeps drew it
+
+    values = torch.zeros((*shape, corrupted.shape[0]))
+    for index in tqdm(list(np.ndindex(*shape)), disable=not progress):
+        layer, pos, *head = index
+        name = f"blocks.{layer}.{hook}"
+        clean = clean_cache[name]
+        cell = (slice(None), pos, *head)
+
+        def patch(activation: Tensor, hook: Any, cell: tuple = cell, clean: Tensor = clean) -> Tensor:
+            activation[cell] = clean[cell]
+            return activation
+
+        values[index] = metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, patch)])).detach()
+    return values
 
 
 @torch.no_grad()
@@ -118,11 +139,10 @@ def patching_sweep(
 
     clean_logits, clean_cache = model.run_with_cache(tokens)
     m_clean, m_corrupted = metric(clean_logits), metric(model(corrupted))
-    with progress_bars(progress):
-        heads = patching.get_act_patch_attn_head_out_by_pos(
-            model, corrupted, clean_cache, metric, reduce="none"
-        )
-        resid = patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric, reduce="none")
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    sweep = partial(patch_cells, model, corrupted, clean_cache, metric, progress=progress)
+    heads = sweep("attn.hook_z", (n_layers, n, n_heads))
+    resid = sweep("hook_resid_pre", (n_layers, n))
     (clean_est,) = bootstrap_ci(
         m_clean.double().cpu().numpy(), resamples=resamples, confidence=confidence, seed=seed
     )
@@ -135,6 +155,6 @@ def patching_sweep(
         num_sequences=tokens.shape[0],
         clean_metric=clean_est,
         corrupted_metric=corr_est,
-        heads_by_position=_recovery(heads.values, m_corrupted, m_clean, resamples, confidence, seed),
-        resid_pre=_recovery(resid.values, m_corrupted, m_clean, resamples, confidence, seed),
+        heads_by_position=_recovery(heads, m_corrupted, m_clean, resamples, confidence, seed),
+        resid_pre=_recovery(resid, m_corrupted, m_clean, resamples, confidence, seed),
     )

@@ -9,7 +9,7 @@
   var RE = window.ReverseEncoder, source = document.getElementById("lab-data"), root = document.getElementById("lab");
   if (!RE || !RE.model || !source || !root) return;
   var model = RE.model, cfg = model.cfg, lab = JSON.parse(source.textContent), N = lab.seq_len;
-  var PE_METHODS = ["none", "zero", "mean", "shuffle", "shift", "mirror", "remove_band"];
+  var PE_METHODS = ["none", "zero", "mean", "shuffle", "shift", "mirror", "remove_band", "keep_band"];
   var REPLACE = ["none", "flip", "flip+1", "flip-1", "uniform"];
   var L = cfg.n_layers, H = cfg.n_heads, hasPE = cfg.positional_embedding !== "none";
   function $(id) { return document.getElementById("lab-" + id); }
@@ -44,7 +44,7 @@
     $("mix-value").textContent = state.attn.mix.toFixed(2);
     $("pe-shift").disabled = state.pe.method !== "shift";
     $("pe-seed").disabled = state.pe.method !== "shuffle";
-    $("pe-band").disabled = state.pe.method !== "remove_band";
+    $("pe-band").disabled = state.pe.method !== "remove_band" && state.pe.method !== "keep_band";
     $("pins").textContent = state.pins.length ? state.pins.map(function (p) {
       return "head " + p.layer + "." + p.head + ": query " + p.query + " \u2192 key " + p.key; }).join("; ") : "none";
   }
@@ -68,7 +68,7 @@
   // --- the URL fragment: #lab&pe=shift:1&alpha=0.5&at=all&tau=0.5&rep=flip&mix=0.2&heads=0.1:zero&pins=0.0.3.12
   function encode() {
     var p = new URLSearchParams(), pe = state.pe, a = state.attn;
-    if (pe.method !== "none") p.set("pe", pe.method + (pe.method === "shift" ? ":" + pe.shift : pe.method === "shuffle" ? ":" + pe.seed : pe.method === "remove_band" ? ":" + pe.band : ""));
+    if (pe.method !== "none") p.set("pe", pe.method + (pe.method === "shift" ? ":" + pe.shift : pe.method === "shuffle" ? ":" + pe.seed : /_band$/.test(pe.method) ? ":" + pe.band : ""));
     if (pe.alpha !== 1) p.set("alpha", String(pe.alpha));
     if (a.target !== "all") p.set("at", a.target);
     if (a.tau !== 1) p.set("tau", String(Math.log2(a.tau)));
@@ -96,13 +96,13 @@
     if (p.has("pe")) {
       if (!hasPE) throw new Error("this model has no positional encoding");
       var parts = p.get("pe").split(":"), m = parts[0];
-      if (PE_METHODS.indexOf(m) < 0 || (m === "remove_band" && !lab.num_bands)) throw new Error("unknown positional-encoding method \u201c" + m + "\u201d");
-      var needs = { shift: 1, shuffle: 1, remove_band: 1 }[m] || 0;
+      if (PE_METHODS.indexOf(m) < 0 || (/_band$/.test(m) && !lab.num_bands)) throw new Error("unknown positional-encoding method \u201c" + m + "\u201d");
+      var needs = { shift: 1, shuffle: 1, remove_band: 1, keep_band: 1 }[m] || 0;
       if (parts.length !== 1 + needs) throw new Error("pe=" + p.get("pe") + " has the wrong number of parameters");
       s.pe.method = m;
       if (m === "shift") s.pe.shift = integer(parts[1], -N, N, "the shift");
       if (m === "shuffle") s.pe.seed = integer(parts[1], 0, Object.keys(lab.permutations).length - 1, "the shuffle seed");
-      if (m === "remove_band") s.pe.band = integer(parts[1], 0, lab.num_bands - 1, "the band");
+      if (/_band$/.test(m)) s.pe.band = integer(parts[1], 0, lab.num_bands - 1, "the band");
     }
     if (p.has("alpha")) { if (!hasPE) throw new Error("this model has no positional encoding"); s.pe.alpha = number(p.get("alpha"), alpha, "alpha"); }
     if (p.has("at")) { if (heads().indexOf(p.get("at")) < 0) throw new Error("head " + p.get("at") + " does not exist in this model"); s.attn.target = p.get("at"); }
@@ -128,7 +128,7 @@
   function python() {
     var lines = [], ctx = [], pe = state.pe, a = state.attn, anyMean = false;
     if (hasPE && pe.method !== "none") {
-      var arg = pe.method === "shift" ? ", shift=" + pe.shift : pe.method === "shuffle" ? ", seed=" + pe.seed : pe.method === "remove_band" ? ", band=" + pe.band : "";
+      var arg = pe.method === "shift" ? ", shift=" + pe.shift : pe.method === "shuffle" ? ", seed=" + pe.seed : /_band$/.test(pe.method) ? ", band=" + pe.band : "";
       ctx.push("ablate_positional_encoding(model, " + py(pe.method) + arg + ")");
     }
     if (hasPE && pe.alpha !== 1) ctx.push("ablate_positional_encoding(model, \"scale\", alpha=" + pe.alpha + ")");

@@ -110,6 +110,8 @@
     } else if (m === "remove_band") {
       out.set(P);
       for (i = 0; i < n; i++) { out[i * d + 2 * pe.band] = 0; if (2 * pe.band + 1 < d) out[i * d + 2 * pe.band + 1] = 0; }
+    } else if (m === "keep_band") {
+      for (i = 0; i < n; i++) for (e = 2 * pe.band; e < Math.min(2 * pe.band + 2, d); e++) out[i * d + e] = P[i * d + e];
     } else throw new Error("unknown positional-encoding method " + m);
     if (pe.alpha !== undefined && pe.alpha !== 1) for (i = 0; i < out.length; i++) out[i] *= pe.alpha;
     return out;
