@@ -69,7 +69,7 @@ _LAZY |= {
             "default_families",
             "family_points",
         ),
-        "interp.tolerance": ("family_sweep", "sweep_batch"),
+        "interp.tolerance": ("family_sweep", "sweep_batch", "sweep_units"),
         "interp.thresholds": ("Threshold", "crossings", "family_threshold"),
         "interp.tolerance_verdict": ("Verdict", "make_verdict"),
         "interp.readout": (
@@ -99,9 +99,11 @@ _LAZY |= {
             "head_iia",
             "interchange_hits",
             "make_sources",
+            "pair_batches",
             "patched_predictions",
             "program_dependency",
             "selector_head",
+            "streamed_summary",
             "summarise_interchange",
         ),
     }.items()
