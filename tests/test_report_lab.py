@@ -182,6 +182,9 @@ def assert_same(lab: Lab, spec: dict) -> dict:
 
 # --- driving the controls as a person would -------------------------------------------------------
 def reset(lab: Lab):
+    # The module's two lab pages share one browser: the one opened last is in front, and a page in the
+    # background gets no animation frames (Chromium pauses them), so each settle() would wait seconds.
+    lab.page.bring_to_front()
     lab.page.click("#lab-reset")
     lab.settle()
 
