@@ -5,13 +5,12 @@ and the index page. The browser side is tests/test_report_browser.py."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +34,30 @@ NUM = 48  # sequences per analysis: enough for every analysis, small enough for 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A random two-layer, two-head model (tiny) saved in our format."""
-    return save_model(make_model(seed=3, n_layers=2, n_heads=2), tmp_path_factory.mktemp("ckpt") / "model.pt")
+    """A random two-layer, one-head model (tiny) saved in our format."""
+    return save_model(make_model(seed=3, n_layers=2, n_heads=1), tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, checkpoint) -> tuple[Path, subprocess.CompletedProcess]:
-    """One full build through the real command line, analyses on two forked worker processes."""
-    out = tmp_path_factory.mktemp("build") / "report"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    """One full build through the command line's entry point, analyses on two forked worker processes.
+
+    It runs in this process, whose imports are already paid (a fresh interpreter costs ~5 s of them);
+    ``python -m reports.build`` as a real process is tested in tests/test_output_reliability.py. Its
+    stdout and stderr are files, which the forked workers inherit: what they print is checked too."""
+    root = tmp_path_factory.mktemp("build")
+    out = root / "report"
     args = ["--checkpoint", str(checkpoint), "--out", str(out), "--num-sequences", str(NUM), "--name", EVIL]
-    done = subprocess.run(
-        [sys.executable, "-m", "reports.build", *args, "--jobs", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    streams = root / "stdout.txt", root / "stderr.txt"
+    with (
+        open(streams[0], "a", buffering=1) as stdout,
+        open(streams[1], "a", buffering=1) as stderr,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        code = build.main([*args, "--jobs", "2"])
+    done = subprocess.CompletedProcess(
+        ["reports.build", *args], code, streams[0].read_text(), streams[1].read_text()
     )
     assert done.returncode == 0, done.stderr
     return out, done
@@ -166,7 +172,8 @@ def test_summary_json_carries_the_key_numbers_and_provenance(built, checkpoint):
     assert len(m["interchange"]["iia_table"]) == len(docs["interchange"]["sites"])
     assert summary["checkpoint_sha256"] == sha256_file(checkpoint)
     assert summary["name"] == EVIL and summary["seed"] == 0 and summary["num_sequences"] == NUM
-    assert summary["config"]["n_heads"] == 2 and "reports.build" in summary["command"]
+    assert summary["config"] == json.loads(json.dumps(load_model(checkpoint).cfg.to_dict()))  # the model's
+    assert summary["config"]["n_layers"] == 2 and "reports.build" in summary["command"]
     assert [a["status"] for a in summary["analyses"]] == ["computed"] * len(pipeline.ANALYSES)
     assert summary["report_bytes"] == (out / "report.html").stat().st_size
     for a, doc in docs.items():  # each analysis records how the report ran it
@@ -210,7 +217,7 @@ def test_reuse_requires_the_same_inputs(built, checkpoint, tmp_path):
         folder, "qk_circuit", {**expected, "run_kwargs": {"bootstrap_resamples": 10}}
     )
     assert not pipeline.reusable(
-        folder, "qk_circuit", {**expected, "config": {**expected["config"], "n_heads": 1}}
+        folder, "qk_circuit", {**expected, "config": {**expected["config"], "n_heads": 2}}
     )
     assert not pipeline.reusable(folder, "flip_alignment", expected)  # another analysis' folder
     (folder / "figures" / "captions.json").unlink()
