@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def test_kill_9_of_a_build_takes_its_workers_along_and_a_rerun_cleans_up(checkpo
     foreign = out / ".report-build-by-hand"
     foreign.mkdir()
     rerun = subprocess.run(
-        [sys.executable, "-m", "reports.build", *args, "--num-sequences", "8", "--only", "flip_alignment"],
+        [sys.executable, "-m", "reports.build", *args, "--num-sequences", "8", "--only", "interchange"],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -117,7 +118,7 @@ def test_only_dead_creators_folders_count_as_stale(tmp_path):
 
 
 def test_an_analysis_rerun_removes_what_a_killed_one_left(checkpoint, tmp_path):
-    from analyses.flip_alignment.__main__ import main
+    from analyses.interchange.__main__ import main
 
     host = staging.owner_token().split("-")[0]
     dead = int(
@@ -198,13 +199,28 @@ def make_writable(folder: Path) -> None:
     folder.chmod(0o755)
 
 
-@pytest.mark.parametrize("where", ["out", "figures"])
-def test_a_read_only_out_is_one_line_before_any_work_and_leaves_nothing(checkpoint, tmp_path, capsys, where):
-    from analyses.flip_alignment.__main__ import main
+def analysis_argv(checkpoint: Path, out: Path) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--out", str(out), "--num-sequences", "8", "--quiet"]
 
-    out = tmp_path / "out"
-    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--num-sequences", "8", "--quiet"]
-    assert main(argv) == 0
+
+@pytest.fixture(scope="module")
+def analysis_output(checkpoint, tmp_path_factory) -> Path:
+    """An output folder of ``python -m analyses.interchange`` (the quickest figures), made once."""
+    from analyses.interchange.__main__ import main
+
+    out = tmp_path_factory.mktemp("flip") / "out"
+    assert main(analysis_argv(checkpoint, out)) == 0
+    return out
+
+
+@pytest.mark.parametrize("where", ["out", "figures"])
+def test_a_read_only_out_is_one_line_before_any_work_and_leaves_nothing(
+    checkpoint, analysis_output, tmp_path, capsys, where
+):
+    from analyses.interchange.__main__ import main
+
+    out = shutil.copytree(analysis_output, tmp_path / "out")  # an earlier output of the same command
+    argv = analysis_argv(checkpoint, out)
     before = sorted(p.name for p in out.rglob("*"))
     locked = out if where == "out" else out / "figures"
     make_read_only(locked)
