@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from models import load_model
 from tests.test_loading import flax_file
@@ -49,18 +50,27 @@ def test_the_stored_notebook_is_valid_and_shows_its_outputs():
     check_tour(runner.text_outputs(nb), runner.image_count(nb))
 
 
-def test_a_fresh_run_prints_what_the_stored_notebook_shows():
+@pytest.fixture(scope="module")
+def runs(trained_fast_run, tmp_path_factory) -> tuple[nbformat.NotebookNode, nbformat.NotebookNode]:
+    """Two runs of the notebook in one kernel (``runner.execute_each``): as a reader's first run (no
+    checkpoint: it trains a fast-preset model), then, after ``%reset -f``, on a Flax msgpack file of the
+    session's trained fast-preset model with its head count."""
+    path = flax_file(load_model(trained_fast_run), tmp_path_factory.mktemp("flax") / "tutorial.msgpack")
+    fresh, flax = runner.execute_each([(None, None), (str(path), 1)])
+    return fresh, flax
+
+
+def test_a_fresh_run_prints_what_the_stored_notebook_shows(runs):
     stored = nbformat.read(runner.NOTEBOOK, as_version=4)
-    fresh = runner.execute()
+    fresh = runs[0]
     assert runner.text_outputs(fresh) == runner.text_outputs(stored), (
         "the stored outputs are stale: run `python scripts/run_notebook.py`"
     )
     assert runner.image_count(fresh) == runner.image_count(stored)
 
 
-def test_the_notebook_reads_a_flax_checkpoint_and_its_head_count(tmp_path, trained_fast_run):
-    path = flax_file(load_model(trained_fast_run), tmp_path / "tutorial.msgpack")
-    nb = runner.execute(checkpoint=str(path), n_heads=1)
+def test_the_notebook_reads_a_flax_checkpoint_and_its_head_count(runs):
+    nb = runs[1]
     text = runner.text_outputs(nb)
     check_tour(text, runner.image_count(nb))
     assert "layers 1, heads 1, d_model 32, PE sinusoidal" in text
