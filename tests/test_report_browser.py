@@ -24,13 +24,16 @@ EVIL = "<script>alert(1)</script>"
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """A report of a random 2-layer × 2-head model (flip alignment only: the explorer is what is tested
-    here; every section's markup is checked in test_report_build.py) and an index over it."""
+    """A report of a random 2-layer × 2-head model and an index over it. One analysis section, the one
+    with the quickest figures (interchange): the explorer and the lab are what is tested here, the
+    section only needs to put figures (data URIs) on the page; every section's markup is checked in
+    test_report_build.py."""
     root = tmp_path_factory.mktemp("browser")
     checkpoint = save_model(make_model(seed=7, n_layers=2, n_heads=2), root / "model.pt")
     page = build.build_report(
-        checkpoint, root / "runs" / "tiny", only=["flip_alignment"], num_sequences=24, name=EVIL
+        checkpoint, root / "runs" / "tiny", only=["interchange"], num_sequences=24, name=EVIL
     )
+    assert 'src="data:image/png;base64,' in page.read_text()  # the page loads images (offline ones)
     index = build_index([page.parent], root / "runs")
     return page, index, load_model(checkpoint)
 
@@ -236,5 +239,7 @@ def test_in_page_forward_pass_matches_python_for_other_architectures(overrides, 
     assert w.page.is_disabled("#lab-pe-method") == (cfg.positional_embedding == "none")
     w.page.select_option("#lab-attn-replace", "uniform")
     w.page.select_option("#lab-head-0-0", "mean")
+    # the lab redraws in the next animation frame: wait two frames, as test_report_lab.Lab.settle does
+    w.page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     assert w.page.locator(".digits-row").count() == 4
     assert not w.errors and not w.dialogs
