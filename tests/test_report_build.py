@@ -18,9 +18,9 @@ import pytest
 import torch
 from conftest import make_model
 
-from analyses.flip_alignment import __main__ as fa_cli
 from analyses.frame import loading, sequences
 from analyses.frame.html import json_script, read_captions, render_section
+from analyses.interchange import __main__ as interchange_cli
 from interp.ablation import head_means, shuffled_positions
 from models import load_model, save_model, sha256_file
 from reports import build, explorer, pipeline
@@ -226,19 +226,18 @@ def test_reuse_requires_the_same_inputs(built, checkpoint, tmp_path):
 
 
 def test_a_result_of_the_analysis_cli_is_reused_when_its_settings_match(tmp_path, monkeypatch):
+    # interchange: its defaults (bootstrap_resamples 1000) are the report's, and its figures the quickest
     checkpoint = save_model(make_model(), tmp_path / "one_head.pt")  # one panel per figure: quicker
     out = tmp_path / "report"
     argv = ["--checkpoint", str(checkpoint), "--num-sequences", str(NUM), "--seed", "2"]
-    assert (
-        fa_cli.main([*argv, "--out", str(out / "flip_alignment")]) == 0
-    )  # bootstrap_resamples 1000 = report's
-    made = (out / "flip_alignment" / "metrics.json").read_bytes()
+    assert interchange_cli.main([*argv, "--out", str(out / "interchange")]) == 0
+    made = (out / "interchange" / "metrics.json").read_bytes()
     messages: list[str] = []
     # no checkpoint: the default model of analyses.frame.loading.resolve_model (here: the same file)
     monkeypatch.setattr(loading, "ensure_default_model", lambda log=None: checkpoint)
-    build.build_report(None, out, only=["flip_alignment"], seed=2, num_sequences=NUM, log=messages.append)
-    assert messages == [f"flip_alignment: reusing {out / 'flip_alignment'}"]
-    assert (out / "flip_alignment" / "metrics.json").read_bytes() == made
+    build.build_report(None, out, only=["interchange"], seed=2, num_sequences=NUM, log=messages.append)
+    assert messages == [f"interchange: reusing {out / 'interchange'}"]
+    assert (out / "interchange" / "metrics.json").read_bytes() == made
     html = (out / "report.html").read_text()
     assert "Not in this report: skipped (--only / --skip)" in html and "Result reused" in html
 
