@@ -19,12 +19,9 @@ import torch
 import models.train as train_module
 from models import integrity, load_model
 from models.train import main, train
+from tests.conftest import TINY_TRAIN
 
-# 512 training sequences in batches of 32, 3 epochs = 48 steps; validation every 12 steps.
-TINY = [
-    "--d-model", "16", "--train-size", "512", "--batch-size", "32", "--epochs", "3", "--val-size", "64",
-    "--test-size", "64", "--lr", "1e-2", "--warmup", "4", "--no-progress-bar", "--val-check-interval", "12",
-]  # fmt: skip
+TINY = TINY_TRAIN  # 48 steps, validation every 12 (tests/conftest.py)
 # The fast preset on less data: reaches 100% validation accuracy (and stops) after 120 steps.
 PERFECT = ["--preset", "fast", "--train-size", "4096", "--val-size", "128", "--test-size", "128"]
 PERFECT += ["--epochs", "3", "--no-progress-bar"]
@@ -49,10 +46,10 @@ def with_callbacks(monkeypatch, *callbacks) -> None:
     monkeypatch.setattr(train_module, "train", functools.partial(train, callbacks=list(callbacks)))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """The TINY run, uninterrupted (read only: the tests compare their runs' weights with it)."""
-    return train([*TINY, "--out", str(tmp_path_factory.mktemp("reference")), "--name", "run"])
+@pytest.fixture
+def reference(tiny_uninterrupted_run) -> Path:
+    """The TINY run, uninterrupted (trained once per session; read only)."""
+    return tiny_uninterrupted_run
 
 
 # --- item 2: a corrupt last.ckpt on resume ----------------------------------------------------------------
