@@ -411,18 +411,9 @@ def test_cli_unwritable_out_and_help(tmp_path, capsys):
         assert flag in out
 
 
-def test_importing_data_and_train_does_not_import_lightning():
-    code = (
-        "import sys, models.data, models.train, models.train_args\n"
-        "assert models.train.main(['--preset', 'nope']) == 2\n"
-        "from models.train import TrainArgs, build_parser, main, parse_args, train\n"
-        "assert TrainArgs is models.train_args.TrainArgs and parse_args is models.train_args.parse_args\n"
-        "assert parse_args(['--preset', 'fast']).resolve().lr == 7e-3\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')]\n"
-        "assert not bad, bad\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
+# That importing models.data and models.train does not import Lightning is checked in the one fresh
+# process of tests/test_zoo.py::test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray,
+# which also checks where Ray is imported.
 
 
 def test_cli_subprocess_error_has_no_traceback(tmp_path):
