@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -115,6 +116,8 @@ def killed_in_a_child_process(args: list[str], timeout: float = 300) -> int:
     """``train(args)`` in a forked child process that SIGKILLs itself at :class:`KillAfterPerfect`;
     returns the child's wait status. A fork, not a new interpreter: the child inherits this process's
     imports (torch, Lightning: ~5 s of a fresh process's start), and is killed for real all the same."""
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "no fork while this process holds a Ray connection"
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest, whatever happens
         code = 3
