@@ -162,6 +162,19 @@ class UnitSums:
         self.counts = torch.zeros(self.units, dtype=torch.float64)
         self.seen = 0
 
+    @classmethod
+    def filled(cls, num_sequences: int, sums: dict[str, torch.Tensor | np.ndarray]) -> UnitSums:
+        """The sums of all ``num_sequences`` sequences, made elsewhere (e.g. by another process with
+        the same ``MAX_UNITS``): ``counts`` as :meth:`add` leaves them after every sequence."""
+        units = cls(num_sequences)
+        unit = (torch.arange(units.num_sequences) * units.units) // units.num_sequences
+        units.counts.index_add_(0, unit, torch.ones(units.num_sequences, dtype=torch.float64))
+        units.sums = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in sums.items()}
+        if any(v.shape[0] != units.units for v in units.sums.values()):
+            raise ValueError(f"every sum needs one row per unit ({units.units})")
+        units.seen = units.num_sequences
+        return units
+
     @property
     def per_sequence(self) -> bool:
         """Whether every unit is one sequence (the plain bootstrap)."""
