@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import make_model, numbers
 
-from analyses import head_ablation, pe_ablation
+from analyses import head_ablation, pe_ablation, qk_circuit
 from analyses.frame import processes
 from analyses.frame.figures import figure_formats, save_figure
 
@@ -138,6 +138,14 @@ def test_head_ablation_in_two_processes_gives_the_same_numbers(multi_model):
         split = head_ablation.run(multi_model, **kwargs)
     assert numbers(split) == numbers(alone)
     assert list(split.conditions) == list(alone.conditions)  # the same order in metrics.json
+
+
+def test_qk_circuit_in_two_processes_gives_the_same_numbers(multi_model):
+    kwargs = dict(num_sequences=40, batch_size=16, bootstrap_resamples=30)
+    alone = qk_circuit.run(multi_model, **kwargs)
+    with processes.parallel():
+        split = qk_circuit.run(multi_model, **kwargs)
+    assert numbers(split) == numbers(alone)
 
 
 def _figure(title: str):
