@@ -103,8 +103,9 @@ def run(
     device = next(model.parameters()).device
     # Each condition's row of per-sequence statistics, summed per resampling unit (memory independent
     # of num_sequences: interp.stats.UnitSums). Two groups of conditions, the second computed by a
-    # second process when there is one (analyses.frame.processes.split: the same bits either way).
-    here, there = _groups(conditions)
+    # second process when there is one (analyses.frame.processes.split: the same bits either way);
+    # this process also computes the no-position baselines, about two conditions' worth of work.
+    here, there = _groups(conditions, spare=2)
 
     def measure(group: list[Condition]) -> UnitSums:
         units = UnitSums(num_sequences)
@@ -113,23 +114,30 @@ def run(
                 units.add(_rows(model, tokens.to(device), group, hooks))
         return units
 
+    def ceilings() -> tuple[Any, Any]:
+        exact = (
+            baselines.no_position_ceiling(seq_len, cfg.d_vocab) if seq_len <= EXACT_CEILING_MAX_LEN else None
+        )
+        mc = baselines.no_position_ceiling_monte_carlo(
+            seq_len,
+            cfg.d_vocab,
+            monte_carlo_sequences,
+            seed=seed,
+            resamples=bootstrap_resamples,
+            confidence=confidence,
+        )
+        return exact, mc
+
     if there:
-        units, theirs = processes.split(lambda: measure(here), lambda: _pack(measure(there)))
+        (units, (exact, mc)), theirs = processes.split(
+            lambda: (measure(here), ceilings()), lambda: _pack(measure(there))
+        )
         units.sums.update({name: torch.from_numpy(v) for name, v in theirs.items() if name not in units.sums})
     else:
-        units = measure(here)
+        units, (exact, mc) = measure(here), ceilings()
     if shuffle_seeds:
         conditions.append(Condition("shuffle", "shuffle_mean", f"shuffle (mean of {shuffle_seeds})"))
     results = _summarise(conditions, units, cfg, bootstrap_resamples, confidence, seed)
-    exact = baselines.no_position_ceiling(seq_len, cfg.d_vocab) if seq_len <= EXACT_CEILING_MAX_LEN else None
-    mc = baselines.no_position_ceiling_monte_carlo(
-        seq_len,
-        cfg.d_vocab,
-        monte_carlo_sequences,
-        seed=seed,
-        resamples=bootstrap_resamples,
-        confidence=confidence,
-    )
     d = cfg.d_model
     return PEAblationResult(
         num_sequences=num_sequences,
@@ -148,14 +156,14 @@ def run(
     )
 
 
-def _groups(conditions: list[Condition]) -> tuple[list[Condition], list[Condition]]:
-    """Two groups of about the same size, each starting with ``none`` (every row's deltas need it);
-    the shuffles stay together (their mean is a column of its own). The second is empty when there
-    is too little to share."""
+def _groups(conditions: list[Condition], spare: int = 0) -> tuple[list[Condition], list[Condition]]:
+    """Two groups of about the same size, the first ``spare`` conditions smaller, each starting with
+    ``none`` (every row's deltas need it); the shuffles stay together in the first (their mean is a
+    column of its own). The second is empty when there is too little to share."""
     none, rest = conditions[:1], conditions[1:]
     first = [c for c in rest if c.family == "shuffle"]
     others = [c for c in rest if c.family != "shuffle"]
-    take = max(0, (len(rest) + 1) // 2 - len(first))
+    take = max(0, (len(rest) + 1 - spare) // 2 - len(first))
     if take >= len(others):  # too few to share
         return conditions, []
     return none + first + others[:take], none + others[take:]
