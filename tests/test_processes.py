@@ -190,3 +190,17 @@ def test_a_figure_failing_in_a_child_raises_here(tmp_path):
         save_figure(fig, tmp_path, "bad")
     assert not (tmp_path / "bad.png").exists() and not plt.get_fignums()
     assert no_children_left()
+
+
+def test_no_fork_while_a_ray_connection_is_open(monkeypatch):
+    import types
+
+    fake_ray = types.ModuleType("ray")
+    fake_ray.is_initialized = lambda: True
+    with processes.parallel():
+        assert processes.parallel_enabled()
+        monkeypatch.setitem(sys.modules, "ray", fake_ray)
+        assert not processes.parallel_enabled()  # Ray's threads and sockets must not be forked
+        fake_ray.is_initialized = lambda: False
+        assert processes.parallel_enabled()
+    assert not processes.parallel_enabled()

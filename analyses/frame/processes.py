@@ -78,7 +78,12 @@ def parallel(enabled: bool = True) -> Iterator[None]:
 
 
 def parallel_enabled() -> bool:
-    return _PARALLEL.get()
+    """Whether work may go to a forked child now: inside :func:`parallel`, and not in a process that
+    holds a Ray connection (its threads and sockets must not be forked)."""
+    if not _PARALLEL.get():
+        return False
+    ray = sys.modules.get("ray")
+    return ray is None or not ray.is_initialized()
 
 
 def fork_child(work: Callable[[], None]) -> int:
