@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,37 @@ def resample_counts(n: int, resamples: int, seed: int | Sequence[int] = 0) -> It
         raise ValueError(f"the bootstrap needs at least one unit, got n={n!r}")
     n, resamples = int(n), int(resamples)
     _check(resamples, 0.5)
+    seeds = _seed_key(seed)
+    key = None if seeds is None else (n, resamples, seeds)
+    if key is not None and _LAST_COUNTS and _LAST_COUNTS[0] == key:  # the same draw again
+        for counts in _LAST_COUNTS[1]:
+            yield counts.copy()  # a copy: the caller may write into it
+        return
+    kept: list[np.ndarray] | None = [] if key is not None and n * resamples <= _KEPT_ELEMENTS else None
+    for counts in _draw_counts(n, resamples, seed):
+        if kept is not None:
+            kept.append(counts.copy())
+        yield counts
+    if kept is not None:
+        _LAST_COUNTS[:] = [key, kept]
+
+
+# The last draw of resample counts, if it is small (≤ 32 MB): an analysis draws the same counts for
+# table after table (same units, resamples and seed); a copy costs a tenth of drawing them again.
+_KEPT_ELEMENTS = 1 << 22
+_LAST_COUNTS: list = []
+
+
+def _seed_key(seed: Any) -> tuple[int, ...] | None:
+    """A seed given as integers, as a tuple (None for a generator or seed sequence: not kept)."""
+    if is_int(seed):
+        return (int(seed),)
+    if isinstance(seed, list | tuple) and all(is_int(s) for s in seed):
+        return tuple(int(s) for s in seed)
+    return None
+
+
+def _draw_counts(n: int, resamples: int, seed: int | Sequence[int]) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, _CHUNK_ELEMENTS // n))
     done = 0
