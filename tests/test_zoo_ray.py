@@ -62,18 +62,6 @@ def session(private_cache):
     before = {key: os.environ.get(key) for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
     seen: set[int] = set()
     with cluster.ray_cluster(num_cpus=2) as info:
-        # Both worker slots import what a zoo task imports (torch, Lightning) once, here, together: a
-        # test whose worker is killed then retries on the other slot's warm worker instead of paying
-        # a new worker's imports.
-        def warm(module: str) -> int:  # nested: Ray ships it by value (workers cannot import tests/)
-            import importlib
-            import os
-
-            importlib.import_module(module)
-            return os.getpid()
-
-        warmed = list(cluster.run_tasks(warm, ["models.ensemble", "models.ensemble"]))
-        assert [o.error for o in warmed] == [None, None]
         yield info
         seen = {p.pid for p in psutil.Process().children(recursive=True)}
     assert not ray.is_initialized()
@@ -121,6 +109,46 @@ def _in_a_thread(target) -> tuple[threading.Thread, dict]:
 
 
 # --- faults ---------------------------------------------------------------------------------------
+def test_a_worker_killed_mid_task_is_retried_and_the_zoo_equals_the_sequential_one(
+    session, reference, tmp_path
+):
+    out, lines = tmp_path / "zoo", []
+    spec = zoo.ZooSpec(**SPEC, train_args=TINY)
+    thread, answer = _in_a_thread(lambda: zoo.run_zoo(out, spec, log=lines.append, engine=zoo.ZooEngine()))
+    killed = None
+    deadline = time.monotonic() + TIMEOUT
+    while thread.is_alive() and time.monotonic() < deadline:
+        if killed is None:
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    if p.name().startswith("ray::zoo-task"):
+                        os.kill(p.pid, signal.SIGKILL)  # the worker dies mid-task
+                        killed = p.pid
+                        break
+                except psutil.NoSuchProcess:
+                    pass
+        time.sleep(0.05)
+    thread.join(timeout=60)
+    assert "error" not in answer, answer.get("error")
+    assert killed is not None, "no worker was seen running a task"
+    manifest = json.loads((out / "zoo.json").read_text())
+    runs = {r["name"]: r for r in manifest["runs"]}
+    assert sorted(runs) == sorted(NAMES) and _finished(out) == sorted(NAMES)
+    assert {r["status"] for r in runs.values()} == {"trained"}
+    assert {(r["engine"], r["node_ip"], r["ensemble_size"]) for r in runs.values()} == {
+        ("ray", "127.0.0.1", 2)
+    }
+    assert max(r["attempts"] for r in runs.values()) == 2  # the killed task ran again
+    assert all(
+        r["node_id"] and r["hostname"] == socket.gethostname() and r["seconds"] > 0 for r in runs.values()
+    )
+    assert manifest["engine"]["cluster"]["embedded"] is True
+    assert lines[-2].startswith("[4/4 runs]") and any("attempt 2" in line for line in lines)
+    for name in NAMES:
+        assert _same_weights(out / name, reference / name), name
+    assert not list(out.glob(".incoming-*")) and not list(out.glob(".replaced-*"))
+
+
 def test_a_failing_task_is_named_and_the_other_tasks_finish(session, reference, tmp_path):
     out = tmp_path / "zoo"
     out.mkdir()
@@ -338,48 +366,3 @@ def test_the_index_builds_each_runs_full_report_as_a_ray_task(session, reference
     assert f"../zoo/{NAMES[0]}/report/report.html" in index
     assert json.loads((out / "metrics.json").read_text())["index_page"] == "index.html"
     assert 'href="index.html"' in (out / "report.html").read_text()
-
-
-# --- a worker killed mid-task (last in the module: the killed worker's replacement starts cold, so the
-# tests before this one run on the two warm workers) ------------------------------------------------
-def test_a_worker_killed_mid_task_is_retried_and_the_zoo_equals_the_sequential_one(
-    session, reference, tmp_path
-):
-    """One task (the two seeds' ensemble, no control): its worker is killed with SIGKILL while it
-    trains, and Ray runs the task again on the other worker."""
-    out, lines = tmp_path / "zoo", []
-    spec = zoo.ZooSpec(**SPEC, control=False, train_args=TINY)
-    names = NAMES[:2]
-    thread, answer = _in_a_thread(lambda: zoo.run_zoo(out, spec, log=lines.append, engine=zoo.ZooEngine()))
-    killed = None
-    deadline = time.monotonic() + TIMEOUT
-    while thread.is_alive() and time.monotonic() < deadline:
-        if killed is None:
-            for p in psutil.Process().children(recursive=True):
-                try:
-                    if p.name().startswith("ray::zoo-task"):
-                        os.kill(p.pid, signal.SIGKILL)  # the worker dies mid-task
-                        killed = p.pid
-                        break
-                except psutil.NoSuchProcess:
-                    pass
-        time.sleep(0.01)  # a warm worker trains this task in well under a second: look often
-    thread.join(timeout=60)
-    assert "error" not in answer, answer.get("error")
-    assert killed is not None, "no worker was seen running a task"
-    manifest = json.loads((out / "zoo.json").read_text())
-    runs = {r["name"]: r for r in manifest["runs"]}
-    assert sorted(runs) == sorted(names) and _finished(out) == sorted(names)
-    assert {r["status"] for r in runs.values()} == {"trained"}
-    assert {(r["engine"], r["node_ip"], r["ensemble_size"]) for r in runs.values()} == {
-        ("ray", "127.0.0.1", 2)
-    }
-    assert {r["attempts"] for r in runs.values()} == {2}  # the killed task ran again
-    assert all(
-        r["node_id"] and r["hostname"] == socket.gethostname() and r["seconds"] > 0 for r in runs.values()
-    )
-    assert manifest["engine"]["cluster"]["embedded"] is True
-    assert lines[-2].startswith("[2/2 runs]") and any("attempt 2" in line for line in lines)
-    for name in names:
-        assert _same_weights(out / name, reference / name), name
-    assert not list(out.glob(".incoming-*")) and not list(out.glob(".replaced-*"))
