@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,37 @@ def resample_counts(n: int, resamples: int, seed: int | Sequence[int] = 0) -> It
         raise ValueError(f"the bootstrap needs at least one unit, got n={n!r}")
     n, resamples = int(n), int(resamples)
     _check(resamples, 0.5)
+    seeds = _seed_key(seed)
+    key = None if seeds is None else (n, resamples, seeds)
+    if key is not None and _LAST_COUNTS and _LAST_COUNTS[0] == key:  # the same draw again
+        for counts in _LAST_COUNTS[1]:
+            yield counts.copy()  # a copy: the caller may write into it
+        return
+    kept: list[np.ndarray] | None = [] if key is not None and n * resamples <= _KEPT_ELEMENTS else None
+    for counts in _draw_counts(n, resamples, seed):
+        if kept is not None:
+            kept.append(counts.copy())
+        yield counts
+    if kept is not None:
+        _LAST_COUNTS[:] = [key, kept]
+
+
+# The last draw of resample counts, if it is small (≤ 32 MB): an analysis draws the same counts for
+# table after table (same units, resamples and seed); a copy costs a tenth of drawing them again.
+_KEPT_ELEMENTS = 1 << 22
+_LAST_COUNTS: list = []
+
+
+def _seed_key(seed: Any) -> tuple[int, ...] | None:
+    """A seed given as integers, as a tuple (None for a generator or seed sequence: not kept)."""
+    if is_int(seed):
+        return (int(seed),)
+    if isinstance(seed, list | tuple) and all(is_int(s) for s in seed):
+        return tuple(int(s) for s in seed)
+    return None
+
+
+def _draw_counts(n: int, resamples: int, seed: int | Sequence[int]) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, _CHUNK_ELEMENTS // n))
     done = 0
@@ -161,6 +193,19 @@ class UnitSums:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts = torch.zeros(self.units, dtype=torch.float64)
         self.seen = 0
+
+    @classmethod
+    def filled(cls, num_sequences: int, sums: dict[str, torch.Tensor | np.ndarray]) -> UnitSums:
+        """The sums of all ``num_sequences`` sequences, made elsewhere (e.g. by another process with
+        the same ``MAX_UNITS``): ``counts`` as :meth:`add` leaves them after every sequence."""
+        units = cls(num_sequences)
+        unit = (torch.arange(units.num_sequences) * units.units) // units.num_sequences
+        units.counts.index_add_(0, unit, torch.ones(units.num_sequences, dtype=torch.float64))
+        units.sums = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in sums.items()}
+        if any(v.shape[0] != units.units for v in units.sums.values()):
+            raise ValueError(f"every sum needs one row per unit ({units.units})")
+        units.seen = units.num_sequences
+        return units
 
     @property
     def per_sequence(self) -> bool:

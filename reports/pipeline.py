@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.frame.html import CAPTIONS_FILE
+from analyses.frame.processes import die_with_parent
 
 DEFAULT_RESAMPLES = 1000
 
@@ -208,32 +209,6 @@ def run_task(task: Task, model: Any = None) -> float:
     result.provenance = task.provenance
     module.write_outputs(result, task.out, svg=task.svg)
     return time.perf_counter() - started
-
-
-def die_with_parent(parent: int) -> None:
-    """Make this (worker) process die when ``parent`` does, even by ``kill -9``: on Linux the kernel
-    sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread
-    checks the parent pid every second. A parent already gone ends the worker at once."""
-    import ctypes
-    import os
-    import signal
-    import threading
-
-    armed = False
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-    if not armed:
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(1.0)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def run_tasks(tasks: list[Task], model: Any, jobs: int, log: Callable[[str], None]) -> None:

@@ -81,6 +81,23 @@ def trained_fast_run(tmp_path_factory) -> Path:
     return train(["--preset", "fast", "--seed", "0", "--out", str(out), "--no-progress-bar"])
 
 
+# A tiny training run: d_model 16, 512 training sequences in 16 batches of 32, 3 epochs = 48 steps,
+# validation every 12 steps (tests/test_training.py and tests/test_run_reliability.py).
+TINY_TRAIN = [
+    "--d-model", "16", "--train-size", "512", "--batch-size", "32", "--epochs", "3", "--val-size", "64",
+    "--test-size", "64", "--lr", "1e-2", "--warmup", "4", "--no-progress-bar", "--val-check-interval", "12",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_uninterrupted_run(tmp_path_factory) -> Path:
+    """Run folder of ``TINY_TRAIN`` trained without interruption (named ``run``), the reference that
+    interrupted, capped, moved or resumed runs are compared with. Read only."""
+    from models.train import train
+
+    return train([*TINY_TRAIN, "--out", str(tmp_path_factory.mktemp("tiny_uninterrupted")), "--name", "run"])
+
+
 # --- the browser tests' Chromium (Debian's package; Playwright's own download does not work here) ----
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

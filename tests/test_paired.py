@@ -137,3 +137,15 @@ def test_all_hand_holm_orders():
     for perm in itertools.permutations(range(4)):
         q = p[list(perm)]
         assert [base[v] for v in q.tolist()] == paired.holm(q).tolist()
+
+
+def test_average_ranks_hand_case_and_scipy_with_ties():
+    assert paired.average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert paired.average_ranks(np.array([5.0, 5.0, 5.0])).tolist() == [2.0, 2.0, 2.0]
+    assert paired.average_ranks(np.array([])).size == 0
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # many ties, and none
+        x = rng.integers(0, 8, size=int(rng.integers(1, 200))).astype(float)
+        np.testing.assert_array_equal(paired.average_ranks(x), sps.rankdata(x))
+    y = rng.normal(size=500)
+    np.testing.assert_array_equal(paired.average_ranks(y), sps.rankdata(y))

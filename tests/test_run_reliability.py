@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,9 @@ import torch
 import models.train as train_module
 from models import integrity, load_model
 from models.train import main, train
+from tests.conftest import TINY_TRAIN
 
-ROOT = Path(__file__).resolve().parents[1]
-# 512 training sequences in batches of 32, 3 epochs = 48 steps; validation every 12 steps.
-TINY = [
-    "--d-model", "16", "--train-size", "512", "--batch-size", "32", "--epochs", "3", "--val-size", "64",
-    "--test-size", "64", "--lr", "1e-2", "--warmup", "4", "--no-progress-bar", "--val-check-interval", "12",
-]  # fmt: skip
+TINY = TINY_TRAIN  # 48 steps, validation every 12 (tests/conftest.py)
 # The fast preset on less data: reaches 100% validation accuracy (and stops) after 120 steps.
 PERFECT = ["--preset", "fast", "--train-size", "4096", "--val-size", "128", "--test-size", "128"]
 PERFECT += ["--epochs", "3", "--no-progress-bar"]
@@ -51,9 +48,9 @@ def with_callbacks(monkeypatch, *callbacks) -> None:
 
 
 @pytest.fixture
-def reference(tmp_path_factory) -> Path:
-    """The TINY run, uninterrupted."""
-    return train([*TINY, "--out", str(tmp_path_factory.mktemp("reference")), "--name", "run"])
+def reference(tiny_uninterrupted_run) -> Path:
+    """The TINY run, uninterrupted (trained once per session; read only)."""
+    return tiny_uninterrupted_run
 
 
 # --- item 2: a corrupt last.ckpt on resume ----------------------------------------------------------------
@@ -109,18 +106,36 @@ def test_a_corrupt_config_json_is_named(tmp_path, capsys):
 
 
 # --- item 7: bookkeeping after a kill ---------------------------------------------------------------------
-KILLED_AT_PERFECT = """
-import os, signal, sys
-import pytorch_lightning as pl
-from models.train import train
-
 class KillAfterPerfect(pl.Callback):
     def on_train_end(self, trainer, pl_module):  # 100% reached, last.ckpt written, metadata not yet
         if trainer.should_stop:
             os.kill(os.getpid(), signal.SIGKILL)
 
-train(sys.argv[1:], callbacks=[KillAfterPerfect()])
-"""
+
+def killed_in_a_child_process(args: list[str], timeout: float = 300) -> int:
+    """``train(args)`` in a forked child process that SIGKILLs itself at :class:`KillAfterPerfect`;
+    returns the child's wait status. A fork, not a new interpreter: the child inherits this process's
+    imports (torch, Lightning: ~5 s of a fresh process's start), and is killed for real all the same."""
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "no fork while this process holds a Ray connection"
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest, whatever happens
+        code = 3
+        try:
+            train(args, callbacks=[KillAfterPerfect()])
+        except BaseException:  # noqa: BLE001 - reported by the parent as exit code 4
+            code = 4
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child process did not end within {timeout} s")
 
 
 def test_a_run_killed_between_perfect_and_its_metadata_records_what_an_uninterrupted_run_does(tmp_path):
@@ -128,10 +143,8 @@ def test_a_run_killed_between_perfect_and_its_metadata_records_what_an_uninterru
     expected = json.loads((reference / "metrics.json").read_text())
     assert expected["stopped_at_perfect"] and expected["stop_reason"] == "perfect"
     args = [*PERFECT, "--out", str(tmp_path), "--name", "killed"]
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_AT_PERFECT, *args], cwd=ROOT, capture_output=True, timeout=300
-    )
-    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    status = killed_in_a_child_process(args)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"wait status {status}"
     killed = tmp_path / "killed"
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == expected["steps"] and not (killed / "metrics.json").exists()

@@ -176,3 +176,19 @@ def test_block_bootstrap_covers_a_known_mean_95_percent_of_the_time():
         covered["sequence"] += exact.ci_low <= 1.0 <= exact.ci_high
     block, sequence = covered["block"] / trials, covered["sequence"] / trials
     assert 0.90 <= block <= 0.985 and abs(block - sequence) <= 0.03, covered
+
+
+def test_resample_counts_drawn_again_are_the_same_counts_and_a_fresh_copy():
+    from interp import stats as interp_stats
+
+    first = [c.copy() for c in interp_stats.resample_counts(300, 700, seed=[3, 1])]
+    again = list(interp_stats.resample_counts(300, 700, seed=[3, 1]))  # from the kept draw
+    assert len(first) == len(again) and all(np.array_equal(a, b) for a, b in zip(first, again))
+    again[0][:] = -1  # a caller writing into its counts changes nothing for the next one
+    assert np.array_equal(next(interp_stats.resample_counts(300, 700, seed=[3, 1])), first[0])
+    other = next(interp_stats.resample_counts(300, 700, seed=[3, 2]))
+    assert not np.array_equal(other, first[0]) and other.sum(1).tolist() == [300.0] * len(other)
+    g = np.random.default_rng(0)  # a generator moves on: never served from the kept draw
+    assert not np.array_equal(
+        next(interp_stats.resample_counts(50, 10, g)), next(interp_stats.resample_counts(50, 10, g))
+    )

@@ -24,14 +24,13 @@ from models.lightning_module import (
     token_accuracy,
 )
 from models.train import main, train
+from tests.conftest import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A tiny run: d_model 16, 512 training sequences in 16 batches of 32, 3 epochs = 48 steps.
-TINY = [
-    "--d-model", "16", "--train-size", "512", "--batch-size", "32", "--epochs", "3",
-    "--val-size", "64", "--test-size", "64", "--lr", "1e-2", "--warmup", "4", "--no-progress-bar",
-]  # fmt: skip
+# A tiny run: d_model 16, 512 training sequences in 16 batches of 32, 3 epochs = 48 steps (the
+# shared TINY_TRAIN of tests/conftest.py without its validation interval).
+TINY = TINY_TRAIN[: TINY_TRAIN.index("--val-check-interval")]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -174,7 +173,7 @@ def test_fast_preset_reaches_perfect_validation_accuracy(trained_fast_run):
     assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
 
 
-def test_killed_run_resumes_where_it_stopped(tmp_path):
+def test_killed_run_resumes_where_it_stopped(tmp_path, tiny_uninterrupted_run):
     import pytorch_lightning as pl
 
     class Kill(pl.Callback):
@@ -183,7 +182,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
                 raise RuntimeError("simulated kill")
 
     args = [*TINY, "--val-check-interval", "12", "--out", str(tmp_path)]
-    reference = train([*args, "--name", "uninterrupted"])
+    reference = tiny_uninterrupted_run  # these arguments, trained without a kill
     with pytest.raises(RuntimeError, match="simulated kill"):
         train([*args, "--name", "killed"], callbacks=[Kill()])
     killed = tmp_path / "killed"
@@ -227,9 +226,9 @@ def test_a_run_killed_after_its_last_step_finishes_on_rerun(tmp_path):
     assert all(torch.equal(last[k], v) for k, v in load_model(final).state_dict().items())
 
 
-def test_a_step_capped_run_continues_with_a_larger_budget(tmp_path, capsys):
+def test_a_step_capped_run_continues_with_a_larger_budget(tmp_path, capsys, tiny_uninterrupted_run):
     args = [*TINY, "--val-check-interval", "12", "--out", str(tmp_path)]
-    reference = train([*args, "--name", "uninterrupted"])
+    reference = tiny_uninterrupted_run  # these arguments, trained without a cap
     capped = train([*args, "--name", "capped", "--max-steps", "20"])
     first = json.loads((capped / "metrics.json").read_text())
     assert (first["steps"], first["stop_reason"]) == (20, "max_steps")
@@ -242,9 +241,9 @@ def test_a_step_capped_run_continues_with_a_larger_budget(tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_moved_run_folder_resumes_from_its_own_checkpoints(tmp_path):
+def test_a_moved_run_folder_resumes_from_its_own_checkpoints(tmp_path, tiny_uninterrupted_run):
     args = [*TINY, "--val-check-interval", "12", "--name", "run"]
-    reference = train([*args, "--out", str(tmp_path / "reference")])
+    reference = tiny_uninterrupted_run  # these arguments, trained where it stays
     old = train([*args, "--out", str(tmp_path / "zoo0"), "--max-steps", "20"])
     shutil.move(tmp_path / "zoo0", tmp_path / "zoo1")
     assert not old.exists()  # nothing can be read from the old location
@@ -412,18 +411,9 @@ def test_cli_unwritable_out_and_help(tmp_path, capsys):
         assert flag in out
 
 
-def test_importing_data_and_train_does_not_import_lightning():
-    code = (
-        "import sys, models.data, models.train, models.train_args\n"
-        "assert models.train.main(['--preset', 'nope']) == 2\n"
-        "from models.train import TrainArgs, build_parser, main, parse_args, train\n"
-        "assert TrainArgs is models.train_args.TrainArgs and parse_args is models.train_args.parse_args\n"
-        "assert parse_args(['--preset', 'fast']).resolve().lr == 7e-3\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')]\n"
-        "assert not bad, bad\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
+# That importing models.data and models.train does not import Lightning is checked in the one fresh
+# process of tests/test_zoo.py::test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray,
+# which also checks where Ray is imported.
 
 
 def test_cli_subprocess_error_has_no_traceback(tmp_path):

@@ -397,13 +397,22 @@ def test_engine_flags_are_checked_before_anything_starts(tmp_path, capsys, argv,
     assert not (tmp_path / "z").exists()
 
 
-def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
-    """models.train, the analyses, the sequential zoo and the sequential zoo summary never import Ray."""
+def test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray(tmp_path):
+    """One fresh interpreter (what is imported is the thing tested, so a process of its own; one, as
+    each interpreter pays torch's import): models.data and models.train (their CLI's argument errors
+    and parsing included) never import Lightning; models.train, the analyses, the sequential zoo and
+    the sequential zoo summary never import Ray."""
     import subprocess
     import sys
 
     probe = (
-        "import sys, runpy\n"
+        "import sys, models.data, models.train, models.train_args\n"
+        "assert models.train.main(['--preset', 'nope']) == 2\n"
+        "from models.train import TrainArgs, build_parser, main, parse_args, train\n"
+        "assert TrainArgs is models.train_args.TrainArgs and parse_args is models.train_args.parse_args\n"
+        "assert parse_args(['--preset', 'fast']).resolve().lr == 7e-3\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')]\n"
+        "assert not bad, ('Lightning imported by models.data/models.train', bad)\n"
         "import models.train, models.ensemble, models.zoo, models.zoo_plan, models.cluster\n"
         "import analyses.flip_alignment, analyses.zoo_summary, analyses.training_dynamics, reports.build\n"
         "assert 'ray' not in sys.modules, 'imported by a module'\n"
@@ -426,6 +435,7 @@ def test_ray_is_imported_by_the_zoo_engine_only(tmp_path):
         capture_output=True,
         text=True,
         env=env,
+        cwd=Path(__file__).resolve().parents[1],
         timeout=300,
     )
     assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "ok", result.stderr[-2000:]

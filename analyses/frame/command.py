@@ -13,7 +13,9 @@ Each analysis is a thin use of these general routines (TransformerLens' ``patchi
   Python gets a provenance record (no command line) like a CLI result.
 - :func:`main` — the CLI body: parse, check ``--device``, open OUT first (an unwritable ``--out`` fails
   before any work), compute on one CPU thread, write, print ``result.summary()`` and ``wrote OUT``; a
-  user mistake becomes one ``error: ...`` line and exit code 2 (:func:`analyses.frame.cli.run_cli`).
+  user mistake becomes one ``error: ...`` line and exit code 2 (:func:`analyses.frame.cli.run_cli`);
+  with a second CPU, part of the work and of the figures runs in a forked process
+  (:func:`analyses.frame.processes.parallel`: the same numbers).
 - :func:`model_main` — :func:`main` for an analysis of one model: resolves ``--checkpoint``, checks
   ``--seq-len`` against the positional encoding, calls ``run(model, **flags)``, records provenance.
 
@@ -36,6 +38,7 @@ from analyses.frame.cli import UserError, run_cli
 from analyses.frame.figures import figure_formats
 from analyses.frame.files import atomic_output_dir, write_csv, write_json
 from analyses.frame.loading import resolve_model
+from analyses.frame.processes import parallel
 from analyses.frame.provenance import provenance
 
 CHECKPOINT_HELP = (
@@ -207,10 +210,11 @@ def main(
         keep_freed_memory()  # freed tensors' memory reused, not mapped afresh: fewer page faults
         # One intra-op thread: these small batches gain little from a second one on an idle machine and
         # lose several-fold on a shared one, and results then do not depend on the machine's core count.
+        # A second core, if there is one, computes part of the work in a forked process instead.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with atomic_output_dir(args.out) as folder:  # first: an unwritable --out fails early
+            with parallel(), atomic_output_dir(args.out) as folder:  # an unwritable --out fails early
                 result = compute(args, folder)
                 outputs.write_into(result, folder, svg=getattr(args, "svg", False))
         finally:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.frame import arguments
+from analyses.frame import arguments, processes
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
@@ -160,13 +160,12 @@ def run(
             yield tokens.to(device)
 
     heads = [(layer, head) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    table: dict[str, Sweep] = {}
-    meta: dict[str, tuple[str, int | None, int | None, str]] = {}
-    perm_acc: dict[str, list[float]] = {}
-    perm_loss: dict[str, list[float]] = {}
-    with evaluating(model):
-        table["none"] = _sweep(model, batches, nullcontext(), num_sequences)
-        meta["none"] = ("clean", None, None, "none")
+    fixed: dict[str, Sweep] = {}
+    meta: dict[str, tuple[str, int | None, int | None, str]] = {"none": ("clean", None, None, "none")}
+
+    def interventions() -> Any:
+        """Every condition on all the sequences, and the patching sweep (this process)."""
+        fixed["none"] = _sweep(model, batches, nullcontext(), num_sequences)
         means = head_means(model, batches())
         reference = make_reverse_data(reference_sequences, seq_len, cfg.d_vocab, seed=seed).to(device)
         for layer, head in heads:
@@ -175,31 +174,56 @@ def run(
                 manager = ablate_heads(
                     model, [(layer, head)], method, means=means, reference=reference, seed=seed
                 )
-                table[name] = _sweep(model, batches, manager, num_sequences)
+                fixed[name] = _sweep(model, batches, manager, num_sequences)
                 meta[name] = ("ablation", layer, head, method)
         for layer, head in heads:
             for kind, fn in fns.items():
                 name = f"pattern/L{layer}H{head}/{kind}"
-                manager = replace_pattern(model, layer, head, fn)
-                table[name] = _sweep(model, batches, manager, num_sequences)
+                fixed[name] = _sweep(model, batches, replace_pattern(model, layer, head, fn), num_sequences)
                 meta[name] = ("pattern", layer, head, kind)
-            key, total = f"{layer}.{head}", None
-            perm_acc[key], perm_loss[key] = [], []
+        clean = next(token_batches(patch_sequences, seq_len, cfg.d_vocab, seed, patch_sequences))
+        return patching_sweep(
+            model, clean.to(device), patch_position, seed, bootstrap_resamples, confidence, progress
+        )
+
+    def permuted() -> dict[str, np.ndarray]:
+        """The random row permutations of every head (a second process, when there is one): per
+        head, each permutation's accuracy and loss and the per-sequence mean over permutations."""
+        out = {}
+        for layer, head in heads:
+            key, total, acc, loss = f"{layer}.{head}", None, [], []
             for k in range(permutations):  # one sweep at a time: memory independent of the count
                 fn = partial(patterns.permute_rows, seed=permutation_seed(seed, k))
                 manager = replace_pattern(model, layer, head, fn)
                 run = _sweep(model, partial(batches, permuted_sequences), manager, permuted_sequences)
-                perm_acc[key].append(_mean(run, "accuracy"))
-                perm_loss[key].append(_mean(run, "loss"))
+                acc.append(_mean(run, "accuracy"))
+                loss.append(_mean(run, "loss"))
                 total = run if total is None else _add(total, run)
+            out[f"{key}/accuracy"], out[f"{key}/loss"] = np.array(acc), np.array(loss)
             if total is not None:
-                name = f"pattern/L{layer}H{head}/permuted"
-                table[name] = _divide(total, permutations)
-                meta[name] = ("pattern", layer, head, "permuted")
-        clean = next(token_batches(patch_sequences, seq_len, cfg.d_vocab, seed, patch_sequences))
-        sweep = patching_sweep(
-            model, clean.to(device), patch_position, seed, bootstrap_resamples, confidence, progress
+                total = _divide(total, permutations)
+                out.update({f"{key}/sums/{s}": total.units.sums[s].numpy() for s in STATS})
+                out[f"{key}/first_losses"] = total.first_losses
+        return out
+
+    with evaluating(model):
+        sweep, perms = processes.split(interventions, permuted)
+    # The conditions in the order of the tables: clean, ablations, then per head its patterns.
+    table = {name: fixed[name] for name in fixed if meta[name][0] != "pattern"}
+    perm_acc: dict[str, list[float]] = {}
+    perm_loss: dict[str, list[float]] = {}
+    for layer, head in heads:
+        table.update(
+            {f"pattern/L{layer}H{head}/{kind}": fixed[f"pattern/L{layer}H{head}/{kind}"] for kind in fns}
         )
+        key = f"{layer}.{head}"
+        perm_acc[key] = [float(v) for v in perms[f"{key}/accuracy"]]
+        perm_loss[key] = [float(v) for v in perms[f"{key}/loss"]]
+        if f"{key}/first_losses" in perms:
+            name = f"pattern/L{layer}H{head}/permuted"
+            sums = {s: perms[f"{key}/sums/{s}"] for s in STATS}
+            table[name] = Sweep(UnitSums.filled(permuted_sequences, sums), perms[f"{key}/first_losses"])
+            meta[name] = ("pattern", layer, head, "permuted")
 
     cleans = {num_sequences: table["none"]}
     if permuted_sequences < num_sequences and any(len(v) for v in perm_acc.values()):

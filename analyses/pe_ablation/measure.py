@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.frame import arguments
+from analyses.frame import arguments, processes
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
@@ -102,37 +102,42 @@ def run(
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
     device = next(model.parameters()).device
     # Each condition's row of per-sequence statistics, summed per resampling unit (memory independent
-    # of num_sequences: interp.stats.UnitSums).
-    units = UnitSums(num_sequences)
-    with evaluating(model):
-        for tokens in token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size):
-            tokens = tokens.to(device)
-            columns: dict[str, dict[str, np.ndarray]] = {}
-            for c in conditions:
-                manager = (
-                    nullcontext()
-                    if c.method is None
-                    else ablate_positional_encoding(model, c.method, **c.parameters)
-                )
-                with manager:
-                    stats = _evaluate(model, tokens, hooks)
-                columns[c.name] = {k: v.to("cpu", torch.float64).numpy() for k, v in stats.items()}
-            if shuffle_seeds:  # the average over the permutations, per sequence
-                shuffled = [columns[c.name] for c in conditions if c.family == "shuffle"]
-                columns["shuffle"] = {k: np.mean([s[k] for s in shuffled], axis=0) for k in shuffled[0]}
-            units.add({name: _row(column, columns["none"]) for name, column in columns.items()})
+    # of num_sequences: interp.stats.UnitSums). Two groups of conditions, the second computed by a
+    # second process when there is one (analyses.frame.processes.split: the same bits either way);
+    # this process also computes the no-position baselines, about two conditions' worth of work.
+    here, there = _groups(conditions, spare=2)
+
+    def measure(group: list[Condition]) -> UnitSums:
+        units = UnitSums(num_sequences)
+        with evaluating(model):
+            for tokens in token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size):
+                units.add(_rows(model, tokens.to(device), group, hooks))
+        return units
+
+    def ceilings() -> tuple[Any, Any]:
+        exact = (
+            baselines.no_position_ceiling(seq_len, cfg.d_vocab) if seq_len <= EXACT_CEILING_MAX_LEN else None
+        )
+        mc = baselines.no_position_ceiling_monte_carlo(
+            seq_len,
+            cfg.d_vocab,
+            monte_carlo_sequences,
+            seed=seed,
+            resamples=bootstrap_resamples,
+            confidence=confidence,
+        )
+        return exact, mc
+
+    if there:
+        (units, (exact, mc)), theirs = processes.split(
+            lambda: (measure(here), ceilings()), lambda: _pack(measure(there))
+        )
+        units.sums.update({name: torch.from_numpy(v) for name, v in theirs.items() if name not in units.sums})
+    else:
+        units, (exact, mc) = measure(here), ceilings()
     if shuffle_seeds:
         conditions.append(Condition("shuffle", "shuffle_mean", f"shuffle (mean of {shuffle_seeds})"))
     results = _summarise(conditions, units, cfg, bootstrap_resamples, confidence, seed)
-    exact = baselines.no_position_ceiling(seq_len, cfg.d_vocab) if seq_len <= EXACT_CEILING_MAX_LEN else None
-    mc = baselines.no_position_ceiling_monte_carlo(
-        seq_len,
-        cfg.d_vocab,
-        monte_carlo_sequences,
-        seed=seed,
-        resamples=bootstrap_resamples,
-        confidence=confidence,
-    )
     d = cfg.d_model
     return PEAblationResult(
         num_sequences=num_sequences,
@@ -149,6 +154,38 @@ def run(
         band_wavelengths=[2 * math.pi * 10000.0 ** (2 * k / d) for k in range(num_bands(d))],
         config=cfg.to_dict(),
     )
+
+
+def _groups(conditions: list[Condition], spare: int = 0) -> tuple[list[Condition], list[Condition]]:
+    """Two groups of about the same size, the first ``spare`` conditions smaller, each starting with
+    ``none`` (every row's deltas need it); the shuffles stay together in the first (their mean is a
+    column of its own). The second is empty when there is too little to share."""
+    none, rest = conditions[:1], conditions[1:]
+    first = [c for c in rest if c.family == "shuffle"]
+    others = [c for c in rest if c.family != "shuffle"]
+    take = max(0, (len(rest) + 1 - spare) // 2 - len(first))
+    if take >= len(others):  # too few to share
+        return conditions, []
+    return none + first + others[:take], none + others[take:]
+
+
+def _rows(model: Any, tokens: torch.Tensor, group: list[Condition], hooks: list[str]) -> dict[str, Any]:
+    """Every condition's per-sequence statistics on one batch (and the shuffles' mean, if any)."""
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    for c in group:
+        method, parameters = c.method, c.parameters
+        with nullcontext() if method is None else ablate_positional_encoding(model, method, **parameters):
+            stats = _evaluate(model, tokens, hooks)
+        columns[c.name] = {k: v.to("cpu", torch.float64).numpy() for k, v in stats.items()}
+    shuffled = [columns[c.name] for c in group if c.family == "shuffle"]
+    if shuffled:  # the average over the permutations, per sequence
+        columns["shuffle"] = {k: np.mean([s[k] for s in shuffled], axis=0) for k in shuffled[0]}
+    return {name: _row(column, columns["none"]) for name, column in columns.items()}
+
+
+def _pack(units: UnitSums) -> dict[str, np.ndarray]:
+    """A :class:`UnitSums`' per-condition sums as named arrays (what a second process sends back)."""
+    return {name: sums.numpy() for name, sums in units.sums.items()}
 
 
 def _row(col: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> np.ndarray:

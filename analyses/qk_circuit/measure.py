@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.frame import arguments
+from analyses.frame import arguments, processes
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from analyses.qk_circuit.result import ANALYSIS, SIMILARITIES, SWAP_OFFSETS, QKCircuitResult
@@ -105,42 +105,58 @@ def run(
     n_units = min(num_sequences, MAX_UNITS)
     hooks = set(LAYER0_HOOKS) | {f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)}
     device = next(model.parameters()).device
-    sums = _UnitSums(n_units)
-    generator = torch.Generator().manual_seed(seed)  # swap digits; data use numpy streams [seed, block]
-    max_error, seen = 0.0, 0
     frozen_scale = cfg.normalization == "pre"
 
-    with evaluating(model):
+    def batches() -> Any:
+        """Each batch of the token stream with the bootstrap unit of each of its sequences."""
+        seen = 0
         for tokens in token_batches(num_sequences, n, cfg.d_vocab, seed, batch_size):
             b = tokens.shape[0]
-            unit = (torch.arange(seen, seen + b) * n_units) // num_sequences
+            yield tokens.to(device), (torch.arange(seen, seen + b) * n_units) // num_sequences
             seen += b
-            tokens = tokens.to(device)
-            logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
-            dec = decompose_from_cache(model, cache)
-            max_error = max(max_error, dec.max_abs_error())
-            terms = torch.stack([dec.terms[t] for t in SCORE_TERMS], dim=1).double()  # [b, term, h, q, k]
-            total = terms.sum(1)
-            centred_total = total - total.mean(-1, keepdim=True)
-            centred_terms = terms - terms.mean(-1, keepdim=True)
-            sums.add("sequences", unit, torch.ones(b))
-            sums.add("pattern", unit, dec.pattern)
-            sums.add("terms", unit, terms)
-            sums.add("var_cross", unit, (centred_terms * centred_total.unsqueeze(1)).sum((-1, -2)))
-            sums.add("var_own", unit, centred_terms.pow(2).sum((-1, -2)))
-            sums.add("var_total", unit, centred_total.pow(2).sum((-1, -2)))
-            sums.add("correct", unit, (logits.argmax(-1) == tokens.flip(-1)).double().sum(-1))
-            swap = swap_effect(model, tokens, swap_offsets, generator)
-            sums.add("swap_follows", unit, swap.follows.double().sum(1))
-            sums.add("swap_changed", unit, swap.changed.double().sum(1))
-            sums.add("swap_drop", unit, swap.target_logprob_drop.double().sum(1))
-            sums.add("swap_count", unit, swap.valid.double().sum(1))
-            if n_layers > 1:
-                sums.add("rollout", unit, rollout_from_cache(cache, n_layers))
 
+    def circuit() -> tuple[_UnitSums, float, dict[str, Any]]:
+        """The score decomposition, patterns and accuracy of every batch, and the weights' geometry."""
+        sums, max_error = _UnitSums(n_units), 0.0
+        with evaluating(model):
+            for tokens, unit in batches():
+                logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+                dec = decompose_from_cache(model, cache)
+                max_error = max(max_error, dec.max_abs_error())
+                terms = torch.stack([dec.terms[t] for t in SCORE_TERMS], dim=1).double()  # [b, term, h, q, k]
+                total = terms.sum(1)
+                centred_total = total - total.mean(-1, keepdim=True)
+                centred_terms = terms - terms.mean(-1, keepdim=True)
+                sums.add("sequences", unit, torch.ones(len(tokens)))
+                sums.add("pattern", unit, dec.pattern)
+                sums.add("terms", unit, terms)
+                sums.add("var_cross", unit, (centred_terms * centred_total.unsqueeze(1)).sum((-1, -2)))
+                sums.add("var_own", unit, centred_terms.pow(2).sum((-1, -2)))
+                sums.add("var_total", unit, centred_total.pow(2).sum((-1, -2)))
+                sums.add("correct", unit, (logits.argmax(-1) == tokens.flip(-1)).double().sum(-1))
+                if n_layers > 1:
+                    sums.add("rollout", unit, rollout_from_cache(cache, n_layers))
+            return sums, max_error, weight_geometry(model, n)
+
+    def swaps() -> dict[str, np.ndarray]:
+        """The digit swaps of every batch (a second process, when there is one: they are most of the
+        work, and need only the tokens and their own generator)."""
+        sums = _UnitSums(n_units)
+        generator = torch.Generator().manual_seed(seed)  # swap digits; data use numpy streams [seed, block]
+        with evaluating(model):
+            for tokens, unit in batches():
+                swap = swap_effect(model, tokens, swap_offsets, generator)
+                sums.add("swap_follows", unit, swap.follows.double().sum(1))
+                sums.add("swap_changed", unit, swap.changed.double().sum(1))
+                sums.add("swap_drop", unit, swap.target_logprob_drop.double().sum(1))
+                sums.add("swap_count", unit, swap.valid.double().sum(1))
+        return {name: values.numpy() for name, values in sums.sums.items()}
+
+    (sums, max_error, geometry), swapped = processes.split(circuit, swaps)
+    sums.sums.update({name: torch.from_numpy(values) for name, values in swapped.items()})
     return summarise(
         sums.sums,
-        weight_geometry(model, n),
+        geometry,
         max_error=max_error,
         frozen_scale=frozen_scale,
         num_sequences=num_sequences,
