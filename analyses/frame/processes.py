@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -98,6 +99,9 @@ def fork_child(work: Callable[[], None]) -> int:
     if pid == 0:
         code = 1
         try:
+            # No garbage collection in this short-lived child: a collection walks every object and
+            # so copies the parent's memory page by page (copy-on-write).
+            gc.disable()
             die_with_parent(parent)
             work()
             code = 0

@@ -104,8 +104,8 @@ def run(
     # Each condition's row of per-sequence statistics, summed per resampling unit (memory independent
     # of num_sequences: interp.stats.UnitSums). Two groups of conditions, the second computed by a
     # second process when there is one (analyses.frame.processes.split: the same bits either way);
-    # this process also computes the no-position baselines, about two conditions' worth of work.
-    here, there = _groups(conditions, spare=2)
+    # this process also computes the no-position baselines, about four conditions' worth of work.
+    here, there = _groups(conditions, spare=4)
 
     def measure(group: list[Condition]) -> UnitSums:
         units = UnitSums(num_sequences)

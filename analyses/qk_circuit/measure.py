@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -136,7 +137,11 @@ def run(
                 sums.add("correct", unit, (logits.argmax(-1) == tokens.flip(-1)).double().sum(-1))
                 if n_layers > 1:
                     sums.add("rollout", unit, rollout_from_cache(cache, n_layers))
-            return sums, max_error, weight_geometry(model, n)
+            geometry = weight_geometry(model, n)
+        if processes.parallel_enabled():  # the swaps take longer: import what comes next meanwhile
+            for module in ("analyses.qk_circuit.figures", "analyses.frame.html"):  # matplotlib, Jinja2
+                importlib.import_module(module)
+        return sums, max_error, geometry
 
     def swaps() -> dict[str, np.ndarray]:
         """The digit swaps of every batch (a second process, when there is one: they are most of the
