@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def test_the_child_dies_with_a_killed_parent(tmp_path):
         while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not Path(f"/proc/{child}").exists()
+        assert not list(Path(tempfile.gettempdir()).glob("analysis-part-*"))  # the shared file has no name
     finally:
         parent.kill()
 

@@ -123,29 +123,27 @@ def split(here: Callable[[], T], there: Callable[[], Arrays]) -> tuple[T, Arrays
     ``here`` when :func:`parallel` is on (else one after the other, here).
 
     ``there`` returns named arrays (numeric, no objects: they come back through an ``.npz`` file read
-    with ``allow_pickle=False``). A child that fails leaves its work to this process, which runs
-    ``there()`` itself and so raises the error where it happened."""
+    with ``allow_pickle=False``, one without a name — nothing is left on disk even after ``kill -9``).
+    A child that fails leaves its work to this process, which runs ``there()`` itself and so raises the
+    error where it happened."""
     if not parallel_enabled():
         return here(), there()
-    fd, path = tempfile.mkstemp(prefix="analysis-part-", suffix=".npz")
-    os.close(fd)
+    with tempfile.TemporaryFile(prefix="analysis-part-") as shared:  # unlinked at once; both see it
 
-    def work() -> None:
-        arrays = there()
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        def work() -> None:
+            np.savez(shared, **there())
+            shared.flush()
 
-    pid = fork_child(work)
-    try:
-        mine = here()
-        _, status = os.waitpid(pid, 0)
-        pid = 0
-        if os.waitstatus_to_exitcode(status) != 0:
-            return mine, there()
-        with np.load(path, allow_pickle=False) as data:
-            return mine, {name: data[name] for name in data.files}
-    finally:
-        if pid:
-            stop_child(pid)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        pid = fork_child(work)
+        try:
+            mine = here()
+            _, status = os.waitpid(pid, 0)
+            pid = 0
+            if os.waitstatus_to_exitcode(status) != 0:
+                return mine, there()
+            shared.seek(0)
+            with np.load(shared, allow_pickle=False) as data:
+                return mine, {name: data[name] for name in data.files}
+        finally:
+            if pid:
+                stop_child(pid)
