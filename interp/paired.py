@@ -64,10 +64,12 @@ def _differences(x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a 1-d sample, ties given the mean of the ranks they span (``[3, 1, 3, 2]`` →
-    ``[3.5, 1, 3.5, 2]``): ``scipy.stats.rankdata(values)``, exactly, without importing scipy.stats
-    (a second of start-up for one sort)."""
+    """Ranks 1..n of a 1-d sample without NaN, ties given the mean of the ranks they span
+    (``[3, 1, 3, 2]`` → ``[3.5, 1, 3.5, 2]``): ``scipy.stats.rankdata(values)``, exactly, without
+    importing scipy.stats (a second of start-up for one sort)."""
     values = np.asarray(values)
+    if values.ndim != 1 or (values.dtype.kind == "f" and np.isnan(values).any()):
+        raise ValueError(f"expected a 1-d sample without NaN, got shape {values.shape}")
     order = np.argsort(values, kind="stable")
     ordered = values[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True])  # tie groups' bounds

@@ -76,9 +76,10 @@ def resample_counts(n: int, resamples: int, seed: int | Sequence[int] = 0) -> It
     n, resamples = int(n), int(resamples)
     _check(resamples, 0.5)
     seeds = _seed_key(seed)
-    key = None if seeds is None else (n, resamples, seeds)
-    if key is not None and _LAST_COUNTS and _LAST_COUNTS[0] == key:  # the same draw again
-        for counts in _LAST_COUNTS[1]:
+    key = None if seeds is None else (n, resamples, seeds, _CHUNK_ELEMENTS)
+    last = _LAST_COUNTS[0]  # one read: (key, counts) or None
+    if key is not None and last is not None and last[0] == key:  # the same draw again
+        for counts in last[1]:
             yield counts.copy()  # a copy: the caller may write into it
         return
     kept: list[np.ndarray] | None = [] if key is not None and n * resamples <= _KEPT_ELEMENTS else None
@@ -87,20 +88,26 @@ def resample_counts(n: int, resamples: int, seed: int | Sequence[int] = 0) -> It
             kept.append(counts.copy())
         yield counts
     if kept is not None:
-        _LAST_COUNTS[:] = [key, kept]
+        _LAST_COUNTS[0] = (key, kept)
 
 
 # The last draw of resample counts, if it is small (≤ 32 MB): an analysis draws the same counts for
 # table after table (same units, resamples and seed); a copy costs a tenth of drawing them again.
 _KEPT_ELEMENTS = 1 << 22
-_LAST_COUNTS: list = []
+_LAST_COUNTS: list = [None]
 
 
 def _seed_key(seed: Any) -> tuple[int, ...] | None:
-    """A seed given as integers, as a tuple (None for a generator or seed sequence: not kept)."""
-    if is_int(seed):
+    """A seed given as Python or numpy integers (or a list/tuple of them), as a tuple; None for
+    anything else — a generator or seed sequence moves on, other types are numpy's to accept or not —
+    which is never served from the kept draw."""
+
+    def plain(value: Any) -> bool:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+    if plain(seed):
         return (int(seed),)
-    if isinstance(seed, list | tuple) and all(is_int(s) for s in seed):
+    if isinstance(seed, list | tuple) and all(plain(s) for s in seed):
         return tuple(int(s) for s in seed)
     return None
 

@@ -149,3 +149,10 @@ def test_average_ranks_hand_case_and_scipy_with_ties():
         np.testing.assert_array_equal(paired.average_ranks(x), sps.rankdata(x))
     y = rng.normal(size=500)
     np.testing.assert_array_equal(paired.average_ranks(y), sps.rankdata(y))
+
+
+def test_average_ranks_refuses_nan_and_two_dimensions():
+    with pytest.raises(ValueError, match="without NaN"):
+        paired.average_ranks(np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="1-d"):
+        paired.average_ranks(np.ones((2, 2)))

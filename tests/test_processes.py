@@ -206,3 +206,33 @@ def test_no_fork_while_a_ray_connection_is_open(monkeypatch):
         fake_ray.is_initialized = lambda: False
         assert processes.parallel_enabled()
     assert not processes.parallel_enabled()
+
+
+def test_without_a_new_process_the_work_is_done_here(tmp_path, monkeypatch):
+    def refuse():
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # EAGAIN
+
+    monkeypatch.setattr(processes.os, "fork", refuse)
+    with processes.parallel():
+        here, theirs = processes.split(lambda: 1, lambda: {"x": np.arange(3)})
+        with figure_formats(svg=False):
+            save_figure(_figure("here"), tmp_path, "f")
+    assert here == 1 and theirs["x"].tolist() == [0, 1, 2] and (tmp_path / "f.png").exists()
+
+
+def test_split_gives_numpy_arrays_under_any_name_in_both_modes():
+    import torch
+
+    def there():
+        return {"file": [1, 2], "allow_pickle": torch.tensor([1.5]), "names": np.float64(2.0)}
+
+    alone = processes.split(lambda: 0, there)[1]
+    with processes.parallel():
+        forked = processes.split(lambda: 0, there)[1]
+    for result in (alone, forked):
+        assert list(result) == ["file", "allow_pickle", "names"]
+        assert all(isinstance(v, np.ndarray) for v in result.values())
+        assert result["file"].tolist() == [1, 2] and result["allow_pickle"].tolist() == [1.5]
+    for on in (False, True):
+        with processes.parallel(on), pytest.raises(TypeError, match="numeric arrays; 'o'"):
+            processes.split(lambda: 0, lambda: {"o": np.array([object()])})

@@ -192,3 +192,16 @@ def test_resample_counts_drawn_again_are_the_same_counts_and_a_fresh_copy():
     assert not np.array_equal(
         next(interp_stats.resample_counts(50, 10, g)), next(interp_stats.resample_counts(50, 10, g))
     )
+
+
+def test_the_kept_draw_is_not_served_for_another_chunking_or_a_seed_numpy_refuses(monkeypatch):
+    import torch
+
+    from interp import stats as interp_stats
+
+    list(interp_stats.resample_counts(10, 7, seed=0))
+    monkeypatch.setattr(interp_stats, "_CHUNK_ELEMENTS", 30)
+    assert [len(c) for c in interp_stats.resample_counts(10, 7, seed=0)] == [3, 3, 1]
+    list(interp_stats.resample_counts(10, 7, seed=3))
+    with pytest.raises(TypeError):  # numpy refuses a tensor seed, kept draw or not
+        list(interp_stats.resample_counts(10, 7, seed=torch.tensor(3)))

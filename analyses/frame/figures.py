@@ -43,10 +43,18 @@ class _Renderers:
 
     def submit(self, fig: Any, directory: Path, name: str, formats: Sequence[str]) -> bool:
         """Render ``fig`` in a new child process if one may start now (False: render it yourself)."""
-        self._reap(block=False)
+        try:
+            self._reap(block=False)
+        except BaseException:  # an earlier figure failed again here: this one is not drawn either
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+            raise
         if len(self.running) >= self.limit:
             return False
         pid = processes.fork_child(lambda: _render(fig, directory, name, formats))
+        if pid is None:  # no process to be had: render here
+            return False
         self.running[pid] = (fig, directory, name, formats)
         return True
 
@@ -54,12 +62,19 @@ class _Renderers:
         import matplotlib.pyplot as plt
 
         for pid in list(self.running):
-            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-            if done == 0:
-                continue
+            if block:
+                ok = processes.wait_child(pid)
+            else:
+                try:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): status unknown
+                    done, status = pid, 1 << 8
+                if done == 0:
+                    continue
+                ok = os.waitstatus_to_exitcode(status) == 0
             fig, directory, name, formats = self.running.pop(pid)
             try:
-                if os.waitstatus_to_exitcode(status) != 0:
+                if not ok:
                     _render(fig, directory, name, formats)  # again here: its error is raised here
             finally:
                 plt.close(fig)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -22,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,18 +31,18 @@ T = TypeVar("T")
 Arrays = dict[str, np.ndarray]  # what a child sends back: named numeric arrays
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, prctl: Callable[..., int] | None = None) -> None:
     """Make this (worker) process die when ``parent`` does, even by ``kill -9``: on Linux the kernel
-    sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread
-    checks the parent pid every second. A parent already gone ends the worker at once."""
-    import ctypes
+    sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``; ``prctl`` looked up by the parent
+    before it forked, else here); elsewhere a daemon thread checks the parent pid every second. A
+    parent already gone ends the worker at once."""
     import threading
 
     armed = False
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
+    prctl = prctl or _prctl()
+    if prctl is not None:
+        with contextlib.suppress(OSError):
+            armed = prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
     if not armed:
@@ -52,6 +53,19 @@ def die_with_parent(parent: int) -> None:
             os._exit(1)
 
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux (None elsewhere or when it cannot be found)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 # --- work on a second core ------------------------------------------------------------------------
@@ -80,34 +94,67 @@ def parallel(enabled: bool = True) -> Iterator[None]:
 
 def parallel_enabled() -> bool:
     """Whether work may go to a forked child now: inside :func:`parallel`, and not in a process that
-    holds a Ray connection (its threads and sockets must not be forked)."""
+    holds a Ray connection (its threads and sockets must not be forked) or has started CUDA (a forked
+    child cannot use it)."""
     if not _PARALLEL.get():
         return False
     ray = sys.modules.get("ray")
-    return ray is None or not ray.is_initialized()
+    if ray is not None and ray.is_initialized():
+        return False
+    torch = sys.modules.get("torch")
+    return torch is None or not torch.cuda.is_initialized()
 
 
-def fork_child(work: Callable[[], None]) -> int:
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+def fork_child(work: Callable[[], None]) -> int | None:
     """Fork a child that dies with this process, runs ``work`` and exits (0 if it returned, 1 if it
-    raised) without running any of this process' code after it; returns the child's pid."""
+    raised) without running any of this process' code after it; returns the child's pid, or None when
+    the system refuses a new process (then the caller does the work itself).
+
+    Ctrl-C and SIGTERM are held back while forking, so that neither can reach the child before it is
+    inside its own ``try`` (it would unwind through this process' code: its output folder, its
+    messages); the child then takes their default actions, and this process, which gets them too,
+    cleans up."""
     parent = os.getpid()
+    prctl = _prctl()  # looked up here: the child should not load anything
     sys.stdout.flush()
     sys.stderr.flush()
     with warnings.catch_warnings():  # Python >= 3.12 warns on fork() in a threaded process; the
         warnings.simplefilter("ignore", DeprecationWarning)  # children only compute and write files
-        pid = os.fork()
-    if pid == 0:
-        code = 1
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
         try:
-            # No garbage collection in this short-lived child: a collection walks every object and
-            # so copies the parent's memory page by page (copy-on-write).
-            gc.disable()
-            die_with_parent(parent)
-            work()
-            code = 0
-        finally:
-            os._exit(code)
+            pid = os.fork()
+        except OSError:  # EAGAIN, ENOMEM: too many processes or too little memory for one more
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            return None
+        if pid == 0:
+            code = 1
+            try:
+                for signum in _STOPPING:
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                # No garbage collection in this short-lived child: a collection walks every object
+                # and so copies the parent's memory page by page (copy-on-write).
+                gc.disable()
+                die_with_parent(parent, prctl)
+                work()
+                code = 0
+            finally:
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return pid
+
+
+def wait_child(pid: int) -> bool:
+    """Wait for a child of :func:`fork_child`; whether it exited with 0 (False also when its status is
+    unknown, e.g. SIGCHLD ignored: the caller then does its work again)."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return False
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def stop_child(pid: int) -> None:
@@ -122,28 +169,51 @@ def split(here: Callable[[], T], there: Callable[[], Arrays]) -> tuple[T, Arrays
     """``(here(), there())``, with ``there`` computed by a forked child process while this one computes
     ``here`` when :func:`parallel` is on (else one after the other, here).
 
-    ``there`` returns named arrays (numeric, no objects: they come back through an ``.npz`` file read
-    with ``allow_pickle=False``, one without a name — nothing is left on disk even after ``kill -9``).
-    A child that fails leaves its work to this process, which runs ``there()`` itself and so raises the
-    error where it happened."""
+    ``there`` returns named numeric arrays (or what ``np.asarray`` makes one of; no objects), returned
+    as numpy arrays either way. A child's arrays come back through an ``.npz`` file without a name
+    (nothing is left on disk even after ``kill -9``), read with ``allow_pickle=False``. A child that
+    fails leaves its work to this process, which runs ``there()`` itself and so raises the error where
+    it happened."""
     if not parallel_enabled():
-        return here(), there()
+        return here(), _numeric(there())
     with tempfile.TemporaryFile(prefix="analysis-part-") as shared:  # unlinked at once; both see it
 
         def work() -> None:
-            np.savez(shared, **there())
+            arrays = _numeric(there())
+            # Stored as a0, a1, ... with the names beside them (a name could be one of savez's own
+            # parameters, e.g. "file").
+            np.savez(
+                shared, names=np.array(list(arrays), dtype=str), **dict(zip(_slots(arrays), arrays.values()))
+            )
             shared.flush()
 
         pid = fork_child(work)
+        if pid is None:
+            return here(), _numeric(there())
         try:
             mine = here()
-            _, status = os.waitpid(pid, 0)
-            pid = 0
-            if os.waitstatus_to_exitcode(status) != 0:
-                return mine, there()
+            done, pid = wait_child(pid), None
+            if not done:
+                return mine, _numeric(there())
             shared.seek(0)
-            with np.load(shared, allow_pickle=False) as data:
-                return mine, {name: data[name] for name in data.files}
+            with np.load(shared, allow_pickle=False) as stored:
+                names = [str(name) for name in stored["names"]]
+                return mine, {name: stored[slot] for name, slot in zip(names, _slots(names))}
         finally:
-            if pid:
+            if pid is not None:
                 stop_child(pid)
+
+
+def _slots(names: Any) -> list[str]:
+    return [f"a{i}" for i in range(len(names))]
+
+
+def _numeric(arrays: Arrays) -> Arrays:
+    """``{name: np.ndarray}`` of numbers (booleans, integers, floats), or TypeError."""
+    out = {}
+    for name, value in arrays.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"split work must return numeric arrays; {name!r} has dtype {array.dtype}")
+        out[str(name)] = array
+    return out
