@@ -128,16 +128,29 @@ def run(
         )
         return exact, mc
 
+    def replicates(group: list[Condition], units: UnitSums) -> dict[str, Any]:
+        """Point estimates and bootstrap replicates of the group's conditions (the mean of the
+        shuffles too, if they are here): every process draws the same resample counts (stream
+        [seed, 1]), so this is, table by table, the one draw for all conditions of _summarise."""
+        names = [c.name for c in group] + (["shuffle"] if "shuffle" in units.sums else [])
+        tables = [units.table(name) for name in names]
+        return dict(zip(names, bootstrap_distributions(tables, bootstrap_resamples, seed=[seed, 1])))
+
+    def theirs() -> dict[str, np.ndarray]:
+        drawn = replicates(there[1:], measure(there))  # "none" is drawn here
+        return {
+            f"{name}/{part}": v for name, pair in drawn.items() for part, v in zip(("point", "reps"), pair)
+        }
+
     if there:
-        (units, (exact, mc)), theirs = processes.split(
-            lambda: (measure(here), ceilings()), lambda: _pack(measure(there))
-        )
-        units.sums.update({name: torch.from_numpy(v) for name, v in theirs.items() if name not in units.sums})
+        (units, (exact, mc)), arrays = processes.split(lambda: (measure(here), ceilings()), theirs)
     else:
-        units, (exact, mc) = measure(here), ceilings()
+        (units, (exact, mc)), arrays = (measure(here), ceilings()), {}
+    drawn = replicates(here, units)
+    drawn.update({c.name: (arrays[f"{c.name}/point"], arrays[f"{c.name}/reps"]) for c in there[1:]})
     if shuffle_seeds:
         conditions.append(Condition("shuffle", "shuffle_mean", f"shuffle (mean of {shuffle_seeds})"))
-    results = _summarise(conditions, units, cfg, bootstrap_resamples, confidence, seed)
+    results = _summarise(conditions, drawn, cfg, confidence)
     d = cfg.d_model
     return PEAblationResult(
         num_sequences=num_sequences,
@@ -183,11 +196,6 @@ def _rows(model: Any, tokens: torch.Tensor, group: list[Condition], hooks: list[
     return {name: _row(column, columns["none"]) for name, column in columns.items()}
 
 
-def _pack(units: UnitSums) -> dict[str, np.ndarray]:
-    """A :class:`UnitSums`' per-condition sums as named arrays (what a second process sends back)."""
-    return {name: sums.numpy() for name, sums in units.sums.items()}
-
-
 def _row(col: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> np.ndarray:
     """One condition's per-sequence statistics ``[batch, k]`` (the order ``_summarise`` reads)."""
     return np.hstack(
@@ -206,23 +214,22 @@ def _row(col: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> np.ndarray:
 
 def _summarise(
     conditions: list[Condition],
-    units: UnitSums,
+    drawn: dict[str, tuple[np.ndarray, np.ndarray]],
     cfg: Any,
-    resamples: int,
     confidence: float,
-    seed: int,
 ) -> dict[str, ConditionResult]:
-    """Bootstrap every column of every condition over one shared set of resamples of the sequences.
+    """Every column of every condition with its CI, from its point estimates and bootstrap replicates.
 
-    The resampling stream ``[seed, 1]`` is distinct from the data stream ``[seed, block]``; its counts
-    are drawn once for all conditions (``interp.stats.bootstrap_distributions``), which gives the same
+    The replicates of all conditions come from one shared set of resamples of the sequences: the
+    resampling stream ``[seed, 1]`` is distinct from the data stream ``[seed, block]``, and its counts
+    are the same for every condition (``interp.stats.bootstrap_distributions``), which gives the same
     numbers as drawing them again per condition, so differences between conditions stay paired.
     """
     heads = [f"{layer}.{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    n_pos = units.sums["none"].shape[1] - len(COLUMNS) - len(OFFSETS) - len(heads)
+    n_pos = len(drawn["none"][0]) - len(COLUMNS) - len(OFFSETS) - len(heads)
     out = {}
-    drawn = bootstrap_distributions([units.table(c.name) for c in conditions], resamples, seed=[seed, 1])
-    for c, (point, reps) in zip(conditions, drawn):
+    for c in conditions:
+        point, reps = drawn[c.name]
         est = list(estimates(point, reps, confidence))
         k = len(COLUMNS)
         out[c.name] = ConditionResult(
