@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import types
 
@@ -12,6 +13,12 @@ import torch
 from models import EncoderConfig, HookedReverseEncoder
 
 torch.set_num_threads(1)  # the suite runs with two workers on two cores
+
+# A shell starts a background job (``pytest &`` without job control) with Ctrl-C ignored, and every
+# process it starts inherits that. The tests of Ctrl-C (a real SIGINT, here and in the commands they
+# start) need it delivered as a terminal delivers it: Python's own handler, as in any foreground run.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_model(seed: int = 0, **overrides) -> HookedReverseEncoder:

@@ -237,9 +237,16 @@ def test_in_page_forward_pass_matches_python_for_other_architectures(overrides, 
     digits = int(metrics.reversal_correct(model(lab_tokens), lab_tokens).sum())
     assert json.loads(w.page.get_attribute("#lab", "data-result"))["digits"] == digits
     assert w.page.is_disabled("#lab-pe-method") == (cfg.positional_embedding == "none")
+    # the lab redraws in the next animation frame: after each change, wait two frames, as
+    # test_report_lab.Lab.settle does (two changes within one frame are drawn together)
+    settle = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
     w.page.select_option("#lab-attn-replace", "uniform")
-    w.page.select_option("#lab-head-0-0", "mean")
-    # the lab redraws in the next animation frame: wait two frames, as test_report_lab.Lab.settle does
-    w.page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-    assert w.page.locator(".digits-row").count() == 4
+    w.page.evaluate(settle)
+    assert w.page.locator(".digits-row").count() == 4  # and the output without the interventions
+    w.page.select_option("#lab-head-0-0", "mean")  # means of n_ctx positions: not for the typed length
+    w.page.evaluate(settle)
+    assert w.page.inner_text("#explorer-status") == (
+        f"The lab's interventions do not apply to {len(tokens)} digits: mean ablation holds means of "
+        f"{cfg.n_ctx} positions."
+    )
     assert not w.errors and not w.dialogs
