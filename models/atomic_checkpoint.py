@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.plugins import TorchCheckpointIO
 
 from models.integrity import CheckpointError, atomic_write, check_zip, remove, verify_recorded
+from models.lightning_import import pl
 
 LAST = "last.ckpt"
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
+class AtomicCheckpointIO(pl.plugins.TorchCheckpointIO):
     """``TorchCheckpointIO`` whose saves are atomic in the target's folder and recorded in its
     ``SHA256SUMS``, and whose removals drop the record first (see the module docstring)."""
 

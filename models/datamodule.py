@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-import pytorch_lightning as pl
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.data import NUM_CATEGORIES, SEQ_LEN, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, make_splits
+from models.lightning_import import pl
 
 EVAL_BATCH_SIZE = 1024  # evaluation has no gradient: bigger batches, fewer Python round trips
 

@@ -46,12 +46,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from models.ensemble_args import ensemble_blocker, ensemble_key
 from models.ensemble_data import EnsembleData
 from models.ensemble_module import EnsembleModule
+from models.lightning_import import pl
 from models.train_args import TrainArgs, parse_args, recorded_config
 
 __all__ = ["EnsembleData", "EnsembleModule", "ensemble_blocker", "ensemble_key", "train_ensemble"]

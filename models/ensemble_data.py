@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.data import ReverseSplits, make_splits
 from models.datamodule import EVAL_BATCH_SIZE, SliceBatchSampler
+from models.lightning_import import pl
 from models.train_args import TrainArgs
 
 __all__ = ["EnsembleData"]

@@ -16,12 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
 from models.config import EncoderConfig
 from models.encoder import HookedReverseEncoder
+from models.lightning_import import pl
 from models.lightning_module import CosineWarmup
 from models.stacked import stacked_logits, stacked_loss
 

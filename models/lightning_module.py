@@ -20,14 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from jaxtyping import Float, Int
-from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from torch import Tensor
 
 from models.config import EncoderConfig
 from models.encoder import HookedReverseEncoder
+from models.lightning_import import pl
 from models.limits import iter_log_spaced_steps
 
 
@@ -229,7 +228,7 @@ class SnapshotCallback(pl.Callback):
         self._save(trainer, pl_module, final=True)
 
 
-class LastCheckpoint(Checkpoint):
+class LastCheckpoint(pl.callbacks.Checkpoint):
     """Writes ``path`` (a full Lightning checkpoint) after every validation and when training stops.
 
     Lightning's own ``save_last`` only follows a top-k save, i.e. only when val accuracy improved, so a
@@ -265,7 +264,7 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)  # the final weights of a run that used its whole epoch budget
 
 
-class RunCheckpoint(ModelCheckpoint):
+class RunCheckpoint(pl.callbacks.ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` whose restored state follows its run folder when that moves.
 
     Lightning records absolute paths (``best_model_path``, ``best_k_models``, ``kth_best_model_path``,
@@ -281,7 +280,7 @@ class RunCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         # ModelCheckpoint's own key, so that checkpoints written before this subclass still restore it.
         key = super().state_key
-        return ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__) :]
+        return pl.callbacks.ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__) :]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         recorded = state_dict.get("dirpath")

@@ -191,8 +191,9 @@ def train(args: TrainArgs | list[str] | None = None, callbacks: list | None = No
     import logging
     import warnings
 
-    import pytorch_lightning  # noqa: F401  (sets its loggers' levels on import: quiet them after)
     import torch
+
+    import models.lightning_import  # noqa: F401  (Lightning sets its loggers' levels on import: quiet them after)
 
     quieted = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric")]
     levels = [logger.level for logger in quieted]
@@ -244,14 +245,12 @@ def _fit(
     import math
     import shutil
 
-    import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import TQDMProgressBar
-    from pytorch_lightning.loggers import CSVLogger
 
     from models.atomic_checkpoint import AtomicCheckpointIO
     from models.checkpoints import load_model, save_model
     from models.datamodule import ReverseDataModule
+    from models.lightning_import import pl
     from models.lightning_module import (
         LastCheckpoint,
         ReverseTaskModule,
@@ -290,12 +289,10 @@ def _fit(
     last = LastCheckpoint(run / "checkpoints" / "last.ckpt")
     callbacks = [recorder, checkpoint, last, *extra_callbacks]
     if args.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, dm.steps_per_epoch // 50)))
-    loggers = [CSVLogger(run, name="logs")]
+        callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=max(1, dm.steps_per_epoch // 50)))
+    loggers = [pl.loggers.CSVLogger(run, name="logs")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(run, name="tensorboard"))
+        loggers.append(pl.loggers.TensorBoardLogger(run, name="tensorboard"))
     try:
         trainer = pl.Trainer(
             logger=loggers,

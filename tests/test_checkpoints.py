@@ -362,8 +362,7 @@ def test_our_lightning_checkpoint(tmp_path, tokens):
 
 def test_checkpoint_written_by_a_real_lightning_trainer(tmp_path, tokens):
     """The contract with models.lightning_module, checked on what Lightning really writes."""
-    import pytorch_lightning as pl
-
+    from models.lightning_import import pl
     from models.lightning_module import ReverseTaskModule
 
     module = ReverseTaskModule(EncoderConfig(d_model=D, n_heads=2, n_layers=2).to_dict(), max_iters=2)

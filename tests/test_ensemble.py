@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from interp.metrics import flip_mass
 from models import EncoderConfig, HookedReverseEncoder, load_model
 from models.ensemble_args import ensemble_blocker, ensemble_key
+from models.lightning_import import pl
 from models.stacked import stacked_logits, stacked_loss
 from models.train_args import parse_args
 

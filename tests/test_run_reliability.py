@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 import models.train as train_module
 from models import integrity, load_model
+from models.lightning_import import pl
 from models.train import main, train
 from tests.conftest import TINY_TRAIN
 

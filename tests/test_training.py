@@ -42,6 +42,31 @@ def _last_ckpt_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 # --- data ---------------------------------------------------------------------------------------------
+def test_lightning_is_imported_through_one_module_that_leaves_the_version_check_as_it_was(monkeypatch):
+    """models.lightning_import hides transformers from torchmetrics during Lightning's import only (the
+    fresh process of test_zoo checks that training then never imports transformers)."""
+    import importlib.metadata
+
+    from lightning_utilities.core import imports
+
+    from models import lightning_import
+
+    assert lightning_import.pl is sys.modules["pytorch_lightning"]
+    assert imports._version is importlib.metadata.version  # restored after the import
+    hidden = lightning_import._transformers_hidden_from_torchmetrics
+    with monkeypatch.context() as mp:  # as in a fresh process: neither imported yet
+        for name in ("torchmetrics", "transformers"):
+            mp.delitem(sys.modules, name, raising=False)
+        with hidden():
+            with pytest.raises(importlib.metadata.PackageNotFoundError):
+                imports._version("transformers")
+            assert imports._version("torch") == importlib.metadata.version("torch")
+        assert imports._version is importlib.metadata.version
+        mp.setitem(sys.modules, "torchmetrics", lightning_import)  # imported before: nothing is hidden
+        with hidden():
+            assert imports._version is importlib.metadata.version
+
+
 def test_data_is_seeded_and_splits_differ():
     a = make_reverse_data(100, seq_len=16, num_categories=10, seed=3)
     assert a.shape == (100, 16) and a.dtype == torch.int64 and 0 <= a.min() and a.max() <= 9
@@ -174,7 +199,7 @@ def test_fast_preset_reaches_perfect_validation_accuracy(trained_fast_run):
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path, tiny_uninterrupted_run):
-    import pytorch_lightning as pl
+    from models.lightning_import import pl
 
     class Kill(pl.Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -202,7 +227,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, tiny_uninterrupted_run):
 
 
 def test_a_run_killed_after_its_last_step_finishes_on_rerun(tmp_path):
-    import pytorch_lightning as pl
+    from models.lightning_import import pl
 
     class Kill(pl.Callback):  # between the last step (last.ckpt written) and metrics.json
         def on_train_end(self, trainer, *args):

@@ -422,6 +422,7 @@ def test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray(tmp
         " '--train-size', '64', '--val-size', '8', '--test-size', '8', '--max-steps', '2']\n"
         "assert zoo.main(argv) == 0\n"
         "assert 'ray' not in sys.modules, 'imported by the sequential engine'\n"
+        "assert 'transformers' not in sys.modules, 'imported by training (torchmetrics, through Lightning)'\n"
         "from analyses.zoo_summary import __main__ as summary\n"
         "argv = [sys.argv[1], '--out', sys.argv[1] + '-summary', '--engine', 'sequential', '--quiet',"
         " '--num-sequences', '8', '--bootstrap-resamples', '5']\n"
