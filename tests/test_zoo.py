@@ -294,6 +294,11 @@ def test_summary_engine_flags_are_one_line_and_write_nothing(tiny_zoo, tmp_path,
         (["--address", "auto", "--engine", "sequential"], "error: --address auto: needs --engine ray"),
         (["--cpus-per-task", "0"], "expected a positive number, got '0'"),
         (["--engine", "dask"], "invalid choice"),
+        (["--report-only", "flip alignment"], "expected analysis names separated by commas"),
+        (
+            ["--report-only", "flip_alignment"],
+            "error: --report-only chooses the analyses of --index's reports",
+        ),
     ):
         assert zs_cli.main([str(tiny_zoo), "--out", str(out), *flags]) == 2, flags
         err = capsys.readouterr().err

@@ -55,6 +55,12 @@ def build_parser() -> ArgumentParser:
         help="also build every run's full report into RUN/report/ (python -m reports.build; ~20 s per run, "
         "reused when up to date) and OUT/index.html comparing them",
     )
+    p.add_argument(
+        "--report-only",
+        metavar="A,B",
+        type=_analysis_names,
+        help="with --index: each run's report holds only these analyses (reports.build --only; default all)",
+    )
     g = p.add_argument_group("the engine (as python -m models.zoo)")
     g.add_argument(
         "--engine", choices=ENGINES, default="ray", help="ray (default) or sequential (this process)"
@@ -67,6 +73,14 @@ def build_parser() -> ArgumentParser:
         help="Ray CPUs per task (default 1; a report task runs reports.build with that many --jobs)",
     )
     return p
+
+
+def _analysis_names(text: str) -> str:
+    """A comma-separated list of analysis names (reports.build checks that it knows each one)."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(n.isidentifier() for n in names):
+        raise argparse.ArgumentTypeError(f"expected analysis names separated by commas, got {text!r}")
+    return ",".join(names)
 
 
 def _positive_number(text: str) -> float:
@@ -102,6 +116,7 @@ def build_index(
                 "--name",
                 r.name,
                 *jobs,
+                *(["--only", args.report_only] if args.report_only else []),
             ],
         )  # fmt: skip
         for r in result.runs
@@ -120,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
 
     def compute(args: argparse.Namespace, folder: Path) -> ZooSummaryResult:
+        if args.report_only and not args.index:
+            raise UserError("--report-only chooses the analyses of --index's reports: add --index")
         engine = SummaryEngine(engine=args.engine, address=args.address, cpus_per_task=args.cpus_per_task)
         engine.check(args.device)
         discover(args.zoo)  # a wrong ZOO is said before Ray starts
