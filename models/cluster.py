@@ -17,8 +17,9 @@ Three pieces, each usable alone:
   fractional GPUs allowed) and yields a :class:`TaskOutcome` per item as each finishes: its value or a
   one-line error, and where and how it ran (node id, host, node address, attempt count, seconds). A
   worker process that dies mid-task (killed, out of memory) is retried by Ray up to ``max_retries``
-  times; an exception raised by ``fn`` is not retried (it would fail again). Leaving the loop early —
-  Ctrl-C included — cancels every task still pending or running.
+  times; an exception raised by ``fn`` is not retried (it would fail again). Leaving the loop early
+  cancels every task still pending or running; on Ctrl-C or SIGTERM the process's Ray job ends
+  instead, and Ray stops its tasks (see the comment in :func:`run_tasks`).
 - :func:`pack_folder` / :func:`install_folder` — a folder's files as ``{relative path: bytes}`` (what a
   task returns, so workers need no shared filesystem) and their atomic installation on the driver
   (written beside the destination, then renamed into place; signals held off for the renames).
@@ -353,6 +354,7 @@ def run_tasks(
     limit = len(items) if max_pending is None else max(1, int(max_pending))
     pending: dict[Any, int] = {}
     submitted = 0
+    ending = False
     try:
         while submitted < len(items) or pending:
             while submitted < len(items) and len(pending) < limit:
@@ -367,14 +369,32 @@ def run_tasks(
                     yield TaskOutcome(i, labels[i], error=_error_line(exc))
                 else:
                     yield TaskOutcome(i, labels[i], value=value, info=info)
+    except BaseException as exc:
+        ending = _process_ending(exc)
+        raise
     finally:
-        # Left early: stop everything still queued or running. Not force=True: killing a running
-        # worker can race with its reply and trip a check in Ray's core worker (Ray 2.60) that aborts
-        # the driver before it shuts down; a KeyboardInterrupt in the task ends it as well, and the
-        # job's workers end with the driver anyway.
-        for ref in pending:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=False)
+        # Left early: stop everything still queued or running — unless this process is ending (Ctrl-C,
+        # SIGTERM, exit): then its Ray job ends with it, and Ray ends the job's workers (an embedded
+        # instance shuts down whole). Cancelling there anyway races with a task finishing at that
+        # moment, which trips a check in Ray's core worker (Ray 2.60: "Tried to complete task that was
+        # not pending", with force=True or not) that aborts this process instead of its clean exit.
+        if not ending:
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=False)
+
+
+def _process_ending(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or the exception it was raised while handling (a generator closed by its
+    caller's Ctrl-C gets GeneratorExit), stops the process: KeyboardInterrupt, SystemExit, or any other
+    BaseException that is not an Exception (the commands' SIGTERM)."""
+    for _ in range(8):
+        if exc is None:
+            return False
+        if not isinstance(exc, Exception | GeneratorExit):
+            return True
+        exc = exc.__context__
+    return False
 
 
 # --- files home -----------------------------------------------------------------------------------

@@ -28,9 +28,10 @@ interrupted), the task it belonged to (``ensemble_size``), ``engine``, ``node_id
 ``node_ip``, ``attempts`` and ``seconds`` (the task's wall time on its worker).
 
 A task that fails (e.g. Lightning rejecting ``-- --devices 0``) is reported with its runs' names; the
-other tasks go on, and the zoo exits with status 1. Ctrl-C cancels the tasks still running; finished
-runs stay, and no half-written folder is left. ``--list`` prints the plan and its estimated time from
-the throughput this machine measured last (``models.zoo_plan.estimate``).
+other tasks go on, and the zoo exits with status 1. Ctrl-C stops the tasks still running (the zoo's
+Ray job ends with it); finished runs stay, and no half-written folder is left. ``--list`` prints
+the plan and its estimated time from the throughput this machine measured last
+(``models.zoo_plan.estimate``).
 
 Flags after ``--`` go to ``models.train`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); the
 grid's own flags (seed, heads, layers, positional encoding, d-model, seq-len, num-categories, out,

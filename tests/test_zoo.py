@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -458,3 +459,80 @@ def test_a_task_given_a_gpu_that_finds_no_cuda_fails_saying_so(monkeypatch):
         RuntimeError, match=r"fast_x_seed0 and others: --gpus-per-task 0.5 but no CUDA device"
     ):
         zoo_task.execute(task)
+
+
+# --- models.cluster.run_tasks when it is left early (a stand-in for Ray: no instance needed) ---------
+class _FakeRay:
+    """What run_tasks uses of Ray: each submitted item's value is ready one ``wait`` after submission;
+    ``cancel`` records what it was asked to stop."""
+
+    def __init__(self):
+        self.cancelled: list[int] = []
+
+    def remote(self, fn):
+        class Remote:
+            def options(self, **kwargs):
+                return self
+
+            def remote(self, fn, item):
+                return ("ref", item)
+
+        return Remote()
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref[1], {}
+
+    def cancel(self, ref, force):
+        self.cancelled.append(ref[1])
+
+
+@pytest.mark.parametrize(
+    "raised, cancels",
+    [(ValueError("the caller's mistake"), True), (KeyboardInterrupt(), False), (SystemExit(143), False)],
+)
+def test_run_tasks_left_early_cancels_the_rest_unless_the_process_is_ending(monkeypatch, raised, cancels):
+    """An error in the caller's loop cancels the tasks still pending; Ctrl-C, SIGTERM or exit do not
+    (the job ends with the process, and cancelling then can abort it in Ray 2.60)."""
+    import contextlib
+
+    from models import cluster
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    outcomes = cluster.run_tasks(abs, [1, 2, 3, 4])
+    with pytest.raises(type(raised)):
+        with contextlib.closing(outcomes):
+            for outcome in outcomes:
+                assert outcome.value == 1
+                raise raised
+    assert fake.cancelled == ([2, 3, 4] if cancels else [])
+    # raised inside the generator itself (Ctrl-C while it waits for Ray)
+    fake.cancelled.clear()
+
+    def interrupted(refs, num_returns, timeout):
+        raise type(raised)(*raised.args)
+
+    monkeypatch.setattr(fake, "wait", interrupted)
+    with pytest.raises(type(raised)):
+        next(cluster.run_tasks(abs, [1, 2]))
+    assert fake.cancelled == ([1, 2] if cancels else [])
+
+
+def test_process_ending_reads_the_exception_and_what_it_interrupted():
+    from models.cluster import _process_ending
+
+    closed_by_ctrl_c = GeneratorExit()
+    closed_by_ctrl_c.__context__ = KeyboardInterrupt()
+    closed_by_an_error = GeneratorExit()
+    closed_by_an_error.__context__ = ValueError()
+
+    class Terminated(BaseException):  # as the commands' SIGTERM handlers raise
+        pass
+
+    assert _process_ending(KeyboardInterrupt()) and _process_ending(SystemExit(0))
+    assert _process_ending(Terminated()) and _process_ending(closed_by_ctrl_c)
+    assert not _process_ending(None) and not _process_ending(ValueError())
+    assert not _process_ending(GeneratorExit()) and not _process_ending(closed_by_an_error)
