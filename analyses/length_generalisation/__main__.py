@@ -77,4 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from models.quick_exit import exit_process
+
+    exit_process(main())
