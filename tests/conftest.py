@@ -134,3 +134,31 @@ def browser(tmp_path_factory):
         )
         yield context
         context.close()
+
+
+# --- the order in which pytest-xdist hands out modules ------------------------------------------------
+# With ``--dist loadscope`` each worker takes the next whole module in collection order when it is
+# free. The longest modules go first (seconds of one suite run on this machine, most first), so that
+# the short ones fill the end and both workers finish together; in file-name order the Ray modules
+# (zoo_*) came last and one worker ran them alone.
+LONGEST_FIRST = [
+    "test_zoo_ray.py",  # 42 s (mostly waiting on Ray's processes)
+    "test_report_build.py",  # 24 s
+    "test_zoo_cluster.py",  # 23 s
+    "test_report_lab.py",  # 22 s
+    "test_notebook.py",  # 16 s
+    "test_zoo.py",  # 14 s
+    "test_transformer_lens.py",  # 12 s
+    "test_report_browser.py",  # 12 s
+    "test_flip_alignment.py",  # 11 s
+    "test_head_ablation.py",  # 10 s
+    "test_qk_circuit.py",  # 10 s
+    "test_processes.py",  # 10 s
+    "test_output_reliability.py",  # 10 s
+    "test_training_dynamics.py",  # 8 s
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a module, as written
