@@ -143,6 +143,7 @@ def _alive_nodes(ray) -> list[dict[str, Any]]:
 
 
 _OPEN: list[ClusterInfo] = []  # the ray_cluster block open in this process, if any
+_NESTED: list[bool] = []  # one entry per open ray_cluster block that reuses it
 
 
 def _reuse(info: ClusterInfo, address: str | None, num_cpus: int | None, num_gpus: int | None) -> ClusterInfo:
@@ -173,7 +174,11 @@ def ray_cluster(
         if parsed is not None:
             _probe(address, *parsed)
     if _OPEN:  # nested: the open block's cluster, left open
-        yield _reuse(_OPEN[0], address, num_cpus, num_gpus)
+        _NESTED.append(True)
+        try:
+            yield _reuse(_OPEN[0], address, num_cpus, num_gpus)
+        finally:
+            _NESTED.pop()
         return
     environment = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}  # no report
     if embedded:  # loopback only, so authentication off is safe; a user's explicit choice is respected
@@ -342,8 +347,9 @@ def run_tasks(
     (Ray starts them in about that order as resources free up); with ``max_pending`` at most that many
     are submitted and not yet yielded at any time, and ``items[i]`` is read only when it is submitted,
     so a lazy sequence whose items are large (files) keeps the driver's memory and Ray's object store
-    bounded. Closing the generator early — an exception or Ctrl-C in the caller's loop, or here while
-    waiting — cancels what is left. ``name`` is the tasks' name in Ray (worker processes show
+    bounded. Closing the generator early — an exception in the caller's loop, or here while waiting —
+    cancels what is left; Ctrl-C, SIGTERM or exit in a command's own block ends its Ray job instead
+    (see the comment at the end). ``name`` is the tasks' name in Ray (worker processes show
     ``ray::<name>`` while they run one)."""
     import ray
 
@@ -366,18 +372,21 @@ def run_tasks(
                 try:
                     value, info = ray.get(ref)
                 except Exception as exc:  # RayTaskError (fn raised), WorkerCrashedError after retries, ...
-                    yield TaskOutcome(i, labels[i], error=_error_line(exc))
+                    outcome = TaskOutcome(i, labels[i], error=_error_line(exc))
                 else:
-                    yield TaskOutcome(i, labels[i], value=value, info=info)
+                    outcome = TaskOutcome(i, labels[i], value=value, info=info)
+                yield outcome  # outside the except: what interrupts the caller is not chained to it
     except BaseException as exc:
-        ending = _process_ending(exc)
+        ending = _process_ending(exc) and not _NESTED
         raise
     finally:
         # Left early: stop everything still queued or running — unless this process is ending (Ctrl-C,
-        # SIGTERM, exit): then its Ray job ends with it, and Ray ends the job's workers (an embedded
-        # instance shuts down whole). Cancelling there anyway races with a task finishing at that
-        # moment, which trips a check in Ray's core worker (Ray 2.60: "Tried to complete task that was
-        # not pending", with force=True or not) that aborts this process instead of its clean exit.
+        # SIGTERM, exit) and the ray_cluster block this runs in is the outermost one: then its Ray job
+        # ends with it, and Ray ends the job's workers (an embedded instance shuts down whole).
+        # Cancelling there anyway races with a task finishing at that moment, which trips a check in
+        # Ray's core worker (Ray 2.60: "Tried to complete task that was not pending", with force=True
+        # or not) that aborts this process instead of its clean exit. Inside a block that reuses an
+        # outer one (a notebook's, a summary's), the instance outlives the exception: cancel.
         if not ending:
             for ref in pending:
                 with contextlib.suppress(Exception):

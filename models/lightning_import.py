@@ -6,9 +6,10 @@ transformer-lens. That costs about 2 CPU seconds in every process that trains (e
 each zoo task, each test worker), for metrics this project never uses. So when this module is the first
 to import Lightning in a process, torchmetrics' availability check (``lightning_utilities``'
 ``RequirementCache``) is told, for the duration of that import only, that ``transformers`` is not
-installed: torchmetrics skips it. The one consequence: in such a process, torchmetrics' BERTScore and
-InfoLM report that they need ``transformers``. A process that imported torchmetrics or transformers
-before gets Lightning as it is; so does one whose ``lightning_utilities`` lacks the function patched.
+installed: torchmetrics skips it. The one consequence: in such a process, torchmetrics' metrics built
+on transformers (BERTScore, InfoLM, CLIPScore, CLIP-IQA) report that they need it. A process that
+imported torchmetrics or transformers before gets Lightning as it is; so does one whose
+``lightning_utilities`` lacks the function patched.
 """
 
 from __future__ import annotations

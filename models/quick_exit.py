@@ -5,9 +5,11 @@ At exit, Python's teardown runs the cyclic garbage collector over everything sti
 ``python -m analyses.qk_circuit``'s ~10 s here. :func:`exit_process` first moves every object to the
 collector's permanent generation (``gc.freeze``), which its walks skip; the rest of the exit is Python's
 own: ``atexit`` handlers run, standard streams are flushed, objects are freed by reference counting.
-Only garbage in reference cycles is left to the operating system, as at any process exit. For the
-``__main__`` block of a command (``python -m ...``) only: a library, notebook or test process goes on
-collecting its garbage.
+What changes: objects held only by reference cycles are not collected, so their finalizers
+(``__del__``, a file object's flush on close) do not run — a command must close its files before
+``main`` returns (the commands here write every file atomically and close it). For the ``__main__``
+block of a command (``python -m ...``) only: a library, notebook or test process goes on collecting
+its garbage.
 """
 
 from __future__ import annotations

@@ -14,12 +14,6 @@ from models import EncoderConfig, HookedReverseEncoder
 
 torch.set_num_threads(1)  # the suite runs with two workers on two cores
 
-# A shell starts a background job (``pytest &`` without job control) with Ctrl-C ignored, and every
-# process it starts inherits that. The tests of Ctrl-C (a real SIGINT, here and in the commands they
-# start) need it delivered as a terminal delivers it: Python's own handler, as in any foreground run.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
 
 def make_model(seed: int = 0, **overrides) -> HookedReverseEncoder:
     """A random encoder in eval mode; the same seed gives the same weights."""
@@ -162,3 +156,20 @@ LONGEST_FIRST = [
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a module, as written
+
+
+@pytest.fixture
+def ctrl_c_delivered():
+    """Ctrl-C handled as in a foreground run during one test (Python's own handler, inherited by the
+    commands it starts), then as before. A shell starts a background job (``pytest &`` without job
+    control) with SIGINT ignored, and every process it starts inherits that: the tests of a real
+    SIGINT would see nothing arrive. Restored afterwards, so a Ctrl-C meant for the shell's foreground
+    command still leaves such a background run alone."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

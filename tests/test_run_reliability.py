@@ -156,7 +156,9 @@ def test_a_run_killed_between_perfect_and_its_metadata_records_what_an_uninterru
     assert same_weights(killed, reference)
 
 
-def test_ctrl_c_under_overwrite_says_to_drop_it_and_that_works(tmp_path, reference, monkeypatch, capsys):
+def test_ctrl_c_under_overwrite_says_to_drop_it_and_that_works(
+    tmp_path, reference, monkeypatch, capsys, ctrl_c_delivered
+):
     class CtrlC(pl.Callback):  # a real SIGINT, handled by Python and Lightning as a keypress would be
         def on_train_batch_end(self, trainer, *args):
             if trainer.global_step == 30:

@@ -536,3 +536,31 @@ def test_process_ending_reads_the_exception_and_what_it_interrupted():
     assert _process_ending(Terminated()) and _process_ending(closed_by_ctrl_c)
     assert not _process_ending(None) and not _process_ending(ValueError())
     assert not _process_ending(GeneratorExit()) and not _process_ending(closed_by_an_error)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_ctrl_c_with_a_failed_tasks_outcome_in_hand_and_in_a_nested_block(monkeypatch, nested):
+    """The caller's Ctrl-C while it handles a failed task's outcome is still Ctrl-C (nothing cancelled);
+    inside a ray_cluster block that reuses an open one (a notebook's), the instance outlives the
+    Ctrl-C, so the rest is cancelled."""
+    import contextlib
+
+    from models import cluster
+
+    fake = _FakeRay()
+
+    def get(ref):
+        if ref[1] == 1:
+            raise RuntimeError("the task failed")
+        return ref[1], {}
+
+    monkeypatch.setattr(fake, "get", get)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(cluster, "_NESTED", [True] if nested else [])
+    outcomes = cluster.run_tasks(abs, [1, 2, 3])
+    with pytest.raises(KeyboardInterrupt):
+        with contextlib.closing(outcomes):
+            for outcome in outcomes:
+                assert outcome.error == "RuntimeError: the task failed"
+                raise KeyboardInterrupt
+    assert fake.cancelled == ([2, 3] if nested else [])

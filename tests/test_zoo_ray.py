@@ -178,7 +178,7 @@ def test_a_failing_task_is_named_and_the_other_tasks_finish(session, reference, 
 
 
 def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_continues(
-    session, reference, tmp_path
+    session, reference, tmp_path, ctrl_c_delivered
 ):
     """The driver is a process of its own with its own embedded instance, as a user runs the zoo:
     it listens on loopback only, and Ctrl-C leaves no Ray process behind."""

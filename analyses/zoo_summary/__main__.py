@@ -52,8 +52,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--index",
         action="store_true",
-        help="also build every run's full report into RUN/report/ (python -m reports.build; ~20 s per run, "
-        "reused when up to date) and OUT/index.html comparing them",
+        help="also build every run's report (every analysis, or --report-only's) into RUN/report/ "
+        "(python -m reports.build; ~20 s per run, reused when up to date) and OUT/index.html comparing them",
     )
     p.add_argument(
         "--report-only",
@@ -96,8 +96,8 @@ def _positive_number(text: str) -> float:
 def build_index(
     result: ZooSummaryResult, args: argparse.Namespace, folder: Path, engine: SummaryEngine
 ) -> str:
-    """Each run's full report in ``RUN/report/`` (a task each on ``engine``), then ``folder/index.html``
-    linking them; returns the page's name."""
+    """Each run's report (every analysis, or those of ``--report-only``) in ``RUN/report/`` (a task
+    each on ``engine``), then ``folder/index.html`` linking them; returns the page's name."""
     zoo = Path(args.zoo).absolute()
     # The sequential engine gives reports.build its default --jobs, a Ray task as many as its CPUs.
     jobs = ["--jobs", str(max(1, int(engine.cpus_per_task)))] if engine.engine == "ray" else []

@@ -115,7 +115,7 @@ def map_runs(
             name=f"zoo-summary-{what}",
             max_pending=2 * slots,  # every slot busy, one task queued behind each; files read on demand
         )
-        with contextlib.closing(outcomes):  # leaving early (an error, Ctrl-C) cancels the rest
+        with contextlib.closing(outcomes):  # leaving early stops the rest (models.cluster.run_tasks)
             for outcome in outcomes:
                 if outcome.error is not None:
                     raise RuntimeError(f"{what} of {outcome.label}: {outcome.error}")
