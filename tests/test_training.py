@@ -41,7 +41,7 @@ def _last_ckpt_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-# --- data ---------------------------------------------------------------------------------------------
+# --- Lightning's import -------------------------------------------------------------------------------
 def test_lightning_is_imported_through_one_module_that_leaves_the_version_check_as_it_was(monkeypatch):
     """models.lightning_import hides transformers from torchmetrics during Lightning's import only (the
     fresh process of test_zoo checks that training then never imports transformers)."""
@@ -67,6 +67,7 @@ def test_lightning_is_imported_through_one_module_that_leaves_the_version_check_
             assert imports._version is importlib.metadata.version
 
 
+# --- data ---------------------------------------------------------------------------------------------
 def test_data_is_seeded_and_splits_differ():
     a = make_reverse_data(100, seq_len=16, num_categories=10, seed=3)
     assert a.shape == (100, 16) and a.dtype == torch.int64 and 0 <= a.min() and a.max() <= 9
