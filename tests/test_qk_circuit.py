@@ -18,8 +18,11 @@ from analyses.frame import sequences
 from analyses.qk_circuit import __main__ as qk_cli
 from analyses.qk_circuit import measure as qk_measure
 from analyses.qk_circuit.statistics import (
+    BETA_MAX,
+    _spearman_p,
     bootstrap_ratio_means,
     fit_temperature,
+    fit_temperatures,
     offset_profile,
     row_jsd,
     similarity_law,
@@ -89,6 +92,36 @@ def test_row_jsd_known_values():
     torch.testing.assert_close(row_jsd(p, q), torch.tensor([1.0, expected_mid, 0.0]))
 
 
+def test_temperatures_of_many_patterns_at_once_bounds_and_no_similarity():
+    rng = np.random.default_rng(1)
+    sim = rng.uniform(-1, 1, size=(2, 5, 5))  # [head, query, key]
+    betas = np.array([[0.5, 3.0], [12.0, 40.0], [7.5, 0.25]])  # [pattern, head]
+    observed = torch.from_numpy(betas[..., None, None] * sim).softmax(-1).numpy()
+    np.testing.assert_allclose(fit_temperatures(sim, observed), betas, rtol=0, atol=1e-9)
+    assert fit_temperatures(sim, observed)[2, 1] == fit_temperature(sim[1], observed[2, 1])
+    # Attention that avoids the similar keys: the optimum is the lower bound, exactly 0.
+    assert fit_temperature(sim[0], torch.from_numpy(-5 * sim[0]).softmax(-1).numpy()) == 0.0
+    # All mass on each row's most similar key: the likelihood rises for ever, so the upper bound.
+    argmax = (sim[0] == sim[0].max(-1, keepdims=True)).astype(float)
+    assert fit_temperature(sim[0], argmax) == BETA_MAX
+    assert np.isnan(fit_temperature(np.full((4, 4), 0.3), np.eye(4)))  # no similarity, no temperature
+
+
+def test_spearman_and_its_p_value_equal_scipy_ties_included():
+    from scipy import stats
+
+    rng = np.random.default_rng(2)
+    for n, tied in ((9, False), (16, True), (31, True)):
+        x = rng.integers(0, 4, size=n).astype(float) if tied else rng.normal(size=n)
+        y = rng.integers(0, 3, size=(5, n)).astype(float) if tied else rng.normal(size=(5, n))
+        for row in y:
+            expected = stats.spearmanr(x, row)
+            assert spearman(x, row) == pytest.approx(expected.statistic, rel=1e-12)
+            assert _spearman_p(x, row) == expected.pvalue
+        np.testing.assert_array_equal(spearman(x, y), [spearman(x, row) for row in y])
+    assert np.isnan(_spearman_p(np.arange(5.0), np.ones(5)))
+
+
 def test_spearman_and_temperature_and_offset_profile():
     x = np.arange(10.0)
     assert spearman(x, x**3) == pytest.approx(1.0)
@@ -97,7 +130,7 @@ def test_spearman_and_temperature_and_offset_profile():
     rng = np.random.default_rng(0)
     sim = rng.uniform(-1, 1, size=(6, 6))
     observed = torch.from_numpy(7.0 * sim).softmax(-1).numpy()
-    assert fit_temperature(sim, observed) == pytest.approx(7.0, abs=1e-3)
+    assert fit_temperature(sim, observed) == pytest.approx(7.0, abs=1e-9)  # the maximum likelihood, exactly
     flip = torch.eye(5).flip(-1).view(1, 5, 5)
     profile = offset_profile(flip)[0]
     assert profile[4] == 1.0 and profile.sum() == 1.0  # offset 0 sits at index N − 1

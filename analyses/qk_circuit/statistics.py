@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import optimize, stats
 
 from analyses.frame.result import estimates
 from analyses.qk_circuit.result import (
@@ -30,6 +29,7 @@ from analyses.qk_circuit.result import (
 from analyses.qk_circuit.verdict import make_verdict
 from interp import metrics
 from interp.circuits import SCORE_TERMS, flip_score_gap
+from interp.paired import average_ranks
 from interp.stats import resample_counts
 
 BETA_MAX = 1000.0
@@ -45,33 +45,60 @@ def row_jsd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return ((kl_p + kl_q).sum(-1) / (2 * math.log(2))).clamp_min(0.0)
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (``scipy.stats.rankdata(values, axis=-1)``, exactly)."""
+    values = np.asarray(values, dtype=np.float64)
+    flat = values.reshape(-1, values.shape[-1])
+    return np.stack([average_ranks(row) for row in flat]).reshape(values.shape)
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman ρ along the last axis (average ranks for ties); NaN where either side is constant."""
-    rx = stats.rankdata(np.broadcast_to(x, np.broadcast_shapes(x.shape, y.shape)), axis=-1)
-    ry = stats.rankdata(y, axis=-1)
+    rx = _ranks(np.broadcast_to(x, np.broadcast_shapes(np.shape(x), np.shape(y))))
+    ry = _ranks(y)
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
 
 
-def fit_temperature(similarity: np.ndarray, observed: np.ndarray, beta_max: float = BETA_MAX) -> float:
-    """β ∈ [0, beta_max] maximising Σ_ik observed_ik · log softmax_k(β · similarity_ik).
+def fit_temperatures(similarity: np.ndarray, observed: np.ndarray, beta_max: float = BETA_MAX) -> np.ndarray:
+    """For each pattern ``observed[..., query, key]``, the β ∈ [0, beta_max] maximising
+    Σ_ik observed_ik · log softmax_k(β · similarity_ik) (``similarity`` broadcasts against it).
 
-    The objective is concave in β (log-sum-exp is convex), so a bounded scalar search finds the
-    optimum; this is the best single temperature for "attention follows similarity". NaN when the
-    similarity is constant.
+    The objective is concave in β (log-sum-exp is convex), so its derivative
+    g(β) = Σ_ik observed_ik (similarity_ik − E_{softmax_k(β·similarity_i)}[similarity_i]) (with each row's
+    expectation weighted by that row's observed mass) falls with β: β = 0 where g(0) ≤ 0, beta_max where
+    g(beta_max) ≥ 0, else the root of g, found by bisection of [0, beta_max] to double precision (all
+    patterns at once). This is the best single temperature for "attention follows similarity". NaN when
+    the similarity is constant.
     """
+    similarity = np.asarray(similarity, dtype=np.float64)
+    observed = np.asarray(observed, dtype=np.float64)
+    shape = np.broadcast_shapes(similarity.shape, observed.shape)[:-2]
+    # A constant similarity (e.g. no positional encoding) has no temperature.
+    constant = np.ptp(similarity.reshape(*similarity.shape[:-2], -1), axis=-1) == 0
+    row_mass = observed.sum(-1)
+    target = (observed * similarity).sum((-1, -2))
 
-    if np.ptp(similarity) == 0:
-        return float("nan")  # a constant similarity (e.g. no positional encoding) has no temperature
+    def slope(beta: np.ndarray) -> np.ndarray:
+        logits = beta[..., None, None] * similarity
+        weights = np.exp(logits - logits.max(-1, keepdims=True))
+        expected = (weights * similarity).sum(-1) / weights.sum(-1)
+        return target - (row_mass * expected).sum(-1)
 
-    def loss(beta: float) -> float:
-        logits = beta * similarity
-        logits = logits - logits.max(-1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        return float(-(observed * log_p).sum())
+    low, high = np.zeros(shape), np.full(shape, float(beta_max))
+    at_zero, at_max = slope(low) <= 0, slope(high) >= 0  # the optimum is a bound
+    for _ in range(64):  # beta_max / 2**64: below double precision at any β of interest
+        mid = (low + high) / 2
+        rising = slope(mid) > 0
+        low, high = np.where(rising, mid, low), np.where(rising, high, mid)
+    beta = np.where(at_zero, 0.0, np.where(at_max, float(beta_max), (low + high) / 2))
+    return np.where(constant, np.nan, beta)
 
-    return float(optimize.minimize_scalar(loss, bounds=(0.0, beta_max), method="bounded").x)
+
+def fit_temperature(similarity: np.ndarray, observed: np.ndarray, beta_max: float = BETA_MAX) -> float:
+    """:func:`fit_temperatures` of one pattern ``observed[query, key]``."""
+    return float(fit_temperatures(similarity, observed, beta_max))
 
 
 def offset_profile(matrix: torch.Tensor) -> torch.Tensor:
@@ -171,15 +198,7 @@ def summarise(
     pattern, terms = means["pattern"], means["terms"]  # [A, H, N, N], [A, T, H, N, N]
     n_heads = pattern.shape[1]
     similarity = {k: torch.from_numpy(v) for k, v in geometry["similarity"].items()}  # [H, N, N]
-    betas = np.array(
-        [
-            [
-                fit_temperature(geometry["similarity"]["raw_pe"][h], pattern[a, h].numpy())
-                for h in range(n_heads)
-            ]
-            for a in range(pattern.shape[0])
-        ]
-    )
+    betas = fit_temperatures(geometry["similarity"]["raw_pe"], pattern.numpy())  # [A, H]
     predicted = {
         "positions_and_mean_tokens": terms.sum(1).softmax(-1),
         "positions_only": terms[:, 0].softmax(-1),
@@ -315,7 +334,14 @@ def summarise(
 
 
 def _spearman_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided p-value of Spearman's ρ (NaN if either side is constant)."""
+    """Two-sided p-value of Spearman's ρ (NaN if either side is constant): the t test on n − 2 degrees
+    of freedom that ``scipy.stats.spearmanr`` does, to the last bit, without importing scipy.stats."""
+    from scipy.special import stdtr  # lazy: scipy.special is a fifth of scipy.stats' import time
+
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
-    return float(stats.spearmanr(x, y).pvalue)
+    rho = np.corrcoef(np.column_stack([average_ranks(x), average_ranks(y)]), rowvar=False)[1, 0]
+    dof = len(x) - 2
+    with np.errstate(divide="ignore"):
+        t = rho * np.sqrt((dof / ((rho + 1.0) * (1.0 - rho))).clip(0))
+    return float(2 * stdtr(dof, -np.abs(t)))
