@@ -469,10 +469,7 @@ def install_folder(
 def remove_leftovers(folder: Path) -> list[str]:
     """Remove ``.incoming-*`` / ``.replaced-*`` siblings a killed driver left in ``folder``."""
     removed = []
-    for path in folder.glob(".incoming-*"):
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path.name)
-    for path in folder.glob(".replaced-*"):
+    for path in (*folder.glob(".incoming-*"), *folder.glob(".replaced-*")):
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
     return removed

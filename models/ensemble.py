@@ -40,7 +40,6 @@ interrupted ensemble is trained again from the start, with the same result).
 from __future__ import annotations
 
 import csv
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +50,6 @@ import torch
 from models.ensemble_args import ensemble_blocker, ensemble_key
 from models.ensemble_data import EnsembleData
 from models.ensemble_module import EnsembleModule
-from models.lightning_import import pl
 from models.train_args import TrainArgs, parse_args, recorded_config
 
 __all__ = ["EnsembleData", "EnsembleModule", "ensemble_blocker", "ensemble_key", "train_ensemble"]
@@ -77,10 +75,6 @@ def _member_args(argvs: Sequence[Sequence[str]]) -> list[TrainArgs]:
     return members
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["epoch", "step", "train_acc", "train_loss", "val_acc", "val_loss"]
@@ -102,10 +96,7 @@ def train_ensemble(
     training; a failure later leaves the member folders unfinished (no metrics.json). ``callbacks``
     are extra Lightning callbacks (they see the :class:`EnsembleModule`).
     """
-    import logging
-    import warnings
-
-    from models.train import QUIET_WARNINGS, _trainer_kwargs
+    from models.train import _trainer_kwargs, make_trainer, quiet_fit
 
     started = time.perf_counter()
     members = _member_args(argvs)
@@ -115,75 +106,53 @@ def train_ensemble(
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ValueError(f"{folder}: exists and is not empty (an ensemble trains new runs only)")
 
-    quieted = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric")]
-    levels = [logger.level for logger in quieted]
-    previous_threads = torch.get_num_threads()
-    try:
-        with warnings.catch_warnings():
-            for noise in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=noise)
-            for logger in quieted:
-                logger.setLevel(logging.WARNING)
-            if first.threads:
-                torch.set_num_threads(first.threads)
-            data = EnsembleData([a.seed for a in members], first)
-            kwargs = _trainer_kwargs(first)
-            kwargs.pop("gradient_clip_val")  # manual optimisation: clipped per member in training_step
-            kwargs.update(logger=False, enable_checkpointing=False, enable_progress_bar=False)
-            kwargs["callbacks"] = list(callbacks or [])
-            try:
-                trainer = pl.Trainer(**kwargs)
-            except Exception as exc:  # Lightning rejecting --accelerator/--devices, as models.train says
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ValueError(f"--accelerator/--devices/--strategy/--num-nodes: {first_line}") from None
-            max_iters = first.epochs * data.steps_per_epoch
-            module = EnsembleModule(
-                first.encoder_config(),
-                [a.seed for a in members],
-                lr=first.lr,
-                warmup=first.warmup,
-                max_iters=max_iters,
-                stop_at_perfect=bool(first.stop_at_perfect),
-                log_every_n_steps=trainer.log_every_n_steps,
-            )
-            fit_start = time.perf_counter()
-            trainer.fit(module, datamodule=data)
-            fit_seconds = time.perf_counter() - fit_start
-            if trainer.interrupted:
-                raise KeyboardInterrupt
-            from models.train import TRAIN_EVAL_SEQUENCES
+    with quiet_fit(first.threads):
+        data = EnsembleData([a.seed for a in members], first)
+        kwargs = _trainer_kwargs(first)
+        kwargs.pop("gradient_clip_val")  # manual optimisation: clipped per member in training_step
+        kwargs.update(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        kwargs["callbacks"] = list(callbacks or [])
+        trainer = make_trainer(**kwargs)
+        max_iters = first.epochs * data.steps_per_epoch
+        module = EnsembleModule(
+            first.encoder_config(),
+            [a.seed for a in members],
+            lr=first.lr,
+            warmup=first.warmup,
+            max_iters=max_iters,
+            stop_at_perfect=bool(first.stop_at_perfect),
+            log_every_n_steps=trainer.log_every_n_steps,
+        )
+        fit_start = time.perf_counter()
+        trainer.fit(module, datamodule=data)
+        fit_seconds = time.perf_counter() - fit_start
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        from models.train import TRAIN_EVAL_SEQUENCES
 
-            module.eval()
-            # A member's best validation is the evaluation of its best weights on the val split.
-            validated = all(v is not None for v in module.best_val)
-            evaluations = {
-                "train": module.evaluate(data.train_tokens[:, :TRAIN_EVAL_SEQUENCES]),
-                "val": list(module.best_val) if validated else module.evaluate(data.val_tokens),
-                "test": module.evaluate(torch.stack([s.test for s in data.members])),
-            }
-            return [
-                _write_member(
-                    module,
-                    data,
-                    m,
-                    {
-                        f"{split}_{k}": v
-                        for split, results in evaluations.items()
-                        for k, v in results[m].items()
-                    },
-                    a,
-                    list(argv),
-                    folder,
-                    max_iters,
-                    fit_seconds,
-                    started,
-                )
-                for m, (a, argv, folder) in enumerate(zip(members, argvs, folders))
-            ]
-    finally:
-        torch.set_num_threads(previous_threads)
-        for logger, level in zip(quieted, levels):
-            logger.setLevel(level)
+        module.eval()
+        # A member's best validation is the evaluation of its best weights on the val split.
+        validated = all(v is not None for v in module.best_val)
+        evaluations = {
+            "train": module.evaluate(data.train_tokens[:, :TRAIN_EVAL_SEQUENCES]),
+            "val": list(module.best_val) if validated else module.evaluate(data.val_tokens),
+            "test": module.evaluate(torch.stack([s.test for s in data.members])),
+        }
+        return [
+            _write_member(
+                module,
+                data,
+                m,
+                {f"{split}_{k}": v for split, results in evaluations.items() for k, v in results[m].items()},
+                a,
+                list(argv),
+                folder,
+                max_iters,
+                fit_seconds,
+                started,
+            )
+            for m, (a, argv, folder) in enumerate(zip(members, argvs, folders))
+        ]
 
 
 def _write_member(
@@ -198,8 +167,7 @@ def _write_member(
     fit_seconds: float,
     started: float,
 ) -> Path:
-    from models.checkpoints import save_model
-    from models.train import TRAIN_EVAL_SEQUENCES, versions
+    from models.train import TRAIN_EVAL_SEQUENCES, _write_json, save_run, versions
 
     folder.mkdir(parents=True, exist_ok=True)
     command = ["python", "-m", "models.train", *map(str, argv)]
@@ -234,19 +202,7 @@ def _write_member(
         fit_seconds=fit_seconds,  # the whole ensemble's fit
         ensemble=ensemble,
     )
-    best_step = module.best_step[m]
-    metadata = {
-        "seed": args.seed,
-        "preset": args.preset,
-        "training": recorded_config(args)["training"],
-        "versions": versions(),
-        "source_checkpoint": None,
-        "step": steps if best_step is None else int(best_step),
-        "metrics": metrics,
-        "ensemble": ensemble,
-    }
-    save_model(model, folder / "model.pt", metadata)
     _write_log(folder / "logs" / "version_0" / "metrics.csv", module.history[m])
-    metrics["wall_seconds"] = time.perf_counter() - started
-    _write_json(folder / "metrics.json", metrics)  # last: its presence marks the run as finished
-    return folder
+    best_step = module.best_step[m]
+    step = steps if best_step is None else int(best_step)
+    return save_run(folder, model, args, metrics, step, started, ensemble=ensemble)

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.data import ReverseSplits, make_splits
-from models.datamodule import EVAL_BATCH_SIZE, SliceBatchSampler
+from models.datamodule import EVAL_BATCH_SIZE, SliceBatchSampler, _as_is
 from models.lightning_import import pl
 from models.train_args import TrainArgs
 
@@ -54,22 +54,6 @@ class _StackedTokens(Dataset):
         return self.tokens[torch.arange(len(self.tokens)).unsqueeze(1), indices]
 
 
-def _as_is(batch):
-    return batch
-
-
-class _EvalSampler(Sampler):
-    def __init__(self, n: int, batch_size: int):
-        self.n, self.batch_size = n, batch_size
-
-    def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
-
-    def __iter__(self) -> Iterator[slice]:
-        for start in range(0, self.n, self.batch_size):
-            yield slice(start, min(start + self.batch_size, self.n))
-
-
 class EnsembleData(pl.LightningDataModule):
     """The members' splits stacked: ``[M, n, pos]`` per split; training batches ``[M, batch, pos]``
     where row m is the batch ``ReverseDataModule(seed_m)`` would give at that step (same permutation
@@ -101,7 +85,7 @@ class EnsembleData(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        sampler = _EvalSampler(self.val_tokens.shape[1], self.eval_batch_size)
+        sampler = SliceBatchSampler(self.val_tokens.shape[1], self.eval_batch_size, shuffle=False)
         return DataLoader(
             _StackedTokens(self.val_tokens), sampler=sampler, batch_size=None, collate_fn=_as_is
         )

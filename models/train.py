@@ -40,6 +40,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,15 @@ def train(args: TrainArgs | list[str] | None = None, callbacks: list | None = No
 
         resume_from = resume_checkpoint(run, _say)
 
+    with quiet_fit(args.threads):
+        return _fit(args, run, config, resume_from, list(callbacks or []), started)
+
+
+@contextmanager
+def quiet_fit(threads: int) -> Iterator[None]:
+    """The block of a fit (``models.train``'s and ``models.ensemble``'s): Lightning's loggers at WARNING
+    and its :data:`QUIET_WARNINGS` ignored, ``threads`` intra-op threads (0: torch's default); the
+    loggers' levels and the thread count are restored after."""
     import logging
     import warnings
 
@@ -204,13 +215,25 @@ def train(args: TrainArgs | list[str] | None = None, callbacks: list | None = No
                 warnings.filterwarnings("ignore", message=noise)
             for logger in quieted:  # GPU/TPU availability banners and the like: not needed here
                 logger.setLevel(logging.WARNING)
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            return _fit(args, run, config, resume_from, list(callbacks or []), started)
+            if threads:
+                torch.set_num_threads(threads)
+            yield
     finally:
         torch.set_num_threads(previous_threads)
         for logger, level in zip(quieted, levels):
             logger.setLevel(level)
+
+
+def make_trainer(**kwargs: Any):
+    """``pl.Trainer(**kwargs)``, with Lightning rejecting the accelerator, devices, strategy or nodes
+    (its MisconfigurationException & co) said as a one-line ``ValueError`` naming those flags."""
+    from models.lightning_import import pl
+
+    try:
+        return pl.Trainer(**kwargs)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--accelerator/--devices/--strategy/--num-nodes: {first_line}") from None
 
 
 def _trainer_kwargs(args: TrainArgs) -> dict[str, Any]:
@@ -248,7 +271,7 @@ def _fit(
     import torch
 
     from models.atomic_checkpoint import AtomicCheckpointIO
-    from models.checkpoints import load_model, save_model
+    from models.checkpoints import load_model
     from models.datamodule import ReverseDataModule
     from models.lightning_import import pl
     from models.lightning_module import (
@@ -293,17 +316,13 @@ def _fit(
     loggers = [pl.loggers.CSVLogger(run, name="logs")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         loggers.append(pl.loggers.TensorBoardLogger(run, name="tensorboard"))
-    try:
-        trainer = pl.Trainer(
-            logger=loggers,
-            callbacks=callbacks,
-            default_root_dir=run,
-            plugins=[AtomicCheckpointIO()],  # checkpoints written in place atomically, sha256 recorded
-            **_trainer_kwargs(args),
-        )
-    except Exception as exc:  # Lightning's MisconfigurationException & co: bad accelerator/devices/strategy
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"--accelerator/--devices/--strategy/--num-nodes: {first_line}") from None
+    trainer = make_trainer(
+        logger=loggers,
+        callbacks=callbacks,
+        default_root_dir=run,
+        plugins=[AtomicCheckpointIO()],  # checkpoints written in place atomically, sha256 recorded
+        **_trainer_kwargs(args),
+    )
     max_iters = args.epochs * math.ceil(dm.steps_per_epoch / trainer.world_size)
     if args.save_every_log_steps:
         steps = log_spaced_steps(args.max_steps or max_iters, args.save_every_log_steps)
@@ -358,14 +377,26 @@ def _fit(
         resumed_from_step=recorder.start_step if resume_from is not None else None,
         fit_seconds=fit_seconds,
     )
+    step = trainer.global_step if model_step is None else int(model_step)
+    return save_run(run, model, args, metrics, step, started)
+
+
+def save_run(run: Path, model, args: TrainArgs, metrics: dict[str, Any], step: int, started: float, **extra):
+    """The end of a run (``models.train``'s, and each member of ``models.ensemble``'s): ``model.pt``
+    with the run's seed, preset, recipe, versions, best checkpoint, the ``step`` of its weights,
+    ``metrics`` and ``extra`` as metadata, then ``metrics.json`` with the run's wall time since
+    ``started``. Returns ``run``."""
+    from models.checkpoints import save_model
+
     metadata = {
         "seed": args.seed,
         "preset": args.preset,
-        "training": config["training"],
+        "training": recorded_config(args)["training"],
         "versions": versions(),
         "source_checkpoint": metrics["best_checkpoint"],
-        "step": trainer.global_step if model_step is None else int(model_step),
+        "step": step,
         "metrics": metrics,
+        **extra,
     }
     save_model(model, run / "model.pt", metadata)
     metrics["wall_seconds"] = time.perf_counter() - started

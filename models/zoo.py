@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from models import cluster
+from models.train_args import _Parser
 from models.zoo_engine import ENGINES, MANIFEST, ZooEngine, ZooTaskError, check_plan, run_zoo
 from models.zoo_plan import GRID_FLAGS, ZooRun, ZooSpec, check_train_args, estimate, plan_tasks, run_state
 
@@ -84,11 +85,6 @@ def _number(text: str) -> float:
     if not value == value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ValueError(message)
 
 
 def _path(text: str) -> Path:
@@ -212,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except (ValueError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = cluster._first_line(exc)
         say(f"error: {message}")
         return 2
     except ZooTaskError as exc:
