@@ -1,7 +1,8 @@
 """Render an analysis document (the metrics.json dict) and its figures into one offline HTML file.
 
 Each analysis' page is its package's ``report.html.j2`` (``analyses/<name>/report.html.j2``), which
-extends ``templates/base.html.j2`` here; ``reports`` renders the full report with the same
+extends ``templates/base.html.j2`` here and takes its Figures and Provenance sections from the macros
+of ``templates/sections.html.j2``; ``reports`` renders the full report with the same
 environment (:func:`environment` with its own template folder added), so one set of filters and one
 escaping policy serve both. This module lives below ``reports`` because every analysis writes its own
 report.html, and analyses never import ``reports``.
@@ -33,7 +34,7 @@ import markupsafe
 from analyses.frame import numbers
 from analyses.frame.files import write_json, write_text
 
-TEMPLATES = Path(__file__).parent / "templates"  # base.html.j2
+TEMPLATES = Path(__file__).parent / "templates"  # base.html.j2, sections.html.j2
 ANALYSES_ROOT = Path(__file__).parent.parent  # <analysis>/report.html.j2
 REPORT_TEMPLATE = "report.html.j2"
 CAPTIONS_FILE = "captions.json"
@@ -58,7 +59,8 @@ def _estimate(est: Mapping[str, Any] | None, digits: int = 3) -> str:
 
 def environment(*template_dirs: Path) -> jinja2.Environment:
     """Jinja2 with autoescaping on, strict undefined names and the number filters; templates are looked
-    up in ``template_dirs``, then here (``base.html.j2``), then in the analysis packages."""
+    up in ``template_dirs``, then here (``base.html.j2``, ``sections.html.j2``), then in the analysis
+    packages."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([*template_dirs, TEMPLATES, ANALYSES_ROOT]),
         autoescape=True,  # templates end in .html.j2, so select_autoescape would miss them

@@ -1,7 +1,8 @@
 """What every analysis' result object has: the same three views and the same metrics.csv shape.
 
 Each analysis' result is a dataclass that inherits :class:`AnalysisResult` (declared with
-``@dataclass(repr=False)``, so this short ``repr`` is kept) and provides ``to_dict()`` (metrics.json),
+``@dataclass(repr=False)``, so this short ``repr`` is kept; an analysis of one model at one length
+inherits :class:`SampledResult`, its sampling fields) and provides ``to_dict()`` (metrics.json),
 ``csv_rows()`` (metrics.csv) and ``summary()`` (the text the CLI prints). In return it gets:
 
 - ``repr(result)``: one line — the class, the analysis, how many sequences with which seed and the key
@@ -128,3 +129,18 @@ class AnalysisResult:
             if column in frame:
                 frame[column] = frame[column].astype("Int64")
         return frame
+
+
+@dataclasses.dataclass(repr=False)
+class SampledResult(AnalysisResult):
+    """:class:`AnalysisResult` of an analysis of one model on random sequences of one length: its first
+    fields say how they were sampled and resampled (``run()``'s arguments of these names, the digits
+    ``num_categories`` from the model), the analysis' own fields follow."""
+
+    num_sequences: int
+    seq_len: int
+    num_categories: int
+    seed: int
+    batch_size: int
+    bootstrap_resamples: int
+    confidence: float

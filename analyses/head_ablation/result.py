@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from analyses.frame import numbers
-from analyses.frame.result import AnalysisResult, estimate_row, plain
+from analyses.frame.result import SampledResult, estimate_row, plain
 from analyses.head_ablation.patching import PatchingSweep
 from interp import baselines, paired
 from interp.ablation import HEAD_METHODS
@@ -51,7 +51,7 @@ class ConditionResult:
 
 
 @dataclass(repr=False)
-class HeadAblationResult(AnalysisResult):
+class HeadAblationResult(SampledResult):
     """The result object: every condition with its changes from the clean run, the permutation
     distribution and the patching sweep."""
 
@@ -72,13 +72,6 @@ class HeadAblationResult(AnalysisResult):
         "p_holm",
     )
 
-    num_sequences: int
-    seq_len: int
-    num_categories: int
-    seed: int
-    batch_size: int
-    bootstrap_resamples: int
-    confidence: float
     reference_sequences: int
     permutation_sequences: int  # the first sequences, on which every row permutation runs
     n_layers: int

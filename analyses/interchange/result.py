@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyses.frame.result import AnalysisResult, estimate_row
+from analyses.frame.result import SampledResult, estimate_row
 from interp.interchange import InterchangeSummary, program_dependency
 from interp.stats import Estimate, resampling_unit
 
@@ -38,8 +38,9 @@ class Conclusion:
 
 
 @dataclass(repr=False)
-class InterchangeResult(AnalysisResult):
-    """IIA of every site and head against Aggregate(Select(indices, N−1−indices, EQ), tokens)."""
+class InterchangeResult(SampledResult):
+    """IIA of every site and head against Aggregate(Select(indices, N−1−indices, EQ), tokens);
+    ``num_sequences`` counts (base, source) pairs."""
 
     ANALYSIS = ANALYSIS
     SCHEMA_VERSION = SCHEMA_VERSION
@@ -56,13 +57,6 @@ class InterchangeResult(AnalysisResult):
         "ci_high",
     )
 
-    num_sequences: int  # (base, source) pairs
-    seq_len: int
-    num_categories: int
-    seed: int
-    batch_size: int
-    bootstrap_resamples: int
-    confidence: float
     sites: list[InterchangeSummary]  # every requested site at every layer (head None: all heads)
     heads: list[InterchangeSummary]  # the z site of one head at a time
     selector: tuple[int, int]

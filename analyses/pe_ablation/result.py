@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyses.frame.result import AnalysisResult, estimate_row, plain
+from analyses.frame.result import SampledResult, estimate_row, plain
 from interp import baselines, outcomes
 from interp.stats import Estimate
 
@@ -51,20 +51,13 @@ class ConditionResult:
 
 
 @dataclass(repr=False)
-class PEAblationResult(AnalysisResult):
+class PEAblationResult(SampledResult):
     """The result object: every condition's numbers, and the no-position ceiling."""
 
     ANALYSIS = ANALYSIS
     SCHEMA_VERSION = SCHEMA_VERSION
     CSV_FIELDS = ("condition", "scope", "layer", "head", "metric", "index", "mean", "ci_low", "ci_high")
 
-    num_sequences: int
-    seq_len: int
-    num_categories: int
-    seed: int
-    batch_size: int
-    bootstrap_resamples: int
-    confidence: float
     conditions: dict[str, ConditionResult]
     ceiling: baselines.NoPositionBound | None  # exact; None when N > EXACT_CEILING_MAX_LEN
     ceiling_monte_carlo: Estimate

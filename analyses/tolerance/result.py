@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyses.frame.result import AnalysisResult, estimate_row, plain
+from analyses.frame.result import SampledResult, estimate_row, plain
 from interp.stats import Estimate
 from interp.thresholds import Threshold
 from interp.tolerance_verdict import Verdict
@@ -80,7 +80,7 @@ class Adversarial:
 
 
 @dataclass(repr=False)
-class ToleranceResult(AnalysisResult):
+class ToleranceResult(SampledResult):
     """How approximate may the flip head's attention be? Families, thresholds, verdicts, readout."""
 
     ANALYSIS = ANALYSIS
@@ -100,13 +100,6 @@ class ToleranceResult(AnalysisResult):
         "ci_high",
     )
 
-    num_sequences: int
-    seq_len: int
-    num_categories: int
-    seed: int
-    batch_size: int
-    bootstrap_resamples: int
-    confidence: float
     layer: int
     head: int
     head_choice: str

@@ -13,7 +13,6 @@ running cluster; ``--engine sequential`` does it in this process (see
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,8 +120,7 @@ def build_index(
         )  # fmt: skip
         for r in result.runs
     ]
-    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    map_runs(build_report, payloads, engine, log, "report")
+    map_runs(build_report, payloads, engine, command.stderr_log(args), "report")
     page = folder / "index.html"
     reports = [str(zoo / r.name / "report") for r in result.runs]
     error = reports_build(["--index", *reports, "--out", str(page)])
