@@ -6,17 +6,33 @@ import dataclasses
 import signal
 import sys
 import types
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 
-from models import EncoderConfig, HookedReverseEncoder
+if TYPE_CHECKING:
+    import torch
 
-torch.set_num_threads(1)  # the suite runs with two workers on two cores
+    from models import HookedReverseEncoder
+
+
+def pytest_configure(config):
+    """One torch thread in each process that runs tests (the suite runs with two workers on two cores).
+    torch is imported here, not at the top: pytest-xdist's controller process, which runs no test,
+    would spend ~2 CPU s importing it (and transformer_lens) while both workers collect."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the controller of ``-n N``
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def make_model(seed: int = 0, **overrides) -> HookedReverseEncoder:
     """A random encoder in eval mode; the same seed gives the same weights."""
+    import torch
+
+    from models import EncoderConfig, HookedReverseEncoder
+
     torch.manual_seed(seed)
     defaults = dict(n_layers=1, n_heads=1, d_model=16, d_vocab=10, n_ctx=16)
     defaults.update(overrides)
@@ -66,6 +82,8 @@ def multi_model() -> HookedReverseEncoder:
 
 @pytest.fixture
 def tokens() -> torch.Tensor:
+    import torch
+
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 10, (8, 16), generator=g)
 
