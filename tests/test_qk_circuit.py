@@ -97,14 +97,47 @@ def test_temperatures_of_many_patterns_at_once_bounds_and_no_similarity():
     sim = rng.uniform(-1, 1, size=(2, 5, 5))  # [head, query, key]
     betas = np.array([[0.5, 3.0], [12.0, 40.0], [7.5, 0.25]])  # [pattern, head]
     observed = torch.from_numpy(betas[..., None, None] * sim).softmax(-1).numpy()
-    np.testing.assert_allclose(fit_temperatures(sim, observed), betas, rtol=0, atol=1e-9)
+    # Rows of unequal mass (a mean pattern need not sum to 1 per row): each row's optimum is still β.
+    observed = observed * np.array([1.0, 1.0, 1.0, 1.0, 10.0])[:, None]
+    np.testing.assert_allclose(fit_temperatures(sim, observed), betas, rtol=1e-12, atol=0)
     assert fit_temperatures(sim, observed)[2, 1] == fit_temperature(sim[1], observed[2, 1])
     # Attention that avoids the similar keys: the optimum is the lower bound, exactly 0.
     assert fit_temperature(sim[0], torch.from_numpy(-5 * sim[0]).softmax(-1).numpy()) == 0.0
-    # All mass on each row's most similar key: the likelihood rises for ever, so the upper bound.
+    # All mass on each row's most similar key: the likelihood rises for ever, so the upper bound,
+    # exactly (bisection alone stops an ulp below 7.3).
     argmax = (sim[0] == sim[0].max(-1, keepdims=True)).astype(float)
     assert fit_temperature(sim[0], argmax) == BETA_MAX
-    assert np.isnan(fit_temperature(np.full((4, 4), 0.3), np.eye(4)))  # no similarity, no temperature
+    assert fit_temperature(sim[0], argmax, beta_max=7.3) == 7.3
+    # No β is better than another, or the pattern is not one: NaN.
+    assert np.isnan(fit_temperature(np.full((4, 4), 0.3), np.eye(4)))  # no similarity
+    assert np.isnan(fit_temperature(np.arange(4.0)[:, None] * np.ones((4, 4)), np.eye(4)))  # constant rows
+    for bad in (np.nan, np.inf, -0.1):
+        broken = observed[0, 0].copy()
+        broken[1, 2] = bad
+        assert np.isnan(fit_temperature(sim[0], broken)), bad
+    assert np.isnan(fit_temperature(sim[0], np.zeros((5, 5))))
+    for beta_max in (0.0, -5.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="beta_max"):
+            fit_temperature(sim[0], observed[0, 0], beta_max=beta_max)
+
+
+def test_temperature_of_a_noisy_pattern_with_unequal_rows_is_the_likelihoods_maximum():
+    from scipy import optimize
+
+    rng = np.random.default_rng(3)
+    sim = rng.uniform(-1, 1, size=(6, 6))
+    noise = rng.normal(scale=0.5, size=(6, 6))
+    observed = torch.from_numpy(5 * sim + noise).softmax(-1).numpy() * rng.uniform(0.1, 5, (6, 1))
+
+    def loss(beta: float) -> float:
+        return -(observed * torch.from_numpy(beta * sim).log_softmax(-1).numpy()).sum()
+
+    reference = optimize.minimize_scalar(loss, bounds=(0, 1000), method="bounded", options={"xatol": 1e-12}).x
+    beta = fit_temperature(sim, observed)
+    assert beta == pytest.approx(reference, abs=1e-6)  # scipy's search stops within ~1e-8 relative
+    assert loss(beta) <= loss(reference) + 1e-12
+    # Weighting the rows matters: with every row rescaled to mass 1 the optimum is elsewhere.
+    assert abs(fit_temperature(sim, observed / observed.sum(-1, keepdims=True)) - beta) > 0.1
 
 
 def test_spearman_and_its_p_value_equal_scipy_ties_included():
@@ -130,7 +163,7 @@ def test_spearman_and_temperature_and_offset_profile():
     rng = np.random.default_rng(0)
     sim = rng.uniform(-1, 1, size=(6, 6))
     observed = torch.from_numpy(7.0 * sim).softmax(-1).numpy()
-    assert fit_temperature(sim, observed) == pytest.approx(7.0, abs=1e-9)  # the maximum likelihood, exactly
+    assert fit_temperature(sim, observed) == pytest.approx(7.0, abs=1e-12)  # the maximum likelihood
     flip = torch.eye(5).flip(-1).view(1, 5, 5)
     profile = offset_profile(flip)[0]
     assert profile[4] == 1.0 and profile.sum() == 1.0  # offset 0 sits at index N − 1

@@ -46,7 +46,8 @@ def row_jsd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks along the last axis (``scipy.stats.rankdata(values, axis=-1)``, exactly)."""
+    """Average ranks along the last axis of values without NaN (``scipy.stats.rankdata(values,
+    axis=-1)``, exactly)."""
     values = np.asarray(values, dtype=np.float64)
     flat = values.reshape(-1, values.shape[-1])
     return np.stack([average_ranks(row) for row in flat]).reshape(values.shape)
@@ -69,14 +70,18 @@ def fit_temperatures(similarity: np.ndarray, observed: np.ndarray, beta_max: flo
     g(β) = Σ_ik observed_ik (similarity_ik − E_{softmax_k(β·similarity_i)}[similarity_i]) (with each row's
     expectation weighted by that row's observed mass) falls with β: β = 0 where g(0) ≤ 0, beta_max where
     g(beta_max) ≥ 0, else the root of g, found by bisection of [0, beta_max] to double precision (all
-    patterns at once). This is the best single temperature for "attention follows similarity". NaN when
-    the similarity is constant.
+    patterns at once). This is the best single temperature for "attention follows similarity". NaN
+    where no β is better than another or the pattern is not one: a similarity constant along each row
+    (e.g. no positional encoding), a pattern without mass, a negative or a non-finite entry.
     """
+    if isinstance(beta_max, bool) or not (math.isfinite(beta_max) and beta_max > 0):
+        raise ValueError(f"beta_max must be a positive finite number, got {beta_max!r}")
     similarity = np.asarray(similarity, dtype=np.float64)
     observed = np.asarray(observed, dtype=np.float64)
     shape = np.broadcast_shapes(similarity.shape, observed.shape)[:-2]
-    # A constant similarity (e.g. no positional encoding) has no temperature.
-    constant = np.ptp(similarity.reshape(*similarity.shape[:-2], -1), axis=-1) == 0
+    undefined = ~np.isfinite(similarity).all((-1, -2)) | (np.ptp(similarity, axis=-1) == 0).all(-1)
+    undefined = undefined | ~np.isfinite(observed).all((-1, -2)) | (observed < 0).any((-1, -2))
+    undefined = undefined | (observed.sum((-1, -2)) == 0)
     row_mass = observed.sum(-1)
     target = (observed * similarity).sum((-1, -2))
 
@@ -86,14 +91,16 @@ def fit_temperatures(similarity: np.ndarray, observed: np.ndarray, beta_max: flo
         expected = (weights * similarity).sum(-1) / weights.sum(-1)
         return target - (row_mass * expected).sum(-1)
 
-    low, high = np.zeros(shape), np.full(shape, float(beta_max))
-    at_zero, at_max = slope(low) <= 0, slope(high) >= 0  # the optimum is a bound
-    for _ in range(64):  # beta_max / 2**64: below double precision at any β of interest
-        mid = (low + high) / 2
-        rising = slope(mid) > 0
-        low, high = np.where(rising, mid, low), np.where(rising, high, mid)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite inputs: NaN below
+        low, high = np.zeros(shape), np.full(shape, float(beta_max))
+        at_zero, at_max = slope(low) <= 0, slope(high) >= 0  # the optimum is a bound
+        for _ in range(64):  # beta_max / 2**64: below double precision at any β of interest
+            mid = (low + high) / 2
+            rising = slope(mid) > 0
+            low, high = np.where(rising, mid, low), np.where(rising, high, mid)
+    # The bounds exactly (bisection can stop an ulp below beta_max, e.g. for 7.3).
     beta = np.where(at_zero, 0.0, np.where(at_max, float(beta_max), (low + high) / 2))
-    return np.where(constant, np.nan, beta)
+    return np.where(undefined, np.nan, beta)
 
 
 def fit_temperature(similarity: np.ndarray, observed: np.ndarray, beta_max: float = BETA_MAX) -> float:
