@@ -133,7 +133,8 @@ def _set_loopback(embedded: bool) -> None:
         constants.ENABLE_RAY_CLUSTER = not embedded
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when the message is empty."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -218,7 +219,7 @@ def ray_cluster(
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError from Ray
             where = "embedded Ray" if embedded else f"--address {address}"
-            raise ClusterError(f"{where}: {_first_line(exc)}") from None
+            raise ClusterError(f"{where}: {first_line(exc)}") from None
         finally:
             # ray.init installs a SIGTERM handler that exits without cleaning up: keep the caller's.
             if sigterm is not None:
@@ -327,7 +328,7 @@ def _error_line(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         exc = cause
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def run_tasks(

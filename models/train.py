@@ -227,13 +227,13 @@ def quiet_fit(threads: int) -> Iterator[None]:
 def make_trainer(**kwargs: Any):
     """``pl.Trainer(**kwargs)``, with Lightning rejecting the accelerator, devices, strategy or nodes
     (its MisconfigurationException & co) said as a one-line ``ValueError`` naming those flags."""
+    from models.cluster import first_line
     from models.lightning_import import pl
 
     try:
         return pl.Trainer(**kwargs)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"--accelerator/--devices/--strategy/--num-nodes: {first_line}") from None
+        raise ValueError(f"--accelerator/--devices/--strategy/--num-nodes: {first_line(exc)}") from None
 
 
 def _trainer_kwargs(args: TrainArgs) -> dict[str, Any]:

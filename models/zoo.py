@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except (ValueError, OSError) as exc:
-        message = cluster._first_line(exc)
+        message = cluster.first_line(exc)
         say(f"error: {message}")
         return 2
     except ZooTaskError as exc:

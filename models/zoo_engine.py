@@ -343,6 +343,6 @@ def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
                 raise KeyboardInterrupt from None
             raise
         except Exception as exc:  # reported with the task's runs; the other tasks go on
-            error = f"{type(exc).__name__}: {cluster._first_line(exc)}"
+            error = f"{type(exc).__name__}: {cluster.first_line(exc)}"
         trace["seconds"] = round(time.perf_counter() - started, 3)
         finish(task, statuses, trace, error)
