@@ -140,9 +140,14 @@ def similarity_vs_attention(result: QKCircuitResult) -> plt.Figure:
     x = np.array([raw[d] for d in offsets])
     scatter.scatter(x, mean, c=np.abs(offsets), cmap="viridis_r", s=22, zorder=3)
     for d, xi, yi in zip(offsets, x, mean):
-        if abs(d) <= 2:
+        if abs(d) <= 2:  # −d and +d sit almost on one point: −d's label to its left, +d's to its right
             scatter.annotate(
-                f"{d:+d}" if d else "0", (xi, yi), xytext=(4, 2), textcoords="offset points", fontsize=7
+                f"{d:+d}" if d else "0",
+                (xi, yi),
+                xytext=(-4 if d < 0 else 4, 2),
+                textcoords="offset points",
+                ha="right" if d < 0 else "left",
+                fontsize=7,
             )
     beta = h.temperature.mean
     line = np.linspace(x.min(), x.max(), 50)
