@@ -12,7 +12,9 @@ With ``--baseline-src DIR`` — another revision's source, e.g. ``git archive c1
 every command also runs with ``PYTHONPATH=DIR`` (the same virtual environment), alternating with the
 current code, and the table gives the ratio old / new. Wall seconds, CPU seconds (user + system, child
 processes included) and the 1-minute load average before each run are printed: on a shared machine
-compare the ratios, not the absolute times. Without ``--checkpoint``: the cached default model.
+compare the ratios, not the absolute times. The reference workload (``benchmarks/reference.py``) runs
+before and after the table: its seconds say how fast the machine was. Without ``--checkpoint``: the
+cached default model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from reference import reference_seconds  # benchmarks/reference.py (this script's folder is on sys.path)
 
 ANALYSES = (
     "flip_alignment",
@@ -80,6 +84,7 @@ def main() -> None:
         {"new": None} if args.baseline_src is None else {"new": None, "old": args.baseline_src.resolve()}
     )
     print(f"{args.checkpoint}, {os.cpu_count()} CPUs; wall / CPU s [load before], medians of {args.repeats}")
+    print(f"reference workload before: {reference_seconds():.2f} s", flush=True)
     for name in names:
         runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label in sources}
         for _ in range(args.repeats):
@@ -95,6 +100,7 @@ def main() -> None:
             old, new = (statistics.median(w for w, _, _ in runs[k]) for k in ("old", "new"))
             ratio = f"  old/new {old / new:.1f}x"
         print(f"{name:<22}" + "   ".join(cells) + ratio, flush=True)
+    print(f"reference workload after: {reference_seconds():.2f} s (the machine's speed)")
 
 
 if __name__ == "__main__":
