@@ -127,9 +127,11 @@ def save_figure(fig: Any, directory: Path, name: str, formats: Sequence[str] | N
     :func:`figure_formats`, PNG only by default), then close it.
 
     Every figure here is made with ``layout="constrained"``, which fits titles, labels and legends into
-    the figure: the first format lays it out while it renders (one draw, no separate
-    ``draw_without_rendering`` pass), then the layout is frozen, so a second format renders it once
-    more and no file is drawn twice (no ``bbox_inches="tight"``)."""
+    the figure. ``savefig`` lays it out in a pass that rasterises nothing before it renders; no
+    ``draw_without_rendering`` of ours and no ``bbox_inches="tight"`` adds another. The layout is
+    then frozen, so a second format is not laid out again. (Skipping that pass by running the layout
+    engine directly gave byte-identical files but only ~6% less writing time, through a private
+    attribute: not done.)"""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     formats = tuple(_FORMATS.get() if formats is None else formats)
