@@ -63,6 +63,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="suite runs per source (default 1)")
     p.add_argument("--baseline-src", type=Path, help="another revision's tree, run alternating with this one")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.baseline_src is not None and not (args.baseline_src / "tests").is_dir():
+        p.error(f"--baseline-src {args.baseline_src} is not a source tree with a tests/ folder")
     sources = {"this": REPO}
     if args.baseline_src is not None:
         sources["base"] = args.baseline_src.resolve()
