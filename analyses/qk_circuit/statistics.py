@@ -55,7 +55,8 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman ρ along the last axis (average ranks for ties); NaN where either side is constant."""
-    rx = _ranks(np.broadcast_to(x, np.broadcast_shapes(np.shape(x), np.shape(y))))
+    # ranked before broadcasting: a row of x shared by many rows of y is ranked once (the same ranks)
+    rx = np.broadcast_to(_ranks(x), np.broadcast_shapes(np.shape(x), np.shape(y)))
     ry = _ranks(y)
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
