@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="runs of each command (medians are shown)")
     args = p.parse_args()
     if args.checkpoint is None:
-        from models.default_model import ensure_default_model
+        from models.train.default_model import ensure_default_model
 
         args.checkpoint = ensure_default_model(print)
     names = args.only.split(",") if args.only else [*ANALYSES, "report"]

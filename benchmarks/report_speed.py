@@ -9,7 +9,7 @@ does not. Configurations alternate (jobs 1, 2, 1, 2, ...) so both see the same l
 
     python benchmarks/report_speed.py [--checkpoint PATH] [--num-sequences 2000] [--rounds 2]
 
-Without ``--checkpoint`` a model is trained first with ``models.train --preset fast`` (seconds).
+Without ``--checkpoint`` a model is trained first with ``models.train.cli --preset fast`` (seconds).
 """
 
 from __future__ import annotations

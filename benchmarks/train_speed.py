@@ -301,7 +301,9 @@ def import_times(reps: int) -> dict[str, float]:
         "models (torch + transformer_lens)": "import models",
         "pytorch_lightning": "import pytorch_lightning",
         "models + pytorch_lightning": "import models, pytorch_lightning",
-        "models.lightning_import (as training imports Lightning)": "import models.lightning_import",
+        "models.train.lightning_import (as training imports Lightning)": (
+            "import models.train.lightning_import"
+        ),
     }
     samples: dict[str, list[float]] = {k: [] for k in statements}
     for _ in range(reps):

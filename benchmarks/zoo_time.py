@@ -11,8 +11,8 @@ interleaved, with the 1-minute load average printed beside each (a shared machin
    Then the closeness of every run of the ensemble zoo to the same run trained alone: largest weight
    difference, val/test accuracy difference, and the flip mass of ``blocks.0.attn.hook_pattern``
    (``interp.metrics.flip_mass``, best head) on 2,000 random sequences.
-2. ``ensemble``: 5 seeds of the fast preset as one ensemble (``models.ensemble.train_ensemble``) vs the
-   same 5 runs one after the other (``models.train.train``) in this process, after a warm-up; the
+2. ``ensemble``: 5 seeds of the fast preset as one ensemble (``models.train.ensemble.train_ensemble``) vs the
+   same 5 runs one after the other (``models.train.cli.train``) in this process, after a warm-up; the
    median of ``--repeats`` interleaved pairs. Target ≥ 3×.
 3. ``startup``: a 1-run zoo (``--seeds 1 --heads 1 --layers 1 --positional-embeddings sinusoidal
    --no-control``) as a process on the Ray engine vs the sequential engine; the median difference of
@@ -128,8 +128,8 @@ def bench_zoo(result: dict) -> None:
 
 
 def bench_ensemble(result: dict, repeats: int) -> None:
-    from models.ensemble import train_ensemble
-    from models.train import train
+    from models.train.cli import train
+    from models.train.ensemble import train_ensemble
 
     root = Path(tempfile.mkdtemp(prefix="zoo_ensemble_"))
 

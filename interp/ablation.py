@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from models.scalars import as_float, as_int
+from machine.scalars import as_float, as_int
 
 PEMethod = Literal["zero", "mean", "shuffle", "shift", "mirror", "scale", "remove_band", "keep_band"]
 PE_METHODS: tuple[str, ...] = get_args(PEMethod)

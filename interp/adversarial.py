@@ -25,7 +25,7 @@ from torch import Tensor
 from interp.ablation import check_heads
 from interp.outcomes import logit_difference
 from interp.readout import digit_votes, target_margin
-from models.scalars import as_int
+from machine.scalars import as_int
 
 Score = Callable[[Tensor], Tensor]  # tokens [batch, pos] -> score [batch] (lower is worse)
 

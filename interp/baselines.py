@@ -49,7 +49,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Estimate, UnitSums, bootstrap_ci
-from models.scalars import as_int
+from machine.scalars import as_int
 
 BRUTE_FORCE_LIMIT = 2_000_000  # sequences × positions enumerated at most
 

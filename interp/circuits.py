@@ -40,9 +40,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from models.encoder import HookedReverseEncoder
-from models.scalars import as_int, is_int
-from models.transformer_lens_parts import FactoredMatrix
+from machine.scalars import as_int, is_int
+from models.encoder.hooked import HookedReverseEncoder
+from models.encoder.transformer_lens_parts import FactoredMatrix
 
 SCORE_TERMS: tuple[str, ...] = ("pos_pos", "tok_pos", "pos_tok", "tok_tok", "bias")
 

@@ -50,7 +50,7 @@ from interp.stats import (
     bootstrap_distributions,
     percentile_interval,
 )
-from models.scalars import as_int
+from machine.scalars import as_int
 
 Site = Literal["z", "attn_out", "resid_mid", "resid_pre"]
 SITES: tuple[str, ...] = get_args(Site)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from interp.metrics import NEIGHBOUR_OFFSETS, _heads, flipped_keys
 from interp.patterns import neighbour_keys
-from models.scalars import is_int
+from machine.scalars import is_int
 
 FamilyKind = Literal["temperature", "neighbours", "uniform", "single_key"]
 FAMILY_KINDS: tuple[str, ...] = get_args(FamilyKind)

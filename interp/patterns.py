@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.metrics import NEIGHBOUR_OFFSETS
-from models.scalars import as_float, as_int
+from machine.scalars import as_float, as_int
 
 
 def _check(pattern: Tensor) -> int:

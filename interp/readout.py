@@ -36,7 +36,7 @@ from interp.stats import (
     bootstrap_distributions,
     percentile_interval,
 )
-from models.scalars import as_int
+from machine.scalars import as_int
 
 # Columns of :func:`readout_columns` (all per sequence; counts are over query positions).
 READOUT_COLUMNS: tuple[str, ...] = (

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from models.scalars import as_int
+from machine.scalars import as_int
 
 
 def _check_layer(model: torch.nn.Module, layer: int | None) -> int:

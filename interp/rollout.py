@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from models.transformer_lens_parts import ActivationCache
+from models.encoder.transformer_lens_parts import ActivationCache
 
 HeadReduction = Literal["mean", "max", "min"]
 HEAD_REDUCTIONS: tuple[str, ...] = ("mean", "max", "min")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.scalars import as_int, is_int
+from machine.scalars import as_int, is_int
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95

@@ -31,7 +31,7 @@ from interp.ablation import check_heads, intervene
 from interp.metrics import flip_mass
 from interp.pattern_families import PatternFamily, family_points
 from interp.stats import UnitSums
-from models.scalars import as_int
+from machine.scalars import as_int
 
 # (replaced patterns [point, batch, query, key], tokens [batch, pos], logits [point, batch, pos, vocab])
 #   -> per-sequence values [point, batch, ...]

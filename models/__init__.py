@@ -1,9 +1,9 @@
 """The tutorial's reverse-task encoder with TransformerLens hook points, and its checkpoint I/O.
 
-The names below are imported on first use (PEP 562), so ``import models.default_model`` or
-``models.config`` stays light (TransformerLens takes seconds to import). Importing this package never
-imports Lightning: training lives in ``models.lightning_module``, ``models.datamodule`` and
-``models.train``.
+The names below are imported on first use (PEP 562), so ``import models.train.default_model`` or
+``models.encoder.config`` stays light (TransformerLens takes seconds to import). Importing this package never
+imports Lightning: training lives in ``models.train.lightning_module``, ``models.train.datamodule`` and
+``models.train.cli``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "CheckpointError": "models.checkpoints",
+    "CheckpointError": "models.storage.checkpoints",
     "load_model": "models.loading",
-    "save_model": "models.checkpoints",
-    "sha256_file": "models.checkpoints",
-    "EncoderConfig": "models.config",
-    "HookedReverseEncoder": "models.encoder",
+    "save_model": "models.storage.checkpoints",
+    "sha256_file": "models.storage.checkpoints",
+    "EncoderConfig": "models.encoder.config",
+    "HookedReverseEncoder": "models.encoder.hooked",
 }
 
 __all__ = [
@@ -30,10 +30,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from models.checkpoints import CheckpointError, save_model, sha256_file
-    from models.config import EncoderConfig
-    from models.encoder import HookedReverseEncoder
+    from models.encoder.config import EncoderConfig
+    from models.encoder.hooked import HookedReverseEncoder
     from models.loading import load_model
+    from models.storage.checkpoints import CheckpointError, save_model, sha256_file
 
 
 def __getattr__(name: str) -> Any:

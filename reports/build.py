@@ -35,9 +35,9 @@ from typing import Any
 
 from analyses.frame import arguments, files
 from analyses.frame import provenance as provenance_record
-from analyses.frame import staging as staging_names
 from analyses.frame.cli import UserError, run_cli
 from analyses.frame.loading import ResolvedModel, resolve_model
+from machine import staging as staging_names
 from reports import pipeline
 from reports.full_report import AnalysisSection, render_full_report
 from reports.summary import SUMMARY_FILE, SUMMARY_SCHEMA_VERSION, key_metrics
@@ -53,7 +53,7 @@ STAGING_PREFIX = ".report-build-"
 def remove_stale_staging(out: Path) -> list[Path]:
     """Remove what builds killed before they could clean up left in ``out`` (their staging folders and
     analysis folders moved aside): only folders whose creating process is gone
-    (:func:`analyses.frame.staging.remove_stale`)."""
+    (:func:`machine.staging.remove_stale`)."""
     prefixes = (STAGING_PREFIX, *(f".{name}.old-" for name in pipeline.ANALYSES))
     return staging_names.remove_stale(out, prefixes)
 
@@ -66,7 +66,7 @@ def default_name(checkpoint: Path) -> str:
 
 
 def training_metadata(checkpoint: Path) -> dict[str, Any]:
-    """Seed and preset of a model trained by ``models.train`` (from model.pt's metadata), else {}."""
+    """Seed and preset of a model trained by ``models.train.cli`` (from model.pt's metadata), else {}."""
     import torch
 
     path = checkpoint / "model.pt" if checkpoint.is_dir() else checkpoint
@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline.parse_names(args.skip, "--skip")
         import torch
 
-        from models.allocator import keep_freed_memory
+        from machine.allocator import keep_freed_memory
 
         torch.set_num_threads(1)  # small batches: one thread per process is fastest on a shared CPU
         keep_freed_memory()  # freed tensors' memory reused, not mapped afresh (workers inherit it)
@@ -410,6 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from models.quick_exit import exit_process
+    from machine.quick_exit import exit_process
 
     exit_process(main())

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.frame.html import CAPTIONS_FILE
-from analyses.frame.processes import die_with_parent
+from machine.processes import die_with_parent
 
 DEFAULT_RESAMPLES = 1000
 

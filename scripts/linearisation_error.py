@@ -25,7 +25,7 @@ import torch
 from interp.residual import removal_error
 from interp.stats import bootstrap_ci
 from models import load_model
-from models.data import make_reverse_data
+from models.encoder.data import make_reverse_data
 
 
 def gap_metric(logits: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor, p: int) -> torch.Tensor:

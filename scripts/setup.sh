@@ -23,10 +23,11 @@ fi
 
 py=${PYTHON:-python3}
 here=$(pwd -P)
-# The key: the [project] tables (dependencies; tool settings do not count), the interpreter, and this
-# checkout's path — the environment holds an editable install of the project, so two checkouts must
-# never share one (each would silently import the other's code).
-key=$( (sed -n '/^\[project\]/,/^\[tool/p' pyproject.toml; "$py" --version; echo "$here") | sha256sum | cut -c1-16)
+# The key: the [project] tables (dependencies) and [tool.setuptools] (which top-level packages the
+# editable install maps: a new package needs a new install; pytest and ruff settings do not count), the
+# interpreter, and this checkout's path — the environment holds an editable install of the project, so
+# two checkouts must never share one (each would silently import the other's code).
+key=$( (sed -n '/^\[project\]/,/^\[tool\.pytest/p' pyproject.toml; "$py" --version; echo "$here") | sha256sum | cut -c1-16)
 cache_root=${RTE_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reverse-encoder-interp}
 venv="$cache_root/venv-$key"
 

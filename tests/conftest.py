@@ -94,7 +94,7 @@ from pathlib import Path  # noqa: E402  (appended with the fixture below)
 @pytest.fixture(scope="session")
 def trained_fast_run(tmp_path_factory) -> Path:
     """Run folder of a real ``fast``-preset training run, seed 0 (trained once per session, ~2 s)."""
-    from models.train import train  # imports Lightning: only the tests that ask for a trained model
+    from models.train.cli import train  # imports Lightning: only the tests that ask for a trained model
 
     out = tmp_path_factory.mktemp("trained_fast_run")
     return train(["--preset", "fast", "--seed", "0", "--out", str(out), "--no-progress-bar"])
@@ -112,7 +112,7 @@ TINY_TRAIN = [
 def tiny_uninterrupted_run(tmp_path_factory) -> Path:
     """Run folder of ``TINY_TRAIN`` trained without interruption (named ``run``), the reference that
     interrupted, capped, moved or resumed runs are compared with. Read only."""
-    from models.train import train
+    from models.train.cli import train
 
     return train([*TINY_TRAIN, "--out", str(tmp_path_factory.mktemp("tiny_uninterrupted")), "--name", "run"])
 

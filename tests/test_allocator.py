@@ -1,4 +1,4 @@
-"""models.allocator: after keep_freed_memory(), freed blocks of a few MB are reused instead of being
+"""machine.allocator: after keep_freed_memory(), freed blocks of a few MB are reused instead of being
 mapped afresh (page faults), and the numbers do not change."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
-from models.allocator import keep_freed_memory
+from machine.allocator import keep_freed_memory
 from tests.conftest import make_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTS = """
 import resource, sys
 import numpy as np
-from models.allocator import keep_freed_memory
+from machine.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(50):  # as in a forward pass: a few tensors of some MB, then all freed
@@ -54,7 +54,7 @@ def test_exit_process_is_a_normal_exit_without_the_collectors_teardown_walks():
     moved to the collector's permanent generation (a fresh process: this one goes on collecting)."""
     code = (
         "import atexit, gc, sys\n"
-        "from models.quick_exit import exit_process\n"
+        "from machine.quick_exit import exit_process\n"
         "atexit.register(lambda: print(' atexit ran, frozen', gc.get_freeze_count() > 1000, end=''))\n"
         "sys.stdout.write('unflushed')\n"
         "exit_process(3)\n"

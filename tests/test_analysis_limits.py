@@ -10,7 +10,8 @@ import pytest
 from conftest import make_model
 
 from analyses.frame import arguments
-from models import EncoderConfig, limits, save_model
+from machine import limits
+from models import EncoderConfig, save_model
 
 HUGE = "1e12"
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from models import CheckpointError, EncoderConfig, load_model, save_model, sha256_file
-from models.checkpoints import to_flax_tree, to_tutorial_state_dict, write_flax_msgpack
-from models.flax_msgpack import FlaxMsgpackError, unpack_tree
+from models.storage.checkpoints import to_flax_tree, to_tutorial_state_dict, write_flax_msgpack
+from models.storage.flax_msgpack import FlaxMsgpackError, unpack_tree
 from tests.conftest import make_model
 
 C, D = 10, 16  # vocabulary and model width of the tiny test models
@@ -361,9 +361,9 @@ def test_our_lightning_checkpoint(tmp_path, tokens):
 
 
 def test_checkpoint_written_by_a_real_lightning_trainer(tmp_path, tokens):
-    """The contract with models.lightning_module, checked on what Lightning really writes."""
-    from models.lightning_import import pl
-    from models.lightning_module import ReverseTaskModule
+    """The contract with models.train.lightning_module, checked on what Lightning really writes."""
+    from models.train.lightning_import import pl
+    from models.train.lightning_module import ReverseTaskModule
 
     module = ReverseTaskModule(EncoderConfig(d_model=D, n_heads=2, n_layers=2).to_dict(), max_iters=2)
     trainer = pl.Trainer(

@@ -31,7 +31,7 @@ from analyses.tolerance import __main__ as tol_cli
 from analyses.training_dynamics import __main__ as td_cli
 from analyses.zoo_summary import __main__ as zs_cli
 from models import EncoderConfig
-from models.checkpoints import save_model
+from models.storage.checkpoints import save_model
 
 # the CLIs of the analyses of one model with --seq-len
 MODEL_ANALYSES = (fa_cli, qk_cli, pa_cli, ha_cli, tol_cli, ic_cli)

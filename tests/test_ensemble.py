@@ -1,5 +1,6 @@
-"""Seeds trained together (models.stacked, models.ensemble): the batched forward against the hooked
-model, and ensemble members against the same seeds trained alone — equal to the last bit on a CPU with
+"""Seeds trained together (models.encoder.stacked, models.train.ensemble): the batched forward against
+the hooked model, and ensemble members against the same seeds trained alone — equal to the last bit on a
+CPU with
 one thread (the tolerance the measurement supports: every weight of every member of the default zoo
 was equal, see the README), stop at 100% per member included."""
 
@@ -13,10 +14,10 @@ import torch
 
 from interp.metrics import flip_mass
 from models import EncoderConfig, HookedReverseEncoder, load_model
-from models.ensemble_args import ensemble_blocker, ensemble_key
-from models.lightning_import import pl
-from models.stacked import stacked_logits, stacked_loss
-from models.train_args import parse_args
+from models.encoder.stacked import stacked_logits, stacked_loss
+from models.train.args import parse_args
+from models.train.ensemble_args import ensemble_blocker, ensemble_key
+from models.train.lightning_import import pl
 
 ARCHITECTURES = [
     dict(n_layers=1, n_heads=1),
@@ -73,8 +74,8 @@ def ensemble_and_alone(tmp_path_factory) -> tuple[list[Path], list[Path]]:
     """Seeds 0 and 1 of the fast preset (they reach 100% at different steps, 120 and 160) trained as
     one ensemble and each alone, on less data (4,096 training and 128 validation sequences: the same
     stopping steps in about half the time)."""
-    from models.ensemble import train_ensemble
-    from models.train import train
+    from models.train.cli import train
+    from models.train.ensemble import train_ensemble
 
     root = tmp_path_factory.mktemp("ensemble")
     extra = ("--train-size", "4096", "--val-size", "128", "--test-size", "500", "--epochs", "3")
@@ -139,7 +140,7 @@ def test_a_member_at_100_percent_stops_while_the_other_trains_on(ensemble_and_al
 
 
 def test_the_same_command_gives_the_same_weights(tmp_path):
-    from models.ensemble import train_ensemble
+    from models.train.ensemble import train_ensemble
 
     tiny = (
         "--d-model",
@@ -178,7 +179,7 @@ def test_which_runs_may_share_an_ensemble(tmp_path):
 
 
 def test_train_ensemble_refuses_bad_members(tmp_path):
-    from models.ensemble import train_ensemble
+    from models.train.ensemble import train_ensemble
 
     with pytest.raises(ValueError, match="differ in more than --seed"):
         train_ensemble([_argv(0, tmp_path), _argv(1, tmp_path, "--lr", "0.01")])

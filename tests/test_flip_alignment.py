@@ -19,8 +19,9 @@ from analyses.flip_alignment import __main__ as fa_cli
 from analyses.flip_alignment.figures import FIGURES
 from analyses.frame import cli, files, sequences
 from interp import metrics
-from models import default_model, load_model, save_model, sha256_file
-from models.checkpoints import to_flax_tree, write_flax_msgpack
+from models import load_model, save_model, sha256_file
+from models.storage.checkpoints import to_flax_tree, write_flax_msgpack
+from models.train import default_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(num_sequences=60, batch_size=16, bootstrap_resamples=50, n_examples=2)
@@ -360,7 +361,7 @@ def test_no_checkpoint_reuses_the_cached_default_model(tmp_path, monkeypatch):
 
 
 def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch, capsys):
-    import models.train
+    import models.train.cli
 
     monkeypatch.setattr(fa_cli, "OUTPUTS", no_figures(monkeypatch, fa.OUTPUTS))
     monkeypatch.setenv(default_model.CACHE_ENV, str(tmp_path / "cache"))
@@ -374,7 +375,7 @@ def test_no_checkpoint_trains_the_default_model_once(tmp_path, monkeypatch, caps
         (run / "metrics.json").write_text("{}")
         return run
 
-    monkeypatch.setattr(models.train, "train", fake_train)
+    monkeypatch.setattr(models.train.cli, "train", fake_train)
     assert fa_cli.main(["--out", str(tmp_path / "out"), *CLI_SMALL, "--quiet"]) == 0
     assert capsys.readouterr().err == ""  # --quiet: not even the line saying the model is being trained
     assert fa_cli.main(["--out", str(tmp_path / "out"), *CLI_SMALL]) == 0

@@ -17,7 +17,7 @@ from analyses.head_ablation.measure import permutation_seed
 from analyses.head_ablation.patching import corrupt, patch_cells, patching_sweep
 from interp import paired, patterns
 from interp.ablation import ablate_heads, head_means, replace_pattern
-from models.checkpoints import save_model
+from models.storage.checkpoints import save_model
 
 SMALL = dict(
     num_sequences=40,
@@ -269,7 +269,7 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
 
 
 def test_trained_model_needs_its_head_and_its_pattern(trained_fast_run):
-    from models.checkpoints import load_model
+    from models.storage.checkpoints import load_model
 
     result = ha.run(load_model(trained_fast_run), **{**SMALL, "num_sequences": 200, "permutations": 5})
     c = result.conditions

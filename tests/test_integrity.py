@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import CheckpointError, integrity, load_model, save_model
-from models.checkpoints import to_flax_tree, write_flax_msgpack
-from models.config import MAX_ELEMENTS
-from models.default_model import CACHE_ENV, default_model_dir, ensure_default_model
+from models import CheckpointError, load_model, save_model
+from models.encoder.config import MAX_ELEMENTS
+from models.storage import integrity
+from models.storage.checkpoints import to_flax_tree, write_flax_msgpack
+from models.train.default_model import CACHE_ENV, default_model_dir, ensure_default_model
 from tests.conftest import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def test_a_corrupt_record_is_named(tmp_path):
 
 WRITER = """
 import itertools, sys
-from models.integrity import atomic_write
+from models.storage.integrity import atomic_write
 path = sys.argv[1]
 for i in itertools.count():
     data = bytes([i % 251]) * 300_000
@@ -149,16 +150,16 @@ def test_kill_9_of_a_writer_never_leaves_a_file_that_differs_from_its_record(tmp
 @pytest.fixture
 def small_default_training(tmp_path, monkeypatch):
     """The cache in tmp_path, and ensure_default_model's training shrunk to a second (real Lightning)."""
-    import models.train
+    import models.train.cli
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    real_train, calls = models.train.train, []
+    real_train, calls = models.train.cli.train, []
 
     def small(argv):
         calls.append(list(argv))
         return real_train([*argv, *TINY])
 
-    monkeypatch.setattr(models.train, "train", small)
+    monkeypatch.setattr(models.train.cli, "train", small)
     return calls
 
 
@@ -254,7 +255,7 @@ def test_a_decompression_bomb_is_refused_before_anything_is_inflated(tmp_path, m
     message = one_line_error(bomb)
     assert "declare 3.0 GiB but the file holds" in message and "decompression bomb" in message
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 256 << 10  # < 256 MiB more
-    # The absolute cap, consistent with models.config.MAX_ELEMENTS, names the member that exceeds it.
+    # The absolute cap, consistent with models.encoder.config.MAX_ELEMENTS, names the member that exceeds it.
     assert integrity.MAX_CHECKPOINT_BYTES == 3 * 4 * MAX_ELEMENTS + (1 << 30)  # 3 x 4 GiB + 1 GiB
     monkeypatch.setattr(integrity, "MAX_CHECKPOINT_BYTES", 1 << 30)
     message = one_line_error(bomb)

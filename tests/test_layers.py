@@ -1,10 +1,15 @@
-"""The import layers, checked on the source: models ← interp ← analyses ← reports, one way only.
+"""The import layers, checked on the source: machine ← models ← interp ← analyses ← reports, one way only.
 
 Every ``import`` statement of the four packages counts — at module level, inside functions (lazy
 imports) and under ``if TYPE_CHECKING`` — because each is a dependency a reader has to follow. Rules:
 
 1. **No upward import.** A module may import its own package and those below it:
-   models (0) ← interp (1) ← analyses (2) ← reports (3).
+   machine (0) ← models (1) ← interp (2) ← analyses (3) ← reports (4). ``machine`` is the plumbing every
+   layer shares (limits, processes, staging folders, scalars, Ray); it knows no model.
+2a. **The rooms of models are layers too**: ``models.encoder`` (what the model computes) ←
+   ``models.storage`` (its files) ← ``models.train`` (how a run trains) ← the door ``models`` /
+   ``models.loading`` (``load_model``, which may train the default model) ← ``models.zoo`` (populations).
+   Nothing outside ``models.zoo`` imports the zoo: it is a command, not a library.
 2. **Analyses are siblings.** ``analyses.frame`` (what they share) imports no analysis; an analysis
    package (``analyses.<name>``) imports ``analyses.frame`` and itself, never another analysis.
 3. **No cycle** between modules (no module imports, directly or through others, its own importer),
@@ -17,8 +22,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("models", "interp", "analyses", "reports")  # lowest first
+LAYERS = ("machine", "models", "interp", "analyses", "reports")  # lowest first
 SHARED = "analyses.frame"
+MODEL_ROOMS = ("models.encoder", "models.storage", "models.train", "models", "models.zoo")  # lowest first
 
 
 # --- the import graph -----------------------------------------------------------------------------
@@ -73,9 +79,12 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 def package_of(module: str) -> str:
-    """The package a module belongs to for rules 2 and 3: ``analyses.<name>`` or the top-level package."""
+    """The package a module belongs to for rules 2, 2a and 3: ``analyses.<name>``, a room of ``models``
+    (``models.encoder`` ..., or ``models`` for the door at its root) or the top-level package."""
     parts = module.split(".")
     if parts[0] == "analyses" and len(parts) > 1:
+        return ".".join(parts[:2])
+    if parts[0] == "models" and len(parts) > 1 and ".".join(parts[:2]) in MODEL_ROOMS:
         return ".".join(parts[:2])
     return parts[0]
 
@@ -125,6 +134,15 @@ def violations(root: Path) -> list[str]:
             if LAYERS.index(there) > LAYERS.index(here):
                 problems.append(f"upward import: {module} imports {target} ({there} is above {here})")
             source, destination = package_of(module), package_of(target)
+            if source in MODEL_ROOMS and destination in MODEL_ROOMS:
+                if MODEL_ROOMS.index(destination) > MODEL_ROOMS.index(source):
+                    problems.append(
+                        f"upward import: {module} imports {target} ({destination} is above {source})"
+                    )
+            if destination == "models.zoo" and source != "models.zoo":
+                problems.append(
+                    f"zoo import: {module} imports {target} (only the zoo's command uses the zoo)"
+                )
             if (
                 source.startswith("analyses.")
                 and destination.startswith("analyses.")
@@ -151,7 +169,7 @@ def test_the_graph_sees_every_package_and_the_real_dependencies():
     assert {m.split(".")[0] for m in graph} == set(LAYERS)
     assert "analyses.frame.command" in graph["analyses.flip_alignment.__main__"]
     assert "analyses.frame.html" in graph["reports.full_report"]  # reports use the lower renderer
-    assert "models.checkpoints" in graph["analyses.frame.loading"]  # a lazy import inside a function
+    assert "models.storage.checkpoints" in graph["analyses.frame.loading"]  # a lazy import inside a function
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -166,8 +184,17 @@ def test_a_new_upward_import_or_cycle_is_caught(tmp_path):
         tmp_path,
         {
             **{f"{p}/__init__.py": "" for p in LAYERS},
-            "models/encoder.py": "def f():\n    from interp import metrics\n",  # lazy, still upward
-            "interp/metrics.py": "import models.encoder\n",
+            "machine/limits.py": "from models.encoder import config\n",  # plumbing knows no model
+            "models/encoder/__init__.py": "",
+            "models/encoder/config.py": "",
+            "models/encoder/hooked.py": "from models.train import cli\n",  # the encoder knows no training
+            "models/train/__init__.py": "",
+            "models/train/cli.py": "",
+            "models/zoo/__init__.py": "",
+            "models/zoo/plan.py": "from models.train import cli\n",  # downward: fine
+            "interp/zoo_reader.py": "from models.zoo import plan\n",  # only the zoo's command uses it
+            "models/encoder/cache.py": "def f():\n    from interp import metrics\n",  # lazy, still upward
+            "interp/metrics.py": "import models.encoder.cache\n",
             "analyses/frame/__init__.py": "",
             "analyses/frame/files.py": "from analyses.one.result import X\n",  # frame knows an analysis
             "analyses/one/__init__.py": "",
@@ -179,8 +206,8 @@ def test_a_new_upward_import_or_cycle_is_caught(tmp_path):
         },
     )
     found = violations(tmp_path)
-    assert "upward import: models.encoder imports interp.metrics (interp is above models)" in found
-    assert "module cycle: interp.metrics ↔ models.encoder" in found
+    assert "upward import: models.encoder.cache imports interp.metrics (interp is above models)" in found
+    assert "module cycle: interp.metrics ↔ models.encoder.cache" in found
     assert "module cycle: analyses.one.result ↔ analyses.one.verdict" in found  # through TYPE_CHECKING
     assert (
         "analysis import: analyses.frame.files imports analyses.one.result (only analyses.frame is shared)"
@@ -189,5 +216,32 @@ def test_a_new_upward_import_or_cycle_is_caught(tmp_path):
     assert (
         "analysis import: analyses.one.verdict imports analyses.two (only analyses.frame is shared)" in found
     )
-    assert "package cycle: interp ↔ models" in found
+    assert "package cycle: interp ↔ models.encoder" in found
+    assert "upward import: machine.limits imports models.encoder.config (models is above machine)" in found
+    assert (
+        "upward import: models.encoder.hooked imports models.train.cli (models.train is above models.encoder)"
+        in found
+    )
+    assert (
+        "zoo import: interp.zoo_reader imports models.zoo.plan (only the zoo's command uses the zoo)" in found
+    )
+    assert not any(
+        line.startswith(("upward import: models.train.cli", "upward import: models.zoo")) for line in found
+    )
     assert not any("reports.build" in line for line in found)
+
+
+def test_the_documented_doors_import():
+    """``from models import ...`` and the rooms' public names keep working after the move into rooms."""
+    import importlib
+
+    import models
+    import models.encoder
+
+    for name in ("load_model", "HookedReverseEncoder", "EncoderConfig", "save_model", "CheckpointError"):
+        assert getattr(models, name) is not None
+    assert models.encoder.HookedReverseEncoder is models.HookedReverseEncoder
+    assert models.encoder.EncoderConfig is models.EncoderConfig
+    for room in ("models.encoder", "models.storage", "models.train", "models.zoo", "machine"):
+        assert importlib.import_module(room).__doc__, f"{room} says what lives in it"
+    assert (ROOT / "models/train/__main__.py").is_file() and (ROOT / "models/zoo/__main__.py").is_file()

@@ -1,6 +1,7 @@
 """Counts without an upper bound (issue 16, item 5, the models CLIs): every count flag of
-``models.train`` and ``models.zoo`` is checked against this machine before any work, in one line naming
-the flag; ``models.zoo --list`` checks the plan as a real run does. Each case is bounded in time: what
+``models.train.cli`` and ``models.zoo.cli`` is checked against this machine before any work, in one line
+naming the flag; ``models.zoo.cli --list`` checks the plan as a real run does. Each case is bounded in
+time: what
 hung before fails at a deadline instead of hanging the suite."""
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from models import limits, zoo
-from models.lightning_module import log_spaced_steps
-from models.train import main, parse_args
+from machine import limits
+from models.train.cli import main, parse_args
+from models.train.lightning_module import log_spaced_steps
+from models.zoo import cli as zoo
 
 TINY = [
     "--d-model", "16", "--train-size", "512", "--batch-size", "32", "--epochs", "3", "--val-size", "64",
@@ -107,7 +109,7 @@ def test_log_spaced_count_lower_bound_never_exceeds_the_count():
             assert limits.log_spaced_count_lower_bound(max_steps, per_decade) <= exact
 
 
-# --- models.zoo ---------------------------------------------------------------------------------------
+# --- models.zoo.cli ---------------------------------------------------------------------------------------
 def test_zoo_seeds_beyond_the_disk_are_refused_before_the_plan_is_built(tmp_path, capsys):
     err = refused(["--out", str(tmp_path / "zoo"), "--seeds", str(10**9), "--list"], capsys, run=zoo.main)
     assert err.startswith("error: --seeds 1000000000: 13,000,000,000 new runs need at least ")

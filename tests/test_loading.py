@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models import CheckpointError, load_model
-from models.checkpoints import to_flax_tree, write_flax_msgpack
-from models.default_model import CACHE_ENV, default_model_dir
+from models.storage.checkpoints import to_flax_tree, write_flax_msgpack
+from models.train.default_model import CACHE_ENV, default_model_dir
 from tests.conftest import make_model
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import make_model
 
-from analyses.frame import files, staging
+from analyses.frame import files
 from analyses.frame.cli import UserError
+from machine import staging
 from models import save_model
 from reports import build
 

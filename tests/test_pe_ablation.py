@@ -17,7 +17,7 @@ from interp import baselines, metrics
 from interp.ablation import ablate_positional_encoding
 from interp.stats import bootstrap_ci
 from models import EncoderConfig, HookedReverseEncoder
-from models.checkpoints import save_model
+from models.storage.checkpoints import save_model
 
 SMALL = dict(
     num_sequences=48, batch_size=16, bootstrap_resamples=40, shuffle_seeds=2, monte_carlo_sequences=2000
@@ -228,7 +228,7 @@ def test_cli_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, args
 
 
 def test_trained_model_falls_to_the_no_position_ceiling(trained_fast_run):
-    from models.checkpoints import load_model
+    from models.storage.checkpoints import load_model
 
     result = pa.run(load_model(trained_fast_run), **{**SMALL, "num_sequences": 300, "shuffle_seeds": 1})
     c = result.conditions

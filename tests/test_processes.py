@@ -1,4 +1,4 @@
-"""Work on a second core (analyses.frame.processes): the same bits as in one process, errors raised
+"""Work on a second core (machine.processes): the same bits as in one process, errors raised
 where they happen, no child left behind — for split work, for the analyses that split, and for
 figures rendered by forked children."""
 
@@ -18,8 +18,8 @@ import pytest
 from conftest import make_model, numbers
 
 from analyses import head_ablation, pe_ablation, qk_circuit
-from analyses.frame import processes
 from analyses.frame.figures import figure_formats, save_figure
+from machine import processes
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_the_child_dies_with_a_killed_parent(tmp_path):
         f"""
         import os, time
         import numpy as np
-        from analyses.frame import processes
+        from machine import processes
         processes.can_fork_workers = lambda: True  # whatever the CPU count
         def there():
             open({str(pid_file)!r}, "w").write(str(os.getpid()))

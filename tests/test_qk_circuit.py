@@ -32,7 +32,7 @@ from interp.circuits import positional_encodings, positional_scores, swap_effect
 from interp.rollout import attention_rollout
 from interp.stats import bootstrap_distribution
 from models import HookedReverseEncoder
-from models.checkpoints import save_model, sha256_file
+from models.storage.checkpoints import save_model, sha256_file
 
 SMALL = dict(num_sequences=40, batch_size=16, bootstrap_resamples=30)
 

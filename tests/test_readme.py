@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from models.default_model import CACHE_ENV, default_model_dir
+from models.train.default_model import CACHE_ENV, default_model_dir
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -44,7 +44,7 @@ TOLERANCE = dict(
 
 
 def fake_zoo(folder: Path) -> Path:
-    """Two finished runs of one architecture, as ``models.zoo`` lays them out (untrained weights)."""
+    """Two finished runs of one architecture, as ``models.zoo.cli`` lays them out (untrained weights)."""
     for seed in (0, 1):
         run = folder / f"fast_sinusoidal_L1_H1_seed{seed}"
         run.mkdir(parents=True)

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import models.train as train_module
-from models import integrity, load_model
-from models.lightning_import import pl
-from models.train import main, train
+import models.train.cli as train_module
+from models import load_model
+from models.storage import integrity
+from models.train.cli import main, train
+from models.train.lightning_import import pl
 from tests.conftest import TINY_TRAIN
 
 TINY = TINY_TRAIN  # 48 steps, validation every 12 (tests/conftest.py)
@@ -43,7 +44,7 @@ def one_line(err: str) -> str:
 
 
 def with_callbacks(monkeypatch, *callbacks) -> None:
-    """``main`` trains through ``models.train.train``: give that call extra Lightning callbacks."""
+    """``main`` trains through ``models.train.cli.train``: give that call extra Lightning callbacks."""
     monkeypatch.setattr(train_module, "train", functools.partial(train, callbacks=list(callbacks)))
 
 

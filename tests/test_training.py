@@ -14,16 +14,16 @@ import pytest
 import torch
 
 from models import EncoderConfig, load_model
-from models.data import make_reverse_data, make_split, make_splits, split_seed
-from models.datamodule import ReverseDataModule, TokenBatches, slice_loader
-from models.lightning_module import (
+from models.encoder.data import make_reverse_data, make_split, make_splits, split_seed
+from models.train.cli import main, train
+from models.train.datamodule import ReverseDataModule, TokenBatches, slice_loader
+from models.train.lightning_module import (
     ReverseTaskModule,
     RunCheckpoint,
     cosine_warmup_factor,
     log_spaced_steps,
     token_accuracy,
 )
-from models.train import main, train
 from tests.conftest import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +43,13 @@ def _last_ckpt_weights(run: Path) -> dict[str, torch.Tensor]:
 
 # --- Lightning's import -------------------------------------------------------------------------------
 def test_lightning_is_imported_through_one_module_that_leaves_the_version_check_as_it_was(monkeypatch):
-    """models.lightning_import hides transformers from torchmetrics during Lightning's import only (the
+    """models.train.lightning_import hides transformers from torchmetrics during Lightning's import only (the
     fresh process of test_zoo checks that training then never imports transformers)."""
     import importlib.metadata
 
     from lightning_utilities.core import imports
 
-    from models import lightning_import
+    from models.train import lightning_import
 
     assert lightning_import.pl is sys.modules["pytorch_lightning"]
     assert imports._version is importlib.metadata.version  # restored after the import
@@ -200,7 +200,7 @@ def test_fast_preset_reaches_perfect_validation_accuracy(trained_fast_run):
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path, tiny_uninterrupted_run):
-    from models.lightning_import import pl
+    from models.train.lightning_import import pl
 
     class Kill(pl.Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -228,7 +228,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, tiny_uninterrupted_run):
 
 
 def test_a_run_killed_after_its_last_step_finishes_on_rerun(tmp_path):
-    from models.lightning_import import pl
+    from models.train.lightning_import import pl
 
     class Kill(pl.Callback):  # between the last step (last.ckpt written) and metrics.json
         def on_train_end(self, trainer, *args):
@@ -419,7 +419,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, a
 
 
 def test_summary_percentages_round_down_so_100_means_every_token():
-    from models.train import percent
+    from models.train.cli import percent
 
     assert percent(1.0) == "100.00%" and percent(0.9999875) == "99.99%"  # 2 wrong tokens of 160,000
     assert percent(0.57) == "57.00%" and percent(0.0) == "0.00%" and percent(0.123456) == "12.34%"
@@ -437,8 +437,9 @@ def test_cli_unwritable_out_and_help(tmp_path, capsys):
         assert flag in out
 
 
-# That importing models.data and models.train does not import Lightning is checked in the one fresh
-# process of tests/test_zoo.py::test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray,
+# That importing models.encoder.data and models.train.cli does not import Lightning is checked in the one
+# fresh process of
+# tests/test_zoo.py::test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray,
 # which also checks where Ray is imported.
 
 
@@ -491,7 +492,7 @@ def test_ctrl_c_during_training_says_how_to_continue(
     """Lightning answers a Ctrl-C during fit with a graceful shutdown and sys.exit(1): the user gets a
     line saying what rerunning will do, and exit code 130, not a silent 1. With --overwrite the same
     command would start over, so it is not what the line suggests."""
-    import models.train as train_module
+    import models.train.cli as train_module
 
     monkeypatch.chdir(tmp_path)
     if state == "checkpoint":

@@ -219,7 +219,7 @@ def test_no_zero_pe_measures_without_a_positional_encoding(tokens):
 # --- a real (tiny) training run with snapshots ----------------------------------------------------
 @pytest.fixture(scope="module")
 def snapshot_run(tmp_path_factory) -> Path:
-    from models.train import train
+    from models.train.cli import train
 
     out = tmp_path_factory.mktemp("td_run")
     argv = [

@@ -15,7 +15,7 @@ import torch
 import transformer_lens.patching as patching
 
 from models import HookedReverseEncoder
-from models.cache import NO_UNEMBED
+from models.encoder.cache import NO_UNEMBED
 from tests.conftest import make_model
 
 SWEEPS = sorted(name for name in dir(patching) if name.startswith("get_act_patch_"))
@@ -54,14 +54,15 @@ def call_sweep(name: str, model: HookedReverseEncoder, clean: torch.Tensor, corr
 LIGHT_IMPORT = """
 import sys
 import torch
-import models.encoder
+import models.encoder.hooked
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"transformers", "datasets", "pandas"})
 assert not heavy, heavy  # the encoder alone imports none of TransformerLens' Hugging Face side
 import transformer_lens.patching
 from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule, TransformerBridge, utilities
 from models import HookedReverseEncoder
 assert issubclass(HookedReverseEncoder, HookedRootModule) and isinstance(TransformerBridge, type)
-_, cache = HookedReverseEncoder(models.config.EncoderConfig()).run_with_cache(torch.zeros(1, 16, dtype=int))
+config = models.encoder.config.EncoderConfig()
+_, cache = HookedReverseEncoder(config).run_with_cache(torch.zeros(1, 16, dtype=int))
 assert isinstance(cache, ActivationCache) and isinstance(FactoredMatrix, type)
 assert utilities.get_dataset and "datasets" in sys.modules  # a name it lacked completed the package
 print("ok")
@@ -69,7 +70,7 @@ print("ok")
 
 
 def test_the_encoder_imports_transformer_lens_without_its_hugging_face_side():
-    # models.transformer_lens_parts defers transformer_lens' package __init__ (transformers, datasets:
+    # models.encoder.transformer_lens_parts defers transformer_lens' package __init__ (transformers, datasets:
     # ~2 s); whatever asks for more gets the whole package, with the same classes. A fresh process:
     # this one may have completed the package already.
     done = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, cwd=ROOT)

@@ -18,7 +18,7 @@ from analyses.zoo_summary import __main__ as zs_cli
 from analyses.zoo_summary.figures import FIGURES
 from analyses.zoo_summary.result import t_interval, welch_interval
 from analyses.zoo_summary.runs import discover
-from models import zoo
+from models.zoo import cli as zoo
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
 TINY = "--train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
@@ -67,7 +67,7 @@ def test_device_flags_go_to_every_run(tmp_path):
         (dict(d_models=(30,), heads=(4,)), "--d-model 30: not divisible by --n-heads 4"),
         (dict(heads=(0,)), "--heads"),
         (dict(positional_embeddings=("rotary",)), "unknown 'rotary'"),
-        (dict(train_args=["--lr", "-1"]), "--lr"),  # checked by models.train before anything trains
+        (dict(train_args=["--lr", "-1"]), "--lr"),  # checked by models.train.cli before anything trains
     ],
 )
 def test_bad_grids_fail_before_training(tmp_path, spec, message):
@@ -350,7 +350,7 @@ def test_bigger_grids_name_only_what_differs_from_the_tutorial():
 
 
 def test_the_plan_groups_seeds_into_ensembles_and_trains_the_rest_alone(tmp_path):
-    from models.zoo_plan import plan_tasks
+    from models.zoo.plan import plan_tasks
 
     spec = zoo.ZooSpec(seeds=5, heads=(1, 2), layers=(1,), positional_embeddings=("sinusoidal",))
     tasks = plan_tasks(spec, spec.runs(), tmp_path, max_ensemble=3)
@@ -370,7 +370,7 @@ def test_the_plan_groups_seeds_into_ensembles_and_trains_the_rest_alone(tmp_path
 
 def test_list_shows_the_plan_and_an_estimate_from_the_measured_throughput(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("REVERSE_ENCODER_INTERP_CACHE", str(tmp_path / "cache"))
-    from models.zoo_plan import record_throughput
+    from models.zoo.plan import record_throughput
 
     assert zoo.main(["--out", str(tmp_path / "z"), "--list"]) == 0
     out = capsys.readouterr().out
@@ -405,24 +405,25 @@ def test_engine_flags_are_checked_before_anything_starts(tmp_path, capsys, argv,
 
 def test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray(tmp_path):
     """One fresh interpreter (what is imported is the thing tested, so a process of its own; one, as
-    each interpreter pays torch's import): models.data and models.train (their CLI's argument errors
-    and parsing included) never import Lightning; models.train, the analyses, the sequential zoo and
+    each interpreter pays torch's import): models.encoder.data and models.train.cli (their CLI's argument
+    errors and parsing included) never import Lightning; models.train.cli, the analyses, the sequential
+    zoo and
     the sequential zoo summary never import Ray."""
     import subprocess
     import sys
 
     probe = (
-        "import sys, models.data, models.train, models.train_args\n"
-        "assert models.train.main(['--preset', 'nope']) == 2\n"
-        "from models.train import TrainArgs, build_parser, main, parse_args, train\n"
-        "assert TrainArgs is models.train_args.TrainArgs and parse_args is models.train_args.parse_args\n"
+        "import sys, models.encoder.data, models.train.cli, models.train.args\n"
+        "assert models.train.cli.main(['--preset', 'nope']) == 2\n"
+        "from models.train.cli import TrainArgs, build_parser, main, parse_args, train\n"
+        "assert TrainArgs is models.train.args.TrainArgs and parse_args is models.train.args.parse_args\n"
         "assert parse_args(['--preset', 'fast']).resolve().lr == 7e-3\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')]\n"
-        "assert not bad, ('Lightning imported by models.data/models.train', bad)\n"
-        "import models.train, models.ensemble, models.zoo, models.zoo_plan, models.cluster\n"
+        "assert not bad, ('Lightning imported by models.encoder.data/models.train.cli', bad)\n"
+        "import models.train.cli, models.train.ensemble, models.zoo.cli, models.zoo.plan, machine.cluster\n"
         "import analyses.flip_alignment, analyses.zoo_summary, analyses.training_dynamics, reports.build\n"
         "assert 'ray' not in sys.modules, 'imported by a module'\n"
-        "from models import zoo\n"
+        "from models.zoo import cli as zoo\n"
         "argv = ['--out', sys.argv[1], '--engine', 'sequential', '--seeds', '1', '--heads', '1',"
         " '--layers', '1', '--positional-embeddings', 'sinusoidal', '--no-control', '--',"
         " '--train-size', '64', '--val-size', '8', '--test-size', '8', '--max-steps', '2']\n"
@@ -451,7 +452,7 @@ def test_a_fresh_process_imports_lightning_only_to_train_and_ray_only_on_ray(tmp
 def test_a_task_given_a_gpu_that_finds_no_cuda_fails_saying_so(monkeypatch):
     import torch
 
-    from models import zoo_task
+    from models.zoo import task as zoo_task
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a node without a usable GPU
     task = {"names": ["fast_x_seed0", "fast_x_seed1"], "argvs": [], "ensemble": True, "gpus": 0.5}
@@ -461,7 +462,7 @@ def test_a_task_given_a_gpu_that_finds_no_cuda_fails_saying_so(monkeypatch):
         zoo_task.execute(task)
 
 
-# --- models.cluster.run_tasks when it is left early (a stand-in for Ray: no instance needed) ---------
+# --- machine.cluster.run_tasks when it is left early (a stand-in for Ray: no instance needed) ---------
 class _FakeRay:
     """What run_tasks uses of Ray: each submitted item's value is ready one ``wait`` after submission;
     ``cancel`` records what it was asked to stop."""
@@ -498,7 +499,7 @@ def test_run_tasks_left_early_cancels_the_rest_unless_the_process_is_ending(monk
     (the job ends with the process, and cancelling then can abort it in Ray 2.60)."""
     import contextlib
 
-    from models import cluster
+    from machine import cluster
 
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
@@ -522,7 +523,7 @@ def test_run_tasks_left_early_cancels_the_rest_unless_the_process_is_ending(monk
 
 
 def test_process_ending_reads_the_exception_and_what_it_interrupted():
-    from models.cluster import _process_ending
+    from machine.cluster import _process_ending
 
     closed_by_ctrl_c = GeneratorExit()
     closed_by_ctrl_c.__context__ = KeyboardInterrupt()
@@ -545,7 +546,7 @@ def test_ctrl_c_with_a_failed_tasks_outcome_in_hand_and_in_a_nested_block(monkey
     Ctrl-C, so the rest is cancelled."""
     import contextlib
 
-    from models import cluster
+    from machine import cluster
 
     fake = _FakeRay()
 

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import torch
 
-from models import zoo
+from models.zoo import cli as zoo
 
 TINY = "--train-size 640 --val-size 64 --test-size 64 --max-steps 20".split()
 GRID = "--seeds 2 --heads 1 --layers 1 --positional-embeddings sinusoidal --d-model 16".split()

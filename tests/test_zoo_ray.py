@@ -5,7 +5,7 @@ run is in test_zoo_cluster.py.
 
 Ray's start-up and its workers' imports (torch, Lightning) are most of a tiny zoo's cost, so the tests
 that need no driver process of their own share one embedded instance in this process (``session``,
-held open by ``models.cluster.ray_cluster``; the zoo's and the summary's own ``ray_cluster`` blocks
+held open by ``machine.cluster.ray_cluster``; the zoo's and the summary's own ``ray_cluster`` blocks
 reuse it, and its workers stay warm between tests). Every zoo here is compared with the same zoo
 trained by the sequential engine in this process: the weights must be equal to the last bit (same
 seeds, one thread, same stacked ensemble)."""
@@ -27,7 +27,8 @@ import psutil
 import pytest
 import torch
 
-from models import cluster, zoo
+from machine import cluster
+from models.zoo import cli as zoo
 
 TINY = "--train-size 640 --val-size 64 --test-size 64 --max-steps 20".split()
 GRID = "--seeds 2 --heads 1 --layers 1 --positional-embeddings sinusoidal --d-model 16".split()
@@ -270,9 +271,9 @@ def test_gpus_per_task_on_a_machine_without_gpus_is_one_line(session, tmp_path, 
     assert not out.exists()
 
 
-# --- models.cluster on its own ----------------------------------------------------------------------
+# --- machine.cluster on its own ----------------------------------------------------------------------
 def test_the_cluster_helpers_in_one_python_session(session, tmp_path, monkeypatch):
-    """models.cluster as any command uses it: the open instance reused, tasks run, one fails."""
+    """machine.cluster as any command uses it: the open instance reused, tasks run, one fails."""
     import math
 
     import ray

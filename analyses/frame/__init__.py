@@ -10,4 +10,6 @@
 - ``loading``     the model of an analysis: ``--checkpoint``, the default model, a path or a model in Python
 - ``sequences``   the deterministic stream of evaluation sequences
 - ``provenance``  what produced a result
+
+Machine plumbing (a second core, staging folders, limits) lives below, in :mod:`machine`.
 """

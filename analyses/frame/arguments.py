@@ -8,7 +8,7 @@
   analysis words a bad argument the same way; :func:`check_sampling` checks the arguments every
   analysis of one model takes, and :func:`check_seq_len` a length against the positional encoding.
 - Counts against what the machine can do, before any work (:func:`check_memory`, with
-  ``models.limits.memory_bytes``): each request's *lower bound* of memory — one sequence's forward pass
+  ``machine.limits.memory_bytes``): each request's *lower bound* of memory — one sequence's forward pass
   (:func:`sequence_bytes`: tokens, logits, residual stream, attention patterns) for ``--seq-len``, a
   batch of them for ``--batch-size``, the bootstrap's replicates for ``--bootstrap-resamples`` — must
   fit, or one line names the flag, what it needs and what the machine has. A request that could run is
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from analyses.frame.cli import UserError
-from models import limits
-from models.scalars import is_int
+from machine import limits
+from machine.scalars import is_int
 
 MAX_SEED = 2**32 - 1  # numpy's seeds: every generator here accepts 0 .. 2^32 - 1
 MIN_RESAMPLES = 2
@@ -96,7 +96,7 @@ def non_negative_int(text: str) -> int:
 
 def check_device(name: str) -> str:
     """The device name if torch can use it, else :class:`UserError` (before any work is done)."""
-    from models.devices import check_device as usable
+    from machine.devices import check_device as usable
 
     try:
         return usable(name)
@@ -145,7 +145,7 @@ def flag(name: str) -> str:
 
 def check_memory(name: str, value: int, need: float, what: str) -> None:
     """``ValueError`` naming the flag of ``name`` when ``need`` bytes (a lower bound of what ``value``
-    asks for: ``what``) exceed this machine's memory (``models.limits.memory_bytes``)."""
+    asks for: ``what``) exceed this machine's memory (``machine.limits.memory_bytes``)."""
     have = limits.memory_bytes()
     if need > have:
         raise ValueError(

@@ -15,7 +15,7 @@ Each analysis is a thin use of these general routines (TransformerLens' ``patchi
   before any work), compute on one CPU thread, write, print ``result.summary()`` and ``wrote OUT``; a
   user mistake becomes one ``error: ...`` line and exit code 2 (:func:`analyses.frame.cli.run_cli`);
   with a second CPU, part of the work and of the figures runs in a forked process
-  (:func:`analyses.frame.processes.parallel`: the same numbers).
+  (:func:`machine.processes.parallel`: the same numbers).
 - :func:`model_main` — :func:`main` for an analysis of one model: resolves ``--checkpoint``, checks
   ``--seq-len`` against the positional encoding, calls ``run(model, **flags)``, records provenance.
 
@@ -38,8 +38,8 @@ from analyses.frame.cli import UserError, run_cli
 from analyses.frame.figures import figure_formats
 from analyses.frame.files import atomic_output_dir, write_csv, write_json
 from analyses.frame.loading import resolve_model
-from analyses.frame.processes import parallel
 from analyses.frame.provenance import provenance
+from machine.processes import parallel
 
 CHECKPOINT_HELP = (
     "model to analyse (our model.pt or run folder, the tutorial's .ckpt or Flax msgpack); "
@@ -203,7 +203,7 @@ def main(
     def body() -> int:
         import torch
 
-        from models.allocator import keep_freed_memory
+        from machine.allocator import keep_freed_memory
 
         args = parser.parse_args(argv)
         arguments.check_device(args.device)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame import processes
 from analyses.frame.files import write_bytes
+from machine import processes
 
 PARTS = ("mean", "ci_low", "ci_high")
 PNG_ONLY: tuple[str, ...] = ("png",)
@@ -100,7 +100,7 @@ _RENDERERS: ContextVar[_Renderers | None] = ContextVar("figure_renderers", defau
 @contextlib.contextmanager
 def figure_formats(svg: bool) -> Iterator[None]:
     """Inside the block, :func:`save_figure` writes PNG and SVG (``svg``) or PNG only (the default);
-    inside :func:`analyses.frame.processes.parallel` figures are rendered by a forked child process
+    inside :func:`machine.processes.parallel` figures are rendered by a forked child process
     while this one builds the next. The block ends when every file is written."""
     token = _FORMATS.set(PNG_AND_SVG if svg else PNG_ONLY)
     renderers = _Renderers(limit=1) if processes.parallel_enabled() else None

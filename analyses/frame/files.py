@@ -10,7 +10,7 @@
 - :func:`make_folders`, :func:`remove_empty` and :func:`replace_dir` are the pieces, also used by
   ``reports.build`` for its staging folder.
 
-Concurrency and kills (:mod:`analyses.frame.staging`): checking OUT and replacing it happen under a
+Concurrency and kills (:mod:`machine.staging`): checking OUT and replacing it happen under a
 lock on OUT's parent folder, so two processes writing the same OUT both succeed, the last one whole,
 and neither sees the other's half-way state; the temporary ``.OUT.tmp-*`` and ``.OUT.old-*`` folders
 carry their creator's pid, and the next write of OUT removes those whose creator is dead (``kill -9``).
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from analyses.frame import staging
 from analyses.frame.cli import UserError
+from machine import staging
 
 
 # --- single files ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """How an analysis gets its model: the one door, ``models.load_model``, from the CLI and from Python.
 
 - :func:`resolve_model` (CLI): ``--checkpoint`` — anything ``models.load_model`` reads — or, without
-  one, the cached default model (trained on first use, ``models.default_model``); a file that cannot be
+  one, the cached default model (trained on first use, ``models.train.default_model``); a file that cannot be
   read is a :class:`UserError` naming ``--checkpoint``.
 - :func:`records_source` (Python): decorates an analysis' ``run(model, ...)`` so that ``model`` may also
   be a checkpoint path (str or Path, loaded with ``models.load_model``) and the result carries a
@@ -21,7 +21,7 @@ from typing import Any
 
 from analyses.frame.cli import UserError
 from analyses.frame.provenance import provenance
-from models.default_model import ensure_default_model
+from models.train.default_model import ensure_default_model
 
 
 @dataclass
@@ -44,7 +44,7 @@ def resolve_model(
 
     ``n_heads`` only matters for Flax files (which do not store it).
     """
-    from models.checkpoints import CheckpointError, load_model
+    from models.storage.checkpoints import CheckpointError, load_model
 
     path = Path(checkpoint).expanduser() if checkpoint is not None else ensure_default_model(log)
     try:
@@ -59,7 +59,7 @@ def resolve_model(
 def as_model(model: Any) -> Any:
     """``model`` itself, or the model ``models.load_model`` reads from a checkpoint path."""
     if isinstance(model, str | os.PathLike):
-        from models.checkpoints import load_model
+        from models.storage.checkpoints import load_model
 
         return load_model(model)
     return model

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from models.scalars import as_int
+from machine.scalars import as_int
 
 DATA_BLOCK = 4096
 _PATTERN_ELEMENTS = 1 << 22

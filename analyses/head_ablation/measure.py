@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.frame import arguments, processes
+from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
@@ -20,7 +20,8 @@ from analyses.head_ablation.result import ANALYSIS, STATS, ConditionResult, Head
 from interp import baselines, outcomes, paired, patterns, stats
 from interp.ablation import HEAD_METHODS, ablate_heads, head_means, replace_pattern
 from interp.stats import UnitSums, bootstrap_distributions
-from models.data import make_reverse_data
+from machine import processes
+from models.encoder.data import make_reverse_data
 
 TAUS: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)
 PERMUTATION_SEQUENCES = 1000  # sequences each random row permutation is evaluated on (see run)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.frame import arguments, processes
+from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
@@ -26,6 +26,7 @@ from interp import baselines, metrics, outcomes
 from interp import stats as interp_stats
 from interp.ablation import ablate_positional_encoding, num_bands
 from interp.stats import UnitSums, bootstrap_distributions
+from machine import processes
 
 ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SHIFTS: tuple[int, ...] = (1, -1)
@@ -103,7 +104,7 @@ def run(
     device = next(model.parameters()).device
     # Each condition's row of per-sequence statistics, summed per resampling unit (memory independent
     # of num_sequences: interp.stats.UnitSums). Two groups of conditions, the second computed by a
-    # second process when there is one (analyses.frame.processes.split: the same bits either way);
+    # second process when there is one (machine.processes.split: the same bits either way);
     # this process also computes the no-position baselines, about four conditions' worth of work.
     here, there = _groups(conditions, spare=4)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.frame import arguments, processes
+from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from analyses.qk_circuit.result import ANALYSIS, SIMILARITIES, SWAP_OFFSETS, QKCircuitResult
@@ -25,6 +25,7 @@ from interp.circuits import (
     swap_effect,
 )
 from interp.rollout import rollout_from_cache
+from machine import processes
 
 # Beyond this many sequences the bootstrap resamples blocks of consecutive sequences (constant memory).
 MAX_UNITS = 2000

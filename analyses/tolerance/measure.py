@@ -22,7 +22,7 @@ from interp.stats import bootstrap_distributions
 from interp.thresholds import family_threshold
 from interp.tolerance import BUILT_IN, family_sweep, sweep_units
 from interp.tolerance_verdict import SLACK, make_verdict
-from models.scalars import as_float, as_int
+from machine.scalars import as_float, as_int
 
 # s = 0, 0.05, ..., 0.6, then 0.7, 0.8, 0.9, 1: every family crosses 99% and 50% below s = 0.6 on the
 # tutorial's model; the coarse tail still shows the curve down to no weight on the flipped key.

@@ -18,7 +18,7 @@ from analyses.training_dynamics import (
     run,
 )
 from analyses.training_dynamics.measure import FRACTIONS
-from models.checkpoints import CheckpointError, sha256_file
+from models.storage.checkpoints import CheckpointError, sha256_file
 
 
 def _fraction(text: str) -> float:
@@ -95,6 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from models.quick_exit import exit_process
+    from machine.quick_exit import exit_process
 
     exit_process(main())

@@ -20,7 +20,7 @@ from analyses.training_dynamics.result import (
     TrainingDynamicsResult,
 )
 from interp.stats import bootstrap_distribution
-from models.checkpoints import load_model
+from models.storage.checkpoints import load_model
 
 FRACTIONS: tuple[float, ...] = (0.1, 0.5, 0.9)
 COMPARED: tuple[tuple[str, str], ...] = (

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from analyses.frame.cli import UserError
-from models.checkpoints import CheckpointError
+from models.storage.checkpoints import CheckpointError
 
 _SNAPSHOT = re.compile(r"step_(\d+)\.pt")
 
 
 def _recorded_step(path: Path) -> int | None:
-    """The optimizer step of a run's model.pt (``models.train`` records it as ``metadata["step"]``), or
+    """The optimizer step of a run's model.pt (``models.train.cli`` records it as ``metadata["step"]``), or
     None when the file does not say."""
     try:
         document = torch.load(path, map_location="cpu", weights_only=True)

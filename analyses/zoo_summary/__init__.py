@@ -16,7 +16,7 @@ the difference from a reference architecture (default sinusoidal, 1 layer, 1 hea
 See :mod:`analyses.zoo_summary.result` for the statistics.
 
 The per-run evaluations run in this process or as Ray tasks, with the same numbers
-(:mod:`analyses.zoo_summary.engine`; the CLI's default is Ray, like ``models.zoo``'s).
+(:mod:`analyses.zoo_summary.engine`; the CLI's default is Ray, like ``models.zoo.cli``'s).
 
 Python: ``result = run("zoo/")`` (or ``run("zoo/", engine=SummaryEngine("ray"))``);
         ``write_outputs(result, "out/zoo")``.

@@ -1,7 +1,7 @@
 """``python -m analyses.zoo_summary ZOO``: the command line (see ``--help``).
 
 The per-run work — each run's evaluation, and with ``--index`` each run's full report — runs as Ray
-tasks by default, like ``models.zoo``: on an embedded local Ray instance, or with ``--address`` on a
+tasks by default, like ``models.zoo.cli``: on an embedded local Ray instance, or with ``--address`` on a
 running cluster; ``--engine sequential`` does it in this process (see
 :mod:`analyses.zoo_summary.engine`). The numbers are the same either way.
 
@@ -164,6 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from models.quick_exit import exit_process
+    from machine.quick_exit import exit_process
 
     exit_process(main())

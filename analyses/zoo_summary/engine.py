@@ -1,4 +1,4 @@
-"""Where a zoo summary's per-run work runs: in this process, or as Ray tasks (``models.cluster``).
+"""Where a zoo summary's per-run work runs: in this process, or as Ray tasks (``machine.cluster``).
 
 Two kinds of per-run work, each independent of the other runs:
 
@@ -7,7 +7,7 @@ Two kinds of per-run work, each independent of the other runs:
   the layer above the analyses, which never import it).
 
 ``engine="sequential"`` does them one after the other in this process, without importing Ray.
-``engine="ray"`` (the CLI's default, like ``models.zoo``'s) makes each one a Ray task: on an embedded
+``engine="ray"`` (the CLI's default, like ``models.zoo.cli``'s) makes each one a Ray task: on an embedded
 local instance sized to this machine without ``address`` (loopback only, no dashboard, stopped
 afterwards), or on the running cluster at ``address`` (``auto`` or ``HOST:PORT``). Evaluations need
 no shared filesystem: a task gets the run folder's top-level files (``model.pt``, ``config.json``,
@@ -33,7 +33,7 @@ from typing import Any
 
 from analyses.frame.cli import UserError
 from analyses.zoo_summary.result import RunSummary
-from models import cluster
+from machine import cluster
 
 ENGINES = ("ray", "sequential")
 
@@ -115,7 +115,7 @@ def map_runs(
             name=f"zoo-summary-{what}",
             max_pending=2 * slots,  # every slot busy, one task queued behind each; files read on demand
         )
-        with contextlib.closing(outcomes):  # leaving early stops the rest (models.cluster.run_tasks)
+        with contextlib.closing(outcomes):  # leaving early stops the rest (machine.cluster.run_tasks)
             for outcome in outcomes:
                 if outcome.error is not None:
                     raise RuntimeError(f"{what} of {outcome.label}: {outcome.error}")
@@ -143,7 +143,7 @@ def shipped(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Shipped(Sequence):
-    """``shipped(payloads[i])``, made when item i is read (by :func:`models.cluster.run_tasks`, as it
+    """``shipped(payloads[i])``, made when item i is read (by :func:`machine.cluster.run_tasks`, as it
     submits task i)."""
 
     def __init__(self, payloads: Sequence[dict[str, Any]]):

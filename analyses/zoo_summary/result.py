@@ -111,7 +111,7 @@ class RunSummary:
 
 def architecture_name(pe: str, n_layers: int, n_heads: int, d_model: int = 32) -> str:
     """``"<pe> L<layers> H<heads>"``, plus ``" D<d_model>"`` for a width other than the tutorial's 32
-    (as ``models.zoo`` names its runs): runs of different widths are different architectures, never
+    (as ``models.zoo.cli`` names its runs): runs of different widths are different architectures, never
     seeds of one."""
     return f"{pe} L{n_layers} H{n_heads}" + ("" if d_model == 32 else f" D{d_model}")
 

@@ -21,7 +21,7 @@ from analyses.zoo_summary.result import MEASURED, RunSummary
 from interp import metrics
 from interp.ablation import ablate_positional_encoding
 from interp.stats import UnitSums, bootstrap_ci
-from models.checkpoints import CheckpointError, load_model, sha256_file
+from models.storage.checkpoints import CheckpointError, load_model, sha256_file
 
 
 def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
@@ -52,7 +52,9 @@ def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
     finished = {p for p, _ in done}
     missing = [p.name for p, _ in listed if p not in finished]
     if not done:
-        raise UserError(f"zoo folder {zoo}: no finished run (model.pt + metrics.json); train with models.zoo")
+        raise UserError(
+            f"zoo folder {zoo}: no finished run (model.pt + metrics.json); train with python -m models.zoo"
+        )
     return done, missing
 
 

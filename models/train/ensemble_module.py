@@ -1,10 +1,10 @@
-"""The LightningModule of a seed ensemble (``models.ensemble``): M encoders of one architecture, one
-per seed, trained in one stacked forward and backward (``models.stacked``).
+"""The LightningModule of a seed ensemble (``models.train.ensemble``): M encoders of one architecture, one
+per seed, trained in one stacked forward and backward (``models.encoder.stacked``).
 
 Manual optimisation: one Adam whose parameter groups are the members (its moments and step counts
 are per member), gradient clipping at norm 5 per member, the cosine schedule; after every validation
 a member at 100% is frozen (it leaves the stacked pass, so Adam leaves it and its state untouched), and
-each member keeps the weights of its first best validation. See ``models.ensemble`` for why a member
+each member keeps the weights of its first best validation. See ``models.train.ensemble`` for why a member
 stays the run it would be alone.
 """
 
@@ -19,15 +19,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from models.config import EncoderConfig
-from models.encoder import HookedReverseEncoder
-from models.lightning_import import pl
-from models.lightning_module import CosineWarmup
-from models.stacked import stacked_logits, stacked_loss
+from models.encoder.config import EncoderConfig
+from models.encoder.hooked import HookedReverseEncoder
+from models.encoder.stacked import stacked_logits, stacked_loss
+from models.train.lightning_import import pl
+from models.train.lightning_module import CosineWarmup
 
 __all__ = ["CLIP_NORM", "EnsembleModule"]
 
-CLIP_NORM = 5.0  # models.train's gradient_clip_val
+CLIP_NORM = 5.0  # models.train.cli's gradient_clip_val
 
 
 def _scored(
@@ -73,7 +73,7 @@ class EnsembleModule(pl.LightningModule):
         self.lr, self.warmup, self.max_iters, self.betas = lr, warmup, max_iters, betas
         self.stop_at_perfect, self.log_every = stop_at_perfect, log_every_n_steps
         members = []
-        for seed in self.seeds:  # the initialisation models.train gives this seed
+        for seed in self.seeds:  # the initialisation models.train.cli gives this seed
             pl.seed_everything(seed, workers=True, verbose=False)
             members.append(HookedReverseEncoder(copy.deepcopy(config)))
         self.members = torch.nn.ModuleList(members)
@@ -146,7 +146,7 @@ class EnsembleModule(pl.LightningModule):
         per_token, correct = _scored(self.cfg, self.stacked_params(active), batch[active])
         for i, m in enumerate(active):
             record = self._val[m]
-            record[0] += float(per_token[i].sum())  # as models.train._evaluate sums one model's batch
+            record[0] += float(per_token[i].sum())  # as models.train.cli._evaluate sums one model's batch
             record[1] += int(correct[i])
             record[2] += per_token[i].numel()
 
@@ -181,7 +181,7 @@ class EnsembleModule(pl.LightningModule):
     @torch.no_grad()
     def evaluate(self, tokens: Tensor, batch_size: int = 1024, chunk: int = 256) -> list[dict[str, float]]:
         """Each member's mean loss and token accuracy with its best weights on ``tokens[M, n, pos]``:
-        ``models.train._evaluate`` for all members at once, with the same sums over the same batches of
+        ``models.train.cli._evaluate`` for all members at once, with the same sums over the same batches of
         ``batch_size`` (so the same numbers); each batch is computed in chunks of ``chunk`` sequences,
         whose activations stay in the CPU's cache."""
         states = self.best_states()

@@ -1,11 +1,11 @@
-"""Which runs may train together in one ensemble (``models.ensemble``), without importing torch: the
-zoo's planner (``models.zoo_plan``) groups runs by :func:`ensemble_key` before anything trains."""
+"""Which runs may train together in one ensemble (``models.train.ensemble``), without importing torch: the
+zoo's planner (``models.zoo.plan``) groups runs by :func:`ensemble_key` before anything trains."""
 
 from __future__ import annotations
 
 import json
 
-from models.train_args import TrainArgs, recorded_config
+from models.train.args import TrainArgs, recorded_config
 
 __all__ = ["ensemble_blocker", "ensemble_key"]
 

@@ -20,7 +20,7 @@ def _scalar(value: Any) -> Any:
     """A 0-d tensor or numpy array as its Python value; anything else unchanged.
 
     torch is not imported here (2 s): a value can only be a tensor if its caller imported torch, so
-    ``models.train_args`` and the zoo's planner answer ``--help`` and bad input without it."""
+    ``models.train.args`` and the zoo's planner answer ``--help`` and bad input without it."""
     torch = sys.modules.get("torch")
     tensor = torch is not None and isinstance(value, torch.Tensor)
     if (tensor or isinstance(value, np.ndarray)) and value.ndim == 0:

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from models.cache import NO_UNEMBED, ReverseEncoderCache
-from models.components import SPLIT_INPUT_POST_LN, Embed, OutputHead, PosEmbed, TransformerBlock
-from models.config import EncoderConfig
-from models.transformer_lens_parts import FactoredMatrix, HookedRootModule, HookPoint
+from models.encoder.cache import NO_UNEMBED, ReverseEncoderCache
+from models.encoder.components import SPLIT_INPUT_POST_LN, Embed, OutputHead, PosEmbed, TransformerBlock
+from models.encoder.config import EncoderConfig
+from models.encoder.transformer_lens_parts import FactoredMatrix, HookedRootModule, HookPoint
 
 ReturnType = Literal["logits", "loss", "both", None]
 RETURN_TYPES: tuple[str | None, ...] = ("logits", "loss", "both", None)
@@ -126,8 +126,9 @@ class HookedReverseEncoder(HookedRootModule):
         return name
 
     def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[Any, ReverseEncoderCache]:
-        """Like TransformerLens' ``run_with_cache``, returning a :class:`models.cache.ReverseEncoderCache`
-        (a ``transformer_lens.ActivationCache`` that knows where this model's LayerNorms sit)."""
+        """Like TransformerLens' ``run_with_cache``, returning a
+        :class:`models.encoder.cache.ReverseEncoderCache` (a ``transformer_lens.ActivationCache`` that
+        knows where this model's LayerNorms sit)."""
         out, cache_dict = super().run_with_cache(*args, **kwargs)
         return out, ReverseEncoderCache(
             cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False)

@@ -2,10 +2,10 @@
 
 Default grid: seeds 0..4 × heads {1, 2, 4} × layers {1, 2} × positional encoding {sinusoidal, learned},
 ``fast`` preset, plus a control without positional encoding (``none``; 1 head, 1 layer, every seed): 65
-runs; ``--d-model``, ``--seq-len`` and ``--num-categories`` take lists too (``models.zoo_plan``). Each run
-is an ordinary ``models.train`` run folder ``DIR/<preset>_<pe>_L<layers>_H<heads>_seed<s>``.
+runs; ``--d-model``, ``--seq-len`` and ``--num-categories`` take lists too (``models.zoo.plan``). Each run
+is an ordinary ``models.train.cli`` run folder ``DIR/<preset>_<pe>_L<layers>_H<heads>_seed<s>``.
 
-Engines. ``--engine ray`` (default) runs the plan's tasks as Ray tasks (``models.cluster``): without
+Engines. ``--engine ray`` (default) runs the plan's tasks as Ray tasks (``machine.cluster``): without
 ``--address`` on an embedded local Ray instance sized to this machine (loopback only, no dashboard,
 stopped afterwards); with ``--address auto|HOST:PORT`` on a running cluster. Each task trains in a
 temporary folder on its worker and returns the run folders' files; the driver writes them into DIR
@@ -16,7 +16,7 @@ worker that dies mid-task is retried by Ray (``--max-retries``). ``--engine sequ
 tasks one after the other in this process, without importing Ray (debugging; the benchmark baseline).
 
 Seeds train together (``--ensemble``, default): runs that differ only in seed are one task, a
-vectorised ensemble (``models.ensemble``, at most ``--max-ensemble`` members) whose members are saved
+vectorised ensemble (``models.train.ensemble``, at most ``--max-ensemble`` members) whose members are saved
 as ordinary run folders with the same weights as the seeds trained alone (on a CPU, one thread).
 
 Resumable: finished runs (``model.pt`` + ``metrics.json``) are skipped; an interrupted run folder (a
@@ -31,14 +31,14 @@ A task that fails (e.g. Lightning rejecting ``-- --devices 0``) is reported with
 other tasks go on, and the zoo exits with status 1. Ctrl-C stops the tasks still running (the zoo's
 Ray job ends with it); finished runs stay, and no half-written folder is left. ``--list`` prints
 the plan and its estimated time from the throughput this machine measured last
-(``models.zoo_plan.estimate``).
+(``models.zoo.plan.estimate``).
 
-Flags after ``--`` go to ``models.train`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); the
+Flags after ``--`` go to ``models.train.cli`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); the
 grid's own flags (seed, heads, layers, positional encoding, d-model, seq-len, num-categories, out,
 name, preset) cannot be given there.
 
-This module is the command line; the plan is ``models.zoo_plan``, the driver (:func:`run_zoo`,
-:class:`ZooEngine`) ``models.zoo_engine``, one task on a worker ``models.zoo_task``.
+This module is the command line; the plan is ``models.zoo.plan``, the driver (:func:`run_zoo`,
+:class:`ZooEngine`) ``models.zoo.engine``, one task on a worker ``models.zoo.task``.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from models import cluster
-from models.train_args import _Parser
-from models.zoo_engine import ENGINES, MANIFEST, ZooEngine, ZooTaskError, check_plan, run_zoo
-from models.zoo_plan import GRID_FLAGS, ZooRun, ZooSpec, check_train_args, estimate, plan_tasks, run_state
+from machine import cluster
+from models.train.args import _Parser
+from models.zoo.engine import ENGINES, MANIFEST, ZooEngine, ZooTaskError, check_plan, run_zoo
+from models.zoo.plan import GRID_FLAGS, ZooRun, ZooSpec, check_train_args, estimate, plan_tasks, run_state
 
 __all__ = ["GRID_FLAGS", "MANIFEST", "ZooEngine", "ZooRun", "ZooSpec", "ZooTaskError", "main", "run_zoo"]
 
@@ -224,9 +224,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-if __name__ == "__main__":
-    from models.quick_exit import exit_process
-
-    exit_process(main())

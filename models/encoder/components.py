@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from models.config import EncoderConfig
-from models.transformer_lens_parts import HookPoint
+from models.encoder.config import EncoderConfig
+from models.encoder.transformer_lens_parts import HookPoint
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> Float[Tensor, "max_len d_model"]:

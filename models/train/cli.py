@@ -12,14 +12,14 @@ Writes one run folder ``OUT/NAME`` (NAME defaults to ``<preset>-seed<seed>``)::
                     its metadata records that checkpoint's "step"
     metrics.json    final train/val/test loss and accuracy, steps, seconds; written last = finished
     SHA256SUMS      (here, in checkpoints/ and in snapshots/) the sha256 of each model file, recorded
-                    when it is written atomically (models.integrity) and checked by models.load_model
+                    when it is written atomically (models.storage.integrity) and checked by models.load_model
 
 A folder with ``checkpoints/last.ckpt`` and no ``metrics.json`` is an interrupted run: the same
 command continues it (from the newest intact checkpoint when ``last.ckpt`` is corrupt, see
-:mod:`models.atomic_checkpoint`). A finished run is left alone unless ``--overwrite``. A run
+:mod:`models.train.atomic_checkpoint`). A finished run is left alone unless ``--overwrite``. A run
 folder may be copied or moved (another ``--out``): it resumes from its own checkpoints, whatever paths
 Lightning recorded.
-Arguments, presets and their checks live in :mod:`models.train_args` (re-exported here).
+Arguments, presets and their checks live in :mod:`models.train.args` (re-exported here).
 
 Presets: ``tutorial`` is the tutorial's recipe (Adam 5e-4, warm-up 50, batch 128, 10 epochs, one
 validation per epoch). ``fast`` is tuned for wall-clock seconds to 100% validation accuracy on a CPU
@@ -45,8 +45,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# Re-exported: callers import TrainArgs / parse_args / build_parser / PRESETS from models.train.
-from models.train_args import (
+# Re-exported: callers import TrainArgs / parse_args / build_parser / PRESETS from models.train.cli.
+from models.train.args import (
     PRESETS,
     TrainArgs,
     build_parser,
@@ -73,7 +73,7 @@ TRAIN_EVAL_SEQUENCES = 10_000  # final train metrics use the first 10k training 
 def _write_json(path: Path, data: Any) -> None:
     """Atomic: a temp file in the same folder, then os.replace (never a half-written file, no temp
     file left when the disk is full)."""
-    from models.integrity import atomic_write
+    from models.storage.integrity import atomic_write
 
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()), record=False)
@@ -142,7 +142,7 @@ def _evaluate(model, tokens, batch_size: int = 1024) -> dict[str, float]:
     """Mean loss and token accuracy of ``model`` on ``tokens`` (targets ``tokens.flip(-1)``)."""
     import torch
 
-    from models.encoder import HookedReverseEncoder
+    from models.encoder.hooked import HookedReverseEncoder
 
     model.eval()
     loss_sum, correct = 0.0, 0
@@ -186,7 +186,7 @@ def train(args: TrainArgs | list[str] | None = None, callbacks: list | None = No
     check_out(Path(args.out))
     resume_from = None
     if plan == "resume":  # last.ckpt, or the newest intact checkpoint when it is corrupt
-        from models.atomic_checkpoint import resume_checkpoint
+        from models.train.atomic_checkpoint import resume_checkpoint
 
         resume_from = resume_checkpoint(run, _say)
 
@@ -196,15 +196,15 @@ def train(args: TrainArgs | list[str] | None = None, callbacks: list | None = No
 
 @contextmanager
 def quiet_fit(threads: int) -> Iterator[None]:
-    """The block of a fit (``models.train``'s and ``models.ensemble``'s): Lightning's loggers at WARNING
-    and its :data:`QUIET_WARNINGS` ignored, ``threads`` intra-op threads (0: torch's default); the
+    """The block of a fit (``models.train.cli``'s and ``models.train.ensemble``'s): Lightning's loggers at
+    WARNING and its :data:`QUIET_WARNINGS` ignored, ``threads`` intra-op threads (0: torch's default); the
     loggers' levels and the thread count are restored after."""
     import logging
     import warnings
 
     import torch
 
-    import models.lightning_import  # noqa: F401  (Lightning sets its loggers' levels on import: quiet them after)
+    import models.train.lightning_import  # noqa: F401  (Lightning sets its loggers' levels on import: quiet them after)
 
     quieted = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric")]
     levels = [logger.level for logger in quieted]
@@ -227,8 +227,8 @@ def quiet_fit(threads: int) -> Iterator[None]:
 def make_trainer(**kwargs: Any):
     """``pl.Trainer(**kwargs)``, with Lightning rejecting the accelerator, devices, strategy or nodes
     (its MisconfigurationException & co) said as a one-line ``ValueError`` naming those flags."""
-    from models.cluster import first_line
-    from models.lightning_import import pl
+    from machine.cluster import first_line
+    from models.train.lightning_import import pl
 
     try:
         return pl.Trainer(**kwargs)
@@ -270,11 +270,11 @@ def _fit(
 
     import torch
 
-    from models.atomic_checkpoint import AtomicCheckpointIO
-    from models.checkpoints import load_model
-    from models.datamodule import ReverseDataModule
-    from models.lightning_import import pl
-    from models.lightning_module import (
+    from models.storage.checkpoints import load_model
+    from models.train.atomic_checkpoint import AtomicCheckpointIO
+    from models.train.datamodule import ReverseDataModule
+    from models.train.lightning_import import pl
+    from models.train.lightning_module import (
         LastCheckpoint,
         ReverseTaskModule,
         RunCheckpoint,
@@ -382,11 +382,11 @@ def _fit(
 
 
 def save_run(run: Path, model, args: TrainArgs, metrics: dict[str, Any], step: int, started: float, **extra):
-    """The end of a run (``models.train``'s, and each member of ``models.ensemble``'s): ``model.pt``
+    """The end of a run (``models.train.cli``'s, and each member of ``models.train.ensemble``'s): ``model.pt``
     with the run's seed, preset, recipe, versions, best checkpoint, the ``step`` of its weights,
     ``metrics`` and ``extra`` as metadata, then ``metrics.json`` with the run's wall time since
     ``started``. Returns ``run``."""
-    from models.checkpoints import save_model
+    from models.storage.checkpoints import save_model
 
     metadata = {
         "seed": args.seed,
@@ -492,9 +492,3 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:  # e.g. piped into `head`
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes)
     return 0
-
-
-if __name__ == "__main__":
-    from models.quick_exit import exit_process
-
-    exit_process(main())

@@ -3,7 +3,7 @@
 Lightning's own ``TorchCheckpointIO`` serialises a checkpoint in memory and lets fsspec write it to a
 temp file under ``$TMPDIR`` that is then *copied* into the run folder: on a full disk the copy stops
 half-way and a truncated ``.ckpt`` stays behind. :class:`AtomicCheckpointIO` writes the temp file in
-the run folder itself and renames it (:func:`models.integrity.atomic_write`), so a failed or killed
+the run folder itself and renames it (:func:`models.storage.integrity.atomic_write`), so a failed or killed
 save leaves the previous file, and records each checkpoint's sha256 in ``checkpoints/SHA256SUMS``.
 
 :func:`resume_checkpoint` picks the file a resumed run starts from: ``last.ckpt`` when it is intact
@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from models.integrity import CheckpointError, atomic_write, check_zip, remove, verify_recorded
-from models.lightning_import import pl
+from models.storage.integrity import CheckpointError, atomic_write, check_zip, remove, verify_recorded
+from models.train.lightning_import import pl
 
 LAST = "last.ckpt"
 

@@ -1,19 +1,19 @@
 """Seeds trained together: runs that differ only in their seed, trained as one vectorised ensemble.
 
-``train_ensemble([argv_seed0, argv_seed1, ...])`` takes ``models.train`` command lines that resolve to
+``train_ensemble([argv_seed0, argv_seed1, ...])`` takes ``models.train.cli`` command lines that resolve to
 the same run except ``--seed`` and ``--name``, trains them in one Lightning ``Trainer`` and writes one
 ordinary run folder per member (``model.pt``, ``config.json``, ``versions.json``, ``metrics.json``,
 ``logs/version_0/metrics.csv``) that ``models.load_model`` reads like any other. The pieces, as for one
-run (``datamodule``, ``lightning_module``, ``train``): :mod:`models.ensemble_data` (the members' data
-stacked), :mod:`models.ensemble_module` (the stacked LightningModule) and this module (the members'
+run (``datamodule``, ``lightning_module``, ``train``): :mod:`models.train.ensemble_data` (the members' data
+stacked), :mod:`models.train.ensemble_module` (the stacked LightningModule) and this module (the members'
 command lines checked, the fit, the final evaluation and the member folders).
 
 How a member stays the run it would be alone:
 
-- initialisation: ``pl.seed_everything(seed)`` and then the encoder is built, as ``models.train`` does;
+- initialisation: ``pl.seed_everything(seed)`` and then the encoder is built, as ``models.train.cli`` does;
 - data: each member has its own ``ReverseDataModule(seed)`` splits and shuffling order; a step's batch
   is ``[M, batch, pos]``, row m being exactly member m's batch of that step;
-- forward/backward: :func:`models.stacked.stacked_logits` on the members' parameters stacked on a
+- forward/backward: :func:`models.encoder.stacked.stacked_logits` on the members' parameters stacked on a
   leading model axis (``torch.stack`` of each member's own ``nn.Parameter``s, so gradients land on
   them); each member's loss is its own batch mean, and the summed loss gives each member exactly its
   own gradient;
@@ -47,16 +47,16 @@ from typing import Any
 
 import torch
 
-from models.ensemble_args import ensemble_blocker, ensemble_key
-from models.ensemble_data import EnsembleData
-from models.ensemble_module import EnsembleModule
-from models.train_args import TrainArgs, parse_args, recorded_config
+from models.train.args import TrainArgs, parse_args, recorded_config
+from models.train.ensemble_args import ensemble_blocker, ensemble_key
+from models.train.ensemble_data import EnsembleData
+from models.train.ensemble_module import EnsembleModule
 
 __all__ = ["EnsembleData", "EnsembleModule", "ensemble_blocker", "ensemble_key", "train_ensemble"]
 
 
 def _member_args(argvs: Sequence[Sequence[str]]) -> list[TrainArgs]:
-    from models.train_args import check_out
+    from models.train.args import check_out
 
     if not argvs:
         raise ValueError("train_ensemble: no members")
@@ -87,16 +87,16 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 def train_ensemble(
     argvs: Sequence[Sequence[str]], workdir: str | Path | None = None, callbacks: list | None = None
 ) -> list[Path]:
-    """Train the members described by the ``models.train`` command lines ``argvs`` together; return
+    """Train the members described by the ``models.train.cli`` command lines ``argvs`` together; return
     their run folders, in the order of ``argvs``.
 
     Each member is written to ``workdir/<name>`` (default: its own ``--out``), which must not exist
-    yet or be empty; its config.json records the member's command line as ``models.train`` would
+    yet or be empty; its config.json records the member's command line as ``models.train.cli`` would
     (``--out`` as given), which trains the same weights alone. ``ValueError`` on bad input, before any
     training; a failure later leaves the member folders unfinished (no metrics.json). ``callbacks``
     are extra Lightning callbacks (they see the :class:`EnsembleModule`).
     """
-    from models.train import _trainer_kwargs, make_trainer, quiet_fit
+    from models.train.cli import _trainer_kwargs, make_trainer, quiet_fit
 
     started = time.perf_counter()
     members = _member_args(argvs)
@@ -128,7 +128,7 @@ def train_ensemble(
         fit_seconds = time.perf_counter() - fit_start
         if trainer.interrupted:
             raise KeyboardInterrupt
-        from models.train import TRAIN_EVAL_SEQUENCES
+        from models.train.cli import TRAIN_EVAL_SEQUENCES
 
         module.eval()
         # A member's best validation is the evaluation of its best weights on the val split.
@@ -167,7 +167,7 @@ def _write_member(
     fit_seconds: float,
     started: float,
 ) -> Path:
-    from models.train import TRAIN_EVAL_SEQUENCES, _write_json, save_run, versions
+    from models.train.cli import TRAIN_EVAL_SEQUENCES, _write_json, save_run, versions
 
     folder.mkdir(parents=True, exist_ok=True)
     command = ["python", "-m", "models.train", *map(str, argv)]
@@ -175,7 +175,7 @@ def _write_member(
     _write_json(folder / "versions.json", versions())
     model = module.best_model(m)
     metrics: dict[str, Any] = {}
-    for split in ("train", "val", "test"):  # the key order of models.train's metrics.json
+    for split in ("train", "val", "test"):  # the key order of models.train.cli's metrics.json
         metrics[f"{split}_loss"], metrics[f"{split}_acc"] = (
             evaluation[f"{split}_loss"],
             evaluation[f"{split}_acc"],

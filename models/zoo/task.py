@@ -1,10 +1,10 @@
 """One task of the model zoo, run where Ray puts it: train its runs in a private temporary folder and
 return their run folders as files, so that the driver alone writes the zoo folder.
 
-A task (see ``models.zoo_plan.ZooTask``) is one run — new, or continued from the files of an
-interrupted run that the driver sends along — or the members of one ensemble (``models.ensemble``).
-:func:`execute` takes and returns plain data (lists, dicts, bytes): it is what ``models.zoo`` hands to
-``models.cluster.run_tasks``.
+A task (see ``models.zoo.plan.ZooTask``) is one run — new, or continued from the files of an
+interrupted run that the driver sends along — or the members of one ensemble (``models.train.ensemble``).
+:func:`execute` takes and returns plain data (lists, dicts, bytes): it is what ``models.zoo.cli`` hands to
+``machine.cluster.run_tasks``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.cluster import install_folder, pack_folder
+from machine.cluster import install_folder, pack_folder
 
 
 def _with_out(argv: list[str], out: str) -> list[str]:
@@ -53,7 +53,7 @@ def _record_as(run_dir: Path, argv: list[str], out: str) -> None:
 def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Train one task; return ``{"runs": {name: {"files": {path: bytes}, "status": ...}}}``.
 
-    ``task``: ``names``, ``argvs`` (``models.train`` command lines whose ``--out`` is the zoo folder),
+    ``task``: ``names``, ``argvs`` (``models.train.cli`` command lines whose ``--out`` is the zoo folder),
     ``ensemble`` (bool), ``resume`` (``{name: files}`` of interrupted runs to continue), ``gpus``."""
     names, argvs = list(task["names"]), [list(a) for a in task["argvs"]]
     _check_gpu(float(task.get("gpus", 0.0)), names)
@@ -61,12 +61,12 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     try:
         statuses = {}
         if task["ensemble"]:
-            from models.ensemble import train_ensemble
+            from models.train.ensemble import train_ensemble
 
             train_ensemble(argvs, workdir=work)
             statuses = dict.fromkeys(names, "trained")
         else:
-            from models.train import train
+            from models.train.cli import train
 
             for name, argv in zip(names, argvs):
                 files = task.get("resume", {}).get(name)

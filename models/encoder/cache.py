@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from models.transformer_lens_parts import ActivationCache, Slice
+from models.encoder.transformer_lens_parts import ActivationCache, Slice
 
 NO_UNEMBED = (
     "there is no W_U: the output head is an MLP (Linear -> LayerNorm -> ReLU -> Linear), so logits are not "

@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from models.config import EncoderConfig
-from models.encoder import HookedReverseEncoder
-from models.lightning_import import pl
-from models.limits import iter_log_spaced_steps
+from machine.limits import iter_log_spaced_steps
+from models.encoder.config import EncoderConfig
+from models.encoder.hooked import HookedReverseEncoder
+from models.train.lightning_import import pl
 
 
 def cosine_warmup_factor(step: int, warmup: int, max_iters: int) -> float:
@@ -208,7 +208,7 @@ class SnapshotCallback(pl.Callback):
         step = trainer.global_step
         path = self.folder / f"step_{step:06d}.pt"
         if (final or step in self.steps) and trainer.is_global_zero and not path.exists():
-            from models.checkpoints import save_model
+            from models.storage.checkpoints import save_model
 
             metadata = {**self.metadata, "step": step, "epoch": trainer.current_epoch}
             save_model(pl_module.model, path, {**metadata, "final": True} if final else metadata)
@@ -232,8 +232,8 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
     """Writes ``path`` (a full Lightning checkpoint) after every validation and when training stops.
 
     Lightning's own ``save_last`` only follows a top-k save, i.e. only when val accuracy improved, so a
-    killed run could fall back many validations. ``models.train`` gives its Trainer an
-    :class:`models.atomic_checkpoint.AtomicCheckpointIO`: the file is written beside its target and
+    killed run could fall back many validations. ``models.train.cli`` gives its Trainer an
+    :class:`models.train.atomic_checkpoint.AtomicCheckpointIO`: the file is written beside its target and
     renamed, so a kill or a full disk during the write leaves the previous ``last.ckpt`` intact.
 
     A run stopped by ``max_steps`` or ``max_time`` is saved at the end of its last batch, where the

@@ -17,8 +17,8 @@ from jaxtyping import Int
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from models.data import NUM_CATEGORIES, SEQ_LEN, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, make_splits
-from models.lightning_import import pl
+from models.encoder.data import NUM_CATEGORIES, SEQ_LEN, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, make_splits
+from models.train.lightning_import import pl
 
 EVAL_BATCH_SIZE = 1024  # evaluation has no gradient: bigger batches, fewer Python round trips
 
@@ -99,7 +99,7 @@ def slice_loader(
 
 
 class ReverseDataModule(pl.LightningDataModule):
-    """Train / val / test splits of the reverse task (see :mod:`models.data`), batched by slicing.
+    """Train / val / test splits of the reverse task (see :mod:`models.encoder.data`), batched by slicing.
 
     The defaults are the tutorial's: 50,000 / 1,000 / 10,000 sequences of 16 digits from 10
     categories, training batches of 128 with the last incomplete batch dropped (390 steps per epoch).

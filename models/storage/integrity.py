@@ -13,7 +13,7 @@ Read-modify-writes of ``SHA256SUMS`` hold an ``flock`` on the folder; one writer
 Reading: :func:`readable_file_problem` names what a path is when it is not a regular file (a FIFO is
 never opened for reading: it would block), :func:`verify_recorded` compares a file with its recorded
 sha256, and :func:`check_zip` refuses a ``torch.save`` zip whose members declare more bytes than a
-checkpoint of the largest model :mod:`models.config` builds, or that inflate far beyond the file's own
+checkpoint of the largest model :mod:`models.encoder.config` builds, or that inflate far beyond the file's own
 size (a decompression bomb), before ``torch.load`` allocates anything; for a zip without a recorded
 sha256 it also checks every member's CRC-32. No torch import here.
 """
@@ -36,7 +36,7 @@ from typing import IO
 
 SUMS_NAME = "SHA256SUMS"
 FILE_MODE = 0o644  # as every other output (analyses.common writes 0644 too); mkstemp would give 0600
-# A full Lightning checkpoint of the largest model models.config builds (MAX_ELEMENTS = 2**30 float32
+# A full Lightning checkpoint of the largest model models.encoder.config builds (MAX_ELEMENTS = 2**30 float32
 # weights, 4 GiB) holds the weights and Adam's two moment tensors, 3 x 4 GiB; 1 GiB more for everything
 # else. Written out rather than imported so that this module stays free of torch (a test checks both
 # agree): 3 * 4 * MAX_ELEMENTS + 2**30.

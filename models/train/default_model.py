@@ -41,7 +41,7 @@ def default_model_dir() -> Path:
 def _cache_problem(run: Path) -> str | None:
     """Why the cached run's model cannot be used as it is, or None when it can: its ``model.pt`` must
     match the sha256 recorded when it was written, and ``metrics.json`` (written last) must parse."""
-    from models.integrity import CheckpointError, ChecksumMismatch, verify_recorded
+    from models.storage.integrity import CheckpointError, ChecksumMismatch, verify_recorded
 
     try:
         if verify_recorded(run / "model.pt") is None:
@@ -84,7 +84,7 @@ def ensure_default_model(log: Callable[[str], None] | None = None) -> Path:
             f"cannot create the model cache {target.parent}: {e.strerror or e} "
             f"(set {CACHE_ENV} to a writable folder)"
         ) from None
-    from models.train import train  # lazy: Lightning is imported only to train
+    from models.train.cli import train  # lazy: Lightning is imported only to train
 
     argv = ["--preset", "tutorial", "--stop-at-perfect", "--seed", "0"]
     if not sys.stdout.isatty():  # a progress bar redrawn into a log file or pipe is only noise

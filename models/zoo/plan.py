@@ -7,7 +7,7 @@ d_model × length × categories. A run's folder name is ``<preset>_<pe>_L<layers
 ``_D<d_model>``, ``_N<length>``, ``_C<categories>`` before ``_seed`` for values other than the
 tutorial's 32, 16 and 10 (so the default grid keeps the names it always had).
 
-Tasks: runs that differ only in their seed form one ensemble task (``models.ensemble``; at most
+Tasks: runs that differ only in their seed form one ensemble task (``models.train.ensemble``; at most
 ``max_ensemble`` members each); a run that cannot join one (dropout, snapshots, ``--max-time``, several
 devices, or an interrupted run folder to continue) is a task of its own. Tasks are ordered largest
 first (a longest-processing-time order: the big ones start early and the small ones fill the gaps).
@@ -28,7 +28,7 @@ GRID_FLAGS = (
     "--d-model", "--seq-len", "--n-ctx", "--num-categories", "--d-vocab",
 )  # fmt: skip
 DEFAULTS = {"d_model": 32, "n_ctx": 16, "d_vocab": 10}  # the tutorial's: left out of run names
-THROUGHPUT_FILE = "zoo_throughput.json"  # in models.default_model.cache_dir()
+THROUGHPUT_FILE = "zoo_throughput.json"  # in models.train.default_model.cache_dir()
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ZooRun:
 
 @dataclass
 class ZooSpec:
-    """The grid. ``train_args`` are extra ``models.train`` flags applied to every run."""
+    """The grid. ``train_args`` are extra ``models.train.cli`` flags applied to every run."""
 
     seeds: int = 5
     heads: tuple[int, ...] = (1, 2, 4)
@@ -67,7 +67,7 @@ class ZooSpec:
 
     def runs(self) -> list[ZooRun]:
         """Every run: grid first (architecture-major, seeds inner), then the controls."""
-        from models.config import POSITIONAL_EMBEDDINGS
+        from models.encoder.config import POSITIONAL_EMBEDDINGS
 
         lists = (
             ("heads", self.heads),
@@ -117,7 +117,7 @@ class ZooSpec:
         return ZooRun(f"{name}_seed{seed}", seed, n_heads, n_layers, pe, role, d_model, n_ctx, d_vocab)
 
     def train_argv(self, run: ZooRun, out: Path | str) -> list[str]:
-        """The ``models.train`` command line of one run."""
+        """The ``models.train.cli`` command line of one run."""
         return [
             "--preset", self.preset, "--seed", str(run.seed),
             "--n-heads", str(run.n_heads), "--n-layers", str(run.n_layers),
@@ -142,14 +142,14 @@ def check_train_args(args: Sequence[str]) -> None:
 def run_state(run_dir: Path, argv: Sequence[str] | None = None) -> tuple[str, int | None]:
     """("finished" | "partial" | "new", metrics.json mtime) from the files a run folder holds.
 
-    With the run's ``models.train`` command line ``argv``, a finished run that ``models.train`` would
+    With the run's ``models.train.cli`` command line ``argv``, a finished run that ``models.train.cli`` would
     continue — stopped by ``--max-time``, or by a ``--max-steps`` below the new one, with its
     ``checkpoints/last.ckpt`` — is "extendable"."""
     metrics = run_dir / "metrics.json"
     if (run_dir / "model.pt").is_file() and metrics.is_file():
         stamp = metrics.stat().st_mtime_ns
         if argv is not None and (run_dir / "checkpoints" / "last.ckpt").is_file():
-            from models.train_args import parse_args
+            from models.train.args import parse_args
 
             try:
                 done = json.loads(metrics.read_text())
@@ -170,7 +170,7 @@ class ZooTask:
     """Runs trained together in one process: one run, or the members of one ensemble."""
 
     runs: list[ZooRun]
-    argvs: list[list[str]]  # models.train command lines, --out the zoo folder
+    argvs: list[list[str]]  # models.train.cli command lines, --out the zoo folder
     ensemble: bool
     resume: bool = False  # a single run continued from the files already in the zoo folder
     note: str | None = None  # why a run trains alone
@@ -192,8 +192,8 @@ def plan_tasks(
     spec: ZooSpec, runs: Sequence[ZooRun], out: Path, ensemble: bool = True, max_ensemble: int = 8
 ) -> list[ZooTask]:
     """Group the unfinished ``runs`` into tasks (see the module docstring), largest first."""
-    from models.ensemble_args import ensemble_blocker, ensemble_key
-    from models.train_args import parse_args
+    from models.train.args import parse_args
+    from models.train.ensemble_args import ensemble_blocker, ensemble_key
 
     tasks: list[ZooTask] = []
     groups: dict[str, list[tuple[ZooRun, list[str]]]] = {}
@@ -220,7 +220,7 @@ def plan_tasks(
 
 # --- measured throughput and the estimate ---------------------------------------------------------
 def _throughput_path() -> Path:
-    from models.default_model import cache_dir
+    from models.train.default_model import cache_dir
 
     return cache_dir() / THROUGHPUT_FILE
 

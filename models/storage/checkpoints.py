@@ -9,17 +9,17 @@ The format is read from the file's first bytes, never from its name:
   prefixed ``model.``), or the tutorial's Lightning checkpoint (``hyper_parameters`` with
   ``model_dim``, ``num_heads``, ..., state-dict keys ``input_net.1.weight``, ``transformer.layers.l...``);
 - a msgpack map (first byte 0x80-0x8f, 0xde or 0xdf) → the tutorial's Flax parameters
-  (``flax.serialization.to_bytes``), read without Flax by :mod:`models.flax_msgpack`.
+  (``flax.serialization.to_bytes``), read without Flax by :mod:`models.storage.flax_msgpack`.
 
 A directory is a run folder and must contain ``model.pt``. Tutorial weights map onto ours by renaming
 (both keep the fused per-head ``qkv_proj``); Flax Dense kernels are [in, out], the transpose of torch's
 [out, in], and Flax LayerNorm uses eps 1e-6 instead of torch's 1e-5. Every problem raises a
 :class:`CheckpointError` naming the file and what is wrong.
 
-Before anything is unpickled (:mod:`models.integrity`): the path must be a regular file (a FIFO or a
+Before anything is unpickled (:mod:`models.storage.integrity`): the path must be a regular file (a FIFO or a
 symlink loop is named, never opened for reading); a file with a sha256 recorded in its folder's
 ``SHA256SUMS`` (every model file this toolkit writes) must match it; a zip's declared member sizes
-must fit a checkpoint of the largest model :mod:`models.config` builds and must not exceed the
+must fit a checkpoint of the largest model :mod:`models.encoder.config` builds and must not exceed the
 file's own size many times over (a decompression bomb); and a zip without a recorded sha256 must
 pass its members' CRC-32 checks. Legacy pickles and Flax files without a record cannot be verified.
 """
@@ -38,12 +38,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.config import EncoderConfig
-from models.data import make_reverse_data
-from models.devices import check_device
-from models.encoder import HookedReverseEncoder
-from models.flax_msgpack import FlaxMsgpackError, flatten_tree, pack_tree, unpack_tree
-from models.integrity import (
+from machine.devices import check_device
+from machine.scalars import as_int
+from models.encoder.config import EncoderConfig
+from models.encoder.data import make_reverse_data
+from models.encoder.hooked import HookedReverseEncoder
+from models.storage.flax_msgpack import FlaxMsgpackError, flatten_tree, pack_tree, unpack_tree
+from models.storage.integrity import (
     CheckpointError,
     atomic_write,
     check_zip,
@@ -51,7 +52,6 @@ from models.integrity import (
     sha256_file,
     verify_recorded,
 )
-from models.scalars import as_int
 
 FORMAT_NAME = "reverse-encoder-interp"
 FORMAT_VERSION = 1
@@ -68,7 +68,8 @@ __all__ = ["CheckpointError", "load_model", "save_model", "sha256_file", "write_
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Temp file in the same folder, fsync, ``os.replace``, mode 0644, sha256 recorded in the folder's
-    SHA256SUMS (:func:`models.integrity.atomic_write`): never a half-written or unrecorded model file."""
+    SHA256SUMS (:func:`models.storage.integrity.atomic_write`): never a half-written or unrecorded model
+    file."""
     atomic_write(path, write, record=True)
     return Path(path)
 

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from models.scalars import as_int
+from machine.scalars import as_int
 
 # The tutorial's sizes: 50,000 / 1,000 / 10,000 sequences of 16 digits from 10 categories.
 TRAIN_SIZE, VAL_SIZE, TEST_SIZE = 50_000, 1_000, 10_000

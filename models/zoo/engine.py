@@ -1,11 +1,11 @@
-"""The zoo's driver: train a plan of runs (``models.zoo_plan``) on an engine and keep the zoo folder true.
+"""The zoo's driver: train a plan of runs (``models.zoo.plan``) on an engine and keep the zoo folder true.
 
 :func:`run_zoo` checks everything a run would check before anything is written (:func:`check_plan`),
-then trains the runs that are not finished as the plan's tasks — on Ray (``models.cluster``: each
-task trains on a worker in a temporary folder, ``models.zoo_task``, and its files are installed here
+then trains the runs that are not finished as the plan's tasks — on Ray (``machine.cluster``: each
+task trains on a worker in a temporary folder, ``models.zoo.task``, and its files are installed here
 atomically) or one after the other in this process — and rewrites ``zoo.json`` after every task.
 :class:`ZooEngine` says how (engine, cluster address, resources per task, ensembles, retries); the
-command line and the user's account of all this are in ``models.zoo``.
+command line and the user's account of all this are in ``models.zoo.cli``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models import cluster
-from models.train_args import check_out
-from models.zoo_plan import (
+from machine import cluster
+from models.train.args import check_out
+from models.zoo.plan import (
     ZooRun,
     ZooSpec,
     ZooTask,
@@ -100,10 +100,10 @@ def check_plan(out: Path, spec: ZooSpec) -> list[ZooRun]:
     """The runs of ``spec``, after every check a zoo makes before anything is written (``--list``
     makes the same): the size of the grid against the free space on ``out`` — before the plan is
     built, so that ``--seeds 10**9`` is one line instead of filling the memory with run names —
-    then every run's ``models.train`` flags (against this machine too), and no foreign folder in the
+    then every run's ``models.train.cli`` flags (against this machine too), and no foreign folder in the
     way of a run."""
-    from models.limits import free_bytes, run_disk_bytes, size, trained_weights
-    from models.train_args import parse_args
+    from machine.limits import free_bytes, run_disk_bytes, size, trained_weights
+    from models.train.args import parse_args
 
     seeds = spec.seeds
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -279,7 +279,7 @@ def _payload(out: Path, task: ZooTask, gpus: float) -> dict[str, Any]:
 
 
 def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Callable) -> None:
-    from models import zoo_task
+    from models.zoo import task as zoo_task
 
     payloads = [_payload(out, task, engine.gpus_per_task) for task in tasks]
     outcomes = cluster.run_tasks(
@@ -306,7 +306,7 @@ def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Call
 
 
 def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
-    """The sequential engine: single runs train in place (``models.train``), ensembles in a hidden
+    """The sequential engine: single runs train in place (``models.train.cli``), ensembles in a hidden
     staging folder whose member folders are then renamed into place."""
     import shutil
 
@@ -317,7 +317,7 @@ def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
         error = None
         try:
             if task.ensemble:
-                from models.ensemble import train_ensemble
+                from models.train.ensemble import train_ensemble
 
                 staging = out / f".incoming-{task.name}-{os.getpid()}"
                 try:
@@ -328,7 +328,7 @@ def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
             else:
-                from models.train import train
+                from models.train.cli import train
 
                 for run, argv in zip(task.runs, task.argvs):
                     before = run_state(out / run.name, argv)[0]

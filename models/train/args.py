@@ -2,7 +2,7 @@
 the command-line parser, and what a run folder's config.json records of them.
 
 No Lightning or torch import here: ``--help`` and bad input answer at once, and other code (the zoo)
-checks every run's flags before the first one trains. The presets' rationale is in ``models.train``.
+checks every run's flags before the first one trains. The presets' rationale is in ``models.train.cli``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from models.config import NORMALIZATIONS, POSITIONAL_EMBEDDINGS, EncoderConfig
-from models.limits import check_training
+from machine.limits import check_training
+from models.encoder.config import NORMALIZATIONS, POSITIONAL_EMBEDDINGS, EncoderConfig
 
 __all__ = [
     "ENCODER_FIELDS",
@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": dict(
         lr=5e-4, warmup=50, batch_size=128, epochs=10, val_check_interval=1.0, stop_at_perfect=False
     ),
-    # Tuned on a 2-core CPU (see models.train's docstring): reaches 100% val accuracy in ~120-160 steps.
+    # Tuned on a 2-core CPU (see models.train.cli's docstring): reaches 100% val accuracy in ~120-160 steps.
     "fast": dict(lr=7e-3, warmup=10, batch_size=32, epochs=1, val_check_interval=20, stop_at_perfect=True),
 }
 ENCODER_FIELDS = (

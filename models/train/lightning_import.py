@@ -1,8 +1,9 @@
-"""PyTorch Lightning, imported without Hugging Face transformers: ``from models.lightning_import import pl``.
+"""PyTorch Lightning, imported without Hugging Face transformers:
+``from models.train.lightning_import import pl``.
 
 Importing ``pytorch_lightning`` imports ``torchmetrics``, whose text metrics (BERTScore, InfoLM) import
 ``transformers.AutoModel`` whenever ``transformers`` is installed — and it is, as a dependency of
-transformer-lens. That cost 1.4 CPU s (6.6 → 5.2 s to import ``models.train`` and the Lightning
+transformer-lens. That cost 1.4 CPU s (6.6 → 5.2 s to import ``models.train.cli`` and the Lightning
 module, three alternating runs each) in every process that trains (each training command, each zoo
 task, each test worker), for metrics this project never uses. So when this module is the first
 to import Lightning in a process, torchmetrics' availability check (``lightning_utilities``'

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.scalars import as_float, as_int
+from machine.scalars import as_float, as_int
 
 PositionalEmbedding = Literal["sinusoidal", "learned", "none"]
 Normalization = Literal["post", "pre"]

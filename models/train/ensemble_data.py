@@ -1,4 +1,5 @@
-"""The data of a seed ensemble (``models.ensemble``): the members' splits stacked on a leading model axis.
+"""The data of a seed ensemble (``models.train.ensemble``): the members' splits stacked on a leading
+model axis.
 
 A training batch is ``[M, batch, pos]`` whose row m is exactly the batch ``ReverseDataModule(seed_m)``
 would give member m at that step (its own splits, its own shuffling order per epoch, the last
@@ -13,10 +14,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from models.data import ReverseSplits, make_splits
-from models.datamodule import EVAL_BATCH_SIZE, SliceBatchSampler, _as_is
-from models.lightning_import import pl
-from models.train_args import TrainArgs
+from models.encoder.data import ReverseSplits, make_splits
+from models.train.args import TrainArgs
+from models.train.datamodule import EVAL_BATCH_SIZE, SliceBatchSampler, _as_is
+from models.train.lightning_import import pl
 
 __all__ = ["EnsembleData"]
 

@@ -3,7 +3,7 @@
 Today's failures this prevents: ``--train-size 10**12`` allocating tokens until the process dies,
 ``--threads 100000`` crashing torch, ``--devices 100000`` on a CPU spawning a process per device,
 ``--num-nodes 2`` without a cluster waiting forever for other nodes, ``--save-every-log-steps 10**9``
-looping over a billion exponents, ``models.zoo --seeds 10**9`` building a plan of 13 billion runs.
+looping over a billion exponents, ``models.zoo.cli --seeds 10**9`` building a plan of 13 billion runs.
 
 Each check compares a *lower bound* of what the request needs with what the machine has, so a request
 that could run is never refused:
@@ -34,7 +34,7 @@ from typing import Any
 # Environment variables of the launchers Lightning can run on several nodes with (its own, torchrun,
 # SLURM, LSF, MPI): without one of them, every node waits for the others forever.
 MULTI_NODE_ENV = ("MASTER_ADDR", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE")
-EVAL_BATCH = 1024  # models.datamodule.EVAL_BATCH_SIZE (not imported: that module imports Lightning)
+EVAL_BATCH = 1024  # models.train.datamodule.EVAL_BATCH_SIZE (not imported: that module imports Lightning)
 
 
 def size(n: float) -> str:
@@ -106,7 +106,7 @@ def trained_weights(cfg: Any) -> int:
 
 
 def check_training(args: Any) -> None:
-    """``ValueError`` naming the flag when a resolved :class:`models.train_args.TrainArgs` asks for
+    """``ValueError`` naming the flag when a resolved :class:`models.train.args.TrainArgs` asks for
     more than this machine has (see the module docstring)."""
     cores = cpu_cores()
     if args.threads > cores:

@@ -1,7 +1,7 @@
 """The encoder's forward pass for M models at once: parameters stacked on a leading model axis.
 
 ``stacked_logits(cfg, params, tokens)`` computes, for every model m, exactly the function
-``HookedReverseEncoder.forward`` computes (see ``models.components``), on ``tokens[m]``:
+``HookedReverseEncoder.forward`` computes (see ``models.encoder.components``), on ``tokens[m]``:
 
     params[name]  [M, *shape of the encoder's parameter `name`]   (e.g. "blocks.0.attn.qkv_proj.weight")
     tokens        [M, batch, pos]   int64, already checked (0 <= token < d_vocab)
@@ -14,7 +14,7 @@ while this module's batched operators (``baddbmm``, one einsum over model × bat
 model's worth of Python dispatch for all M — the ``n_instances`` pattern of the toy-models literature.
 The price is a second statement of the maths, so ``tests/test_ensemble.py`` checks it against the
 hooked model for every architecture switch (post/pre-LN, each positional encoding, heads, layers).
-No hook points here: this is the training path of ``models.ensemble``; inspection goes through the
+No hook points here: this is the training path of ``models.train.ensemble``; inspection goes through the
 hooked model that every member is saved as. Dropout is not implemented (ensembles need dropout 0).
 """
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from models.config import EncoderConfig
+from models.encoder.config import EncoderConfig
 
 Params = dict[str, Tensor]
 
@@ -41,7 +41,7 @@ def _linear(x: Float[Tensor, "M b n i"], params: Params, name: str) -> Float[Ten
 
 
 def _layer_norm(x: Float[Tensor, "M b n d"], params: Params, name: str, eps: float) -> Tensor:
-    """``models.components.LayerNorm``: centre, divide by sqrt(mean square + eps), scale and shift."""
+    """``models.encoder.components.LayerNorm``: centre, divide by sqrt(mean square + eps), scale and shift."""
     x = x - x.mean(-1, keepdim=True)
     scale = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
     w, b = params[f"{name}.w"][:, None, None], params[f"{name}.b"][:, None, None]
@@ -58,7 +58,7 @@ def _add(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _attention(x: Float[Tensor, "M b n d"], params: Params, name: str, cfg: EncoderConfig) -> Tensor:
-    """``models.components.Attention`` (fused per-head qkv_proj: rows grouped by head, then q/k/v)."""
+    """``models.encoder.components.Attention`` (fused per-head qkv_proj: rows grouped by head, then q/k/v)."""
     m, b, n, _ = x.shape
     h, dh = cfg.n_heads, cfg.d_head
     qkv = _linear(x, params, f"{name}.qkv_proj").view(m, b, n, h, 3, dh)
