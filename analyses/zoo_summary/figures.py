@@ -11,6 +11,8 @@ from analyses.frame.figures import save_figure
 from analyses.zoo_summary.result import LABELS, ZooSummaryResult
 from interp.metrics import NEIGHBOUR_OFFSETS, offset_query_counts
 
+MAX_SEED_COLUMNS = 5  # seeds shown per architecture in the mean-pattern figure
+
 FIGURES = {
     "seed_metrics": "Every seed (dots, with the run's 95% bootstrap CI over evaluation sequences where it "
     "has one) and the mean over seeds with its 95% t-interval (diamonds; no interval with one seed) for each "
@@ -18,8 +20,9 @@ FIGURES = {
     "accuracy (1/C).",
     "differences": "Difference from the reference architecture (mean over seeds, 95% Welch interval); an "
     "interval that excludes 0 is a difference the seeds resolve.",
-    "mean_patterns": "Mean attention pattern of the best head (largest flip mass) of the first seed of every "
-    "architecture (outlined cells: flipped keys N−1−i).",
+    "mean_patterns": "Mean attention pattern (query position × key position) of the best head (largest "
+    "flip mass) of each seed: one row per architecture, one column per seed (at most the first "
+    f"{MAX_SEED_COLUMNS}); outlined cells: flipped keys N−1−i.",
 }
 PANELS = (
     "flip_mass",
@@ -172,22 +175,29 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
     fig.suptitle(f"Difference from {result.reference}", fontsize=10)
     save_figure(fig, directory, "differences")
 
-    firsts = [next(r for r in result.runs if r.architecture == a.name) for a in archs]
+    # One row per architecture, one column per seed (the first MAX_SEED_COLUMNS seeds): a glance shows
+    # whether the seeds of an architecture learn the same pattern, not only whether the first one does.
+    grid = [[r for r in result.runs if r.architecture == a.name][:MAX_SEED_COLUMNS] for a in archs]
     n = result.seq_len
-    cols = min(5, len(firsts))
-    rows = math.ceil(len(firsts) / cols)
+    rows, cols = len(grid), max((len(row) for row in grid), default=1)
     fig, axes = plt.subplots(
-        rows, cols, figsize=(2.9 * cols + 0.8, 3.0 * rows), squeeze=False, layout="constrained"
+        rows, cols, figsize=(2.2 * cols + 1.6, 2.3 * rows + 0.4), squeeze=False, layout="constrained"
     )
-    for ax in axes.flat[len(firsts) :]:
-        ax.axis("off")
     image = None
-    for ax, r in zip(axes.flat, firsts):
-        image = ax.imshow(r.mean_pattern, cmap="viridis", vmin=0, vmax=1)
-        plotting.outline_cells(ax, plotting.flipped_cells(n), lw=0.9)
-        ax.set_title(f"{r.architecture}\nseed {r.seed}, head {r.best_head[0]}.{r.best_head[1]}", fontsize=8)
-        ax.set_xticks([0, n - 1])
-        ax.set_yticks([0, n - 1])
+    for axes_row, runs in zip(axes, grid):
+        for col, ax in enumerate(axes_row):
+            if col >= len(runs):
+                ax.axis("off")
+                continue
+            r = runs[col]
+            image = ax.imshow(r.mean_pattern, cmap="viridis", vmin=0, vmax=1)
+            plotting.outline_cells(ax, plotting.flipped_cells(n), lw=0.9)
+            ax.set_title(f"seed {r.seed}, head {r.best_head[0]}.{r.best_head[1]}", fontsize=8)
+            ax.set_xticks([0, n - 1])
+            ax.set_yticks([0, n - 1])
+            ax.set_xlabel("key position", fontsize=7)
+            if col == 0:
+                ax.set_ylabel(f"{r.architecture}\nquery position", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="mean attention weight")
     save_figure(fig, directory, "mean_patterns")
