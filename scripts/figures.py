@@ -114,7 +114,13 @@ def threshold(m: dict, family: str, level: float = 0.99, statistic: str = "accur
 
 def breaking(m: dict) -> list[dict]:
     """The crossed 50% thresholds (per digit) of every family."""
-    return [t for t in m["thresholds"] if t["level"] == m["settings"]["breaking_level"] and t["statistic"] == "accuracy" and t["flip_mass"]["mean"] is not None]
+    return [
+        t
+        for t in m["thresholds"]
+        if t["level"] == m["settings"]["breaking_level"]
+        and t["statistic"] == "accuracy"
+        and t["flip_mass"]["mean"] is not None
+    ]
 
 
 def site(m: dict, name: str, layer: int = 0) -> dict:
@@ -150,7 +156,9 @@ class Figure:
 FIGURES: tuple[Figure, ...] = (
     Figure("flip_alignment.accuracy", "accuracy per digit", lambda m: estimate(m["accuracy"], 4)),
     Figure(
-        "flip_alignment.sequence_accuracy", "whole sequences right", lambda m: estimate(m["sequence_accuracy"], 4)
+        "flip_alignment.sequence_accuracy",
+        "whole sequences right",
+        lambda m: estimate(m["sequence_accuracy"], 4),
     ),
     Figure(
         "flip_alignment.flip_mass",
@@ -163,15 +171,21 @@ FIGURES: tuple[Figure, ...] = (
         lambda m: estimate(head0(m)["neighbour_mass"], 4),
     ),
     Figure(
-        "flip_alignment.offset_minus1", "mass at offset −1", lambda m: number(head0(m)["offset_mass"]["-1"]["mean"], 3)
+        "flip_alignment.offset_minus1",
+        "mass at offset −1",
+        lambda m: number(head0(m)["offset_mass"]["-1"]["mean"], 3),
     ),
     Figure(
-        "flip_alignment.offset_plus1", "mass at offset +1", lambda m: number(head0(m)["offset_mass"]["1"]["mean"], 3)
+        "flip_alignment.offset_plus1",
+        "mass at offset +1",
+        lambda m: number(head0(m)["offset_mass"]["1"]["mean"], 3),
     ),
     Figure(
         "flip_alignment.offset_2",
         "mass at offsets ±2 (each, mean of the two)",
-        lambda m: number((head0(m)["offset_mass"]["-2"]["mean"] + head0(m)["offset_mass"]["2"]["mean"]) / 2, 3),
+        lambda m: number(
+            (head0(m)["offset_mass"]["-2"]["mean"] + head0(m)["offset_mass"]["2"]["mean"]) / 2, 3
+        ),
     ),
     Figure(
         "flip_alignment.argmax_hit_rate",
@@ -251,7 +265,9 @@ FIGURES: tuple[Figure, ...] = (
         for n in (8, 16, 24)
     ),
     Figure("tolerance.verdict", "verdict per digit", lambda m: m["verdict"]["label"]),
-    Figure("tolerance.sequence_verdict", "verdict on whole sequences", lambda m: m["sequence_verdict"]["label"]),
+    Figure(
+        "tolerance.sequence_verdict", "verdict on whole sequences", lambda m: m["sequence_verdict"]["label"]
+    ),
     Figure(
         "tolerance.own_flip_mass", "the head's own flip mass", lambda m: estimate(m["own"]["flip_mass"], 4)
     ),
@@ -288,7 +304,9 @@ FIGURES: tuple[Figure, ...] = (
         Figure(
             f"tolerance.sequence_margin_{name}",
             f"margin to the 99% threshold on whole sequences, family {family}",
-            lambda m, family=family: estimate(threshold(m, family, statistic="sequence_accuracy")["margin"], 3),
+            lambda m, family=family: estimate(
+                threshold(m, family, statistic="sequence_accuracy")["margin"], 3
+            ),
         )
         for name, family in (("single_key", "single_key+1"), ("uniform", "uniform"))
     ),
@@ -386,7 +404,9 @@ FIGURES: tuple[Figure, ...] = (
         lambda m: estimate(site(m, "resid_pre")["off_program_max"], 4),
     ),
     Figure("interchange.selector", "which head carries the aggregate", lambda m: m["selector"]["sentence"]),
-    Figure("interchange.conclusion", "conclusion against the reverse program", lambda m: m["conclusion"]["label"]),
+    Figure(
+        "interchange.conclusion", "conclusion against the reverse program", lambda m: m["conclusion"]["label"]
+    ),
     Figure(
         "training_dynamics.argmax_lead",
         "argmax hit rate's half-way crossing against accuracy's",
@@ -505,7 +525,10 @@ def render_page(record: dict) -> str:
             continue
         run = record["runs"].get(name, {})
         lines += [f"## {name}", ""]
-        lines += [f"`{c}`" + ("  " if i < len(run.get("commands", [])) - 1 else "") for i, c in enumerate(run.get("commands", []))]
+        lines += [
+            f"`{c}`" + ("  " if i < len(run.get("commands", [])) - 1 else "")
+            for i, c in enumerate(run.get("commands", []))
+        ]
         sha = run.get("checkpoint_sha256")
         lines += [
             "",
@@ -581,12 +604,16 @@ def main(argv_: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="compare the pages with the record; no run")
     mode.add_argument("--rerun-check", action="store_true", help="run the commands; compare; write nothing")
     parser.add_argument("--only", help=f"comma-separated commands among {','.join(COMMANDS)}")
-    parser.add_argument("--work", type=Path, help="folder for the commands' outputs (default: a temporary one)")
+    parser.add_argument(
+        "--work", type=Path, help="folder for the commands' outputs (default: a temporary one)"
+    )
     args = parser.parse_args(argv_)
     names = list(COMMANDS) if not args.only else args.only.split(",")
     unknown = [n for n in names if n not in COMMANDS]
     if unknown:
-        print(f"error: --only: unknown command {unknown[0]!r} (one of {', '.join(COMMANDS)})", file=sys.stderr)
+        print(
+            f"error: --only: unknown command {unknown[0]!r} (one of {', '.join(COMMANDS)})", file=sys.stderr
+        )
         return 2
     if args.check:
         problems = check(ROOT)
@@ -601,7 +628,9 @@ def main(argv_: list[str] | None = None) -> int:
                 p
                 for page in pages(ROOT)
                 if page != ROOT / PAGE
-                for p in drift(page.read_text(encoding="utf-8"), {**_recorded(), **figures}, str(page.relative_to(ROOT)))
+                for p in drift(
+                    page.read_text(encoding="utf-8"), {**_recorded(), **figures}, str(page.relative_to(ROOT))
+                )
             ]
             print("\n".join(problems) if problems else "figures: the commands give every quoted figure")
             return 1 if problems else 0

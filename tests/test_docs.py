@@ -59,17 +59,25 @@ def test_the_readme_is_short_and_every_block_says_its_language():
 
 
 def commands(code: str) -> list[list[str]]:
-    """The words of each command line of a shell block (comments, continuations and ``&&`` handled)."""
+    """The words of each command of a shell block (comments dropped; split at &&, ||, ; and |)."""
     out = []
     for line in code.replace("\\\n", " ").splitlines():
-        for part in re.split(r"&&|\|\||;", line):
-            words = shlex.split(part, comments=True)
-            if words:
-                out.append(words)
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in {"&&", "||", ";", "|"}:
+                if words:
+                    out.append(words)
+                words = []
+            else:
+                words.append(token)
     return out
 
 
-@pytest.mark.parametrize("where,code", SHELL_BLOCKS, ids=[f"{w}#{i}" for i, (w, _) in enumerate(SHELL_BLOCKS)])
+@pytest.mark.parametrize(
+    "where,code", SHELL_BLOCKS, ids=[f"{w}#{i}" for i, (w, _) in enumerate(SHELL_BLOCKS)]
+)
 def test_shell_blocks_parse_and_name_real_modules_and_files(where, code):
     check = subprocess.run(["bash", "-n"], input=code, text=True, capture_output=True)
     assert check.returncode == 0, (where, check.stderr)
@@ -115,7 +123,7 @@ def test_python_blocks_run_as_printed(page, fresh_clone, capsys):
         assert len(namespace["df"]) > 0
 
 
-# --- figures ------------------------------------------------------------------------------------------------
+# --- figures ---------------------------------------------------------------------------------------------
 def test_every_quoted_figure_is_the_recorded_one():
     """README, docs pages, the generated page and the PNGs agree with docs/figures/figures.json."""
     assert figures.check(ROOT) == []
@@ -141,14 +149,18 @@ def test_figures_come_from_their_command_and_a_changed_one_fails_the_check(tmp_p
         "| flip mass | <!--fig:flip_alignment.flip_mass-->0.5<!--/fig--> |\n"
         "accuracy <!--fig:flip_alignment.accuracy-->?<!--/fig-->.\n"
     )
-    (root / "docs" / "guide" / "x.md").write_text("entropy <!--fig:flip_alignment.entropy-->1<!--/fig--> nats\n")
+    (root / "docs" / "guide" / "x.md").write_text(
+        "entropy <!--fig:flip_alignment.entropy-->1<!--/fig--> nats\n"
+    )
     work = tmp_path / "work"
     work.mkdir()
     extra = ["--checkpoint", str(trained_fast_run), "--num-sequences", "200", "--bootstrap-resamples", "50"]
     got, runs = figures.collect(["flip_alignment"], work, extra=extra)
     metrics = json.loads((work / "flip_alignment" / "metrics.json").read_text())
     flip = metrics["layers"][0]["heads"][0]["flip_mass"]
-    assert got["flip_alignment.flip_mass"] == f"{flip['mean']:.4f} [{flip['ci_low']:.4f}, {flip['ci_high']:.4f}]"
+    assert (
+        got["flip_alignment.flip_mass"] == f"{flip['mean']:.4f} [{flip['ci_low']:.4f}, {flip['ci_high']:.4f}]"
+    )
     assert runs["flip_alignment"]["num_sequences"] == 200
     figures.write(root, got, runs, {"flip_alignment": work / "flip_alignment"})
     readme = (root / "README.md").read_text()
@@ -163,7 +175,9 @@ def test_figures_come_from_their_command_and_a_changed_one_fails_the_check(tmp_p
     (root / "docs" / "guide" / "y.md").write_text("<!--fig:flip_alignment.nonsense-->1<!--/fig-->\n")
     (root / "docs" / "figures" / "flip_alignment" / "offset_profile.png").unlink()
     problems = figures.check(root)
-    assert any(p.startswith("README.md:1: flip_alignment.flip_mass shows '0.9999 [0.9, 1.0]'") for p in problems)
+    assert any(
+        p.startswith("README.md:1: flip_alignment.flip_mass shows '0.9999 [0.9, 1.0]'") for p in problems
+    )
     assert any("docs/guide/y.md:1: unknown figure 'flip_alignment.nonsense'" in p for p in problems)
     assert any("offset_profile.png: missing" in p for p in problems)
     page = root / figures.PAGE
@@ -193,8 +207,10 @@ def test_the_readme_lab_link_applies_every_setting(browser, tmp_path):
     assert not w.errors
 
 
-# --- the site ---------------------------------------------------------------------------------------------------
-EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//|@import\s+url\(\s*["']?(?:https?:)?//|url\(\s*["']?https?://""")
+# --- the site ------------------------------------------------------------------------------------------
+EXTERNAL = re.compile(
+    r"""(?:src|href)\s*=\s*["'](?:https?:)?//|@import\s+url\(\s*["']?(?:https?:)?//|url\(\s*["']?https?://"""
+)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +238,9 @@ def test_the_built_site_loads_nothing_from_the_network(site):
                 text = re.sub(r"<a\s[^>]*>", "", text)
             loaded += [f"{path.relative_to(site)}: {m.group(0)}" for m in EXTERNAL.finditer(text)]
     assert not loaded, loaded[:10]
-    assert (site / "api" / "models.html").is_file() and "load_model" in (site / "api" / "models.html").read_text()
+    assert (site / "api" / "models.html").is_file() and "load_model" in (
+        site / "api" / "models.html"
+    ).read_text()
 
 
 def test_the_built_site_works_offline_in_a_browser(site, browser):
