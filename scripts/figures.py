@@ -66,7 +66,7 @@ PNGS: dict[str, tuple[str, ...]] = {
     "qk_circuit": ("similarity_vs_attention",),
     "pe_ablation": ("conditions",),
     "head_ablation": ("pattern_interventions",),
-    "length_generalisation": ("attention_targets",),
+    "length_generalisation": ("accuracy",),
     "tolerance": ("tolerance_curves",),
     "interchange": ("iia",),
     "training_dynamics": ("progress",),
