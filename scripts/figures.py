@@ -495,6 +495,8 @@ def drift(text: str, figures: dict[str, str], where: str) -> list[str]:
     for match in MARKER.finditer(text):
         key, shown = match.group(1), match.group(2)
         line = text.count("\n", 0, match.start()) + 1
+        if not text[text.rfind("\n", 0, match.start()) + 1 : match.start()].strip():
+            problems.append(f"{where}:{line}: {key} starts a line (Markdown reads it as an HTML block)")
         if key not in figures:
             problems.append(f"{where}:{line}: unknown figure {key!r}")
         elif shown != figures[key]:

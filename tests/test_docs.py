@@ -172,13 +172,16 @@ def test_figures_come_from_their_command_and_a_changed_one_fails_the_check(tmp_p
     assert not [p for p in problems if "flip_alignment" in p and "missing" in p]
 
     (root / "README.md").write_text(readme.replace(got["flip_alignment.flip_mass"], "0.9999 [0.9, 1.0]"))
-    (root / "docs" / "guide" / "y.md").write_text("<!--fig:flip_alignment.nonsense-->1<!--/fig-->\n")
+    (root / "docs" / "guide" / "y.md").write_text(
+        "<!--fig:flip_alignment.nonsense-->1<!--/fig-->\n"
+    )  # line start
     (root / "docs" / "figures" / "flip_alignment" / "offset_profile.png").unlink()
     problems = figures.check(root)
     assert any(
         p.startswith("README.md:1: flip_alignment.flip_mass shows '0.9999 [0.9, 1.0]'") for p in problems
     )
     assert any("docs/guide/y.md:1: unknown figure 'flip_alignment.nonsense'" in p for p in problems)
+    assert any("docs/guide/y.md:1: flip_alignment.nonsense starts a line" in p for p in problems)
     assert any("offset_profile.png: missing" in p for p in problems)
     page = root / figures.PAGE
     page.write_text(page.read_text() + "edited\n")
