@@ -408,6 +408,16 @@ FIGURES: tuple[Figure, ...] = (
         "interchange.conclusion", "conclusion against the reverse program", lambda m: m["conclusion"]["label"]
     ),
     Figure(
+        "training_dynamics.snapshots",
+        "snapshots evaluated, and the last one's step",
+        lambda m: f"{len(m['snapshots'])} snapshots over {m['snapshots'][-1]['step']:,} steps",
+    ),
+    Figure(
+        "training_dynamics.excluded_loss",
+        "loss of the final model with the flipped key removed from every row (nats)",
+        lambda m: estimate(m["snapshots"][-1]["excluded_loss"], 2),
+    ),
+    Figure(
         "training_dynamics.argmax_lead",
         "argmax hit rate's half-way crossing against accuracy's",
         lambda m: steps_apart(comparison(m, "argmax_hit_rate")),
