@@ -449,14 +449,26 @@ def run_command(name: str, work: Path, extra: Iterable[str] = (), train_extra: I
         else:
             words += ["--out", str(out), "--quiet", *extra]
         print(f"figures: {command}", file=sys.stderr, flush=True)
-        subprocess.run(words, cwd=work, check=True)
+        code = subprocess.run(words, cwd=work).returncode
+        if code != 0:  # nothing is written: the record and the pages are rewritten only after every run
+            raise SystemExit(f"error: {command} (in {work}) exited with {code}; nothing was rewritten")
     return out
 
 
 def read_figures(name: str, out: Path) -> dict[str, str]:
     """Every figure of ``name`` from its output folder's metrics.json."""
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    return {f.key: f.read(metrics) for f in FIGURES if f.analysis == name}
+    figures = {}
+    for f in FIGURES:
+        if f.analysis == name:
+            try:
+                figures[f.key] = f.read(metrics)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:  # the schema moved on
+                raise SystemExit(
+                    f"error: {f.key}: cannot read it from {out / 'metrics.json'} "
+                    f"({type(exc).__name__}: {exc}); update its reader in scripts/figures.py (FIGURES)"
+                ) from None
+    return figures
 
 
 def record_run(name: str, out: Path) -> dict:
