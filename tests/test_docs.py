@@ -246,6 +246,13 @@ def test_the_built_site_loads_nothing_from_the_network(site):
     ).read_text()
 
 
+def test_the_api_reference_reads_the_docstrings_without_sphinx_roles(site):
+    interp_page = (site / "api" / "interp.html").read_text(encoding="utf-8")
+    assert "bootstrap" in interp_page and "flip_mass" in interp_page  # functions of interp, documented
+    for page in (site / "api").glob("*.html"):
+        assert not re.search(r":(func|class|mod):<code>", page.read_text(encoding="utf-8")), page.name
+
+
 def test_the_built_site_works_offline_in_a_browser(site, browser):
     from test_report_browser import Watched
 
