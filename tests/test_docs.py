@@ -260,6 +260,12 @@ def test_the_built_site_works_offline_in_a_browser(site, browser):
     for page in ("index.html", "guide/analyses.html", "api/interp.html"):
         w.page.goto((site / page).as_uri())
         w.page.wait_for_load_state("load")
+    w.page.click("input.md-search__input")  # search, from file://: the index is a script beside the pages
+    w.page.keyboard.type("tolerance", delay=20)
+    w.page.wait_for_function(
+        "document.querySelector('.md-search-result__meta').innerText.includes('matching')"
+    )
+    assert "The analyses" in w.page.inner_text(".md-search-result__list")
     assert all(r.startswith(("file://", "data:", "blob:")) for r in w.requests), w.requests
     images = w.page.goto((site / "guide" / "analyses.html").as_uri()) and w.page.eval_on_selector_all(
         "img", "imgs => imgs.map(i => i.naturalWidth)"
