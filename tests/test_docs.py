@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import figures  # noqa: E402  (scripts/figures.py)
 
 FENCE = re.compile(r"^( *)```([^\n`]*)\n(.*?)^\1```", re.S | re.M)
-LANGUAGES = {"python", "bash", "text"}  # text: diagrams and layouts, not code
+SHELLS = {"bash", "sh", "shell"}
+# python: executed; a shell: parsed, its commands checked; json: parsed; text: diagrams and output, not code
+LANGUAGES = {"python", *SHELLS, "json", "text"}
 
 
 def pages() -> list[Path]:
@@ -48,7 +50,8 @@ def name(path: Path) -> str:
 
 
 PYTHON_PAGES = [p for p in pages() if any(lang == "python" for lang, _ in blocks(p))]
-SHELL_BLOCKS = [(name(p), code) for p in pages() for lang, code in blocks(p) if lang == "bash"]
+SHELL_BLOCKS = [(name(p), code) for p in pages() for lang, code in blocks(p) if lang in SHELLS]
+JSON_BLOCKS = [(name(p), code) for p in pages() for lang, code in blocks(p) if lang == "json"]
 
 
 def test_the_readme_is_short_and_every_block_says_its_language():
@@ -56,6 +59,11 @@ def test_the_readme_is_short_and_every_block_says_its_language():
     found = {(name(p), lang) for p in pages() for lang, _ in blocks(p)}
     assert {lang for _, lang in found} <= LANGUAGES, sorted(x for x in found if x[1] not in LANGUAGES)
     assert len(PYTHON_PAGES) >= 2 and len(SHELL_BLOCKS) >= 5  # the finder finds them
+    for where, code in JSON_BLOCKS:  # none today; a page's JSON example must parse
+        try:
+            json.loads(code)
+        except json.JSONDecodeError as exc:
+            raise AssertionError(f"{where}: {exc}") from None
 
 
 def commands(code: str) -> list[list[str]]:
