@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORD = Path("docs/figures/figures.json")  # relative to the root
 PAGE = Path("docs/guide/figures.md")
 PNG_DIR = Path("docs/figures")
-MARKER = re.compile(r"<!--fig:([A-Za-z0-9_.+-]+)-->(.*?)<!--/fig-->", re.S)
+MARKER = re.compile(r"(?<!`)<!--fig:([A-Za-z0-9_.+-]+)-->(.*?)<!--/fig-->", re.S)  # `quoted` ones: examples
 
 # The documented commands, as a reader types them (see docs/guide/analyses.md). Analysis commands get
 # ``--out WORK/<name> --quiet`` appended; training_dynamics' two commands run in WORK.
