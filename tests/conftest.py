@@ -158,6 +158,7 @@ LONGEST_FIRST = [
     "test_report_build.py",  # 24 s
     "test_zoo_cluster.py",  # 23 s
     "test_report_lab.py",  # 22 s
+    "test_docs.py",  # ~25 s? (91 s at load 15): the site's strict build, a small command, the snippets
     "test_notebook.py",  # 16 s
     "test_zoo.py",  # 14 s
     "test_transformer_lens.py",  # 12 s

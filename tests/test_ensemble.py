@@ -2,7 +2,7 @@
 the hooked model, and ensemble members against the same seeds trained alone — equal to the last bit on a
 CPU with
 one thread (the tolerance the measurement supports: every weight of every member of the default zoo
-was equal, see the README), stop at 100% per member included."""
+was equal, see docs/guide/zoo.md), stop at 100% per member included."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The flip-alignment result object and its renderings as metrics.json, metrics.csv rows and text.
 
 Schema of metrics.json (``schema_version`` 2; unchanged from 1, which differed only in metrics.csv) is
-documented in the README; the core keys
+documented in docs/guide/metrics-json.md; the core keys
 (``accuracy`` and ``layers[l].heads[h].{flip_mass, offset_mass, argmax_hit_rate, entropy,
 per_position_flip_mass}``, each an ``{"mean", "ci_low", "ci_high"}`` object) are a contract.
 """
@@ -106,7 +106,7 @@ class FlipAlignmentResult(AnalysisResult):
         return np.array([[values(getattr(h, name)) for h in layer] for layer in self.layers], dtype=float)
 
     def to_dict(self) -> dict[str, Any]:
-        """The metrics.json document (schema in the README, version ``SCHEMA_VERSION``)."""
+        """The metrics.json document (schema in docs/guide/metrics-json.md, version ``SCHEMA_VERSION``)."""
         n = self.seq_len
         return {
             **self.header(),

@@ -2,7 +2,7 @@
 
 tokens [batch, pos] → one-hot → Linear → + positional encoding → blocks → output head → logits
 [batch, pos, d_vocab]. Every intermediate tensor passes through a named ``HookPoint``; the hook
-names are the public API of the internals (see the README).
+names are the public API of the internals (see docs/guide/model.md).
 """
 
 from __future__ import annotations

@@ -57,24 +57,24 @@ from models.zoo.plan import GRID_FLAGS, ZooRun, ZooSpec, check_train_args, estim
 __all__ = ["GRID_FLAGS", "MANIFEST", "ZooEngine", "ZooRun", "ZooSpec", "ZooTaskError", "main", "run_zoo"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _integer_at_least(low: int, kind: str):
+    """An argparse type: an integer ≥ ``low``, refused as "expected a <kind> integer, got ..."."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {value}")
+        return value
+
+    parse.__name__ = f"{kind.replace('-', '_')}_int"  # argparse's "invalid <name> value" fallback
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+_positive_int = _integer_at_least(1, "positive")
+_non_negative_int = _integer_at_least(0, "non-negative")
 
 
 def _number(text: str) -> float:

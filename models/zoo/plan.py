@@ -250,7 +250,7 @@ def record_throughput(engine: str, ensemble: bool, slots: float, runs: int, seco
         pass  # an estimate is a convenience: never fail a zoo for it
 
 
-# Measured by benchmarks/zoo_time.py on this project's 2-core machine at load 3-5 (the README's figures);
+# Measured by benchmarks/zoo_time.py on this project's 2-core machine at load 3-5 (docs/guide/performance.md);
 # used until this machine has measured its own.
 DEFAULT_RUNS_PER_MINUTE = {
     "ray/ensemble": 21.6,

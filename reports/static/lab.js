@@ -91,7 +91,8 @@
     return v;
   }
   function decodeFragment(hash) { // -> state, or throws an Error naming the problem
-    var s = defaults(), p = new URLSearchParams(hash.slice(4)), known = ["pe", "alpha", "at", "tau", "rep", "mix", "heads", "pins"];
+    // a literal "+" (rep=flip+1, as typed in a link) is a plus, not a space: no lab value holds a space
+    var s = defaults(), p = new URLSearchParams(hash.slice(4).replace(/\+/g, "%2B")), known = ["pe", "alpha", "at", "tau", "rep", "mix", "heads", "pins"];
     p.forEach(function (value, key) { if (known.indexOf(key) < 0) throw new Error("unknown field \u201c" + key + "\u201d"); });
     if (p.has("pe")) {
       if (!hasPE) throw new Error("this model has no positional encoding");
