@@ -42,13 +42,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.ablation import check_heads, intervene
+from interp.proportions import proportion_interval
 from interp.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     Estimate,
     UnitSums,
     bootstrap_distributions,
-    percentile_interval,
 )
 from machine.scalars import as_int
 
@@ -280,10 +280,19 @@ def summarise_units(
     seed: int | list[int] = 0,
 ) -> InterchangeSummary:
     """Bootstrap the :func:`pair_rows` summed in ``units`` (under the name ``"row"``): every statistic
-    is a mean over pairs and all share one set of resamples; ``off_program_max`` is recomputed on each."""
+    is a mean over pairs and all share one set of resamples.
+
+    Every statistic is a proportion (of the N aligned outputs, N positions, N on-program and N² − N
+    off-program cells of a pair, or of one cell), so each gets Clopper–Pearson at the effective number
+    of trials, exact at 0 and 1 (``interp.proportions``): an IIA of 100% on P pairs reads
+    [(α/2)^{1/P}, 1], not [1, 1]. ``off_program_max`` = max over the N² − N off-program cells: its
+    interval is [max_k low_k, max_k high_k], the highs at confidence 1 − α/(N² − N) (Bonferroni: all
+    cells' upper bounds hold at once, so the max's does), the lows at 1 − α (max_k p_k ≥ p_k ≥ low_k).
+    """
     [(point, reps)] = bootstrap_distributions([units.table("row")], resamples, seed)
-    low, high = percentile_interval(reps, confidence)
     n = (math.isqrt(4 * len(point) - 15) - 1) // 2  # 4 + n + n² columns: 4·len − 15 = (2n + 1)²
+    trials = np.array([n, n] + [1] * n + [n, max(n * n - n, 1)] + [1] * (n * n), dtype=np.float64)
+    low, high = proportion_interval(point, reps, units.num_sequences, trials, confidence)
 
     def est(k: int) -> Estimate:
         return Estimate(float(point[k]), float(low[k]), float(high[k]))
@@ -292,7 +301,11 @@ def summarise_units(
     cells = slice(4 + n, None)
     off = ~on.reshape(-1)
     max_point = float(point[cells][off].max())
-    max_low, max_high = percentile_interval(reps[:, cells][:, off].max(1, keepdims=True), confidence)
+    strict = 1.0 - (1.0 - confidence) / max(int(off.sum()), 1)
+    _, cell_high = proportion_interval(
+        point[cells][off], reps[:, cells][:, off], units.num_sequences, 1, strict
+    )
+    max_low, max_high = [float(low[cells][off].max())], [float(cell_high.max())]
     return InterchangeSummary(
         site=site,
         layer=layer,

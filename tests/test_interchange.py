@@ -58,7 +58,11 @@ def test_a_machine_that_is_the_reverse_program_has_iia_one_and_the_programs_depe
         hits = interchange_hits(model, base, source, site)
     summary = summarise_interchange(hits, site, resamples=50)
     assert summary.iia.mean == summary.iia_whole.mean == 1.0
-    assert summary.iia.ci_low == 1.0
+    # 100% of P pairs: the exact sequence-level bound (α/2)^(1/P), never the zero-width [1, 1]
+    assert summary.iia.ci_low == pytest.approx(0.025 ** (1 / summary.num_pairs)) and summary.iia.ci_high == 1
+    # a max of 0/P over the N² − N off-program cells: the Bonferroni bound 1 − (α/2/(N² − N))^(1/P)
+    cells = N * N - N
+    assert summary.off_program_max.ci_high == pytest.approx(1 - (0.025 / cells) ** (1 / summary.num_pairs))
     assert np.array_equal(summary.dependency, program_dependency(site, N).numpy())
     assert summary.on_program.mean == 1.0 and summary.off_program_max.mean == 0.0
     assert len(summary.iia_by_position) == N

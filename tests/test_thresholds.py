@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from interp.pattern_families import PatternFamily
-from interp.stats import Estimate
+from interp.stats import Estimate, bootstrap_distribution
 from interp.thresholds import (
     CROSSED,
     NEVER_CROSSED,
@@ -62,12 +62,52 @@ def test_bootstrap_recomputes_the_crossing_per_resample():
     t = family_threshold(fam, acc, fm, 0.99, resamples=400, seed=3)
     assert t.status == "crossed" and t.bracket == (0.1, 0.2)
     assert t.flip_mass.mean == pytest.approx(0.5 - 0.1 * 0.01 / 0.04)
-    assert t.flip_mass.ci_low < t.flip_mass.mean < t.flip_mass.ci_high < 0.5
+    # the CI holds the grid bracket: between grid points 1 and 2 the curve was never observed
+    assert (t.flip_mass.ci_low, t.flip_mass.ci_high) == pytest.approx((0.4, 0.5))
+    assert (t.parameter.ci_low, t.parameter.ci_high) == pytest.approx((0.1, 0.2))
     assert t.margin.mean == pytest.approx(0.6 - t.flip_mass.mean)
     assert t.shares == {"crossed": 1.0, "never_crossed": 0.0, "starts_below": 0.0}
     again = family_threshold(fam, acc, fm, 0.99, resamples=400, seed=3)
     assert again == t  # same seed, same numbers
-    assert family_threshold(fam, acc, fm, 0.99, resamples=400, seed=4).flip_mass != t.flip_mass
+    fam, acc, fm = sigmoid_family(np.round(np.arange(0.0, 1.0001, 0.02), 10))  # crossings that vary
+    assert (
+        family_threshold(fam, acc, fm, 0.9, resamples=100, seed=4).flip_mass
+        != family_threshold(fam, acc, fm, 0.9, resamples=100, seed=5).flip_mass
+    )
+
+
+def sigmoid_family(values: np.ndarray, sequences: int = 400, seed: int = 0):
+    """A uniform-mixing family whose accuracy falls steeply (logistic in the weight, centre 0.43) and
+    whose flip mass falls linearly, 0.6 → 0.1: per-sequence accuracy = mean of 16 Bernoulli positions."""
+    rng = np.random.default_rng(seed)
+    rate = 1.0 / (1.0 + np.exp((values - 0.43) / 0.01))
+    acc = rng.binomial(16, np.tile(rate, (sequences, 1))) / 16
+    flip = np.tile(0.6 - 0.5 * values, (sequences, 1))
+    return PatternFamily("uniform", tuple(values)), acc, flip
+
+
+def test_thresholds_are_stable_under_a_five_times_finer_grid():
+    """Same sequences (same seed), grid refined 5× to include the old points: each resample's bracket
+    lies inside its old one, so the fine interval lies inside the coarse one; the fine estimate, and the
+    true crossing (weight 0.43 + 0.01·logit(0.9)... at level 0.9), lie inside both."""
+    coarse = np.round(np.arange(0.0, 1.0001, 0.1), 10)
+    fine = np.round(np.arange(0.0, 1.0001, 0.02), 10)
+    rng_acc = {}
+    for name, grid in (("coarse", coarse), ("fine", fine)):
+        fam, acc, flip = sigmoid_family(grid, seed=1)
+        rng_acc[name] = family_threshold(fam, acc, flip, 0.9, resamples=300, seed=2)
+    c, f = rng_acc["coarse"].flip_mass, rng_acc["fine"].flip_mass
+    truth = 0.6 - 0.5 * (0.43 + 0.01 * math.log(1 / 9))  # rate(w) = 0.9
+    assert c.ci_low <= f.ci_low <= f.mean <= f.ci_high <= c.ci_high
+    assert c.ci_low <= truth <= c.ci_high and f.ci_low - 0.01 <= truth <= f.ci_high + 0.01
+    assert f.ci_high - f.ci_low < c.ci_high - c.ci_low  # the finer grid is sharper
+    # the interpolated points alone (no bracket) exclude the fine grid's estimate: the mutant fails
+    fam, acc, flip = sigmoid_family(coarse, seed=1)
+    point, reps = bootstrap_distribution(np.hstack([acc, flip]), None, resamples=300, seed=2)
+    p = len(fam.values)
+    ms_rep = crossings(reps[:, :p], reps[:, p:], np.asarray(fam.values), 0.9)[0]
+    low, high = censored_interval(ms_rep, 0.95)
+    assert not low <= f.mean <= high
 
 
 def test_a_curve_that_only_sometimes_crosses_reports_a_censored_bound():

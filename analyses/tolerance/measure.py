@@ -172,6 +172,12 @@ def run(
             [(table, den), (bin_sums, bin_counts)], bootstrap_resamples, resample_seed
         )
         est = estimates(point, reps, confidence).reshape(3, p)
+        # accuracy over the N positions and sequence accuracy are proportions: Clopper–Pearson at the
+        # effective number of trials, exact at 0 and 1 (interp.proportions); flip mass percentile.
+        trials = np.repeat([seq_len, 1], p)
+        est[:2] = estimates(
+            point[: 2 * p], reps[:, : 2 * p], confidence, sequences=num_sequences, trials=trials
+        ).reshape(2, p)
         readout = readout_estimates(
             out["readout"], seq_len, bootstrap_resamples, confidence, resample_seed, counts
         )
@@ -324,7 +330,7 @@ def _adversarial(
     logit_min = torch.cat([logit_score(part).double().cpu() for part in tokens.split(batch_size)])
     shares = np.stack([(vote_min < 0).numpy(), (logit_min < 0).numpy()], 1).astype(np.float64)
     [(point, reps)] = bootstrap_distributions([(shares, None)], resamples, resample_seed)
-    share_vote, share_model = estimates(point, reps, confidence)
+    share_vote, share_model = estimates(point, reps, confidence, sequences=num_sequences)  # one trial each
     vote_search = beam_search(vote_score, tokens, c, width, steps)
     logit_search = beam_search(logit_score, tokens, c, width, steps)
     return Adversarial(
