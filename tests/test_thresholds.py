@@ -185,6 +185,17 @@ def test_verdict_labels_follow_the_documented_rules():
     assert {v.label for v in (right, partly, strict, nothing)} <= set(LABELS)
 
 
+def test_verdict_slack_is_a_tenth_of_the_own_flip_mass_and_a_straddling_margin_is_not_resolved():
+    acc, own = E(1.0, 0.0), E(0.57)
+    borderline = make_verdict(acc, own, [threshold("uniform", 0.06)])  # CI [0.05, 0.07] ∋ 0.057
+    assert borderline.label == "partly right" and "not resolved" in borderline.text
+    assert "slack 0.057 = 0.1 × the own flip mass 0.570" in borderline.rule
+    given = make_verdict(acc, own, [threshold("uniform", 0.06)], slack=0.04)
+    assert given.label == "right" and "slack 0.040 (given)" in given.rule
+    weak_head = make_verdict(acc, E(0.3), [threshold("uniform", 0.045)])  # slack 0.03: a tenth of 0.3
+    assert weak_head.label == "right"
+
+
 def test_verdict_quotes_numbers_breaking_points_and_untested_families():
     acc, own = E(1.0, 0.0), E(0.57)
     never = threshold("uniform", math.inf, status="never_crossed")

@@ -11,7 +11,7 @@ from analyses.frame.arguments import ArgumentParser, non_negative_int, positive_
 from analyses.tolerance import ANALYSIS, DEFAULT_OUT, OUTPUTS, run
 from analyses.tolerance.measure import MIXES
 from interp.pattern_families import TEMPERATURES
-from interp.tolerance_verdict import SLACK
+from interp.tolerance_verdict import SLACK_FRACTION
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -99,8 +99,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--slack",
         type=_slack,
-        default=SLACK,
-        help=f"margin the verdict asks for (default {SLACK})",
+        default=None,
+        help=f"margin in flip mass the verdict asks for (default: {SLACK_FRACTION:g} × the model's own flip mass)",
     )
     p.add_argument(
         "--adversarial-sequences",

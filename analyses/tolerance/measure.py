@@ -21,7 +21,7 @@ from interp.readout import READOUT_COLUMNS, readout_estimates, readout_statistic
 from interp.stats import bootstrap_distributions
 from interp.thresholds import family_threshold
 from interp.tolerance import BUILT_IN, family_sweep, sweep_units
-from interp.tolerance_verdict import SLACK, make_verdict
+from interp.tolerance_verdict import default_slack, make_verdict
 from machine.scalars import as_float, as_int
 
 # s = 0, 0.05, ..., 0.6, then 0.7, 0.8, 0.9, 1: every family crosses 99% and 50% below s = 0.6 on the
@@ -99,7 +99,7 @@ def run(
     single_offset: int = 1,
     level: float = 0.99,
     breaking_level: float = 0.5,
-    slack: float = SLACK,
+    slack: float | None = None,
     radius: int = 2,
     adversarial_sequences: int = 500,
     beam_width: int = 8,
@@ -109,7 +109,8 @@ def run(
 
     ``layer``/``head`` pick the head whose pattern is replaced (default: the head with the largest flip
     mass on the first batch); ``level``/``breaking_level`` are the accuracy levels of the thresholds,
-    ``slack`` the margin the verdict asks for; ``adversarial_sequences`` isolated-digit inputs are both
+    ``slack`` the margin the verdict asks for (None: a tenth of the own flip mass,
+    ``interp.tolerance_verdict.default_slack``); ``adversarial_sequences`` isolated-digit inputs are both
     the adversarial test of the readout rule and the start of the beam searches.
     """
     cfg = model.cfg
@@ -124,9 +125,10 @@ def run(
     breaking_level = _check_level(breaking_level, "breaking_level")
     if breaking_level >= level:
         raise ValueError(f"breaking_level ({breaking_level}) must be below level ({level})")
-    slack = as_float(slack, "slack")
-    if slack < 0:
-        raise ValueError(f"slack must be ≥ 0, got {slack}")
+    if slack is not None:
+        slack = as_float(slack, "slack")
+        if slack < 0:
+            raise ValueError(f"slack must be ≥ 0, got {slack}")
     single_offset = as_int(single_offset, "single_offset")
     if (layer is None) != (head is None):
         raise ValueError("give both layer and head, or neither (then the head with the largest flip mass)")
@@ -233,7 +235,7 @@ def run(
         head_choice=choice,
         level=level,
         breaking_level=breaking_level,
-        slack=slack,
+        slack=default_slack(own["flip_mass"].mean) if slack is None else slack,  # the slack used
         own=own,
         families=curves,
         thresholds=thresholds,
