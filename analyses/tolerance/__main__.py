@@ -100,7 +100,7 @@ def build_parser() -> ArgumentParser:
         "--slack",
         type=_slack,
         default=None,
-        help=f"margin in flip mass the verdict asks for (default: {SLACK_FRACTION:g} × the model's own flip mass)",
+        help=f"margin in flip mass the verdict asks for (default: {SLACK_FRACTION:g} × the own flip mass)",
     )
     p.add_argument(
         "--adversarial-sequences",
