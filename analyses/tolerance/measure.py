@@ -12,6 +12,7 @@ from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
+from analyses.tolerance.heads import head_set, parse_heads, redundancy_verdict, resolve_heads
 from analyses.tolerance.result import ANALYSIS, READOUT, Adversarial, FamilyCurve, ToleranceResult
 from interp import metrics, stats
 from interp.ablation import check_heads
@@ -104,6 +105,7 @@ def run(
     adversarial_sequences: int = 500,
     beam_width: int = 8,
     beam_steps: int = 20,
+    heads: str | Sequence[tuple[int, int]] = "auto",
 ) -> ToleranceResult:
     """Sweep the families over ``num_sequences`` random sequences (same seed, same numbers).
 
@@ -111,7 +113,10 @@ def run(
     mass on the first batch); ``level``/``breaking_level`` are the accuracy levels of the thresholds,
     ``slack`` the margin the verdict asks for (None: a tenth of the own flip mass,
     ``interp.tolerance_verdict.default_slack``); ``adversarial_sequences`` isolated-digit inputs are both
-    the adversarial test of the readout rule and the start of the beam searches.
+    the adversarial test of the readout rule and the start of the beam searches. ``heads``: a set of
+    heads also degraded jointly and one at a time (``analyses.tolerance.heads``: ``auto`` = every head
+    whose zero ablation changes the logits, ``all``, ``layer:L``, ``none`` or (layer, head) pairs);
+    a set of one head adds nothing and is skipped.
     """
     cfg = model.cfg
     seq_len = arguments.check_sampling(
@@ -142,9 +147,10 @@ def run(
     def batches() -> Iterator[torch.Tensor]:  # the same sequences each time
         return token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size)
 
+    first_batch = next(iter(batches())).to(device)
     with evaluating(model):
         if layer is None:
-            layer, head, mass = flip_head(model, next(iter(batches())).to(device))
+            layer, head, mass = flip_head(model, first_batch)
             choice = f"the largest flip mass, {mass:.3f}, of {cfg.n_layers * cfg.n_heads} head(s)"
         else:
             ((layer, head),) = check_heads(model, [(layer, head)])
@@ -217,10 +223,34 @@ def run(
     first = curves[0]
     own = {name: getattr(first, name)[first.own] for name in ("accuracy", "sequence_accuracy", "flip_mass")}
 
+    used_slack = default_slack(own["flip_mass"].mean) if slack is None else slack
+    with evaluating(model):
+        chosen, how = resolve_heads(
+            model, parse_heads(heads) if isinstance(heads, str) else heads, first_batch
+        )
+        group = (
+            head_set(
+                model,
+                batches,
+                num_sequences,
+                families,
+                chosen,
+                how,
+                level,
+                used_slack,
+                bootstrap_resamples,
+                confidence,
+                resample_seed,
+            )  # fmt: skip
+            if len(chosen) > 1
+            else None
+        )
+
     def verdict(statistic: str, unit: str) -> Any:
         at = lambda lvl: [t for t in thresholds if t.statistic == statistic and t.level == lvl]  # noqa: E731
         own_acc, own_flip = own[statistic], own["flip_mass"]
-        return make_verdict(own_acc, own_flip, at(level), at(breaking_level), level, slack, unit)
+        made = make_verdict(own_acc, own_flip, at(level), at(breaking_level), level, slack, unit)
+        return redundancy_verdict(made, group) if statistic == "accuracy" else made
 
     return ToleranceResult(
         num_sequences=num_sequences,
@@ -235,7 +265,8 @@ def run(
         head_choice=choice,
         level=level,
         breaking_level=breaking_level,
-        slack=default_slack(own["flip_mass"].mean) if slack is None else slack,  # the slack used
+        slack=used_slack,  # the slack the verdict used
+        head_set=group,
         own=own,
         families=curves,
         thresholds=thresholds,
