@@ -2,7 +2,8 @@
 
 A family's grid p = 0..P−1 (in degradation order: parameter increasing) gives an accuracy curve
 a_p and a flip-mass curve m_p (means over sequences). The *threshold* at level L (e.g. 0.99) is the
-flip mass where the curve first leaves {a ≥ L}, walking from the start of the grid:
+flip mass where the curve first leaves {a ≥ L}, walking from the model's own point (s = 0, τ = 1;
+temperatures below 1 sharpen the map and are shown on the curve but not searched):
 
     j  = min {p : a_p < L}
     t  = (a_{j−1} − L) / (a_{j−1} − a_j)
@@ -14,8 +15,8 @@ inside the grid, and are kept as censored values instead of NaN:
 
 - ``never_crossed``: a_p ≥ L at every grid point; the threshold lies below the smallest flip mass
   tested, coded m* = −∞ (θ* = +∞);
-- ``starts_below``: a_0 < L already; the threshold lies above the largest flip mass tested (m* = +∞,
-  θ* = −∞);
+- ``starts_below``: a < L already at the model's own point; the threshold lies above the largest flip
+  mass tested (m* = +∞, θ* = −∞);
 - a family with a single grid point (its identity point) cannot locate a crossing at all: status
   ``single_point``, censored on the side its one accuracy value says.
 
@@ -57,10 +58,18 @@ STATUS_NAMES = {CROSSED: "crossed", NEVER_CROSSED: "never_crossed", STARTS_BELOW
 
 
 def crossings(
-    accuracy: np.ndarray, flip: np.ndarray, parameter: np.ndarray, level: float, log_parameter: bool = False
+    accuracy: np.ndarray,
+    flip: np.ndarray,
+    parameter: np.ndarray,
+    level: float,
+    log_parameter: bool = False,
+    start: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(m*, θ*, status, j) for every curve of ``accuracy`` / ``flip`` ``[..., point]`` (see the module
-    docstring); ``parameter`` is the grid ``[point]``. j is the first grid point below L (−1 if none)."""
+    docstring); ``parameter`` is the grid ``[point]``. The walk starts at grid point ``start`` (the
+    model's own point: points before it, e.g. sharper temperatures, are not degradations and are not
+    searched); j is the first grid point from there below L (−1 if none), status ``starts_below`` when
+    point ``start`` itself is."""
     acc = np.asarray(accuracy, dtype=np.float64)
     fm = np.asarray(flip, dtype=np.float64)
     theta = np.log(parameter) if log_parameter else np.asarray(parameter, dtype=np.float64)
@@ -68,10 +77,12 @@ def crossings(
         raise ValueError(f"accuracy {acc.shape}, flip mass {fm.shape} and grid {len(theta)} disagree")
     if not 0.0 < level <= 1.0:
         raise ValueError(f"the accuracy level must be in (0, 1], got {level!r}")
-    below = acc < level
+    if not 0 <= start < len(theta):
+        raise ValueError(f"start must be a grid point 0..{len(theta) - 1}, got {start}")
+    below = acc[..., start:] < level
     any_below = below.any(-1)
-    j = np.where(any_below, np.argmax(below, axis=-1), -1)
-    status = np.where(~any_below, NEVER_CROSSED, np.where(j == 0, STARTS_BELOW, CROSSED))
+    j = np.where(any_below, np.argmax(below, axis=-1) + start, -1)
+    status = np.where(~any_below, NEVER_CROSSED, np.where(j == start, STARTS_BELOW, CROSSED))
     prev = np.maximum(j - 1, 0)
     nxt = np.maximum(j, 0)
 
@@ -201,9 +212,9 @@ def _reason(status: str, family: PatternFamily, level: float, tested: tuple[floa
         )
     if status == "starts_below":
         return (
-            f"accuracy is below {level:.0%} already at the start of the {family.name} grid "
-            f"({family.parameter} = {family.values[0]:g}): the threshold lies above the largest flip "
-            f"mass tested, {tested[1]:.3f}"
+            f"accuracy is below {level:.0%} already at the start of the {family.name} search, the "
+            f"model's own point ({family.parameter} = {family.identity:g}): the threshold lies above the "
+            f"largest flip mass tested, {tested[1]:.3f}"
         )
     return ""
 
@@ -238,9 +249,11 @@ def family_threshold(
     a_rep, m_rep = reps[:, :p], reps[:, p:]
     grid = np.asarray(family.values)
     log = family.kind == "temperature"
-    tested = (float(m_pt.min()), float(m_pt.max()))
-    m_star, th_star, status, j = crossings(a_pt, m_pt, grid, level, log)
-    ms_rep, th_rep, st_rep, _j_rep = crossings(a_rep, m_rep, grid, level, log)
+    # The walk starts at the model's own point: a sharper temperature is not a degradation (a curve that
+    # is worse when sharpened would otherwise "start below" at τ = 0.25 and report a margin of −∞).
+    tested = (float(m_pt[own:].min()), float(m_pt[own:].max()))
+    m_star, th_star, status, j = crossings(a_pt, m_pt, grid, level, log, start=own)
+    ms_rep, th_rep, st_rep, _j_rep = crossings(a_rep, m_rep, grid, level, log, start=own)
     own_pt, own_rep = float(m_pt[own]), m_rep[:, own]
     shares = {name: float(np.mean(st_rep == code)) for code, name in STATUS_NAMES.items()}
     name = STATUS_NAMES[int(status)]

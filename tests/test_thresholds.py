@@ -110,6 +110,19 @@ def test_thresholds_are_stable_under_a_five_times_finer_grid():
     assert not low <= f.mean <= high
 
 
+def test_the_temperature_search_starts_at_the_models_own_point():
+    """A model worse when sharpened (τ < 1) but fine at τ = 1: the search walks from τ = 1 upwards, so it
+    finds the crossing at larger τ instead of 'starting below' at τ = 0.25 with a margin of −∞."""
+    fam = PatternFamily("temperature", (0.25, 0.5, 1.0, 2.0, 4.0))
+    acc = np.tile([0.5, 0.9, 1.0, 1.0, 0.6], (20, 1))
+    flip = np.tile([0.95, 0.8, 0.6, 0.4, 0.2], (20, 1))
+    t = family_threshold(fam, acc, flip, 0.99, resamples=20)
+    assert t.status == "crossed" and t.bracket == (2.0, 4.0) and math.isfinite(t.margin.mean)
+    assert t.tested_flip_mass == pytest.approx((0.2, 0.6))  # the searched part of the curve: τ ≥ 1
+    m, _, status, j = crossings(acc[0], flip[0], np.asarray(fam.values), 0.99, True)
+    assert status == STARTS_BELOW and j == 0  # the old walk from the grid's start: the −∞ margin
+
+
 def test_a_curve_that_only_sometimes_crosses_reports_a_censored_bound():
     fam = PatternFamily("uniform", tuple(GRID))
     # 98 good sequences and 2 that fail at the last point: mean 0.99 − a resample may stay ≥ 0.99
