@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyses.frame import numbers
 from analyses.frame.result import SampledResult, estimate_row
 from interp.interchange import InterchangeSummary, program_dependency
 from interp.stats import Estimate, resampling_unit
@@ -21,7 +22,7 @@ LEAK = 0.05  # largest off-program change (CI high) allowed to "implements"
 
 
 def fmt(e: Estimate, digits: int = 4) -> str:
-    return f"{e.mean:.{digits}f} [{e.ci_low:.{digits}f}, {e.ci_high:.{digits}f}]"
+    return numbers.interval(e.mean, e.ci_low, e.ci_high, digits)  # ends rounded outwards
 
 
 @dataclass

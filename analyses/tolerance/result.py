@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyses.frame import numbers
 from analyses.frame.result import SampledResult, estimate_row, plain
 from interp.stats import Estimate
 from interp.thresholds import Threshold
@@ -42,6 +43,8 @@ def fmt(e: Estimate, digits: int = 3) -> str:
             return "below range"
         return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
+    if all(math.isfinite(x) for x in (e.mean, e.ci_low, e.ci_high)):
+        return numbers.interval(e.mean, e.ci_low, e.ci_high, digits)  # ends rounded outwards
     return f"{one(e.mean)} [{one(e.ci_low)}, {one(e.ci_high)}]"
 
 
