@@ -282,6 +282,7 @@ def run(
             "adversarial_sequences": adversarial_sequences,
             "beam_width": beam_width,
             "beam_steps": beam_steps,
+            "heads": heads if isinstance(heads, str) else [f"{lay}.{h}" for lay, h in heads],
         },
         config=cfg.to_dict(),
     )
