@@ -43,8 +43,9 @@ def resolve_model(
     """Load ``checkpoint`` (our ``model.pt`` or run folder, the tutorial's Lightning ``.ckpt``, its Flax
     msgpack) or, when None, the cached default model (training it on first use, logged to ``log``).
 
-    ``n_heads`` only matters for Flax files (which do not store it). Warnings of the loader reach ``log``
-    as ``note:`` lines in the command line's words (``--n-heads``), or are re-raised without a ``log``.
+    ``n_heads`` only matters for Flax files (which do not store it). The loader's guess of a Flax file's
+    head count reaches ``log`` as a ``note:`` line in the command line's words (``--n-heads``); other
+    warnings (and that one without a ``log``) are raised again as they were.
     """
     from models.storage.checkpoints import CheckpointError, load_model
 
@@ -55,12 +56,11 @@ def resolve_model(
             model = load_model(path, n_heads=n_heads, device=device)
     except CheckpointError as e:
         raise UserError(f"{'--checkpoint' if checkpoint is not None else 'default model:'} {e}") from None
-    for w in caught:  # in the words of the command line, as one "note:" line (not a raw warnings line)
-        text = str(w.message).replace(
-            "assumed n_heads=1 (pass n_heads= if", "assumed 1 head (pass --n-heads if"
-        )
-        if log is not None:
-            log(f"note: {text}")
+    for w in caught:  # the head-count guess in the command line's words, as one "note:" line
+        text = str(w.message)
+        if log is not None and "does not store its head count" in text:
+            cli = text.replace("assumed n_heads=1 (pass n_heads= if", "assumed 1 head (pass --n-heads if")
+            log(f"note: {cli}")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     # The file read (a run folder's model.pt) and its sha256, as load_model noted them: the same
