@@ -22,7 +22,7 @@ from interp.readout import READOUT_COLUMNS, readout_estimates, readout_statistic
 from interp.stats import bootstrap_distributions
 from interp.thresholds import family_threshold
 from interp.tolerance import BUILT_IN, family_sweep, sweep_units
-from interp.tolerance_verdict import default_slack, make_verdict
+from interp.tolerance_verdict import Verdict, default_slack, make_verdict
 from machine.scalars import as_float, as_int
 
 # s = 0, 0.05, ..., 0.6, then 0.7, 0.8, 0.9, 1: every family crosses 99% and 50% below s = 0.6 on the
@@ -250,6 +250,13 @@ def run(
         at = lambda lvl: [t for t in thresholds if t.statistic == statistic and t.level == lvl]  # noqa: E731
         own_acc, own_flip = own[statistic], own["flip_mass"]
         made = make_verdict(own_acc, own_flip, at(level), at(breaking_level), level, slack, unit)
+        # The regime the verdict holds in, said first: what was replaced, what was left, on which inputs.
+        others = "every other head intact" if cfg.n_layers * cfg.n_heads > 1 else "the model's only head"
+        regime = (
+            f"Regime: {num_sequences:,} random sequences of length {seq_len}; head {layer}.{head}'s pattern "
+            f"replaced along each family ({others})."
+        )
+        made = Verdict(made.label, [regime, *made.sentences], made.rule)
         return redundancy_verdict(made, group) if statistic == "accuracy" else made
 
     return ToleranceResult(
