@@ -132,7 +132,7 @@ def test_two_heads_the_flip_head_is_found(machine):
     assert (result.layer, result.head) == (0, 0) and "largest flip mass" in result.head_choice
 
 
-def test_two_heads_that_each_suffice_are_redundant_not_tolerant():
+def test_two_heads_that_each_suffice_are_redundant_not_tolerant(tmp_path, monkeypatch):
     """Each head alone keeps the model right down to s = 1 (the other head's vote decides); degraded
     together they fail where the one-head machine fails. With a slack (0.3) that every head alone keeps
     (its tightest margin, neighbours, is ≥ 0.36) and the joint degradation does not (0.18),
@@ -151,6 +151,11 @@ def test_two_heads_that_each_suffice_are_redundant_not_tolerant():
     assert group.redundant and "covering for each other" in group.sentence
     assert result.verdict.label == "partly right" and "redundant, not tolerant" in result.verdict.rule
     assert result.to_dict()["head_set"]["redundant"] is True
+    assert result.verdict.sentences[0].startswith("Regime: 200 random sequences of length 16; head 0.0's")
+    html = (
+        no_figures(monkeypatch, tolerance.OUTPUTS).write(result, tmp_path / "out") / "report.html"
+    ).read_text()
+    assert "Redundant, not tolerant." in html and "head 0.1 alone" in html and "Which rule predicts" in html
     # the main analysis alone (head 0.0 degraded, 0.1 intact) would have called it right
     lone = tolerance.run(model, **{**SMALL, "slack": 0.3, "heads": "none"})
     assert lone.head_set is None and lone.verdict.label == "right"
