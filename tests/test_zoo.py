@@ -16,7 +16,7 @@ from analyses import zoo_summary as zs
 from analyses.frame import numbers
 from analyses.zoo_summary import __main__ as zs_cli
 from analyses.zoo_summary.figures import FIGURES
-from analyses.zoo_summary.result import seed_difference, seed_stats
+from analyses.zoo_summary.result import RunSummary, seed_difference, seed_stats
 from analyses.zoo_summary.runs import discover
 from models.zoo import cli as zoo
 
@@ -166,6 +166,28 @@ def test_seed_stats_stay_in_range_and_say_when_seeds_are_too_few():
     steps = seed_stats(np.array([50.0, 55, 60, 400, 70, 65, 58, 52, 61, 1000]), 0.95)
     assert steps.ci_low >= 50 and steps.achieved >= 0.95  # a count: never negative
     assert seed_stats(np.array([0.5, np.nan, 0.5, 0.5]), 0.95).n == 3
+
+
+def test_ensemble_members_share_one_timing():
+    """M members trained in one ensemble record its wall time: one timing, and time / M per member."""
+    from analyses.zoo_summary.measure import fit_times
+    from analyses.zoo_summary.runs import training_numbers
+
+    member = training_numbers({"fit_seconds": 12.0, "ensemble": {"seeds": [0, 1, 2], "member": 1, "size": 3}})
+    assert member["fit_seconds_per_member"] == 4.0 and member["ensemble_size"] == 3
+    assert training_numbers({"fit_seconds": 5.0})["fit_seconds_per_member"] == 5.0  # a run of its own
+
+    def run(name, seeds, seconds):
+        numbers = training_numbers(
+            {"fit_seconds": seconds, "ensemble": seeds and {"seeds": seeds, "size": 3}}
+        )
+        return RunSummary(
+            name, 0, "sinusoidal", 1, 1, "trained", {}, numbers, (0, 0), np.zeros((1, 1)), "", 10
+        )
+
+    runs = [run(f"s{k}", [0, 1, 2], 12.0) for k in range(3)] + [run("alone", None, 7.0)]
+    assert fit_times(runs).tolist() == [12.0, 7.0]  # one per training, not 12, 12, 12, 7
+    assert math.isnan(seed_stats(fit_times(runs), 0.95).ci_low)  # 2 trainings: no interval
 
 
 def test_seed_difference_is_a_shift_inside_the_pairwise_differences():
