@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy.special import betaincinv
 
-from interp.proportions import clopper_pearson, proportion_interval
+from interp.proportions import binomial_estimate, clopper_pearson, proportion_interval
 from interp.seed_intervals import median_interval, shift_interval
 from interp.stats import percentile_interval, resample_counts
 
@@ -56,6 +56,9 @@ def test_clopper_pearson_known_values_and_never_zero_width():
     assert low[1] == pytest.approx(0.025**0.1) and high[1] == 1
     assert (low[2], high[2]) == pytest.approx((0.187086, 0.812914), abs=1e-6)  # R: binom.test(5, 10)
     assert (high - low > 0).all()
+    e = binomial_estimate(0, 10)
+    assert (e.mean, e.ci_low) == (0.0, 0.0) and e.ci_high == pytest.approx(1 - 0.025**0.1)
+    assert np.isnan(binomial_estimate(0, 0).mean)
 
 
 def test_binomial_harness_catches_wald():
