@@ -177,6 +177,12 @@ def run(
                 )
                 fixed[name] = _sweep(model, batches, manager, num_sequences)
                 meta[name] = ("ablation", layer, head, method)
+        if cfg.n_heads > 1:  # every head of a layer zeroed together: heads that cover for each other
+            for layer in range(cfg.n_layers):
+                together = [(layer, h) for h in range(cfg.n_heads)]
+                manager = ablate_heads(model, together, "zero", means=means, reference=reference, seed=seed)
+                fixed[f"joint/L{layer}"] = _sweep(model, batches, manager, num_sequences)
+                meta[f"joint/L{layer}"] = ("joint", layer, None, "zero")
         for layer, head in heads:
             for kind, fn in fns.items():
                 name = f"pattern/L{layer}H{head}/{kind}"
