@@ -32,6 +32,8 @@ from interp.metrics import (
     target_digit_mass,
 )
 from interp.paired import holm, paired_bootstrap_ci, wilcoxon_signed_rank
+from interp.proportions import binomial_estimate, clopper_pearson, proportion_interval
+from interp.seed_intervals import median_interval, shift_interval
 from interp.stats import (
     Estimate,
     bootstrap_ci,
@@ -125,6 +127,11 @@ __all__ = [
     "replace_pattern",
     "no_position_ceiling",
     "holm",
+    "binomial_estimate",
+    "clopper_pearson",
+    "proportion_interval",
+    "median_interval",
+    "shift_interval",
     "paired_bootstrap_ci",
     "wilcoxon_signed_rank",
     "NEIGHBOUR_OFFSETS",

@@ -27,13 +27,20 @@ interchange changes the program's output and a site that does nothing scores 0, 
 
 The *dependency matrix* D[p, k] = P(ŷ_k ≠ base prediction_k) after patching position p; the program's
 is D*[p, k] = [k = aligned output of p] (anti-diagonal for ``resid_pre``, diagonal for output sites).
+
+Which variable a site carries is searched, not assumed. The program has two kinds of variable at
+position p: the aggregate V_p = t_{N−1−p} (read by output p) and the token t_p (read by output N−1−p).
+A residual site of a deeper model can still carry its own token where the default alignment expects
+the aggregate, and would score IIA 0 against the wrong one. :func:`streamed_summary` with
+``variables=VARIABLES`` scores both alignments on the same patched predictions (one set of forwards)
+and keeps the one with the higher IIA; the summary names it (``variable``) and keeps the other's IIA.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -42,18 +49,27 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.ablation import check_heads, intervene
+from interp.proportions import proportion_interval
 from interp.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     Estimate,
     UnitSums,
     bootstrap_distributions,
-    percentile_interval,
 )
 from machine.scalars import as_int
 
 Site = Literal["z", "attn_out", "resid_mid", "resid_pre"]
 SITES: tuple[str, ...] = get_args(Site)
+# The program variable a site position p carries: the aggregate V_p = t_{N−1−p} (read by output p) or
+# the token t_p (read by output N−1−p).
+Variable = Literal["aggregate", "token"]
+VARIABLES: tuple[str, ...] = get_args(Variable)
+
+
+def default_variable(site: Site) -> Variable:
+    """The variable the program aligns with a site: the token at resid_pre, the aggregate elsewhere."""
+    return "token" if site == "resid_pre" else "aggregate"
 
 
 def _check_pair(base: Tensor, source: Tensor) -> None:
@@ -75,12 +91,16 @@ def site_hook(site: Site, layer: int) -> str:
     return f"blocks.{layer}.{names[site]}"
 
 
-def aligned_outputs(site: Site, n: int) -> Int[Tensor, " pos"]:
-    """a(p): the output aligned with the site at position p (p itself, or N − 1 − p for resid_pre)."""
+def aligned_outputs(site: Site, n: int, variable: Variable | None = None) -> Int[Tensor, " pos"]:
+    """a(p): the output aligned with the site at position p: p for the aggregate V_p, N − 1 − p for the
+    token t_p (``variable`` None: the site's :func:`default_variable`)."""
     if site not in SITES:
         raise ValueError(f"unknown site {site!r}; sites: {', '.join(SITES)}")
+    variable = default_variable(site) if variable is None else variable
+    if variable not in VARIABLES:
+        raise ValueError(f"unknown variable {variable!r}; variables: {', '.join(VARIABLES)}")
     p = torch.arange(n)
-    return p.flip(0) if site == "resid_pre" else p
+    return p.flip(0) if variable == "token" else p
 
 
 def make_sources(
@@ -121,12 +141,15 @@ def pair_batches(
 
 
 def counterfactual_outputs(
-    base: Int[Tensor, "batch pos"], source: Int[Tensor, "batch pos"], site: Site
+    base: Int[Tensor, "batch pos"],
+    source: Int[Tensor, "batch pos"],
+    site: Site,
+    variable: Variable | None = None,
 ) -> Int[Tensor, "batch site_pos pos"]:
     """The program's outputs y^{b←s} after interchanging the variable aligned with each site position."""
     _check_pair(base, source)
     n = base.shape[1]
-    a = aligned_outputs(site, n).to(base.device)
+    a = aligned_outputs(site, n, variable).to(base.device)
     out = base.flip(-1).unsqueeze(1).repeat(1, n, 1)  # [batch, p, k]
     rows = torch.arange(n, device=base.device)
     out[:, rows, a] = source.flip(-1)[:, a]
@@ -176,6 +199,26 @@ def patched_predictions(
     return logits.argmax(-1).view(k, *base.shape).transpose(0, 1)
 
 
+def hits_from_predictions(
+    predicted: Int[Tensor, "batch site_pos pos"],
+    clean: Int[Tensor, "batch pos"],
+    base: Int[Tensor, "batch pos"],
+    source: Int[Tensor, "batch pos"],
+    site: Site,
+    variable: Variable | None = None,
+) -> dict[str, Float[Tensor, "batch site_pos ..."]]:
+    """:func:`interchange_hits` from the patched and clean predictions, against ``variable``."""
+    program = counterfactual_outputs(base, source, site, variable)
+    n = base.shape[1]
+    a = aligned_outputs(site, n, variable).to(base.device)
+    rows = torch.arange(n, device=base.device)
+    return {
+        "aligned": (predicted[:, rows, a] == program[:, rows, a]).double(),
+        "whole": (predicted == program).all(-1).double(),
+        "changed": (predicted != clean.unsqueeze(1)).double(),
+    }
+
+
 @torch.no_grad()
 def interchange_hits(
     model: torch.nn.Module,
@@ -184,26 +227,18 @@ def interchange_hits(
     site: Site,
     layer: int = 0,
     head: int | None = None,
+    variable: Variable | None = None,
 ) -> dict[str, Float[Tensor, "batch site_pos ..."]]:
     """Per pair and site position: ``aligned`` and ``whole`` hits (0/1) and ``changed`` [batch, p, k]
     (the patched prediction differs from the unpatched base prediction at output k)."""
     predicted = patched_predictions(model, base, source, site, layer, head)
-    program = counterfactual_outputs(base, source, site)
-    n = base.shape[1]
-    a = aligned_outputs(site, n).to(base.device)
-    rows = torch.arange(n, device=base.device)
-    clean = model(base).argmax(-1)
-    return {
-        "aligned": (predicted[:, rows, a] == program[:, rows, a]).double(),
-        "whole": (predicted == program).all(-1).double(),
-        "changed": (predicted != clean.unsqueeze(1)).double(),
-    }
+    return hits_from_predictions(predicted, model(base).argmax(-1), base, source, site, variable)
 
 
-def program_dependency(site: Site, n: int) -> Float[Tensor, "site_pos pos"]:
+def program_dependency(site: Site, n: int, variable: Variable | None = None) -> Float[Tensor, "site_pos pos"]:
     """D*[p, k] = [k = a(p)]: which outputs the program changes when position p's variable changes."""
     d = torch.zeros(n, n, dtype=torch.float64)
-    d[torch.arange(n), aligned_outputs(site, n)] = 1.0
+    d[torch.arange(n), aligned_outputs(site, n, variable)] = 1.0
     return d
 
 
@@ -227,10 +262,14 @@ class InterchangeSummary:
     on_program: Estimate
     off_program: Estimate
     off_program_max: Estimate
+    variable: str = "aggregate"  # the program variable the site is scored against (searched)
+    other_variables: dict[str, Estimate] = field(default_factory=dict)  # the IIA against the others
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "site": self.site,
+            "variable": self.variable,
+            "iia_other_variables": {k: v.to_dict() for k, v in self.other_variables.items()},
             "layer": self.layer,
             "head": self.head,
             "num_pairs": self.num_pairs,
@@ -244,7 +283,7 @@ class InterchangeSummary:
         }
 
 
-def pair_rows(hits: dict[str, Tensor], site: Site) -> np.ndarray:
+def pair_rows(hits: dict[str, Tensor], site: Site, variable: Variable | None = None) -> np.ndarray:
     """One row per pair of :func:`interchange_hits`: the per-pair values whose means (over pairs) are
     the statistics of :class:`InterchangeSummary`: aligned hit rate, whole hit rate, aligned hit per
     position [N], on- and off-program change rates, and the change matrix [N·N] (float64)."""
@@ -252,7 +291,7 @@ def pair_rows(hits: dict[str, Tensor], site: Site) -> np.ndarray:
     whole = hits["whole"].cpu().numpy()
     changed = hits["changed"].cpu().numpy()
     b, n, _ = changed.shape
-    on = program_dependency(site, n).numpy().astype(bool)
+    on = program_dependency(site, n, variable).numpy().astype(bool)
     return np.hstack(
         [
             aligned.mean(1, keepdims=True),
@@ -278,21 +317,35 @@ def summarise_units(
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int | list[int] = 0,
+    variable: Variable | None = None,
 ) -> InterchangeSummary:
     """Bootstrap the :func:`pair_rows` summed in ``units`` (under the name ``"row"``): every statistic
-    is a mean over pairs and all share one set of resamples; ``off_program_max`` is recomputed on each."""
+    is a mean over pairs and all share one set of resamples.
+
+    Every statistic is a proportion (of the N aligned outputs, N positions, N on-program and N² − N
+    off-program cells of a pair, or of one cell), so each gets Clopper–Pearson at the effective number
+    of trials, exact at 0 and 1 (``interp.proportions``): an IIA of 100% on P pairs reads
+    [(α/2)^{1/P}, 1], not [1, 1]. ``off_program_max`` = max over the N² − N off-program cells: its
+    interval is [max_k low_k, max_k high_k], the highs at confidence 1 − α/(N² − N) (Bonferroni: all
+    cells' upper bounds hold at once, so the max's does), the lows at 1 − α (max_k p_k ≥ p_k ≥ low_k).
+    """
     [(point, reps)] = bootstrap_distributions([units.table("row")], resamples, seed)
-    low, high = percentile_interval(reps, confidence)
     n = (math.isqrt(4 * len(point) - 15) - 1) // 2  # 4 + n + n² columns: 4·len − 15 = (2n + 1)²
+    trials = np.array([n, n] + [1] * n + [n, max(n * n - n, 1)] + [1] * (n * n), dtype=np.float64)
+    low, high = proportion_interval(point, reps, units.num_sequences, trials, confidence)
 
     def est(k: int) -> Estimate:
         return Estimate(float(point[k]), float(low[k]), float(high[k]))
 
-    on = program_dependency(site, n).numpy().astype(bool)
+    on = program_dependency(site, n, variable).numpy().astype(bool)
     cells = slice(4 + n, None)
     off = ~on.reshape(-1)
     max_point = float(point[cells][off].max())
-    max_low, max_high = percentile_interval(reps[:, cells][:, off].max(1, keepdims=True), confidence)
+    strict = 1.0 - (1.0 - confidence) / max(int(off.sum()), 1)
+    _, cell_high = proportion_interval(
+        point[cells][off], reps[:, cells][:, off], units.num_sequences, 1, strict
+    )
+    max_low, max_high = [float(low[cells][off].max())], [float(cell_high.max())]
     return InterchangeSummary(
         site=site,
         layer=layer,
@@ -305,6 +358,7 @@ def summarise_units(
         on_program=est(2 + n),
         off_program=est(3 + n),
         off_program_max=Estimate(max_point, float(max_low[0]), float(max_high[0])),
+        variable=default_variable(site) if variable is None else variable,
     )
 
 
@@ -335,15 +389,30 @@ def streamed_summary(
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int | list[int] = 0,
+    variables: Sequence[Variable] | None = None,
 ) -> InterchangeSummary:
     """:func:`summarise_interchange` of ``num_pairs`` pairs that ``pairs()`` yields batch by batch
-    (e.g. :func:`pair_batches`), in memory independent of ``num_pairs`` (:class:`UnitSums`)."""
-    units = UnitSums(num_pairs)
+    (e.g. :func:`pair_batches`), in memory independent of ``num_pairs`` (:class:`UnitSums`).
+
+    ``variables`` (default: the site's own): every variable is scored on the same patched predictions,
+    and the summary of the one with the highest IIA is returned, the others' IIA in
+    ``other_variables`` (the module docstring's search)."""
+    variables = [default_variable(site)] if variables is None else list(dict.fromkeys(variables))
+    units = {v: UnitSums(num_pairs) for v in variables}
     for base, source in pairs():
-        units.add({"row": pair_rows(interchange_hits(model, base, source, site, layer, head), site)})
-    if units.seen != units.num_sequences:
-        raise ValueError(f"expected {units.num_sequences} pairs, got {units.seen}")
-    return summarise_units(units, site, layer, head, resamples, confidence, seed)
+        predicted = patched_predictions(model, base, source, site, layer, head)
+        clean = model(base).argmax(-1)
+        for v, unit in units.items():
+            hits = hits_from_predictions(predicted, clean, base, source, site, v)
+            unit.add({"row": pair_rows(hits, site, v)})
+    first = units[variables[0]]
+    if first.seen != first.num_sequences:
+        raise ValueError(f"expected {first.num_sequences} pairs, got {first.seen}")
+    found = {
+        v: summarise_units(u, site, layer, head, resamples, confidence, seed, v) for v, u in units.items()
+    }
+    best = max(variables, key=lambda v: (found[v].iia.mean, v == default_variable(site)))
+    return replace(found[best], other_variables={v: found[v].iia for v in variables if v != best})
 
 
 def head_iia(

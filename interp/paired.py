@@ -11,6 +11,9 @@
   ``zero_method``: "wilcox" drops zero differences; "pratt" ranks them but leaves them out of R±
   (μ, σ² lose the zeros' share); "zsplit" splits their ranks between R+ and R−.
   The effect size is the matched-pairs rank-biserial correlation r = (R+ − R−)/(R+ + R−) ∈ [−1, 1].
+  A p-value is never 0: below :data:`P_FLOOR` (10⁻¹⁶) neither the normal approximation nor a tail
+  computed in double precision resolves it, so p is stored as the bound P_FLOOR, read "p ≤ 10⁻¹⁶"
+  (``analyses.frame.numbers.p_value`` prints ``< 1e-16``). Holm keeps the floor (it only multiplies).
 - :func:`holm` — Holm's step-down adjusted p-values (family-wise error control).
 - :func:`paired_bootstrap_ci` — percentile-bootstrap CI of mean(x − y) resampling *pairs*; with the
   same seed it draws the very resamples ``scipy.stats.bootstrap(..., paired=True, rng=default_rng(seed))``
@@ -26,6 +29,7 @@ import numpy as np
 
 from interp.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Estimate, bootstrap_ci
 
+P_FLOOR = 1e-16  # the smallest p-value this module resolves; smaller ones are stored as this bound
 ZeroMethod = Literal["wilcox", "pratt", "zsplit"]
 ZERO_METHODS: tuple[str, ...] = get_args(ZeroMethod)
 Alternative = Literal["two-sided", "greater", "less"]
@@ -128,6 +132,7 @@ def wilcoxon_signed_rank(
             p = float(min(1.0, 2 * ndtr(-abs(z))))
         else:
             p = float(ndtr(-z) if alternative == "greater" else ndtr(z))
+    p = max(p, P_FLOOR)  # a bound, never 0 (module docstring)
     statistic = min(r_plus, r_minus) if alternative == "two-sided" else r_plus
     total = r_plus + r_minus
     return WilcoxonResult(

@@ -29,6 +29,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interp.metrics import _heads, flipped_keys
+from interp.proportions import proportion_interval
 from interp.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -235,6 +236,13 @@ def readout_estimates(
         [(num, den), (moments, m_den)], resamples, seed
     )
     low, high = percentile_interval(r_reps, confidence)
+    # Agreements and accuracies are proportions of positions: Clopper–Pearson at the effective number of
+    # trials (≤ N positions per sequence), exact at 0 and 1 (interp.proportions); vote_gap percentile.
+    sequences = n_seq if counts is None else int(round(float(per_unit.sum())))
+    share = np.array([name != "vote_gap" for name in names]).repeat(n_points)
+    low[share], high[share] = proportion_interval(
+        r_point[share], r_reps[:, share], sequences, seq_len, confidence
+    )
     out: dict[str, list[Estimate]] = {}
     for k, name in enumerate(names):
         part = slice(k * n_points, (k + 1) * n_points)

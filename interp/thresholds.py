@@ -2,7 +2,8 @@
 
 A family's grid p = 0..P−1 (in degradation order: parameter increasing) gives an accuracy curve
 a_p and a flip-mass curve m_p (means over sequences). The *threshold* at level L (e.g. 0.99) is the
-flip mass where the curve first leaves {a ≥ L}, walking from the start of the grid:
+flip mass where the curve first leaves {a ≥ L}, walking from the model's own point (s = 0, τ = 1;
+temperatures below 1 sharpen the map and are shown on the curve but not searched):
 
     j  = min {p : a_p < L}
     t  = (a_{j−1} − L) / (a_{j−1} − a_j)
@@ -14,8 +15,8 @@ inside the grid, and are kept as censored values instead of NaN:
 
 - ``never_crossed``: a_p ≥ L at every grid point; the threshold lies below the smallest flip mass
   tested, coded m* = −∞ (θ* = +∞);
-- ``starts_below``: a_0 < L already; the threshold lies above the largest flip mass tested (m* = +∞,
-  θ* = −∞);
+- ``starts_below``: a < L already at the model's own point; the threshold lies above the largest flip
+  mass tested (m* = +∞, θ* = −∞);
 - a family with a single grid point (its identity point) cannot locate a crossing at all: status
   ``single_point``, censored on the side its one accuracy value says.
 
@@ -26,6 +27,19 @@ in. Censored replicates are kept as ±∞ and the interval is read from order st
 (``np.quantile(method="inverted_cdf")``), so a bound that falls in a censored tail is reported as
 "below / above the tested range" rather than as a number. The margin is the model's own flip mass
 (the family's identity point) minus the threshold, per resample.
+
+The grid's own error is in the interval. Between two grid points the curve is not observed, so the
+linear interpolation is one guess inside the *bracket* [m_{j−1}, m_j] (and [θ_{j−1}, θ_j]): wherever the
+resampled curve really crosses, it crosses there (if accuracy falls monotonically between the two grid
+points). So the CI is read from the brackets, not from the interpolated points (:func:`brackets`):
+
+    low  = quantile_{α/2}   of min(m_{j−1}, m_j) over resamples,
+    high = quantile_{1−α/2} of max(m_{j−1}, m_j) over resamples,
+
+which holds both the sampling error and the search's own; the point estimate stays the interpolation.
+On a grid refined to include the old points, every resample's bracket lies inside its old one, so the
+new interval lies inside the old: a 5× finer grid cannot move the threshold out of the interval
+(``tests/test_thresholds.py`` checks it, and that the interpolated-only interval fails it).
 """
 
 from __future__ import annotations
@@ -44,10 +58,18 @@ STATUS_NAMES = {CROSSED: "crossed", NEVER_CROSSED: "never_crossed", STARTS_BELOW
 
 
 def crossings(
-    accuracy: np.ndarray, flip: np.ndarray, parameter: np.ndarray, level: float, log_parameter: bool = False
+    accuracy: np.ndarray,
+    flip: np.ndarray,
+    parameter: np.ndarray,
+    level: float,
+    log_parameter: bool = False,
+    start: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(m*, θ*, status, j) for every curve of ``accuracy`` / ``flip`` ``[..., point]`` (see the module
-    docstring); ``parameter`` is the grid ``[point]``. j is the first grid point below L (−1 if none)."""
+    docstring); ``parameter`` is the grid ``[point]``. The walk starts at grid point ``start`` (the
+    model's own point: points before it, e.g. sharper temperatures, are not degradations and are not
+    searched); j is the first grid point from there below L (−1 if none), status ``starts_below`` when
+    point ``start`` itself is."""
     acc = np.asarray(accuracy, dtype=np.float64)
     fm = np.asarray(flip, dtype=np.float64)
     theta = np.log(parameter) if log_parameter else np.asarray(parameter, dtype=np.float64)
@@ -55,10 +77,12 @@ def crossings(
         raise ValueError(f"accuracy {acc.shape}, flip mass {fm.shape} and grid {len(theta)} disagree")
     if not 0.0 < level <= 1.0:
         raise ValueError(f"the accuracy level must be in (0, 1], got {level!r}")
-    below = acc < level
+    if not 0 <= start < len(theta):
+        raise ValueError(f"start must be a grid point 0..{len(theta) - 1}, got {start}")
+    below = acc[..., start:] < level
     any_below = below.any(-1)
-    j = np.where(any_below, np.argmax(below, axis=-1), -1)
-    status = np.where(~any_below, NEVER_CROSSED, np.where(j == 0, STARTS_BELOW, CROSSED))
+    j = np.where(any_below, np.argmax(below, axis=-1) + start, -1)
+    status = np.where(~any_below, NEVER_CROSSED, np.where(j == start, STARTS_BELOW, CROSSED))
     prev = np.maximum(j - 1, 0)
     nxt = np.maximum(j, 0)
 
@@ -77,6 +101,31 @@ def crossings(
         th_star = np.exp(th_star)  # exp(±∞) = ∞ / 0: map −∞ back below
         th_star = np.where(status == STARTS_BELOW, -np.inf, th_star)
     return m_star, th_star, status, j
+
+
+def brackets(
+    flip: np.ndarray, parameter: np.ndarray, status: np.ndarray, j: np.ndarray, log_parameter: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The grid bracket of each crossing of :func:`crossings` (``status``, ``j``): (m_lo, m_hi, θ_lo, θ_hi),
+    the flip masses and parameters of grid points j − 1 and j (ordered); censored crossings keep their
+    ±∞ on both ends. ``flip`` is ``[..., point]``, ``parameter`` the grid ``[point]``."""
+    fm = np.asarray(flip, dtype=np.float64)
+    theta = np.asarray(parameter, dtype=np.float64)
+    prev, nxt = np.maximum(j - 1, 0), np.maximum(j, 0)
+
+    def at(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(x, k[..., None], -1)[..., 0]
+
+    m0, m1 = at(fm, prev), at(fm, nxt)
+    t0, t1 = theta[prev], theta[nxt]
+    m_lo, m_hi = np.minimum(m0, m1), np.maximum(m0, m1)
+    t_lo, t_hi = np.minimum(t0, t1), np.maximum(t0, t1)
+    never, above = status == NEVER_CROSSED, status == STARTS_BELOW
+    m_lo = np.where(never, -np.inf, np.where(above, np.inf, m_lo))
+    m_hi = np.where(never, -np.inf, np.where(above, np.inf, m_hi))
+    t_lo = np.where(never, np.inf, np.where(above, -np.inf, t_lo))
+    t_hi = np.where(never, np.inf, np.where(above, -np.inf, t_hi))
+    return m_lo, m_hi, t_lo, t_hi
 
 
 def censored_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -163,9 +212,9 @@ def _reason(status: str, family: PatternFamily, level: float, tested: tuple[floa
         )
     if status == "starts_below":
         return (
-            f"accuracy is below {level:.0%} already at the start of the {family.name} grid "
-            f"({family.parameter} = {family.values[0]:g}): the threshold lies above the largest flip "
-            f"mass tested, {tested[1]:.3f}"
+            f"accuracy is below {level:.0%} already at the start of the {family.name} search, the "
+            f"model's own point ({family.parameter} = {family.identity:g}): the threshold lies above the "
+            f"largest flip mass tested, {tested[1]:.3f}"
         )
     return ""
 
@@ -200,15 +249,28 @@ def family_threshold(
     a_rep, m_rep = reps[:, :p], reps[:, p:]
     grid = np.asarray(family.values)
     log = family.kind == "temperature"
-    tested = (float(m_pt.min()), float(m_pt.max()))
-    m_star, th_star, status, j = crossings(a_pt, m_pt, grid, level, log)
-    ms_rep, th_rep, st_rep, _ = crossings(a_rep, m_rep, grid, level, log)
+    # The walk starts at the model's own point: a sharper temperature is not a degradation (a curve that
+    # is worse when sharpened would otherwise "start below" at τ = 0.25 and report a margin of −∞).
+    tested = (float(m_pt[own:].min()), float(m_pt[own:].max()))
+    m_star, th_star, status, j = crossings(a_pt, m_pt, grid, level, log, start=own)
+    ms_rep, th_rep, st_rep, _j_rep = crossings(a_rep, m_rep, grid, level, log, start=own)
     own_pt, own_rep = float(m_pt[own]), m_rep[:, own]
     shares = {name: float(np.mean(st_rep == code)) for code, name in STATUS_NAMES.items()}
     name = STATUS_NAMES[int(status)]
-    flip_est = Estimate(float(m_star), *censored_interval(ms_rep, confidence))
-    param_est = Estimate(float(th_star), *censored_interval(th_rep, confidence))
-    margin_est = Estimate(own_pt - float(m_star), *censored_interval(own_rep - ms_rep, confidence))
+    # The CI from the resamples' grid brackets: sampling error and the grid's own (module docstring).
+    m_lo, m_hi, t_lo, t_hi = brackets(m_rep, grid, st_rep, _j_rep)
+    flip_est = Estimate(
+        float(m_star), censored_interval(m_lo, confidence)[0], censored_interval(m_hi, confidence)[1]
+    )
+    param_est = Estimate(
+        float(th_star), censored_interval(t_lo, confidence)[0], censored_interval(t_hi, confidence)[1]
+    )
+    with np.errstate(invalid="ignore"):  # ∞ − ∞ cannot occur: own_rep is finite
+        margin_est = Estimate(
+            own_pt - float(m_star),
+            censored_interval(own_rep - m_hi, confidence)[0],
+            censored_interval(own_rep - m_lo, confidence)[1],
+        )
     bracket = (float(grid[j - 1]), float(grid[j])) if name == "crossed" else None
     reason = _reason(f"single_point/{name}" if p == 1 else name, family, level, tested)
     return Threshold(

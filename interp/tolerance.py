@@ -1,6 +1,7 @@
 """Run a model with its attention pattern replaced by every point of several pattern families.
 
-For one head (layer l, head h) and each point p of each :class:`~interp.pattern_families.PatternFamily`
+For one head (layer l, head h) — or a set of heads degraded together (``heads=``) — and each point p
+of each :class:`~interp.pattern_families.PatternFamily`
 the head's pattern A (at ``blocks.l.attn.hook_pattern``) is replaced by A'_p = family_p(A) and the
 model's outputs are reduced per sequence b (the unit the bootstrap resamples):
 
@@ -48,6 +49,22 @@ def _points(families: Sequence[PatternFamily]) -> list[tuple[int, float]]:
     return [(k, v) for k, family in enumerate(families) for v in family.values]
 
 
+def _replace_points(own: Tensor, chunk: list[tuple[int, float]], families: Sequence[PatternFamily]) -> Tensor:
+    """``own`` [point, batch, query, key] (tile p holds the pattern point p starts from) → each tile
+    replaced by its family's point; runs of points of one family are evaluated together."""
+    new = torch.empty_like(own)
+    k = 0
+    while k < len(chunk):
+        fam = chunk[k][0]
+        end = k
+        while end < len(chunk) and chunk[end][0] == fam:
+            end += 1
+        values = torch.tensor([v for _, v in chunk[k:end]], device=own.device)
+        new[k:end] = family_points(own[k:end], families[fam], values)
+        k = end
+    return new
+
+
 @torch.no_grad()
 def sweep_batch(
     model: torch.nn.Module,
@@ -57,15 +74,26 @@ def sweep_batch(
     head: int = 0,
     statistics: Mapping[str, Statistic] | None = None,
     max_rows: int = 2048,
+    heads: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, Float[Tensor, "batch point ..."]]:
     """Per-sequence statistics ``[batch, point, ...]`` of one batch at every point of ``families``
-    (points in the order of the families, each in its ``values`` order)."""
-    ((layer, head),) = check_heads(model, [(layer, head)])
+    (points in the order of the families, each in its ``values`` order).
+
+    ``heads``: a *set* of (layer, head) degraded together (each head's own pattern moved to the same
+    family point; a head in a later layer starts from the pattern it computes on the degraded
+    upstream); ``flip_mass`` is then the mean over the set's heads. Extra ``statistics`` need one head
+    (they read one replaced pattern). Without ``heads``: the one head (``layer``, ``head``)."""
+    chosen = check_heads(model, [(layer, head)] if heads is None else heads)
     max_rows = as_int(max_rows, "max_rows", minimum=1)
     statistics = dict(statistics or {})
     clash = sorted(set(statistics) & set(BUILT_IN))
     if clash:
         raise ValueError(f"statistics may not reuse the built-in names {clash}")
+    if statistics and len(chosen) > 1:
+        raise ValueError(f"statistics read one head's pattern; got a set of {len(chosen)} heads")
+    by_layer: dict[int, list[int]] = {}
+    for lay, h in chosen:
+        by_layer.setdefault(lay, []).append(h)
     points = _points(families)
     batch = tokens.shape[0]
     per_forward = max(1, max_rows // max(batch, 1))
@@ -73,39 +101,38 @@ def sweep_batch(
     parts: dict[str, list[Tensor]] = {}
     for start in range(0, len(points), per_forward):
         chunk = points[start : start + per_forward]
-        replaced: list[Tensor] = []
+        replaced: dict[tuple[int, int], Tensor] = {}
 
-        def hook(pattern: Tensor, *, chunk: list = chunk, replaced: list = replaced) -> Tensor:
-            own = pattern[:, head].view(len(chunk), batch, *pattern.shape[-2:])
-            new = torch.empty_like(own)
-            k = 0
-            while k < len(chunk):  # runs of points of one family are evaluated together
-                fam = chunk[k][0]
-                end = k
-                while end < len(chunk) and chunk[end][0] == fam:
-                    end += 1
-                values = torch.tensor([v for _, v in chunk[k:end]], device=own.device)
-                new[k:end] = family_points(own[k:end], families[fam], values)
-                k = end
-            replaced.append(new)
-            if pattern.shape[1] == 1:  # one head: the new pattern is the whole activation
-                return new.reshape(pattern.shape)
-            out = pattern.clone()
-            out[:, head] = new.reshape(-1, *pattern.shape[-2:])
-            return out
+        def make_hook(lay: int, in_layer: list[int], chunk: list = chunk, replaced: dict = replaced):
+            def hook(pattern: Tensor) -> Tensor:
+                out = pattern if pattern.shape[1] == 1 else pattern.clone()
+                for h in in_layer:
+                    own = pattern[:, h].view(len(chunk), batch, *pattern.shape[-2:])
+                    new = _replace_points(own, chunk, families)
+                    replaced[lay, h] = new
+                    if pattern.shape[1] == 1:  # one head: the new pattern is the whole activation
+                        return new.reshape(pattern.shape)
+                    out[:, h] = new.reshape(-1, *pattern.shape[-2:])
+                return out
 
-        with intervene(model, [(f"blocks.{layer}.attn.hook_pattern", hook)]):
+            return hook
+
+        hooks = [(f"blocks.{lay}.attn.hook_pattern", make_hook(lay, hs)) for lay, hs in by_layer.items()]
+        with intervene(model, hooks):
             logits = model(tokens.repeat(len(chunk), 1))
         logits = logits.view(len(chunk), batch, *logits.shape[1:])
-        new = replaced[-1]
         correct = (logits.argmax(-1) == target).double()  # [point, batch, pos]
+        flips = [
+            flip_mass(new.flatten(0, 1).unsqueeze(1)).double().view(*new.shape[:3]).mean(-1)
+            for new in (replaced[k] for k in chosen)
+        ]
         values = {
             "accuracy": correct.mean(-1),
             "sequence_accuracy": correct.min(-1).values,
-            "flip_mass": flip_mass(new.flatten(0, 1).unsqueeze(1)).double().view(*new.shape[:3]).mean(-1),
+            "flip_mass": torch.stack(flips).mean(0),
         }
         for name, fn in statistics.items():
-            values[name] = fn(new, tokens, logits).double()
+            values[name] = fn(replaced[chosen[0]], tokens, logits).double()
         for name, value in values.items():
             parts.setdefault(name, []).append(value.cpu())
     return {name: torch.cat(chunks).transpose(0, 1) for name, chunks in parts.items()}
@@ -119,6 +146,7 @@ def family_sweep(
     head: int = 0,
     statistics: Mapping[str, Statistic] | None = None,
     max_rows: int = 2048,
+    heads: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Stream ``batches`` through :func:`sweep_batch`; return ``{family name: {statistic: [sequence,
     point, ...]}}`` as float64 arrays (memory: a few numbers per sequence and point)."""
@@ -128,7 +156,7 @@ def family_sweep(
     try:
         for tokens in batches:
             device = next(model.parameters()).device
-            stats = sweep_batch(model, tokens.to(device), families, layer, head, statistics, max_rows)
+            stats = sweep_batch(model, tokens.to(device), families, layer, head, statistics, max_rows, heads)
             for name, value in stats.items():
                 parts.setdefault(name, []).append(value.numpy())
     finally:
@@ -155,6 +183,7 @@ def sweep_units(
     statistics: Mapping[str, Statistic] | None = None,
     reduce: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
     max_rows: int = 2048,
+    heads: Sequence[tuple[int, int]] | None = None,
 ) -> UnitSums:
     """:func:`family_sweep` of ``num_sequences`` sequences summed per resampling unit: ``sums[name]`` is
     ``[unit, point, ...]`` over all families' points (in :func:`family_sweep`'s order). ``reduce`` maps a
@@ -166,7 +195,7 @@ def sweep_units(
     try:
         for tokens in batches:
             device = next(model.parameters()).device
-            stats = sweep_batch(model, tokens.to(device), families, layer, head, statistics, max_rows)
+            stats = sweep_batch(model, tokens.to(device), families, layer, head, statistics, max_rows, heads)
             values = {name: value.numpy() for name, value in stats.items()}
             units.add(values if reduce is None else reduce(values))
     finally:

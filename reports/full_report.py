@@ -167,7 +167,7 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     text = "Zero-ablation of every head (head_ablation)."
     if top:
         p = top.get("p_holm")
-        shown = numbers.p_value(p) if p is not None and p < numbers.P_FLOOR else f"= {numbers.p_value(p)}"
+        shown = numbers.p_value(p) if p is not None and p <= numbers.P_FLOOR else f"= {numbers.p_value(p)}"
         text = "The head whose zero ablation costs the most accuracy" + (
             f"; Holm-corrected Wilcoxon test on the loss, p {shown}." if p is not None else "."
         )

@@ -296,20 +296,26 @@ def test_an_analysis_refuses_to_replace_the_folder_holding_its_checkpoint(tmp_pa
     assert checkpoint.is_file()
 
 
-def test_intervals_narrower_than_the_printed_digits_say_so_and_tiny_p_values_have_a_floor():
+def test_printed_intervals_round_outwards_and_tiny_p_values_have_a_floor():
     from analyses.frame import numbers
     from analyses.frame.html import environment
 
-    assert numbers.interval(0.912, 0.9051, 0.9184) == "0.912 [0.905, 0.918]"
-    assert numbers.interval(0.5891, 0.58904, 0.58912) == "0.589 (95% CI within ±0.0005)"
+    assert numbers.interval(0.912, 0.9051, 0.9184) == "0.912 [0.905, 0.919]"
+    assert numbers.interval(0.5891, 0.58904, 0.58912) == "0.589 [0.589, 0.590]"
     assert numbers.interval(0.5891, 0.58904, 0.58912, digits=5) == "0.58910 [0.58904, 0.58912]"
-    assert numbers.interval(1.0, 1.0, 1.0, 0, pct=True) == "100% (95% CI within ±0.5%)"
+    # 100% on 10,000 sequences: the honest [0.99963, 1], not "1.000 [1.000, 1.000]"
+    assert numbers.interval(1.0, 0.99963, 1.0) == "1.000 [0.999, 1.000]"
+    assert numbers.interval(1.0, 0.99963, 1.0, 0, pct=True) == "100% [99%, 100%]"
+    assert numbers.interval(0.0, 0.0, 0.00037, 1, pct=True) == "0.0% [0.0%, 0.1%]"
+    assert numbers.interval(0.9, 0.9, 0.95, 1) == "0.9 [0.9, 1.0]"  # exact ends stay put
+    assert numbers.interval(1.0, 1.0, 1.0, 0, pct=True) == "100% (zero-width CI)"
     assert numbers.interval(0.3, float("nan"), 0.4) == "0.300 (no CI)"
     assert numbers.interval(None, 0.1, 0.2) == "n/a"
-    assert [numbers.p_value(p) for p in (0.0321, 4.12e-9, 1e-16, 9.9e-17, 0.0, None)] == [
+    assert [numbers.p_value(p) for p in (0.0321, 4.12e-9, 2e-16, 1e-16, 9.9e-17, 0.0, None)] == [
         "0.032",
         "4.1e-09",
-        "1e-16",
+        "2e-16",
+        "< 1e-16",
         "< 1e-16",
         "< 1e-16",
         "n/a",
@@ -318,4 +324,4 @@ def test_intervals_narrower_than_the_printed_digits_say_so_and_tiny_p_values_hav
     page = env.from_string("{{ e | est }} p {{ p | pvalue }}").render(
         e={"mean": 0.589, "ci_low": 0.5889, "ci_high": 0.5891}, p=3e-40
     )
-    assert page == "0.589 (95% CI within ±0.0005) p &lt; 1e-16"
+    assert page == "0.589 [0.588, 0.590] p &lt; 1e-16"

@@ -51,8 +51,12 @@ def test_planted_anti_diagonal_gives_a_perfect_flip(tiny_model):
     with tiny_model.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", anti_diagonal)]):
         result = fa.run(tiny_model, **SMALL)
     (head,) = result.layers[0]
-    for est in (head.flip_mass, head.argmax_hit_rate, head.offset_mass[0]):
+    for est in (head.flip_mass, head.offset_mass[0]):  # masses: percentile bootstrap
         assert (est.mean, est.ci_low, est.ci_high) == (1.0, 1.0, 1.0)
+    # a hit rate of 100% on n sequences is a proportion: the exact bound (α/2)^(1/n), never [1, 1]
+    hits = head.argmax_hit_rate
+    assert (hits.mean, hits.ci_high) == (1.0, 1.0)
+    assert hits.ci_low == pytest.approx(0.025 ** (1 / result.num_sequences))
     for est in (head.entropy, head.neighbour_mass, head.remainder_mass, head.offset_mass[1]):
         assert (est.mean, est.ci_low, est.ci_high) == (0.0, 0.0, 0.0)
     assert all(e.mean == 1.0 for e in head.per_position_flip_mass)

@@ -282,3 +282,23 @@ def test_trained_model_needs_its_head_and_its_pattern(trained_fast_run):
     sweep = result.patching
     recovery = np.array(sweep.heads_by_position["mean"])[0, :, 0]
     assert recovery[sweep.output_position] > 0.9 and np.delete(recovery, sweep.output_position).max() < 0.1
+
+
+def test_two_heads_that_cover_for_each_other_show_only_when_zeroed_together():
+    """The hand-built machine whose two heads are copies: zeroing either leaves the other's vote in
+    charge (accuracy stays 1), zeroing both leaves no vote at all."""
+    import math
+
+    from vote_machine import redundant_flip_machine
+
+    score = math.log(0.6 * 15 / 0.4)  # 0.6 of each row on the flipped key
+    result = ha.run(redundant_flip_machine(score), **{**SMALL, "num_sequences": 100, "permutations": 0})
+    c = result.conditions
+    assert c["zero/L0H0"].delta_accuracy.mean == 0 and c["zero/L0H1"].delta_accuracy.mean == 0
+    joint = c["joint/L0"]
+    assert joint.kind == "joint" and joint.head is None and joint.delta_accuracy.ci_high < -0.5
+    (r,) = result.redundancy()
+    assert r["covering"] and "cover for each other" in r["sentence"] and r["sentence"] in result.summary()
+    assert result.to_dict()["redundancy"] == [r]
+    rows = [row for row in result.csv_rows() if row["condition"] == "joint/L0"]
+    assert rows and all(row["scope"] == "model" and row["layer"] is None for row in rows)

@@ -13,6 +13,7 @@ from interp import patterns
 from interp.ablation import replace_pattern
 from interp.interchange import (
     SITES,
+    VARIABLES,
     aligned_outputs,
     batched_hits,
     counterfactual_outputs,
@@ -58,7 +59,11 @@ def test_a_machine_that_is_the_reverse_program_has_iia_one_and_the_programs_depe
         hits = interchange_hits(model, base, source, site)
     summary = summarise_interchange(hits, site, resamples=50)
     assert summary.iia.mean == summary.iia_whole.mean == 1.0
-    assert summary.iia.ci_low == 1.0
+    # 100% of P pairs: the exact sequence-level bound (α/2)^(1/P), never the zero-width [1, 1]
+    assert summary.iia.ci_low == pytest.approx(0.025 ** (1 / summary.num_pairs)) and summary.iia.ci_high == 1
+    # a max of 0/P over the N² − N off-program cells: the Bonferroni bound 1 − (α/2/(N² − N))^(1/P)
+    cells = N * N - N
+    assert summary.off_program_max.ci_high == pytest.approx(1 - (0.025 / cells) ** (1 / summary.num_pairs))
     assert np.array_equal(summary.dependency, program_dependency(site, N).numpy())
     assert summary.on_program.mean == 1.0 and summary.off_program_max.mean == 0.0
     assert len(summary.iia_by_position) == N
@@ -159,3 +164,25 @@ def test_pairs_stream_in_groups_as_the_whole_base_would_be_split(tiny_model):
     assert got == want
     with pytest.raises(ValueError, match="expected 24 pairs, got 23"):
         streamed_summary(tiny_model, lambda: pair_batches(uneven, 10, 4, 4), 24, "z", resamples=4)
+
+
+def test_the_variable_a_site_carries_is_searched():
+    """With the flip pattern, resid_mid at query i carries the aggregate V_i = t_{N−1−i} and resid_pre at
+    key j the token t_j. Scored against the other variable a site shows IIA near 0 (only where the
+    source happens to repeat a digit); the search scores both on the same predictions and finds each
+    site's own variable with IIA 1."""
+    model = vote_machine()
+    base, source = pairs()
+    batches = lambda: [(base, source)]  # noqa: E731
+    with replace_pattern(model, 0, 0, patterns.flip):
+        mid = streamed_summary(model, batches, len(base), "resid_mid", resamples=50, variables=VARIABLES)
+        wrong = streamed_summary(
+            model, batches, len(base), "resid_pre", resamples=50, variables=["aggregate"]
+        )
+        pre = streamed_summary(model, batches, len(base), "resid_pre", resamples=50, variables=VARIABLES)
+    assert (mid.variable, mid.iia.mean) == ("aggregate", 1.0) and mid.other_variables["token"].mean < 0.2
+    assert wrong.variable == "aggregate" and wrong.iia.mean < 0.2
+    assert (pre.variable, pre.iia.mean) == ("token", 1.0)
+    assert pre.other_variables["aggregate"].mean == wrong.iia.mean
+    assert np.array_equal(pre.dependency, program_dependency("resid_pre", N, "token").numpy())
+    assert np.array_equal(wrong.dependency, pre.dependency)  # the same patched predictions

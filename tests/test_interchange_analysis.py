@@ -15,7 +15,9 @@ from interp.interchange import program_dependency
 from models import save_model
 
 N = 16
-SMALL = dict(num_sequences=60, batch_size=320, bootstrap_resamples=50)
+# 200 pairs: the fewest whose honest bounds at 100% can support "implements" — IIA CI low (α/2)^(1/P) ≥ 0.95
+# needs P ≥ 72, and the off-program max's Bonferroni bound over 240 cells ≤ 0.05 needs P ≥ 179.
+SMALL = dict(num_sequences=200, batch_size=400, bootstrap_resamples=50)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,13 @@ def test_a_perfect_reverser_implements_the_program_exactly(result):
         assert np.array_equal(site.dependency, program_dependency(site.site, N).numpy())
     assert [s.site for s in result.sites] == ["z", "attn_out", "resid_mid", "resid_pre"]
     assert result.conclusion.label == "implements"
+
+
+def test_a_perfect_reverser_on_too_few_pairs_is_not_declared_implemented(reverser):
+    """60 pairs, all following the program: 100% bounds only IIA ≥ 0.94 and the off-program max ≤ 0.16,
+    which cannot support "implements" (CI low ≥ 0.95, off-program ≤ 0.05): the honest answer is partly."""
+    few = interchange.run(reverser, **{**SMALL, "num_sequences": 60, "sites": ("z", "resid_pre")})
+    assert few.conclusion.label == "partly" and few.sites[0].iia.ci_low == pytest.approx(0.025 ** (1 / 60))
 
 
 def test_the_selector_is_the_one_head_that_carries_the_aggregate(result):
@@ -61,7 +70,7 @@ def test_result_api_and_document(result):
     assert set(doc) >= {"conclusion", "sites", "heads", "selector", "program_dependency"}
     assert doc["selector"] == {"layer": 0, "head": 0, "holds": True, "sentence": result.selector_sentence}
     assert doc["program_dependency"]["resid_pre"] == program_dependency("resid_pre", N).tolist()
-    assert doc["settings"]["resampling_unit"] == "pair" and doc["settings"]["num_sequences"] == 60
+    assert doc["settings"]["resampling_unit"] == "pair" and doc["settings"]["num_sequences"] == 200
     rows = result.csv_rows()
     assert {r["scope"] for r in rows} == {"model", "head"}
     iia = [r for r in rows if r["metric"] == "iia" and r["scope"] == "model"]
@@ -71,7 +80,7 @@ def test_result_api_and_document(result):
         ("resid_mid", 0, 1.0),
         ("resid_pre", 0, 1.0),
     ]
-    assert repr(result).startswith("<InterchangeResult interchange: 60 sequences, seed 0; implements")
+    assert repr(result).startswith("<InterchangeResult interchange: 200 sequences, seed 0; implements")
 
 
 def test_same_seed_same_numbers_and_sites_are_chosen(reverser, result):
@@ -126,7 +135,8 @@ def test_cli_writes_every_output(checkpoint, tmp_path, capsys, monkeypatch):
     ]
     assert cli.main([*argv, "--bootstrap-resamples", "20", "--quiet"]) == 0
     doc = json.loads((out / "metrics.json").read_text())
-    assert doc["settings"]["sites"] == ["z", "resid_pre"] and doc["conclusion"]["label"] == "implements"
+    # 20 pairs at 100% bound IIA only above 0.025^(1/20) = 0.83: too few to say "implements"
+    assert doc["settings"]["sites"] == ["z", "resid_pre"] and doc["conclusion"]["label"] == "partly"
     html = (out / "report.html").read_text()
-    assert "Conclusion: implements" in html and "IIA per head" in html
+    assert "Conclusion: partly" in html and "IIA per head" in html
     assert capsys.readouterr().out.startswith("Interchange interventions: 20 (base, source) pairs")

@@ -95,3 +95,17 @@ def test_numpy_and_torch_integers_are_head_counts(tmp_path, trained_fast_run):
         assert load_model(path, n_heads=n_heads).cfg.n_heads == 1
     with pytest.raises(CheckpointError, match="n_heads must be an integer, got True"):
         load_model(path, n_heads=True)
+
+
+def test_on_the_command_line_the_head_count_note_names_the_flag(tmp_path, trained_fast_run):
+    """The CLI says --n-heads (its own flag) in one "note:" line, not a raw warnings line with n_heads=."""
+    from analyses.frame.loading import resolve_model
+
+    path = flax_file(load_model(trained_fast_run), tmp_path / "tutorial.msgpack")
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        resolve_model(path, log=lines.append)
+    assert record == [] and len(lines) == 1
+    assert lines[0].startswith("note: ") and "(pass --n-heads if it was trained with more)" in lines[0]
+    assert "n_heads=" not in lines[0]

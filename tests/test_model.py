@@ -49,6 +49,19 @@ def test_hook_names_are_the_documented_api(multi_model):
         assert hook in names
 
 
+def test_a_name_not_in_the_cache_says_what_is(multi_model, tokens):
+    _, cache = multi_model.run_with_cache(tokens)
+    with pytest.raises(KeyError, match=r"did you mean 'blocks.0.attn.hook_pattern'"):
+        cache["blocks.0.attn.hook_patern"]
+    with pytest.raises(
+        KeyError, match=r"'bad' is not in the cache \(\d+ hook points\); cached names look like"
+    ):
+        cache["bad"]
+    assert (
+        cache["pattern", 0].shape == cache["blocks.0.attn.hook_pattern"].shape
+    )  # TL's shorthand still works
+
+
 def test_cached_shapes(multi_model, tokens):
     _, cache = multi_model.run_with_cache(tokens)
     assert isinstance(cache, ActivationCache)

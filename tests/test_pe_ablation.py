@@ -15,7 +15,8 @@ from analyses.frame import sequences
 from analyses.pe_ablation import __main__ as pa_cli
 from interp import baselines, metrics
 from interp.ablation import ablate_positional_encoding
-from interp.stats import bootstrap_ci
+from interp.proportions import proportion_interval
+from interp.stats import bootstrap_distribution
 from models import EncoderConfig, HookedReverseEncoder
 from models.storage.checkpoints import save_model
 
@@ -90,11 +91,11 @@ def test_one_draw_of_resamples_gives_each_condition_its_own_bootstrap_exactly(ti
     for name, method in [("none", None), ("mirror", "mirror")]:
         with torch.no_grad(), ablate_positional_encoding(model, method) if method else torch.no_grad():
             correct = (model(tokens).argmax(-1) == tokens.flip(-1)).double()
-        (own,) = bootstrap_ci(correct.mean(-1).numpy(), resamples=40, seed=[0, 1])
+        # accuracy is a proportion: Clopper–Pearson at the effective number of trials from these replicates
+        point, reps = bootstrap_distribution(correct.mean(-1).numpy(), resamples=40, seed=[0, 1])
+        low, high = proportion_interval(point, reps, 48, 16)
         got = tiny_result.conditions[name].accuracy
-        assert (got.mean, got.ci_low, got.ci_high) == pytest.approx(
-            (own.mean, own.ci_low, own.ci_high), abs=1e-15
-        )
+        assert (got.mean, got.ci_low, got.ci_high) == pytest.approx((point[0], low[0], high[0]), abs=1e-15)
 
 
 def test_reference_values(tiny_result):

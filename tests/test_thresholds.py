@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from interp.pattern_families import PatternFamily
-from interp.stats import Estimate
+from interp.stats import Estimate, bootstrap_distribution
 from interp.thresholds import (
     CROSSED,
     NEVER_CROSSED,
@@ -62,12 +62,65 @@ def test_bootstrap_recomputes_the_crossing_per_resample():
     t = family_threshold(fam, acc, fm, 0.99, resamples=400, seed=3)
     assert t.status == "crossed" and t.bracket == (0.1, 0.2)
     assert t.flip_mass.mean == pytest.approx(0.5 - 0.1 * 0.01 / 0.04)
-    assert t.flip_mass.ci_low < t.flip_mass.mean < t.flip_mass.ci_high < 0.5
+    # the CI holds the grid bracket: between grid points 1 and 2 the curve was never observed
+    assert (t.flip_mass.ci_low, t.flip_mass.ci_high) == pytest.approx((0.4, 0.5))
+    assert (t.parameter.ci_low, t.parameter.ci_high) == pytest.approx((0.1, 0.2))
     assert t.margin.mean == pytest.approx(0.6 - t.flip_mass.mean)
     assert t.shares == {"crossed": 1.0, "never_crossed": 0.0, "starts_below": 0.0}
     again = family_threshold(fam, acc, fm, 0.99, resamples=400, seed=3)
     assert again == t  # same seed, same numbers
-    assert family_threshold(fam, acc, fm, 0.99, resamples=400, seed=4).flip_mass != t.flip_mass
+    fam, acc, fm = sigmoid_family(np.round(np.arange(0.0, 1.0001, 0.02), 10))  # crossings that vary
+    assert (
+        family_threshold(fam, acc, fm, 0.9, resamples=100, seed=4).flip_mass
+        != family_threshold(fam, acc, fm, 0.9, resamples=100, seed=5).flip_mass
+    )
+
+
+def sigmoid_family(values: np.ndarray, sequences: int = 400, seed: int = 0):
+    """A uniform-mixing family whose accuracy falls steeply (logistic in the weight, centre 0.43) and
+    whose flip mass falls linearly, 0.6 → 0.1: per-sequence accuracy = mean of 16 Bernoulli positions."""
+    rng = np.random.default_rng(seed)
+    rate = 1.0 / (1.0 + np.exp((values - 0.43) / 0.01))
+    acc = rng.binomial(16, np.tile(rate, (sequences, 1))) / 16
+    flip = np.tile(0.6 - 0.5 * values, (sequences, 1))
+    return PatternFamily("uniform", tuple(values)), acc, flip
+
+
+def test_thresholds_are_stable_under_a_five_times_finer_grid():
+    """Same sequences (same seed), grid refined 5× to include the old points: each resample's bracket
+    lies inside its old one, so the fine interval lies inside the coarse one; the fine estimate, and the
+    true crossing (weight 0.43 + 0.01·logit(0.9)... at level 0.9), lie inside both."""
+    coarse = np.round(np.arange(0.0, 1.0001, 0.1), 10)
+    fine = np.round(np.arange(0.0, 1.0001, 0.02), 10)
+    rng_acc = {}
+    for name, grid in (("coarse", coarse), ("fine", fine)):
+        fam, acc, flip = sigmoid_family(grid, seed=1)
+        rng_acc[name] = family_threshold(fam, acc, flip, 0.9, resamples=300, seed=2)
+    c, f = rng_acc["coarse"].flip_mass, rng_acc["fine"].flip_mass
+    truth = 0.6 - 0.5 * (0.43 + 0.01 * math.log(1 / 9))  # rate(w) = 0.9
+    assert c.ci_low <= f.ci_low <= f.mean <= f.ci_high <= c.ci_high
+    assert c.ci_low <= truth <= c.ci_high and f.ci_low - 0.01 <= truth <= f.ci_high + 0.01
+    assert f.ci_high - f.ci_low < c.ci_high - c.ci_low  # the finer grid is sharper
+    # the interpolated points alone (no bracket) exclude the fine grid's estimate: the mutant fails
+    fam, acc, flip = sigmoid_family(coarse, seed=1)
+    point, reps = bootstrap_distribution(np.hstack([acc, flip]), None, resamples=300, seed=2)
+    p = len(fam.values)
+    ms_rep = crossings(reps[:, :p], reps[:, p:], np.asarray(fam.values), 0.9)[0]
+    low, high = censored_interval(ms_rep, 0.95)
+    assert not low <= f.mean <= high
+
+
+def test_the_temperature_search_starts_at_the_models_own_point():
+    """A model worse when sharpened (τ < 1) but fine at τ = 1: the search walks from τ = 1 upwards, so it
+    finds the crossing at larger τ instead of 'starting below' at τ = 0.25 with a margin of −∞."""
+    fam = PatternFamily("temperature", (0.25, 0.5, 1.0, 2.0, 4.0))
+    acc = np.tile([0.5, 0.9, 1.0, 1.0, 0.6], (20, 1))
+    flip = np.tile([0.95, 0.8, 0.6, 0.4, 0.2], (20, 1))
+    t = family_threshold(fam, acc, flip, 0.99, resamples=20)
+    assert t.status == "crossed" and t.bracket == (2.0, 4.0) and math.isfinite(t.margin.mean)
+    assert t.tested_flip_mass == pytest.approx((0.2, 0.6))  # the searched part of the curve: τ ≥ 1
+    m, _, status, j = crossings(acc[0], flip[0], np.asarray(fam.values), 0.99, True)
+    assert status == STARTS_BELOW and j == 0  # the old walk from the grid's start: the −∞ margin
 
 
 def test_a_curve_that_only_sometimes_crosses_reports_a_censored_bound():
@@ -143,6 +196,17 @@ def test_verdict_labels_follow_the_documented_rules():
     nothing = make_verdict(acc, own, [threshold("temperature", math.inf, status="single_point")])
     assert nothing.label == "undetermined" and "temperature reason" in nothing.text
     assert {v.label for v in (right, partly, strict, nothing)} <= set(LABELS)
+
+
+def test_verdict_slack_is_a_tenth_of_the_own_flip_mass_and_a_straddling_margin_is_not_resolved():
+    acc, own = E(1.0, 0.0), E(0.57)
+    borderline = make_verdict(acc, own, [threshold("uniform", 0.06)])  # CI [0.05, 0.07] ∋ 0.057
+    assert borderline.label == "partly right" and "not resolved" in borderline.text
+    assert "slack 0.057 = 0.1 × the own flip mass 0.570" in borderline.rule
+    given = make_verdict(acc, own, [threshold("uniform", 0.06)], slack=0.04)
+    assert given.label == "right" and "slack 0.040 (given)" in given.rule
+    weak_head = make_verdict(acc, E(0.3), [threshold("uniform", 0.045)])  # slack 0.03: a tenth of 0.3
+    assert weak_head.label == "right"
 
 
 def test_verdict_quotes_numbers_breaking_points_and_untested_families():

@@ -59,8 +59,9 @@ def test_threshold_of_the_vote_machine_is_the_interpolated_crossing():
     assert t.flip_mass.mean == pytest.approx(m05 + 0.16 * (m06 - m05), abs=1e-6)
     assert t.parameter.mean == pytest.approx(0.516, abs=1e-9)
     assert t.margin.mean == pytest.approx(1 - t.flip_mass.mean, abs=1e-6)
-    # identical sequences: every resample is the same curve, so the CI is the point
-    assert t.flip_mass.ci_low == pytest.approx(t.flip_mass.mean) == pytest.approx(t.flip_mass.ci_high)
+    # identical sequences: every resample is the same curve, so the CI is the grid bracket (the curve
+    # between s = 0.5 and 0.6 was never observed)
+    assert (t.flip_mass.ci_low, t.flip_mass.ci_high) == pytest.approx((m06, m05), abs=1e-6)
 
 
 def _one_at_a_time(model, tokens, fam, layer, head):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 from conftest import no_figures
-from vote_machine import flip_vote_machine
+from vote_machine import flip_vote_machine, redundant_flip_machine
 
 from analyses import tolerance
 from analyses.frame.sequences import token_batches
@@ -132,6 +132,35 @@ def test_two_heads_the_flip_head_is_found(machine):
     assert (result.layer, result.head) == (0, 0) and "largest flip mass" in result.head_choice
 
 
+def test_two_heads_that_each_suffice_are_redundant_not_tolerant(tmp_path, monkeypatch):
+    """Each head alone keeps the model right down to s = 1 (the other head's vote decides); degraded
+    together they fail where the one-head machine fails. With a slack (0.3) that every head alone keeps
+    (its tightest margin, neighbours, is ≥ 0.36) and the joint degradation does not (0.18),
+    the verdict may not say "right" on the strength of one head."""
+    model = redundant_flip_machine(SCORE)
+    result = tolerance.run(model, **{**SMALL, "slack": 0.3})
+    group = result.head_set
+    assert group is not None and group.heads == [(0, 0), (0, 1)] and "zero ablation" in group.choice
+    uniform = {k: next(t for t in v if t.family == "uniform") for k, v in group.per_head.items()}
+    assert all(t.status == "never_crossed" for t in uniform.values())  # each head alone: never below 99%
+    joint = next(t for t in group.joint if t.family == "uniform")
+    assert joint.status == "crossed" and joint.margin.ci_low < 0.3
+    one_head = tolerance.run(flip_vote_machine(SCORE), **{**SMALL, "slack": 0.3})
+    alone = next(t for t in one_head.thresholds if t.family == "uniform" and t.level == 0.99)
+    assert joint.flip_mass.mean == pytest.approx(alone.flip_mass.mean, abs=1e-6)  # the same vote, doubled
+    assert group.redundant and "covering for each other" in group.sentence
+    assert result.verdict.label == "partly right" and "redundant, not tolerant" in result.verdict.rule
+    assert result.to_dict()["head_set"]["redundant"] is True
+    assert result.verdict.sentences[0].startswith("Regime: 200 random sequences of length 16; head 0.0's")
+    html = (
+        no_figures(monkeypatch, tolerance.OUTPUTS).write(result, tmp_path / "out") / "report.html"
+    ).read_text()
+    assert "Redundant, not tolerant." in html and "head 0.1 alone" in html and "Which rule predicts" in html
+    # the main analysis alone (head 0.0 degraded, 0.1 intact) would have called it right
+    lone = tolerance.run(model, **{**SMALL, "slack": 0.3, "heads": "none"})
+    assert lone.head_set is None and lone.verdict.label == "right"
+
+
 # --- the command line -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, machine):
@@ -149,6 +178,8 @@ def checkpoint(tmp_path_factory, machine):
         (["--temperatures", "1,x"], "error: argument --temperatures: expected comma-separated numbers"),
         (["--single-offset", "0"], "error: argument --single-offset: expected a non-zero integer"),
         (["--slack", "-1"], "error: argument --slack: expected a number ≥ 0, got '-1'"),
+        (["--heads", "0-1"], "error: argument --heads: expected auto, all, none, layer:L or heads as L.H"),
+        (["--heads", "0.4"], "error: head 4 does not exist: each layer has heads 0..0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(checkpoint, tmp_path, capsys, flags, message):

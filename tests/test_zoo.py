@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from analyses import zoo_summary as zs
+from analyses.frame import numbers
 from analyses.zoo_summary import __main__ as zs_cli
 from analyses.zoo_summary.figures import FIGURES
-from analyses.zoo_summary.result import t_interval, welch_interval
+from analyses.zoo_summary.result import RunSummary, seed_difference, seed_stats
 from analyses.zoo_summary.runs import discover
 from models.zoo import cli as zoo
 
@@ -156,21 +156,48 @@ def test_a_killed_zoo_continues_and_trains_only_what_is_missing(tmp_path):
 
 
 # --- the summary statistics -----------------------------------------------------------------------
-def test_t_interval_by_hand():
-    mean, low, high, sd = t_interval(np.array([1.0, 2.0, 3.0]), 0.95)
-    half = 4.302652729911275 / math.sqrt(3)  # t_{0.975, 2} · s / √n with s = 1
-    assert (mean, sd) == (2.0, 1.0) and low == pytest.approx(2 - half) and high == pytest.approx(2 + half)
-    assert all(math.isnan(v) for v in t_interval(np.array([0.5]), 0.95)[1:])  # one seed: no interval
-    assert t_interval(np.array([0.5, np.nan, 0.5]), 0.95)[:3] == (0.5, 0.5, 0.5)
+def test_seed_stats_stay_in_range_and_say_when_seeds_are_too_few():
+    """The issue's case: 2 seeds of a flip mass gave a t-interval [0.306, 1.262]; now no interval."""
+    two = seed_stats(np.array([0.6, 0.968]), 0.95)
+    assert two.median == pytest.approx(0.784) and math.isnan(two.ci_low) and "fewer than 3" in two.note
+    five = seed_stats(np.array([0.9, 0.99, 1.0, 0.95, 0.97]), 0.95)
+    assert (five.ci_low, five.ci_high, five.median) == (0.9, 1.0, 0.97)  # [min, max], inside [0, 1]
+    assert five.achieved == pytest.approx(1 - 2 / 2**5) and "93.8%" in five.note
+    steps = seed_stats(np.array([50.0, 55, 60, 400, 70, 65, 58, 52, 61, 1000]), 0.95)
+    assert steps.ci_low >= 50 and steps.achieved >= 0.95  # a count: never negative
+    assert seed_stats(np.array([0.5, np.nan, 0.5, 0.5]), 0.95).n == 3
 
 
-def test_welch_interval_matches_scipy():
-    a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0, 9.0])
-    diff, low, high = welch_interval(a, b, 0.95)
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    assert diff == pytest.approx(a.mean() - b.mean())
-    assert (low, high) == pytest.approx((ci.low, ci.high))
-    assert welch_interval(np.ones(3), np.ones(2), 0.95) == (0.0, 0.0, 0.0)  # no spread: no width
+def test_ensemble_members_share_one_timing():
+    """M members trained in one ensemble record its wall time: one timing, and time / M per member."""
+    from analyses.zoo_summary.measure import fit_times
+    from analyses.zoo_summary.runs import training_numbers
+
+    member = training_numbers({"fit_seconds": 12.0, "ensemble": {"seeds": [0, 1, 2], "member": 1, "size": 3}})
+    assert member["fit_seconds_per_member"] == 4.0 and member["ensemble_size"] == 3
+    assert training_numbers({"fit_seconds": 5.0})["fit_seconds_per_member"] == 5.0  # a run of its own
+
+    def run(name, seeds, seconds):
+        numbers = training_numbers(
+            {"fit_seconds": seconds, "ensemble": seeds and {"seeds": seeds, "size": 3}}
+        )
+        return RunSummary(
+            name, 0, "sinusoidal", 1, 1, "trained", {}, numbers, (0, 0), np.zeros((1, 1)), "", 10
+        )
+
+    runs = [run(f"s{k}", [0, 1, 2], 12.0) for k in range(3)] + [run("alone", None, 7.0)]
+    assert fit_times(runs).tolist() == [12.0, 7.0]  # one per training, not 12, 12, 12, 7
+    assert math.isnan(seed_stats(fit_times(runs), 0.95).ci_low)  # 2 trainings: no interval
+
+
+def test_seed_difference_is_a_shift_inside_the_pairwise_differences():
+    a, b = np.array([0.9, 0.95, 1.0, 0.97, 0.93]), np.array([0.5, 0.6, 0.55, 0.7, 0.65])
+    d = seed_difference(a, b, 0.95)
+    pairwise = (a[:, None] - b[None, :]).ravel()
+    assert d.mean == pytest.approx(np.median(pairwise))
+    assert pairwise.min() <= d.ci_low <= d.mean <= d.ci_high <= pairwise.max() and d.ci_low > 0
+    assert d.achieved >= 0.95 and d.to_dict()["note"] == ""
+    assert math.isnan(seed_difference(a, b[:2], 0.95).ci_low)  # 2 seeds in a group: no interval
 
 
 def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
@@ -189,15 +216,16 @@ def test_summary_writes_every_output(tiny_zoo, tmp_path, capsys):
     sin = archs["sinusoidal L1 H1 D16"]
     runs = {r["name"]: r for r in document["runs"]}
     seeds = [runs[name]["flip_mass"]["mean"] for name in sin["runs"]]
-    mean, low, high, _ = t_interval(np.array(seeds), 0.95)
     got = sin["stats"]["flip_mass"]
     assert got["values"] == seeds and got["n"] == 2
-    assert (got["mean"], got["ci_low"], got["ci_high"]) == pytest.approx((mean, low, high))
+    assert got["median"] == pytest.approx(np.median(seeds)) and got["mean"] == pytest.approx(np.mean(seeds))
+    assert got["ci_low"] is None and got["ci_high"] is None and "fewer than 3 seeds" in got["note"]
     assert got["sd"] == pytest.approx(np.std(seeds, ddof=1))
     assert "zero_pe_accuracy" not in archs["none L1 H1 D16"]["stats"]  # no PE to zero
     diff = archs["none L1 H1 D16"]["differences"]["flip_mass"]
     none_seeds = [runs[name]["flip_mass"]["mean"] for name in archs["none L1 H1 D16"]["runs"]]
-    assert diff["mean"] == pytest.approx(np.mean(none_seeds) - np.mean(seeds))
+    assert diff["mean"] == pytest.approx(np.median(np.subtract.outer(none_seeds, seeds)))
+    assert diff["ci_low"] is None  # two seeds per group: no interval
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == ",".join(zs.CSV_FIELDS)
     assert any(r.startswith("architecture,none L1 H1 D16,") for r in rows)
@@ -216,19 +244,19 @@ def test_one_seed_has_no_interval_over_seeds_and_shows_the_runs_own_ci(tiny_zoo,
     (zoo_dir / "zoo.json").write_text(json.dumps(manifest))
     result = zs.run(zoo_dir, num_sequences=64, bootstrap_resamples=50)
     text = result.summary()
-    assert "nan" not in text and "n/a (1 seed)" in text
+    assert "nan" not in text and "(1 seed: no CI)" in text
     sin = next(a for a in result.architectures if a.name == "sinusoidal L1 H1 D16")
     run = next(r for r in result.runs if r.architecture == sin.name)
     e = run.measured["flip_mass"]
     lines = text.splitlines()
     row = lines.index(next(line for line in lines if line.startswith("sinusoidal L1 H1 D16")))
-    assert f"{e.mean:.3f} n/a (1 seed)" in lines[row]
+    assert f"{e.mean:.3f} (1 seed: no CI)" in lines[row]
     assert (
         lines[row + 1].startswith("  run CI (1 seed)")
-        and f"[{e.ci_low:.3f}, {e.ci_high:.3f}]" in lines[row + 1]
+        and numbers.interval(e.mean, e.ci_low, e.ci_high) in lines[row + 1]
     )
     html = (zs.write_outputs(result, tmp_path / "out") / "report.html").read_text()
-    assert f"{e.mean:.3f} n/a (1 seed)" in html and f"run CI [{e.ci_low:.3f}, {e.ci_high:.3f}]" in html
+    assert f"{e.mean:.3f} (1 seed: no CI)" in html and f"run CI [{e.ci_low:.3f}, {e.ci_high:.3f}]" in html
 
 
 def test_summary_without_a_manifest_scans_the_folder_and_reports_missing_runs(tiny_zoo, tmp_path):

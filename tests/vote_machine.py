@@ -81,3 +81,18 @@ def flip_vote_machine(
         model.head.fc_in.weight[digits, digits] = 1.0
         model.head.fc_out.weight[digits, digits] = 1.0
     return model.eval()
+
+
+def redundant_flip_machine(score: float, num_categories: int = 10, n_ctx: int = 16) -> HookedReverseEncoder:
+    """:func:`flip_vote_machine` with two heads that are copies: head 1 has head 0's query, key and value
+    and writes its votes into the same residual dims, so the output is the plurality of the *sum* of the
+    two heads' votes. Either head alone (the other's output zeroed) is the one-head vote machine, so each
+    head alone suffices: degrading one head's pattern leaves the other's intact vote in charge."""
+    model = flip_vote_machine(score, num_categories, n_ctx, n_heads=2)
+    c, d_head = num_categories, model.cfg.d_head
+    with torch.no_grad():
+        qkv = model.blocks[0].attn.qkv_proj.weight.view(2, 3, d_head, model.cfg.d_model)
+        qkv[1] = qkv[0]
+        digits = torch.arange(c)
+        model.blocks[0].attn.o_proj.weight[digits, d_head + digits] = 1.0
+    return model.eval()

@@ -15,6 +15,7 @@ from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.sequences import token_batches
 from interp import metrics
+from interp.proportions import proportion_interval
 from interp.stats import Estimate, UnitSums, bootstrap_distributions, percentile_interval
 
 ENTROPY_BINS = 40  # histogram bins of row entropy over [0, log N]
@@ -174,12 +175,25 @@ def _summarise(
     diff_point = ratio_point[dup] - ratio_point[other]
     diff_low, diff_high = percentile_interval(ratio_reps[:, dup] - ratio_reps[:, other], confidence)
 
+    # Proportions get Clopper–Pearson at the effective number of trials (interp.proportions): trials per
+    # sequence are its positions (accuracy) or queries (argmax hits), or the sequence itself.
+    proportions = {
+        "accuracy": seq_len,
+        "argmax_hit_rate": seq_len,
+        "sequence_accuracy": 1,
+        "per_position_accuracy": 1,
+    }
+
     def estimates(name: str) -> np.ndarray:
         """Estimates of one block, shaped like the block's per-sequence values."""
         which, where, shape = slices[name]
+        lows, highs = low[which][where], high[which][where]
+        if name in proportions:
+            lows, highs = proportion_interval(
+                point[which][where], reps[which][:, where], n_seq, proportions[name], confidence
+            )
         flat = [
-            Estimate(float(m), float(lo), float(hi))
-            for m, lo, hi in zip(point[which][where], low[which][where], high[which][where])
+            Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point[which][where], lows, highs)
         ]
         return np.array(flat, dtype=object).reshape(shape)
 

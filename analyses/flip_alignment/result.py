@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from analyses.frame import numbers
 from analyses.frame.result import AnalysisResult, estimate_row
 from interp.stats import Estimate
 
@@ -160,10 +161,11 @@ class FlipAlignmentResult(AnalysisResult):
         return rows
 
     def summary(self) -> str:
-        """The one-screen text summary the CLI prints: one row per head, mean ± CI half-width."""
+        """The one-screen text summary the CLI prints: one row per head, mean [CI] (outward-rounded:
+        an accuracy of 100% reads 1.0000 [0.9996, 1.0000], not 1.0000 ± 0.0000)."""
 
         def fmt(e: Estimate) -> str:
-            return f"{e.mean:.4f} ± {(e.ci_high - e.ci_low) / 2:.4f}"
+            return numbers.interval(e.mean, e.ci_low, e.ci_high, 4)
 
         columns = ("flip mass", "neighbour ±1,±2", "remainder", "argmax hit", "entropy (nats)")
         lines = [
@@ -172,15 +174,16 @@ class FlipAlignmentResult(AnalysisResult):
             f"accuracy {fmt(self.accuracy)}   sequence accuracy {fmt(self.sequence_accuracy)}   "
             f"loss {fmt(self.loss)}",
             "",
-            f"{'L.H':<5}" + "".join(f"{c:>17}" for c in columns),
+            f"{'L.H':<5}" + "".join(f"{c:>26}" for c in columns),
         ]
         for layer in self.layers:
             for h in layer:
                 values = (h.flip_mass, h.neighbour_mass, h.remainder_mass, h.argmax_hit_rate, h.entropy)
-                lines.append(f"{f'{h.layer}.{h.head}':<5}" + "".join(f"{fmt(v):>17}" for v in values))
+                lines.append(f"{f'{h.layer}.{h.head}':<5}" + "".join(f"{fmt(v):>26}" for v in values))
         lines += [
             "",
-            f"± is the half-width of the {self.confidence:.0%} CI (exact bounds in metrics.json)",
+            f"[low, high]: {self.confidence:.0%} CI rounded outwards (exact bounds in metrics.json; "
+            "accuracies and hit rates: Clopper-Pearson at the effective number of trials)",
             f"uniform attention: mass 1/N = {1 / self.seq_len:.4f}, "
             f"entropy log N = {math.log(self.seq_len):.4f}",
         ]

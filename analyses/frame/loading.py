@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +43,26 @@ def resolve_model(
     """Load ``checkpoint`` (our ``model.pt`` or run folder, the tutorial's Lightning ``.ckpt``, its Flax
     msgpack) or, when None, the cached default model (training it on first use, logged to ``log``).
 
-    ``n_heads`` only matters for Flax files (which do not store it).
+    ``n_heads`` only matters for Flax files (which do not store it). The loader's guess of a Flax file's
+    head count reaches ``log`` as a ``note:`` line in the command line's words (``--n-heads``); other
+    warnings (and that one without a ``log``) are raised again as they were.
     """
     from models.storage.checkpoints import CheckpointError, load_model
 
     path = Path(checkpoint).expanduser() if checkpoint is not None else ensure_default_model(log)
     try:
-        model = load_model(path, n_heads=n_heads, device=device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = load_model(path, n_heads=n_heads, device=device)
     except CheckpointError as e:
         raise UserError(f"{'--checkpoint' if checkpoint is not None else 'default model:'} {e}") from None
+    for w in caught:  # the head-count guess in the command line's words, as one "note:" line
+        text = str(w.message)
+        if log is not None and "does not store its head count" in text:
+            cli = text.replace("assumed n_heads=1 (pass n_heads= if", "assumed 1 head (pass --n-heads if")
+            log(f"note: {cli}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     # The file read (a run folder's model.pt) and its sha256, as load_model noted them: the same
     # provenance whether a result is made here or in Python from load_model.
     return ResolvedModel(model=model.eval(), path=Path(model.checkpoint_path), sha256=model.checkpoint_sha256)

@@ -1,17 +1,20 @@
 """How estimates and p-values are printed in reports and summaries.
 
-- :func:`interval`: ``0.912 [0.905, 0.918]``; when the interval is narrower than the printed precision
-  (both ends round to the same digits) it says so, ``0.589 (95% CI within ±0.0005)``, instead of the
-  uninformative ``0.589 [0.589, 0.589]``;
-- :func:`p_value`: two significant digits, and ``< 1e-16`` below 1e-16, where a p-value computed in
-  double precision (as 1 − a CDF, or a normal tail) is no longer resolved.
+- :func:`interval`: ``0.912 [0.905, 0.918]``. The ends are rounded *outwards* (low down, high up) so the
+  printed interval always contains the computed one: an interval [0.99963, 1] prints as
+  ``1.000 [0.999, 1.000]``, never as a zero-width ``1.000 [1.000, 1.000]`` or a "within ±0.0005" that
+  hides which side is open. Only an interval that really has zero width says so (``(zero-width CI)``);
+  the toolkit's proportion intervals never do (``interp.proportions``).
+- :func:`p_value`: two significant digits, and ``< 1e-16`` at or below 1e-16 (``interp.paired.P_FLOOR``),
+  where a p-value computed in double precision (as 1 − a CDF, or a normal tail) is no longer resolved;
+  stored p-values are floored there, never 0.
 """
 
 from __future__ import annotations
 
 import math
 
-P_FLOOR = 1e-16
+from interp.paired import P_FLOOR  # noqa: F401  (re-exported: reports read numbers.P_FLOOR)
 
 
 def _finite(x: float | None) -> bool:
@@ -31,14 +34,17 @@ def interval(
 
     if not (_finite(low) and _finite(high)):
         return f"{text(mean)} (no CI)"
-    if text(low) == text(high):
-        half = 0.5 * 10.0 ** (-digits)
-        return f"{text(mean)} (95% CI within ±{half:.{digits + 1}f}{unit})"
-    return f"{text(mean)} [{text(low)}, {text(high)}]"
+    if low == high:
+        return f"{text(mean)} (zero-width CI)"
+    step = 10.0 ** (digits + (2 if pct else 0))
+    # Outward rounding; the 1e-9 keeps float noise (0.9 * 1000 = 899.9999…) from moving an exact end.
+    down = math.floor(low * step + 1e-9) / step
+    up = math.ceil(high * step - 1e-9) / step
+    return f"{text(mean)} [{text(down)}, {text(up)}]"
 
 
 def p_value(p: float | None) -> str:
     """``0.032``, ``4.1e-09``, ``< 1e-16`` (also for p = 0), ``n/a``."""
     if not _finite(p):
         return "n/a"
-    return "< 1e-16" if p < P_FLOOR else f"{p:.2g}"
+    return "< 1e-16" if p <= P_FLOOR else f"{p:.2g}"

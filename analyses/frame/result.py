@@ -24,17 +24,30 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from interp.proportions import proportion_interval
 from interp.stats import Estimate, percentile_interval, resampling_unit
 
 INTEGER_COLUMNS = ("layer", "head")
 
 
 def estimates(
-    point: np.ndarray, replicates: np.ndarray, confidence: float, shape: tuple[int, ...] | None = None
+    point: np.ndarray,
+    replicates: np.ndarray,
+    confidence: float,
+    shape: tuple[int, ...] | None = None,
+    *,
+    sequences: int | None = None,
+    trials: float | np.ndarray = 1.0,
 ) -> np.ndarray:
-    """k Estimates from their point values ``[k]`` and bootstrap replicates ``[R, k]`` (percentile
-    intervals, ``interp.stats.percentile_interval``), as an object array shaped ``shape`` (default [k])."""
-    low, high = percentile_interval(replicates, confidence)
+    """k Estimates from their point values ``[k]`` and bootstrap replicates ``[R, k]``, as an object array
+    shaped ``shape`` (default [k]). Percentile intervals (``interp.stats.percentile_interval``) for
+    means and ratios; for *proportions* pass ``sequences`` (the independent sequences the bootstrap
+    resampled) and ``trials`` (trials per sequence, e.g. 16 positions): Clopper–Pearson at the effective
+    number of trials, exact at 0 and 1 (``interp.proportions.proportion_interval``)."""
+    if sequences is None:
+        low, high = percentile_interval(replicates, confidence)
+    else:
+        low, high = proportion_interval(point, replicates, sequences, trials, confidence)
     flat = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
     return np.array(flat, dtype=object).reshape((len(flat),) if shape is None else shape)
 

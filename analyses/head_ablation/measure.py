@@ -177,6 +177,12 @@ def run(
                 )
                 fixed[name] = _sweep(model, batches, manager, num_sequences)
                 meta[name] = ("ablation", layer, head, method)
+        if cfg.n_heads > 1:  # every head of a layer zeroed together: heads that cover for each other
+            for layer in range(cfg.n_layers):
+                together = [(layer, h) for h in range(cfg.n_heads)]
+                manager = ablate_heads(model, together, "zero", means=means, reference=reference, seed=seed)
+                fixed[f"joint/L{layer}"] = _sweep(model, batches, manager, num_sequences)
+                meta[f"joint/L{layer}"] = ("joint", layer, None, "zero")
         for layer, head in heads:
             for kind, fn in fns.items():
                 name = f"pattern/L{layer}H{head}/{kind}"
@@ -238,7 +244,7 @@ def run(
                 cleans[permuted_sequences] = _sweep(
                     model, partial(batches, permuted_sequences), nullcontext(), permuted_sequences
                 )
-    conditions = _summarise(table, cleans, meta, bootstrap_resamples, confidence, seed)
+    conditions = _summarise(table, cleans, meta, bootstrap_resamples, confidence, seed, seq_len)
     ceiling = (
         float(baselines.no_position_ceiling(seq_len, cfg.d_vocab).accuracy)
         if seq_len <= 32
@@ -272,8 +278,11 @@ def _summarise(
     resamples: int,
     confidence: float,
     seed: int,
+    seq_len: int,
 ) -> dict[str, ConditionResult]:
-    """Means and paired deltas with CIs, Wilcoxon tests, Holm.
+    """Means and paired deltas with CIs, Wilcoxon tests, Holm. Accuracy (a proportion of the
+    ``seq_len`` positions of each sequence) gets Clopper–Pearson at the effective number of trials,
+    exact at 0 and 1 (``interp.proportions``); the other columns percentile intervals.
 
     Each condition's per-sequence values and their differences from the clean run on the same
     sequences (the first n of them) are bootstrapped over the same resamples of those n sequences
@@ -297,6 +306,7 @@ def _summarise(
         )
         for name, (point, reps) in zip(names, drawn):
             found[name] = estimates(point, reps, confidence)
+            found[name][0] = estimates(point[:1], reps[:, :1], confidence, sequences=n, trials=seq_len)[0]
     out: dict[str, ConditionResult] = {}
     clean_losses = table["none"].first_losses
     for name, sweep in table.items():

@@ -19,7 +19,9 @@ from interp.stats import Estimate
 ANALYSIS = "head_ablation"
 # 2: metrics.csv has a scope column; settings.permutation_sequences (row permutations run on the first
 # permutation_sequences sequences; 1: on all of them)
-SCHEMA_VERSION = 2
+# 3: with more than one head per layer, conditions "joint/L<l>" (kind "joint", head null): every head of
+# layer l zeroed together, and "redundancy" (per layer: joint vs the worst single head)
+SCHEMA_VERSION = 3
 DEFAULT_OUT = Path("out") / ANALYSIS
 STATS = ("accuracy", "loss", "logit_diff")
 
@@ -29,7 +31,7 @@ class ConditionResult:
     """One condition: means with CIs, paired changes from the clean run, and (head ablations) a test."""
 
     name: str
-    kind: str  # "clean" | "ablation" | "pattern"
+    kind: str  # "clean" | "ablation" | "pattern" | "joint" (every head of ``layer`` zeroed together)
     layer: int | None
     head: int | None
     method: str
@@ -111,7 +113,40 @@ class HeadAblationResult(SampledResult):
                 for key, acc in self.permutation_accuracy.items()
             },
             "patching": self.patching.to_dict(),
+            "redundancy": self.redundancy(),
         }
+
+    def redundancy(self) -> list[dict[str, Any]]:
+        """Per layer with more than one head: Δ accuracy of zeroing all its heads together against the
+        worst single head. ``covering`` when no head alone costs more than 1% of accuracy (CI low ≥
+        −0.01) but all together do (CI high < −0.01): the heads cover for each other, so a single-head
+        ablation understates what the layer does."""
+        out = []
+        for name, joint in self.conditions.items():
+            if joint.kind != "joint":
+                continue
+            single = [
+                c
+                for c in self.conditions.values()
+                if c.kind == "ablation" and c.method == "zero" and c.layer == joint.layer
+            ]
+            worst = min(single, key=lambda c: c.delta_accuracy.mean)
+            d_joint, d_worst = joint.delta_accuracy, worst.delta_accuracy
+            covering = all(c.delta_accuracy.ci_low >= -0.01 for c in single) and d_joint.ci_high < -0.01
+            text = lambda e: numbers.interval(e.mean, e.ci_low, e.ci_high)  # noqa: E731
+            sentence = (
+                f"Zeroing every head of layer {joint.layer} together changes accuracy by {text(d_joint)}; "
+                f"the worst single head, {worst.layer}.{worst.head}, by {text(d_worst)}"
+            )
+            if covering:
+                sentence += ": the heads cover for each other (no one head is needed, together they are)."
+            else:
+                sentence += "."
+            out.append(
+                {"layer": joint.layer, "condition": name, "worst_single": f"{worst.layer}.{worst.head}",
+                 "covering": covering, "sentence": sentence}
+            )  # fmt: skip
+        return out
 
     def csv_rows(self) -> list[dict[str, Any]]:
         """One row per (condition, metric); the clean run has scope "model", the others their head."""
@@ -121,7 +156,7 @@ class HeadAblationResult(SampledResult):
             for metric in (*STATS, *(f"delta_{s}" for s in STATS)):
                 row = estimate_row(
                     getattr(c, metric),
-                    layer=c.layer,
+                    layer=c.layer if c.head is not None else None,  # a joint row: its layer is in the name
                     head=c.head,
                     condition=name,
                     kind=c.kind,
@@ -147,6 +182,7 @@ class HeadAblationResult(SampledResult):
                 continue
             p = "" if c.p_holm is None else numbers.p_value(c.p_holm)
             lines.append(f"{name:<26} {fmt(c.delta_accuracy):<26} {fmt(c.delta_loss):<26} {p}")
+        lines += [r["sentence"] for r in self.redundancy()]
         for key, acc in self.permutation_accuracy.items():
             if acc:
                 s = spread(acc)

@@ -18,7 +18,8 @@ def make_figures(result: Any, directory: Path) -> dict[str, str]:
     captions = {}
 
     fig, axes = ep.figure(1, 1, panel=(max(5.5, 0.9 * len(result.sites) + 2), 3.8))
-    groups = [f"L{s.layer} {s.site}" for s in result.sites]
+    # each site with the program variable it carries (searched per site, interp.interchange)
+    groups = [f"L{s.layer} {s.site}\n({s.variable})" for s in result.sites]
     series = {
         "IIA (aligned output)": estimate_arrays([s.iia for s in result.sites]),
         "every output as the program": estimate_arrays([s.iia_whole for s in result.sites]),

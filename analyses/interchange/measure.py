@@ -24,6 +24,7 @@ from analyses.interchange.result import (
 from interp import stats
 from interp.interchange import (
     SITES,
+    VARIABLES,
     InterchangeSummary,
     pair_batches,
     row_count,
@@ -32,7 +33,9 @@ from interp.interchange import (
 )
 
 RULE = (
-    f"implements: some output-side site (z, attn_out or resid_mid at query i) has IIA CI low ≥ {STRONG}, and "
+    "each site is scored against the program variable it carries best (aggregate V_p = t[N−1−p] or token "
+    f"t[p]); implements: some output-side site (z, attn_out or resid_mid at query i) carries V_i with IIA "
+    f"CI low ≥ {STRONG}, and "
     f"patching the input residual (layer 0 resid_pre at key j) has IIA CI low ≥ {STRONG} and changes no "
     f"other output (largest off-program change, CI high ≤ {LEAK}); partly: the best site's IIA CI low ≥ "
     f"{PARTIAL}; does not: otherwise"
@@ -55,11 +58,17 @@ def conclude(sites: list[InterchangeSummary]) -> Conclusion:
     sentences = []
     if output:
         top = max(output, key=lambda s: s.iia.ci_low)
-        sentences.append(
-            f"Patching {top.site} at query i (layer {top.layer}) from a source sequence moves output i to "
-            f"the source's t[N−1−i], as the program's interchange does, in {fmt(top.iia)} of interchanges "
-            f"(every output as the program says: {fmt(top.iia_whole)})."
-        )
+        if top.variable == "aggregate":
+            sentences.append(
+                f"Patching {top.site} at query i (layer {top.layer}) from a source sequence moves output i "
+                f"to the source's t[N−1−i], as the program's interchange does, in {fmt(top.iia)} of "
+                f"interchanges (every output as the program says: {fmt(top.iia_whole)})."
+            )
+        else:
+            sentences.append(
+                f"{top.site} at position p (layer {top.layer}) carries the token t[p], not the aggregate "
+                f"t[N−1−p]: patching it moves output N−1−p in {fmt(top.iia)} of interchanges."
+            )
     if inputs:
         pre = inputs[0]
         sentences.append(
@@ -67,9 +76,14 @@ def conclude(sites: list[InterchangeSummary]) -> Conclusion:
             f"{fmt(pre.iia)} of interchanges; the largest change of any other output is "
             f"{fmt(pre.off_program_max)} (the program: 0)."
         )
-    strong_output = bool(output) and max(s.iia.ci_low for s in output) >= STRONG
+    # "implements" needs each site to carry the program's own variable there: the aggregate V_i at the
+    # output side, the token t_j at the input residual (the search may find the other one).
+    strong_output = any(s.iia.ci_low >= STRONG and s.variable == "aggregate" for s in output)
     clean_input = (
-        bool(inputs) and inputs[0].iia.ci_low >= STRONG and inputs[0].off_program_max.ci_high <= LEAK
+        bool(inputs)
+        and inputs[0].variable == "token"
+        and inputs[0].iia.ci_low >= STRONG
+        and inputs[0].off_program_max.ci_high <= LEAK
     )
     if strong_output and clean_input:
         label = "implements"
@@ -177,6 +191,7 @@ def run(
             bootstrap_resamples,
             confidence,
             resample_seed,
+            VARIABLES,  # the variable each site carries is searched (interp.interchange)
         )
 
     with evaluating(model):

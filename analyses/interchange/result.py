@@ -7,12 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyses.frame import numbers
 from analyses.frame.result import SampledResult, estimate_row
 from interp.interchange import InterchangeSummary, program_dependency
 from interp.stats import Estimate, resampling_unit
 
 ANALYSIS = "interchange"
-SCHEMA_VERSION = 1
+# 2: every site and head has "variable" (searched: aggregate or token) and "iia_other_variables";
+# top-level "variables" says how; IIA intervals are Clopper-Pearson (exact at 100%), the off-program
+# max a Bonferroni bound
+SCHEMA_VERSION = 2
 DEFAULT_OUT = Path("out") / ANALYSIS
 OUTPUT_SITES = ("z", "attn_out", "resid_mid")  # aligned with output i; resid_pre with output N − 1 − j
 STRONG = 0.95  # IIA CI low at which a site "implements" the program's variable
@@ -21,7 +25,7 @@ LEAK = 0.05  # largest off-program change (CI high) allowed to "implements"
 
 
 def fmt(e: Estimate, digits: int = 4) -> str:
-    return f"{e.mean:.{digits}f} [{e.ci_low:.{digits}f}, {e.ci_high:.{digits}f}]"
+    return numbers.interval(e.mean, e.ci_low, e.ci_high, digits)  # ends rounded outwards
 
 
 @dataclass
@@ -94,6 +98,8 @@ class InterchangeResult(SampledResult):
                 "sentence": self.selector_sentence,
             },
             "program_dependency": {name: program_dependency(name, self.seq_len).tolist() for name in names},
+            "variables": "each site is scored against the variable it carries best: aggregate V_p = t[N−1−p] "
+            "(read by output p) or token t[p] (read by output N−1−p); 'iia_other_variables' has the other",
         }
 
     def csv_rows(self) -> list[dict[str, Any]]:
@@ -120,12 +126,18 @@ class InterchangeResult(SampledResult):
             f"Interchange interventions: {self.num_sequences:,} (base, source) pairs of length "
             f"{self.seq_len}",
             f"conclusion: {self.conclusion.text}",
-            f"{'site':<12} {'layer':>5} {'IIA':<26} {'whole output':<26} {'largest off-program change'}",
+            f"{'site':<12} {'layer':>5} {'variable':<10} {'IIA':<26} {'whole output':<26} "
+            "largest off-program change",
         ]
         for s in self.sites:
             lines.append(
-                f"{s.site:<12} {s.layer:>5} {fmt(s.iia):<26} {fmt(s.iia_whole):<26} {fmt(s.off_program_max)}"
+                f"{s.site:<12} {s.layer:>5} {s.variable:<10} {fmt(s.iia):<26} {fmt(s.iia_whole):<26} "
+                f"{fmt(s.off_program_max)}"
             )
+        lines.append(
+            "variable: the program variable each site is scored against, searched per site (aggregate "
+            "V_p = t[N−1−p], read by output p; token t[p], read by output N−1−p)"
+        )
         if len(self.heads) > 1:
             heads = ", ".join(f"{s.layer}.{s.head}: {s.iia.mean:.3f}" for s in self.heads)
             lines.append(f"IIA of each head's z: {heads}")
@@ -133,8 +145,14 @@ class InterchangeResult(SampledResult):
         return "\n".join(lines)
 
     def headline(self) -> str:
-        best = max(self.sites, key=lambda s: s.iia.mean)
-        return f"{self.conclusion.label}; best IIA {best.iia.mean:.4f} ({best.site}, layer {best.layer})"
+        """The conclusion and the IIA of the head output ``z`` (the site the selector claim is about;
+        the best site when z was not measured)."""
+        z = [s for s in self.sites if s.site == "z"]
+        quoted = max(z or self.sites, key=lambda s: s.iia.mean)
+        return (
+            f"{self.conclusion.label}; IIA of {quoted.site} {quoted.iia.mean:.4f} "
+            f"(layer {quoted.layer}, variable {quoted.variable})"
+        )
 
 
 CSV_FIELDS = InterchangeResult.CSV_FIELDS

@@ -88,7 +88,9 @@ def accuracy_figure(result: LengthGeneralisationResult, directory: Path) -> str:
     ax.grid(alpha=0.3)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xticks(np.arange(0, longest, 2 if longest > 16 else 1))
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    # A figure legend "outside" the right panel: constrained layout makes room for it (an axes legend
+    # anchored outside its axes is not laid out, and was clipped at the figure's edge).
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", fontsize=7)
     save_figure(fig, directory, "accuracy")
     return (
         "Left: accuracy, sequence accuracy and the share of outputs that copy "

@@ -196,11 +196,26 @@ def _summarise(
     dens = None if units.per_sequence else np.hstack([d.reshape(units.units, -1) for _, d in pairs])
     # Resampling stream [seed, 1, n]: distinct from the data streams [seed, block] and across lengths.
     point, reps = bootstrap_distribution(np.hstack(parts), dens, resamples=resamples, seed=[seed, 1, n])
+    # Proportions (accuracy over the n positions, sequence accuracy, per-position accuracy, the learned
+    # copy rate over the shared queries) get Clopper–Pearson at the effective number of trials, exact at
+    # 0 and 1 (interp.proportions); losses and flip masses percentile intervals.
+    trials_of = {"accuracy": n, "sequence_accuracy": 1, "correct": 1, "learned_copy": max(shared, 1)}
     flat = list(estimates(point, reps, confidence))
     est: dict[str, list[Estimate]] = {}
     start = 0
     for name, part in zip(blocks, parts):
-        est[name] = flat[start : start + part.shape[1]]
+        where = slice(start, start + part.shape[1])
+        est[name] = flat[where]
+        if name in trials_of:
+            est[name] = list(
+                estimates(
+                    point[where],
+                    reps[:, where],
+                    confidence,
+                    sequences=units.num_sequences,
+                    trials=trials_of[name],
+                )
+            )
         start += part.shape[1]
     n_heads = cfg.n_layers * cfg.n_heads
     for name in ("learned_copy", "learned_flip_mass", "task_flip_mass_shared", "learned_minus_task"):

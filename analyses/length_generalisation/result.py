@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from analyses.frame import numbers
 from analyses.frame.result import AnalysisResult, estimate_row, plain
 from interp.stats import Estimate
 
@@ -166,7 +167,7 @@ class LengthGeneralisationResult(AnalysisResult):
         """The text summary the CLI prints: one row per length (and head), mean [CI]."""
 
         def fmt(e: Estimate) -> str:
-            return "n/a" if np.isnan(e.mean) else f"{e.mean:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
+            return "n/a" if np.isnan(e.mean) else numbers.interval(e.mean, e.ci_low, e.ci_high)
 
         g = f"{self.train_length - 1}−i"
         lines = [

@@ -151,7 +151,7 @@ def run(
     drawn.update({c.name: (arrays[f"{c.name}/point"], arrays[f"{c.name}/reps"]) for c in there[1:]})
     if shuffle_seeds:
         conditions.append(Condition("shuffle", "shuffle_mean", f"shuffle (mean of {shuffle_seeds})"))
-    results = _summarise(conditions, drawn, cfg, confidence)
+    results = _summarise(conditions, drawn, cfg, confidence, num_sequences)
     d = cfg.d_model
     return PEAblationResult(
         num_sequences=num_sequences,
@@ -218,8 +218,13 @@ def _summarise(
     drawn: dict[str, tuple[np.ndarray, np.ndarray]],
     cfg: Any,
     confidence: float,
+    num_sequences: int,
 ) -> dict[str, ConditionResult]:
     """Every column of every condition with its CI, from its point estimates and bootstrap replicates.
+
+    Proportions (accuracy over the N positions, per-position accuracy, offset matches over the N − |d|
+    queries with a key at offset d) get Clopper–Pearson at the effective number of trials, exact at 0
+    and 1 (``interp.proportions``); losses, logit differences, changes and flip masses percentile ones.
 
     The replicates of all conditions come from one shared set of resamples of the sequences: the
     resampling stream ``[seed, 1]`` is distinct from the data stream ``[seed, block]``, and its counts
@@ -229,10 +234,23 @@ def _summarise(
     heads = [f"{layer}.{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
     n_pos = len(drawn["none"][0]) - len(COLUMNS) - len(OFFSETS) - len(heads)
     out = {}
+    k = len(COLUMNS)
+    # trials per sequence of each proportion column (accuracy, per-position accuracy, offset matches)
+    proportion = {0: n_pos} | {k + i: 1 for i in range(n_pos)}
+    proportion |= {k + n_pos + j: t for j, t in enumerate(metrics.offset_query_counts(n_pos, OFFSETS))}
+    cols = np.array(sorted(proportion))
     for c in conditions:
         point, reps = drawn[c.name]
         est = list(estimates(point, reps, confidence))
-        k = len(COLUMNS)
+        exact = estimates(
+            point[cols],
+            reps[:, cols],
+            confidence,
+            sequences=num_sequences,
+            trials=[proportion[i] for i in cols],
+        )
+        for i, e in zip(cols, exact):
+            est[i] = e
         out[c.name] = ConditionResult(
             c,
             *est[:k],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyses.frame import numbers
 from analyses.frame.result import SampledResult, estimate_row, plain
 from interp import baselines, outcomes
 from interp.stats import Estimate
@@ -126,7 +127,7 @@ class PEAblationResult(SampledResult):
         """The text the CLI prints: the main conditions, then accuracy by scale α and by removed band."""
 
         def fmt(e: Estimate) -> str:
-            return f"{e.mean:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
+            return numbers.interval(e.mean, e.ci_low, e.ci_high)  # ends rounded outwards
 
         lines = [
             f"PE ablation: {self.num_sequences:,} sequences of length {self.seq_len}; "

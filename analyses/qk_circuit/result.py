@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from analyses.frame import numbers
 from analyses.frame.result import AnalysisResult, estimate_row, plain
 from interp.circuits import SCORE_TERMS
 from interp.stats import Estimate
@@ -235,7 +236,7 @@ DEFINITIONS = {
 
 
 def _fmt(e: Estimate) -> str:
-    return f"{e.mean:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
+    return numbers.interval(e.mean, e.ci_low, e.ci_high)  # ends rounded outwards
 
 
 def _pattern_dict(p: PatternSummary) -> dict[str, Any]:

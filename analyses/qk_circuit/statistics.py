@@ -203,6 +203,20 @@ def summarise(
         replicates = values[1:].reshape(len(values) - 1, -1)
         return estimates(values[0].ravel(), replicates, confidence, values.shape[1:])
 
+    def proportion(values: torch.Tensor | np.ndarray, trials: Any) -> np.ndarray:
+        """:func:`est` for a proportion (accuracy, swap follows / changed): Clopper–Pearson at the effective
+        number of trials, exact at 0% and 100% (``interp.proportions``), never a zero-width interval."""
+        values = np.asarray(values, dtype=np.float64)
+        replicates = values[1:].reshape(len(values) - 1, -1)
+        return estimates(
+            values[0].ravel(),
+            replicates,
+            confidence,
+            values.shape[1:],
+            sequences=num_sequences,
+            trials=trials,
+        )
+
     pattern, terms = means["pattern"], means["terms"]  # [A, H, N, N], [A, T, H, N, N]
     n_heads = pattern.shape[1]
     similarity = {k: torch.from_numpy(v) for k, v in geometry["similarity"].items()}  # [H, N, N]
@@ -289,8 +303,10 @@ def summarise(
             )
         )
 
-    follows, changed, drop = (est(means[f"swap_{k}"]) for k in ("follows", "changed", "drop"))
     swap_counts = sums["swap_count"].sum(0).numpy()
+    per_sequence = np.maximum(swap_counts / num_sequences, 1.0)  # swaps (trials) per sequence and offset
+    follows, changed = (proportion(means[f"swap_{k}"], per_sequence) for k in ("follows", "changed"))
+    drop = est(means["swap_drop"])
     swap = {
         o: {
             "follows": follows[i],
@@ -327,7 +343,7 @@ def summarise(
         settings=settings,
         decomposition_max_abs_error=float(max_error),
         frozen_scale=frozen_scale,
-        accuracy=est(means["accuracy"])[()],
+        accuracy=proportion(means["accuracy"], n)[()],
         heads=heads,
         singular_values=geometry["singular_values"],
         raw_pe_cosine_by_distance=geometry["raw_pe_cosine_by_distance"],

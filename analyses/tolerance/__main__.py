@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from analyses.frame import command
 from analyses.frame.arguments import ArgumentParser, non_negative_int, positive_int
 from analyses.tolerance import ANALYSIS, DEFAULT_OUT, OUTPUTS, run
+from analyses.tolerance.heads import parse_heads
 from analyses.tolerance.measure import MIXES
 from interp.pattern_families import TEMPERATURES
-from interp.tolerance_verdict import SLACK
+from interp.tolerance_verdict import SLACK_FRACTION
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -53,6 +54,13 @@ def _slack(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}")
     return value
+
+
+def _heads(text: str) -> str | list[tuple[int, int]]:
+    try:
+        return parse_heads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _grid(values: Sequence[float]) -> str:
@@ -99,8 +107,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--slack",
         type=_slack,
-        default=SLACK,
-        help=f"margin the verdict asks for (default {SLACK})",
+        default=None,
+        help=f"margin in flip mass the verdict asks for (default: {SLACK_FRACTION:g} × the own flip mass)",
     )
     p.add_argument(
         "--adversarial-sequences",
@@ -110,6 +118,13 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--beam-width", type=positive_int, default=8, help="beam width of the worst-case search")
     p.add_argument("--beam-steps", type=positive_int, default=20, help="most steps of the worst-case search")
+    p.add_argument(
+        "--heads",
+        type=_heads,
+        default="auto",
+        help="a set of heads also degraded jointly and one at a time: auto (every head whose zero ablation "
+        "changes the logits; default), all, layer:L, none, or L.H,L.H",
+    )
     return p
 
 
@@ -132,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "adversarial_sequences",
             "beam_width",
             "beam_steps",
+            "heads",
         ),
     )
 

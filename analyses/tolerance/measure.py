@@ -12,6 +12,7 @@ from analyses.frame import arguments
 from analyses.frame.loading import evaluating, records_source
 from analyses.frame.result import estimates
 from analyses.frame.sequences import token_batches
+from analyses.tolerance.heads import head_set, parse_heads, redundancy_verdict, resolve_heads
 from analyses.tolerance.result import ANALYSIS, READOUT, Adversarial, FamilyCurve, ToleranceResult
 from interp import metrics, stats
 from interp.ablation import check_heads
@@ -21,7 +22,7 @@ from interp.readout import READOUT_COLUMNS, readout_estimates, readout_statistic
 from interp.stats import bootstrap_distributions
 from interp.thresholds import family_threshold
 from interp.tolerance import BUILT_IN, family_sweep, sweep_units
-from interp.tolerance_verdict import SLACK, make_verdict
+from interp.tolerance_verdict import Verdict, default_slack, make_verdict
 from machine.scalars import as_float, as_int
 
 # s = 0, 0.05, ..., 0.6, then 0.7, 0.8, 0.9, 1: every family crosses 99% and 50% below s = 0.6 on the
@@ -99,18 +100,23 @@ def run(
     single_offset: int = 1,
     level: float = 0.99,
     breaking_level: float = 0.5,
-    slack: float = SLACK,
+    slack: float | None = None,
     radius: int = 2,
     adversarial_sequences: int = 500,
     beam_width: int = 8,
     beam_steps: int = 20,
+    heads: str | Sequence[tuple[int, int]] = "auto",
 ) -> ToleranceResult:
     """Sweep the families over ``num_sequences`` random sequences (same seed, same numbers).
 
     ``layer``/``head`` pick the head whose pattern is replaced (default: the head with the largest flip
     mass on the first batch); ``level``/``breaking_level`` are the accuracy levels of the thresholds,
-    ``slack`` the margin the verdict asks for; ``adversarial_sequences`` isolated-digit inputs are both
-    the adversarial test of the readout rule and the start of the beam searches.
+    ``slack`` the margin the verdict asks for (None: a tenth of the own flip mass,
+    ``interp.tolerance_verdict.default_slack``); ``adversarial_sequences`` isolated-digit inputs are both
+    the adversarial test of the readout rule and the start of the beam searches. ``heads``: a set of
+    heads also degraded jointly and one at a time (``analyses.tolerance.heads``: ``auto`` = every head
+    whose zero ablation changes the logits, ``all``, ``layer:L``, ``none`` or (layer, head) pairs);
+    a set of one head adds nothing and is skipped.
     """
     cfg = model.cfg
     seq_len = arguments.check_sampling(
@@ -124,9 +130,10 @@ def run(
     breaking_level = _check_level(breaking_level, "breaking_level")
     if breaking_level >= level:
         raise ValueError(f"breaking_level ({breaking_level}) must be below level ({level})")
-    slack = as_float(slack, "slack")
-    if slack < 0:
-        raise ValueError(f"slack must be ≥ 0, got {slack}")
+    if slack is not None:
+        slack = as_float(slack, "slack")
+        if slack < 0:
+            raise ValueError(f"slack must be ≥ 0, got {slack}")
     single_offset = as_int(single_offset, "single_offset")
     if (layer is None) != (head is None):
         raise ValueError("give both layer and head, or neither (then the head with the largest flip mass)")
@@ -140,9 +147,10 @@ def run(
     def batches() -> Iterator[torch.Tensor]:  # the same sequences each time
         return token_batches(num_sequences, seq_len, cfg.d_vocab, seed, batch_size)
 
+    first_batch = next(iter(batches())).to(device)
     with evaluating(model):
         if layer is None:
-            layer, head, mass = flip_head(model, next(iter(batches())).to(device))
+            layer, head, mass = flip_head(model, first_batch)
             choice = f"the largest flip mass, {mass:.3f}, of {cfg.n_layers * cfg.n_heads} head(s)"
         else:
             ((layer, head),) = check_heads(model, [(layer, head)])
@@ -172,6 +180,12 @@ def run(
             [(table, den), (bin_sums, bin_counts)], bootstrap_resamples, resample_seed
         )
         est = estimates(point, reps, confidence).reshape(3, p)
+        # accuracy over the N positions and sequence accuracy are proportions: Clopper–Pearson at the
+        # effective number of trials, exact at 0 and 1 (interp.proportions); flip mass percentile.
+        trials = np.repeat([seq_len, 1], p)
+        est[:2] = estimates(
+            point[: 2 * p], reps[:, : 2 * p], confidence, sequences=num_sequences, trials=trials
+        ).reshape(2, p)
         readout = readout_estimates(
             out["readout"], seq_len, bootstrap_resamples, confidence, resample_seed, counts
         )
@@ -209,10 +223,41 @@ def run(
     first = curves[0]
     own = {name: getattr(first, name)[first.own] for name in ("accuracy", "sequence_accuracy", "flip_mass")}
 
+    used_slack = default_slack(own["flip_mass"].mean) if slack is None else slack
+    with evaluating(model):
+        chosen, how = resolve_heads(
+            model, parse_heads(heads) if isinstance(heads, str) else heads, first_batch
+        )
+        group = (
+            head_set(
+                model,
+                batches,
+                num_sequences,
+                families,
+                chosen,
+                how,
+                level,
+                used_slack,
+                bootstrap_resamples,
+                confidence,
+                resample_seed,
+            )  # fmt: skip
+            if len(chosen) > 1
+            else None
+        )
+
     def verdict(statistic: str, unit: str) -> Any:
         at = lambda lvl: [t for t in thresholds if t.statistic == statistic and t.level == lvl]  # noqa: E731
         own_acc, own_flip = own[statistic], own["flip_mass"]
-        return make_verdict(own_acc, own_flip, at(level), at(breaking_level), level, slack, unit)
+        made = make_verdict(own_acc, own_flip, at(level), at(breaking_level), level, slack, unit)
+        # The regime the verdict holds in, said first: what was replaced, what was left, on which inputs.
+        others = "every other head intact" if cfg.n_layers * cfg.n_heads > 1 else "the model's only head"
+        regime = (
+            f"Regime: {num_sequences:,} random sequences of length {seq_len}; head {layer}.{head}'s pattern "
+            f"replaced along each family ({others})."
+        )
+        made = Verdict(made.label, [regime, *made.sentences], made.rule)
+        return redundancy_verdict(made, group) if statistic == "accuracy" else made
 
     return ToleranceResult(
         num_sequences=num_sequences,
@@ -227,7 +272,8 @@ def run(
         head_choice=choice,
         level=level,
         breaking_level=breaking_level,
-        slack=slack,
+        slack=used_slack,  # the slack the verdict used
+        head_set=group,
         own=own,
         families=curves,
         thresholds=thresholds,
@@ -243,6 +289,7 @@ def run(
             "adversarial_sequences": adversarial_sequences,
             "beam_width": beam_width,
             "beam_steps": beam_steps,
+            "heads": heads if isinstance(heads, str) else [f"{lay}.{h}" for lay, h in heads],
         },
         config=cfg.to_dict(),
     )
@@ -324,7 +371,7 @@ def _adversarial(
     logit_min = torch.cat([logit_score(part).double().cpu() for part in tokens.split(batch_size)])
     shares = np.stack([(vote_min < 0).numpy(), (logit_min < 0).numpy()], 1).astype(np.float64)
     [(point, reps)] = bootstrap_distributions([(shares, None)], resamples, resample_seed)
-    share_vote, share_model = estimates(point, reps, confidence)
+    share_vote, share_model = estimates(point, reps, confidence, sequences=num_sequences)  # one trial each
     vote_search = beam_search(vote_score, tokens, c, width, steps)
     logit_search = beam_search(logit_score, tokens, c, width, steps)
     return Adversarial(

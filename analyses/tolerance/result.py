@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyses.frame import numbers
 from analyses.frame.result import SampledResult, estimate_row, plain
 from interp.stats import Estimate
 from interp.thresholds import Threshold
 from interp.tolerance_verdict import Verdict
 
 ANALYSIS = "tolerance"
-SCHEMA_VERSION = 1
+# 2: "head_set" (joint and per-head thresholds of a set of heads, the redundancy rule), readout
+# "by_family" (vote vs heaviest key along every family); slack is the one the verdict used (default:
+# a tenth of the own flip mass); threshold CIs hold the grid bracket; proportions Clopper-Pearson
+SCHEMA_VERSION = 2
 DEFAULT_OUT = Path("out") / ANALYSIS
 CURVES = ("accuracy", "sequence_accuracy", "flip_mass")
 # Readout rates per family point (interp.readout.readout_estimates), in the order they are reported.
@@ -39,6 +43,8 @@ def fmt(e: Estimate, digits: int = 3) -> str:
             return "below range"
         return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
+    if all(math.isfinite(x) for x in (e.mean, e.ci_low, e.ci_high)):
+        return numbers.interval(e.mean, e.ci_low, e.ci_high, digits)  # ends rounded outwards
     return f"{one(e.mean)} [{one(e.ci_low)}, {one(e.ci_high)}]"
 
 
@@ -115,6 +121,7 @@ class ToleranceResult(SampledResult):
     adversarial: Adversarial
     settings: dict[str, Any]  # the analysis' own settings (grids, beam, ...)
     config: dict[str, Any]
+    head_set: Any = None  # analyses.tolerance.heads.HeadSetResult, or None (a set of one head)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def family(self, name: str) -> FamilyCurve:
@@ -157,6 +164,37 @@ class ToleranceResult(SampledResult):
     def clean_readout(self) -> dict[str, Estimate]:
         first = self.families[0]
         return {k: v[first.own] for k, v in first.readout.items()}
+
+    def readout_by_family(self) -> dict[str, dict[str, Any]]:
+        """Vote rule vs heaviest key along every family: at how many points each agrees more often with
+        the model's digit, and the point where they differ most (each claim scoped to its family)."""
+        out = {}
+        for f in self.families:
+            vote = [e.mean for e in f.readout["vote_agreement"]]
+            heavy = [e.mean for e in f.readout["argmax_agreement"]]
+            gaps = [v - h for v, h in zip(vote, heavy)]
+            k = max(range(len(gaps)), key=lambda i: abs(gaps[i]))
+            out[f.name] = {
+                "points": len(gaps),
+                "vote_better": sum(g > 0 for g in gaps),
+                "heaviest_better": sum(g < 0 for g in gaps),
+                "largest_gap": {"value": f.values[k], "vote": vote[k], "heaviest": heavy[k]},
+            }
+        return out
+
+    def readout_sentence(self) -> str:
+        """Which rule predicts the output, family by family (:meth:`readout_by_family`)."""
+        parts = []
+        name = {"tau": "τ"}
+        for family, r in self.readout_by_family().items():
+            f = self.family(family)
+            g = r["largest_gap"]
+            parts.append(
+                f"{family}: vote better at {r['vote_better']}, heaviest key at {r['heaviest_better']} of "
+                f"{r['points']} points (largest gap at {name.get(f.parameter, 's')} = {g['value']:.3g}: "
+                f"vote {g['vote']:.3f} vs heaviest {g['heaviest']:.3f})"
+            )
+        return "readout along each family — " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         def family_doc(f: FamilyCurve) -> dict[str, Any]:
@@ -204,7 +242,9 @@ class ToleranceResult(SampledResult):
                     "(a plurality vote); rival: the digit of the single heaviest key"
                 ),
                 "clean": plain(self.clean_readout),
+                "by_family": self.readout_by_family(),
             },
+            "head_set": None if self.head_set is None else self.head_set.to_dict(),
             "adversarial": {
                 "num_sequences": a.num_sequences,
                 "radius": a.radius,
@@ -283,6 +323,9 @@ class ToleranceResult(SampledResult):
             f"readout, own pattern: vote rule agrees {fmt(clean['vote_agreement'], 4)}, heaviest key "
             f"{fmt(clean['argmax_agreement'], 4)}; logit vs vote margin r = {fmt(clean['pearson'])}"
         )
+        lines.append(self.readout_sentence())
+        if self.head_set is not None:
+            lines.append(f"set of heads: {self.head_set.sentence}")
         a = self.adversarial
         lines.append(
             f"adversarial queries ({a.num_sequences:,} isolated-digit inputs): vote rule agrees "

@@ -72,7 +72,7 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
     for ax, metric in zip(axes.flat, PANELS):
         for i, (a, colour) in enumerate(zip(archs, colours)):
             s = a.stats.get(metric)
-            if s is None or not math.isfinite(s.mean):  # no PE to zero, or never reached 100%
+            if s is None or not math.isfinite(s.median):  # no PE to zero, or never reached 100%
                 missing = {"zero_pe_accuracy": "no PE", "first_perfect_step": "never reached"}.get(
                     metric, "n/a"
                 )
@@ -102,8 +102,8 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
                     capsize=1.5,
                 )
             low, high = s.ci_low, s.ci_high
-            err = [[s.mean - low], [high - s.mean]] if math.isfinite(low) else None
-            ax.errorbar(i + 0.15, s.mean, yerr=err, fmt="D", ms=5, color="black", capsize=3, lw=1.2)
+            err = [[s.median - low], [high - s.median]] if math.isfinite(low) else None
+            ax.errorbar(i + 0.15, s.median, yerr=err, fmt="D", ms=5, color="black", capsize=3, lw=1.2)
         if references[metric] is not None:
             ax.axhline(references[metric], ls="--", color="grey", lw=1)
         ax.set_xlim(-0.5, len(archs) - 0.5)
@@ -114,7 +114,7 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
         ax.set_ylabel(YLABELS[metric])
         ax.set_title(LABELS[metric], fontsize=10)
         ax.grid(axis="y", alpha=0.3, lw=0.5)
-    single = any(s.n < 2 for a in archs for s in a.stats.values() if math.isfinite(s.mean))
+    few = any(not math.isfinite(s.ci_low) for a in archs for s in a.stats.values() if math.isfinite(s.median))
     handles = [
         Line2D(
             [],
@@ -132,8 +132,8 @@ def make_figures(result: ZooSummaryResult, directory: Path) -> dict[str, str]:
             marker="D",
             ms=5,
             color="black",
-            label="mean over seeds (bar: 95% "
-            "t-interval over seeds" + ("; none with 1 seed)" if single else ")"),
+            label="median over seeds (bar: order-statistic interval, 95% or [min, max]"
+            + ("; none with < 3 seeds)" if few else ")"),
         ),
         Line2D([], [], ls="--", color="grey", lw=1, label="uniform attention or chance accuracy 1/C"),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,16 +16,24 @@ from analyses.zoo_summary.result import (
     SUMMARISED,
     ArchitectureSummary,
     RunSummary,
-    SeedStats,
     ZooSummaryResult,
-    t_interval,
-    welch_interval,
+    seed_difference,
+    seed_stats,
 )
 from analyses.zoo_summary.runs import discover
-from interp.stats import Estimate
 
 DEFAULT_REFERENCE = "sinusoidal L1 H1"
 _PE_ORDER = {"sinusoidal": 0, "learned": 1, "none": 2}
+
+
+def fit_times(members: list[RunSummary]) -> np.ndarray:
+    """fit_seconds once per training: the members of one ensemble (same ``ensemble_seeds``) share its one
+    wall time, which counts once, not once per member (M copies of one timing are not M timings)."""
+    seen: dict[Any, float] = {}
+    for m in members:
+        ensemble = m.training.get("ensemble_seeds")
+        seen.setdefault(tuple(ensemble) if ensemble else m.name, m.value("fit_seconds"))
+    return np.array(list(seen.values()), dtype=np.float64)
 
 
 def run(
@@ -89,22 +98,25 @@ def run(
     def values(members: list[RunSummary], metric: str) -> np.ndarray:
         return np.array([m.value(metric) for m in members], dtype=np.float64)
 
+    per_ensemble = fit_times
+
     architectures = []
     for name, members in groups.items():
         stats = {}
         for metric in SUMMARISED:
-            v = values(members, metric)
+            v = values(members, metric) if metric != "fit_seconds" else per_ensemble(members)
             if np.isfinite(v).any():
-                mean, low, high, sd = t_interval(v, confidence)
-                stats[metric] = SeedStats(mean, low, high, sd, int(np.isfinite(v).sum()), v.tolist())
+                stats[metric] = seed_stats(v, confidence)
         differences = {}
         if reference is not None and name != reference:
             for metric in stats:
-                d, lo, hi = welch_interval(
-                    values(members, metric), values(groups[reference], metric), confidence
-                )
-                if np.isfinite(d):
-                    differences[metric] = Estimate(d, lo, hi)
+                if metric == "fit_seconds":
+                    a, b = per_ensemble(members), per_ensemble(groups[reference])
+                else:
+                    a, b = values(members, metric), values(groups[reference], metric)
+                d = seed_difference(a, b, confidence)
+                if np.isfinite(d.mean):
+                    differences[metric] = d
         first = members[0]
         architectures.append(
             ArchitectureSummary(

@@ -2,15 +2,23 @@
 
 Two levels of uncertainty, kept apart:
 
-- per run, each metric is a mean over evaluation sequences with a percentile-bootstrap CI (how well the
-  evaluation pins down *this* trained model);
-- per architecture, the seed-level values x_1..x_n (one per trained seed) give the mean x̄ and the
-  Student t-interval x̄ ± t_{(1+c)/2, n−1} · s/√n (s the sample standard deviation): how much a
-  *new* seed would vary. With one seed the interval is undefined (NaN).
+- per run, each metric is a mean over evaluation sequences with a bootstrap CI (how well the
+  evaluation pins down *this* trained model; accuracies: Clopper–Pearson at the effective number of
+  trials, exact at 0 and 1, ``interp.proportions``);
+- per architecture, the seed-level values x_1..x_n (one per trained seed) give the *median* with the
+  distribution-free order-statistic interval (``interp.seed_intervals.median_interval``): every end is
+  an observed seed value, so a mass stays in [0, 1] and a step count non-negative, and the interval's
+  exact coverage is stored (``achieved``): with n ≤ 5 seeds even [min, max] covers the median with only
+  1 − 2^{1−n} (75%, 87.5%, 93.75%), which is said, not hidden. With fewer than 3 seeds there is no
+  interval (NaN ends and a note). The mean and sd of the seeds are kept as plain descriptions.
 
-Differences between an architecture A and the reference R use Welch's interval
-x̄_A − x̄_R ± t_{(1+c)/2, ν} · √(s_A²/n_A + s_R²/n_R), ν the Welch–Satterthwaite degrees of freedom;
-when both groups have zero spread the interval collapses onto the difference.
+Differences between an architecture A and the reference R are the Hodges–Lehmann shift (median of the
+pairwise differences a_i − r_j) with the exact Mann–Whitney interval (``shift_interval``), inside
+[min, max] of the pairwise differences; again NaN ends with fewer than 3 seeds in a group.
+
+``fit_seconds`` of ensemble members is the whole ensemble's fit (M members trained together in one
+Lightning fit): it is summarised once per ensemble, not once per member (M copies of one timing are not
+M timings), and ``fit_seconds_per_member`` (the ensemble's time / M) is recorded per run.
 """
 
 from __future__ import annotations
@@ -22,16 +30,21 @@ from typing import Any
 
 import numpy as np
 
+from analyses.frame import numbers
 from analyses.frame.result import AnalysisResult, plain
+from interp.seed_intervals import median_interval, shift_interval
 from interp.stats import Estimate
 
 ANALYSIS = "zoo_summary"
-SCHEMA_VERSION = 1
+# 2: architecture stats are the median with an order-statistic interval (+ median, achieved, note); the
+# differences a Hodges–Lehmann shift with the Mann–Whitney interval (+ achieved, n, note); fit_seconds
+# summarised once per ensemble; runs record training.fit_seconds_per_member and training.ensemble_size
+SCHEMA_VERSION = 2
 DEFAULT_OUT = Path("out") / ANALYSIS
 # Seed-level metrics: measured on the model (with evaluation CIs) ...
 MEASURED = ("accuracy", "zero_pe_accuracy", "flip_mass", "neighbour_mass", "flip_coverage")
 # ... and read from the run's metrics.json (training's own numbers, no evaluation CI).
-FROM_TRAINING = ("test_acc", "first_perfect_step", "steps", "fit_seconds")
+FROM_TRAINING = ("test_acc", "first_perfect_step", "steps", "fit_seconds", "fit_seconds_per_member")
 SUMMARISED = (*MEASURED, "first_perfect_step", "fit_seconds")
 LABELS = {
     "accuracy": "held-out accuracy",
@@ -40,44 +53,39 @@ LABELS = {
     "neighbour_mass": "neighbour mass (best head)",
     "flip_coverage": "flip coverage (max over heads)",
     "first_perfect_step": "steps to 100% val accuracy",
-    "fit_seconds": "seconds of fitting",
+    "fit_seconds": "seconds of fitting (one value per ensemble: its wall time)",
+    "fit_seconds_per_member": "seconds of fitting per member (ensemble wall time / members)",
 }
 
 
-def t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
-    """(mean, low, high, sd) of the Student t-interval over ``values`` (NaNs dropped; NaN bounds if n < 2)."""
-    from scipy import stats
+@dataclass(frozen=True)
+class ShiftEstimate(Estimate):
+    """A difference between architectures: Hodges–Lehmann shift (``mean``), Mann–Whitney interval, its
+    exact coverage ``achieved``, the smaller group's size ``n`` and a ``note`` (why no / a weak interval)."""
 
+    achieved: float = math.nan
+    n: int = 0
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+        return {k: finite(v) for k, v in vars(self).items()}
+
+
+def seed_stats(values: np.ndarray, confidence: float) -> SeedStats:
+    """Median of the finite seed-level ``values`` with its order-statistic interval (module docstring)."""
     x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan, math.nan
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1)) * sd / math.sqrt(len(x))
-    return mean, mean - half, mean + half, sd
+    finite = x[np.isfinite(x)]
+    iv = median_interval(finite, confidence)
+    sd = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
+    mean = float(finite.mean()) if len(finite) else math.nan
+    return SeedStats(mean, iv.low, iv.high, sd, iv.n, x.tolist(), iv.point, iv.achieved, iv.reason)
 
 
-def welch_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    """(mean(a) − mean(b), low, high): Welch's t-interval (NaN bounds if either group has < 2 values)."""
-    from scipy import stats
-
-    a, b = (np.asarray(v, dtype=np.float64) for v in (a, b))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) == 0 or len(b) == 0:
-        return math.nan, math.nan, math.nan
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf((1 + confidence) / 2, dof)) * se
-    return diff, diff - half, diff + half
+def seed_difference(a: np.ndarray, b: np.ndarray, confidence: float) -> ShiftEstimate:
+    """Architecture minus reference: Hodges–Lehmann shift with the exact Mann–Whitney interval."""
+    iv = shift_interval(a, b, confidence)
+    return ShiftEstimate(iv.point, iv.low, iv.high, iv.achieved, iv.n, iv.reason)
 
 
 @dataclass
@@ -118,7 +126,8 @@ def architecture_name(pe: str, n_layers: int, n_heads: int, d_model: int = 32) -
 
 @dataclass
 class SeedStats:
-    """Across-seed mean with its t-interval."""
+    """Across seeds: the median with its order-statistic interval [ci_low, ci_high] (exact coverage
+    ``achieved``; NaN ends and a ``note`` with fewer than 3 seeds), and the seeds' mean and sd."""
 
     mean: float
     ci_low: float
@@ -126,6 +135,9 @@ class SeedStats:
     sd: float
     n: int
     values: list[float]
+    median: float = math.nan
+    achieved: float = math.nan
+    note: str = ""
 
 
 @dataclass
@@ -137,7 +149,7 @@ class ArchitectureSummary:
     role: str
     runs: list[str]
     stats: dict[str, SeedStats]
-    differences: dict[str, Estimate]  # metric → (this − reference), Welch CI; empty for the reference
+    differences: dict[str, ShiftEstimate]  # metric → (this − reference); empty for the reference
     d_model: int = 32
 
 
@@ -147,7 +159,9 @@ class ZooSummaryResult(AnalysisResult):
 
     ANALYSIS = ANALYSIS
     SCHEMA_VERSION = SCHEMA_VERSION
-    CSV_FIELDS = ("scope", "architecture", "run", "metric", "mean", "ci_low", "ci_high", "n", "sd")
+    CSV_FIELDS = (
+        "scope", "architecture", "run", "metric", "mean", "ci_low", "ci_high", "n", "sd", "median", "achieved"
+    )  # fmt: skip
 
     zoo: str | None
     num_sequences: int
@@ -173,9 +187,12 @@ class ZooSummaryResult(AnalysisResult):
                 "seed": self.seed,
                 "bootstrap_resamples": self.bootstrap_resamples,
                 "confidence": self.confidence,
-                "run_interval": "percentile bootstrap over evaluation sequences",
-                "architecture_interval": "Student t over the seed-level values",
-                "difference_interval": "Welch t, architecture minus reference",
+                "run_interval": "bootstrap over evaluation sequences (accuracies: Clopper-Pearson at the "
+                "effective number of trials)",
+                "architecture_interval": "median of the seed-level values, order-statistic interval "
+                "(distribution-free; 'achieved' is its exact coverage; none with fewer than 3 seeds)",
+                "difference_interval": "Hodges-Lehmann shift, architecture minus reference, exact "
+                "Mann-Whitney interval (none with fewer than 3 seeds in a group)",
                 "reference": self.reference,
                 "best_head": "the (layer, head) with the largest flip mass",
                 "flip_coverage": "mean over queries of the largest flip mass A[i, N−1−i] of any head",
@@ -225,22 +242,31 @@ class ZooSummaryResult(AnalysisResult):
                     a.name,
                     "",
                     k,
-                    {x: stats[x] for x in ("mean", "ci_low", "ci_high", "n", "sd")},
+                    {x: stats[x] for x in ("mean", "ci_low", "ci_high", "n", "sd", "median", "achieved")},
                 )
             for k, e in a.differences.items():
-                add("difference_from_reference", a.name, "", k, e.to_dict())
+                d = e.to_dict()
+                add(
+                    "difference_from_reference",
+                    a.name,
+                    "",
+                    k,
+                    {x: d[x] for x in ("mean", "ci_low", "ci_high", "n", "achieved")},
+                )
         return rows
 
     def summary(self) -> str:
-        """The CLI's table: per architecture, mean [t-interval] over seeds."""
+        """The CLI's table: per architecture, median [order-statistic interval] over seeds, with the
+        interval's exact coverage when it is below the confidence asked, and none with < 3 seeds."""
         shown = ("flip_mass", "neighbour_mass", "zero_pe_accuracy", "accuracy", "first_perfect_step")
-        head = f"{'architecture':<24}{'seeds':>6}" + "".join(f"{m:>26}" for m in shown)
+        head = f"{'architecture':<24}{'seeds':>6}" + "".join(f"{m:>30}" for m in shown)
         lines = [
             f"zoo summary: {len(self.runs)} runs, {self.num_sequences:,} sequences each; "
-            f"mean [{self.confidence:.0%} t-interval over seeds]",
+            f"median over seeds [order-statistic interval for the median, {self.confidence:.0%} or "
+            "its exact coverage in (); none with fewer than 3 seeds]",
             head,
         ]
-        single = False
+        few = False
         for a in self.architectures:
             runs = [r for r in self.runs if r.architecture == a.name]
             cells, run_cells = [], []
@@ -248,26 +274,31 @@ class ZooSummaryResult(AnalysisResult):
                 s = a.stats.get(m)
                 digits = 0 if m == "first_perfect_step" else 3
                 run_cells.append("")
-                if s is None or not math.isfinite(s.mean):
+                if s is None or not math.isfinite(s.median):
                     cells.append("n/a")
-                elif s.n < 2:  # no interval over seeds: show the one run's evaluation CI instead
-                    cells.append(f"{s.mean:.{digits}f} n/a (1 seed)")
+                elif not math.isfinite(s.ci_low):  # < 3 seeds: no interval over seeds
+                    cells.append(f"{s.median:.{digits}f} ({s.n} seed{'s' if s.n > 1 else ''}: no CI)")
                     measured = [
                         r.measured[m] for r in runs if m in r.measured and math.isfinite(r.measured[m].mean)
                     ]
                     e = measured[0] if len(measured) == 1 else None
-                    run_cells[-1] = "–" if e is None else f"[{e.ci_low:.{digits}f}, {e.ci_high:.{digits}f}]"
+                    run_cells[-1] = (
+                        "–" if e is None else numbers.interval(e.mean, e.ci_low, e.ci_high, digits)
+                    )
                 else:
-                    cells.append(f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]")
+                    shown_ci = f"{s.median:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
+                    if s.achieved < self.confidence:
+                        shown_ci += f" ({s.achieved:.0%})"
+                    cells.append(shown_ci)
             n = max((s.n for s in a.stats.values()), default=0)
-            lines.append(f"{a.name:<24}{n:>6}" + "".join(f"{c:>26}" for c in cells))
+            lines.append(f"{a.name:<24}{n:>6}" + "".join(f"{c:>30}" for c in cells))
             if any(run_cells):
-                single = True
-                lines.append(f"{'  run CI (1 seed)':<30}" + "".join(f"{c:>26}" for c in run_cells))
-        if single:
+                few = True
+                lines.append(f"{'  run CI (1 seed)':<30}" + "".join(f"{c:>30}" for c in run_cells))
+        if few:
             lines.append(
-                f"n/a (1 seed): no interval over seeds; 'run CI' is that run's {self.confidence:.0%} "
-                "bootstrap CI over evaluation sequences (– : no evaluation CI, a training number)"
+                "no CI: fewer than 3 seeds (two seeds cover their median with probability 1/2); 'run CI' is "
+                f"the one run's {self.confidence:.0%} CI over evaluation sequences (– : a training number)"
             )
         if self.missing:
             lines.append(f"not finished ({len(self.missing)}): {', '.join(self.missing)}")

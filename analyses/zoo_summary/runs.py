@@ -20,7 +20,8 @@ from analyses.frame.sequences import token_batches
 from analyses.zoo_summary.result import MEASURED, RunSummary
 from interp import metrics
 from interp.ablation import ablate_positional_encoding
-from interp.stats import UnitSums, bootstrap_ci
+from interp.proportions import proportion_interval
+from interp.stats import Estimate, UnitSums, bootstrap_distribution, percentile_interval
 from models.storage.checkpoints import CheckpointError, load_model, sha256_file
 
 
@@ -91,6 +92,20 @@ def evaluate(model: Any, num_sequences: int, seed: int, batch_size: int) -> tupl
     return units, (pattern_sum / num_sequences).numpy()
 
 
+def training_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The training numbers zoo_summary keeps from a run's metrics.json. An ensemble member's
+    ``fit_seconds`` is its ensemble's wall time (M members in one fit): ``ensemble_seeds`` names the
+    ensemble (so the time is summarised once per ensemble) and ``fit_seconds_per_member`` is time / M."""
+    out = {k: metrics.get(k) for k in ("test_acc", "first_perfect_step", "steps", "fit_seconds")}
+    ensemble = metrics.get("ensemble") or {}
+    size = int(ensemble.get("size", 1))
+    fit = out["fit_seconds"]
+    out["ensemble_size"] = size
+    out["ensemble_seeds"] = ensemble.get("seeds")
+    out["fit_seconds_per_member"] = None if fit is None else float(fit) / size
+    return out
+
+
 def summarise_run(
     folder: Path,
     role: str,
@@ -124,7 +139,15 @@ def summarise_run(
     names = [k for k in MEASURED if columns[k] is not None]
     values = np.stack([columns[k][0] for k in names], 1)
     dens = None if units.per_sequence else np.stack([columns[k][1] for k in names], 1)
-    estimates = bootstrap_ci(values, dens, resamples, confidence, seed=[seed, 1])
+    point, reps = bootstrap_distribution(values, dens, resamples, seed=[seed, 1])
+    # Accuracies are proportions of the N positions: Clopper–Pearson at the effective number of trials,
+    # exact at 0 and 1 (interp.proportions); masses and coverage percentile intervals.
+    low, high = percentile_interval(reps, confidence)
+    share = np.array([k in ("accuracy", "zero_pe_accuracy") for k in names])
+    low[share], high[share] = proportion_interval(
+        point[share], reps[:, share], num_sequences, model.cfg.n_ctx, confidence
+    )
+    estimates = [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(point, low, high)]
     cfg = model.cfg
     return RunSummary(
         name=folder.name,
@@ -134,7 +157,7 @@ def summarise_run(
         n_heads=cfg.n_heads,
         role=role,
         measured=dict(zip(names, estimates)),
-        training={k: training.get(k) for k in ("test_acc", "first_perfect_step", "steps", "fit_seconds")},
+        training=training_numbers(training),
         best_head=(int(best[0]), int(best[1])),
         mean_pattern=mean_pattern[best],
         sha256=sha256_file(folder / "model.pt"),

@@ -47,6 +47,28 @@ def post_ln_refusal(method: str) -> str:
 class ReverseEncoderCache(ActivationCache):
     """``transformer_lens.ActivationCache`` for the reverse-task encoder (see the module docstring)."""
 
+    def __getitem__(self, key: Any) -> Any:
+        """TransformerLens' lookup; a name that is not cached is a KeyError that names the closest
+        cached hook points ("did you mean ...?") instead of a bare KeyError."""
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            if not isinstance(key, str):
+                raise
+            import difflib
+
+            names = list(self.keys())
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            if not close:  # a short name ('hook_pattern'): the names that contain it
+                close = [n for n in names if key.split(".")[-1] in n][:3]
+            if close:
+                hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
+            else:
+                hint = (
+                    f"cached names look like {', '.join(repr(n) for n in names[:3])} (cache.keys() lists all)"
+                )
+            raise KeyError(f"{key!r} is not in the cache ({len(names)} hook points); {hint}") from None
+
     @property
     def _post_ln(self) -> bool:
         return self.model.cfg.normalization == "post"
