@@ -48,6 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machine import reaper
+from machine.names import path_component, relative_file
+
 __all__ = [
     "ClusterError",
     "ClusterInfo",
@@ -110,16 +113,59 @@ def parse_address(address: str) -> tuple[str, int] | None:
     return match["host"].strip("[]"), port
 
 
-def _probe(address: str, host: str, port: int) -> None:
-    """Fail fast (one line) when nothing listens at HOST:PORT, instead of Ray's minute of retries."""
+# An HTTP/2 client's first bytes (RFC 9113 §3.4): the preface and an empty SETTINGS frame. A gRPC
+# server (Ray's GCS is one) answers with its own SETTINGS frame (9-byte header, type 0x4) at once.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 0x4
+
+
+def _probe(address: str, host: str, port: int, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Fail within ``timeout`` seconds per step, one line, when HOST:PORT is not a Ray GCS: nothing
+    listens there, or what listens does not answer as a gRPC server (HTTP/2) does — instead of Ray's
+    minutes of retries (``ray.init`` waits ~5 min on a port that accepts and never answers). A gRPC
+    server that is not Ray is then caught by :func:`_check_gcs`."""
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except socket.gaierror:
         raise ClusterError(f"--address {address}: unknown host {host!r}") from None
+    except TimeoutError:
+        raise ClusterError(
+            f"--address {address}: no answer within {timeout:g} s: not a Ray cluster "
+            "(a Ray head's GCS answers at once; start one with `ray start --head`)"
+        ) from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ClusterError(f"--address {address}: no Ray cluster reachable there ({reason})") from None
+    if len(head) < 9 or head[3] != _H2_SETTINGS:
+        raise ClusterError(
+            f"--address {address}: what listens there is not a Ray cluster (it does not speak gRPC, as "
+            "a Ray head's GCS does)"
+        )
+
+
+def _check_gcs(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Ask the GCS at ``address`` whether it is alive, within ``timeout`` seconds (Ray's own health
+    check, ``ray health-check``): a gRPC server that is not Ray's GCS, or a GCS of another Ray
+    version, is one line instead of a hang."""
+    from ray import _raylet
+
+    try:
+        alive = _raylet.check_health(address, timeout_s=max(1, int(timeout)), skip_version_check=False)
+    except Exception as exc:  # RuntimeError on a version mismatch, others from gRPC
+        raise ClusterError(f"--address {address}: not a usable Ray cluster ({first_line(exc)})") from None
+    if not alive:
+        raise ClusterError(
+            f"--address {address}: no Ray GCS answered its health check within {timeout:g} s "
+            "(not a Ray cluster, or a head still starting)"
+        )
 
 
 def _set_loopback(embedded: bool) -> None:
@@ -173,7 +219,7 @@ def ray_cluster(
             raise ClusterError("num_cpus/num_gpus size an embedded instance only, not a joined cluster")
         parsed = parse_address(address)
         if parsed is not None:
-            _probe(address, *parsed)
+            _probe(address, *parsed)  # before Ray is imported: nothing listening, not gRPC
     if _OPEN:  # nested: the open block's cluster, left open
         _NESTED.append(True)
         try:
@@ -182,13 +228,15 @@ def ray_cluster(
             _NESTED.pop()
         return
     environment = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}  # no report
-    if embedded:  # loopback only, so authentication off is safe; a user's explicit choice is respected
+    if embedded:  # see embedded_environment: a private instance, ended with this process
         environment["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+        environment[reaper.MARKER] = ""
     saved = {key: os.environ.get(key) for key in (*environment, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     constants = sys.modules.get("ray._private.ray_constants")
     saved_constant = getattr(constants, "ENABLE_RAY_CLUSTER", None)
     sigterm = signal.getsignal(signal.SIGTERM) if threading_main() else None
     temp_dir = None
+    watcher = None
     ours = False  # whether this call connected (and so must shut down)
     try:
         os.environ.update(environment)
@@ -200,8 +248,17 @@ def ray_cluster(
         if ray.is_initialized():
             raise ClusterError("Ray is already initialised in this process; shut it down first")
         _set_loopback(embedded)  # a Ray imported earlier in this process is updated in place
+        if not embedded and parsed is not None:
+            _check_gcs(f"{parsed[0]}:{parsed[1]}")  # a gRPC server that is not a Ray GCS
         if embedded:
+            # Private: mode 0700 (mkdtemp), so no other user can reach the sockets inside, although
+            # Ray makes its own folder (``ray``, given to it) world-writable. Short: socket paths
+            # under it must stay below 108 bytes.
             temp_dir = tempfile.mkdtemp(prefix="rz-", dir="/tmp" if os.path.isdir("/tmp") else None)
+            os.environ.pop(reaper.MARKER, None)
+            watcher = reaper.start([temp_dir])  # ends every process of the instance, kill -9 included
+            if watcher is not None:
+                os.environ.update(watcher.environment())
         ours = True
         try:
             if embedded:
@@ -213,7 +270,7 @@ def ray_cluster(
                     include_dashboard=False,
                     logging_level=logging.WARNING,
                     log_to_driver=False,
-                    _temp_dir=temp_dir,
+                    _temp_dir=os.path.join(temp_dir, "ray"),
                 )
             else:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -254,6 +311,8 @@ def ray_cluster(
         if constants is not None:
             default = not constants.IS_WINDOWS_OR_OSX
             constants.ENABLE_RAY_CLUSTER = default if saved_constant is None else saved_constant
+        if watcher is not None:
+            watcher.finish()  # kills what Ray's shutdown left (none expected), removes temp_dir
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -441,15 +500,14 @@ def install_folder(
     Whatever ``dest`` held before (an interrupted run's files) is replaced; readers see either the old
     folder or the complete new one. Temporary siblings are named ``.incoming-*`` / ``.replaced-*``."""
     dest = Path(dest)
+    path_component(dest.name, f"{dest}: folder name")  # dest.parent is what the caller meant
     tag = f"{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     incoming = dest.parent / f".incoming-{tag}"
     replaced = dest.parent / f".replaced-{tag}"
     try:
         if files is not None:
             for rel, data in files.items():
-                path = incoming / rel
-                if ".." in Path(rel).parts or Path(rel).is_absolute():
-                    raise ValueError(f"{dest}: refusing the file name {rel!r}")
+                path = incoming / relative_file(rel, f"{dest}: file")  # never outside the folder
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             incoming.mkdir(parents=True, exist_ok=True)
