@@ -44,12 +44,11 @@ This module is the command line; the plan is ``models.zoo.plan``, the driver (:f
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from machine import cluster
+from machine import cluster, termination
 from models.train.args import _Parser
 from models.zoo.engine import ENGINES, MANIFEST, ZooEngine, ZooTaskError, check_plan, run_zoo
 from models.zoo.plan import GRID_FLAGS, ZooRun, ZooSpec, check_train_args, estimate, plan_tasks, run_state
@@ -158,20 +157,16 @@ def _list(out: Path, spec: ZooSpec, engine: ZooEngine) -> None:
     print(f"estimated time on the {engine.engine} engine: {cluster.format_seconds(seconds)} ({source})")
 
 
-class _Terminated(BaseException):  # not an Exception: no "except Exception" may swallow it
-    pass
-
-
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
-    raise _Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     say = lambda message: print(message, file=sys.stderr, flush=True)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if cluster.threading_main() else None
+    with termination.handling_sigterm():  # SIGTERM unwinds like Ctrl-C (Ray's wait included)
+        return _main(own, extra, say)
+
+
+def _main(own: list[str], extra: list[str], say: Callable[[str], None]) -> int:
     try:
         args = build_parser().parse_args(own)
         spec = ZooSpec(
@@ -214,13 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooTaskError as exc:
         say(f"error: {exc}")
         return 1
-    except KeyboardInterrupt:
-        say("error: interrupted (finished runs are kept; run the same command to continue)")
-        return 130
-    except _Terminated:
-        say("error: terminated (finished runs are kept; run the same command to continue)")
-        return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (machine.termination)
+        what, code = ("terminated", 143) if termination.received() else ("interrupted", 130)
+        say(f"error: {what} (finished runs are kept; run the same command to continue)")
+        return code
     return 0
