@@ -4,12 +4,15 @@ cluster, run tasks with retries and progress, and bring their files home.
 Three pieces, each usable alone:
 
 - :func:`ray_cluster` — a context manager. ``address=None`` starts an *embedded* local Ray instance
-  sized to this machine (every CPU, its GPUs), with no dashboard, quiet logs, no usage reporting, in a
-  private temporary folder, listening on 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes
-  Ray use the loopback address for its node; authentication is then off, which is why it must not be
-  reachable from the network), and shut down on exit. ``address="auto"`` or ``"HOST:PORT"`` joins a
+  sized to this machine (every CPU, its GPUs), with no dashboard, quiet logs, no usage reporting,
+  listening on 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray use the loopback
+  address for its node), private to this user on a shared host — its folder (sockets, logs) inside a
+  mode-0700 temporary folder, and Ray's token authentication on with a random token per process
+  (unless ``RAY_AUTH_MODE`` is set) — and shut down on exit; every process it started ends with this
+  one, even after ``kill -9`` (``machine.reaper``). ``address="auto"`` or ``"HOST:PORT"`` joins a
   running cluster (``ray start --head`` on one machine, ``ray start --address HOST:PORT`` on the others)
-  and leaves it running. A bad or unreachable address is a :class:`ClusterError` naming it. Inside
+  and leaves it running. A bad or unreachable address, or one where no Ray GCS answers within
+  :data:`CONNECT_TIMEOUT_SECONDS`, is a :class:`ClusterError` naming it. Inside
   another ``ray_cluster`` block of this process (a notebook, a test module), a request the open one
   satisfies — the same address, or embedded with no other size asked — reuses it and leaves it open,
   so that a zoo and its summary pay Ray's start-up (and the workers' imports) once.
@@ -34,8 +37,10 @@ Ray is imported only inside these functions: importing this module costs nothing
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -152,20 +157,24 @@ def _probe(address: str, host: str, port: int, timeout: float = CONNECT_TIMEOUT_
 
 
 def _check_gcs(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
-    """Ask the GCS at ``address`` whether it is alive, within ``timeout`` seconds (Ray's own health
-    check, ``ray health-check``): a gRPC server that is not Ray's GCS, or a GCS of another Ray
-    version, is one line instead of a hang."""
+    """Ask what listens at ``address`` one question as Ray's GCS client, bounded by ``timeout``: a
+    GCS answers at once — with the value, or by refusing the made-up cluster id the question carries
+    (``WrongClusterID``), or for want of an authentication token — while a gRPC server that is not
+    Ray's GCS answers "unimplemented" or not at all. (``ray.init`` itself would retry for minutes.)
+    The question is a key-value read; asking without a cluster id would first fetch it, unbounded
+    for 30 s."""
     from ray import _raylet
 
     try:
-        alive = _raylet.check_health(address, timeout_s=max(1, int(timeout)), skip_version_check=False)
-    except Exception as exc:  # RuntimeError on a version mismatch, others from gRPC
-        raise ClusterError(f"--address {address}: not a usable Ray cluster ({first_line(exc)})") from None
-    if not alive:
+        client = _raylet.GcsClient(address=address, cluster_id="00" * 28)
+        client.internal_kv_get(b"reverse-encoder-interp-probe", None, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - Ray's RpcError, AuthenticationError, ...
+        if type(exc).__name__ == "AuthenticationError":  # WrongClusterID, or a token is needed: a GCS
+            return
         raise ClusterError(
-            f"--address {address}: no Ray GCS answered its health check within {timeout:g} s "
-            "(not a Ray cluster, or a head still starting)"
-        )
+            f"--address {address}: not a Ray cluster (its GCS did not answer within {timeout:g} s: "
+            f"{first_line(exc)})"
+        ) from None
 
 
 def _set_loopback(embedded: bool) -> None:
@@ -228,8 +237,11 @@ def ray_cluster(
             _NESTED.pop()
         return
     environment = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}  # no report
-    if embedded:  # see embedded_environment: a private instance, ended with this process
-        environment["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    if embedded:  # private: token authentication (unless the user chose a mode), ended with this process
+        mode = os.environ.get("RAY_AUTH_MODE", "token")
+        environment["RAY_AUTH_MODE"] = mode
+        if mode == "token":
+            environment["RAY_AUTH_TOKEN"] = os.environ.get("RAY_AUTH_TOKEN") or _embedded_token()
         environment[reaper.MARKER] = ""
     saved = {key: os.environ.get(key) for key in (*environment, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     constants = sys.modules.get("ray._private.ray_constants")
@@ -315,6 +327,15 @@ def ray_cluster(
             watcher.finish()  # kills what Ray's shutdown left (none expected), removes temp_dir
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@functools.cache
+def _embedded_token() -> str:
+    """The token of this process' embedded instances (one per process: Ray's driver caches the token
+    it read first). Ray's processes inherit it through the environment, which ``/proc`` shows to this
+    user and root only; any other local user who reaches the instance's ports on 127.0.0.1 is refused
+    (``InvalidAuthToken``)."""
+    return secrets.token_hex(32)
 
 
 def threading_main() -> bool:
