@@ -260,6 +260,7 @@ def ray_cluster(
         if ray.is_initialized():
             raise ClusterError("Ray is already initialised in this process; shut it down first")
         _set_loopback(embedded)  # a Ray imported earlier in this process is updated in place
+        _reset_auth_state()  # this block's RAY_AUTH_MODE and token, not those Ray read first
         if not embedded and parsed is not None:
             _check_gcs(f"{parsed[0]}:{parsed[1]}")  # a gRPC server that is not a Ray GCS
         if embedded:
@@ -319,6 +320,8 @@ def ray_cluster(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        if "ray" in sys.modules:
+            _reset_auth_state()
         constants = sys.modules.get("ray._private.ray_constants")
         if constants is not None:
             default = not constants.IS_WINDOWS_OR_OSX
@@ -327,6 +330,20 @@ def ray_cluster(
             watcher.finish()  # kills what Ray's shutdown left (none expected), removes temp_dir
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _reset_auth_state() -> None:
+    """Make Ray's driver read ``RAY_AUTH_MODE`` and the token from the environment again: it reads them
+    once per process and caches them (as ``ray._private.authentication_test_utils`` resets them), so
+    that an embedded instance with a token can follow a GCS question or a joined cluster without one
+    in the same process (a notebook, a test session), and the other way round."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except Exception:  # noqa: BLE001 - a private API: another Ray version may not have it
+        pass
 
 
 @functools.cache
