@@ -19,7 +19,8 @@ Seeds train together (``--ensemble``, default): runs that differ only in seed ar
 vectorised ensemble (``models.train.ensemble``, at most ``--max-ensemble`` members) whose members are saved
 as ordinary run folders with the same weights as the seeds trained alone (on a CPU, one thread).
 
-Resumable: finished runs (``model.pt`` + ``metrics.json``) are skipped; an interrupted run folder (a
+Resumable: finished runs (``model.pt`` matching its recorded sha256 + a well-formed ``metrics.json``) are
+skipped, and a run whose files fail that check is ``corrupt`` and trained again; an interrupted run folder (a
 killed ``--engine sequential --no-ensemble`` zoo trains in place) is continued from its
 ``checkpoints/last.ckpt``; a run that was on its way when the zoo was killed is trained again (same
 seed, same weights). ``DIR/zoo.json`` (rewritten atomically after every task) records the grid, the
@@ -35,7 +36,10 @@ the plan and its estimated time from the throughput this machine measured last
 
 Flags after ``--`` go to ``models.train.cli`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); the
 grid's own flags (seed, heads, layers, positional encoding, d-model, seq-len, num-categories, out,
-name, preset) cannot be given there.
+name, preset) cannot be given there, in any spelling ``models.train.cli`` accepts (``--see`` for
+``--seed``: they are parsed by its parser). SIGTERM ends the zoo as Ctrl-C does (``error: terminated``,
+143), and every process of the embedded Ray instance ends with the zoo, even after ``kill -9``
+(``machine.reaper``); see docs/reliability.md.
 
 This module is the command line; the plan is ``models.zoo.plan``, the driver (:func:`run_zoo`,
 :class:`ZooEngine`) ``models.zoo.engine``, one task on a worker ``models.zoo.task``.
