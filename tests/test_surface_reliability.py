@@ -355,3 +355,36 @@ def test_train_refuses_a_name_that_is_not_a_folder_name(tmp_path, capsys, name):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: --name: ") and "plain folder" in err[-1]
     assert not any(tmp_path.iterdir())
+
+
+def test_the_next_zoo_removes_task_folders_of_dead_tasks_only(tmp_path, monkeypatch, one_run_zoo):
+    """A worker killed mid-task cannot remove its zoo-task-* folder: the next zoo (and the next task on
+    that node) removes it, by owner (machine.staging), never a live process' folder."""
+    import shutil
+    import tempfile
+
+    from machine.staging import _host, staging_prefix
+
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("REVERSE_ENCODER_INTERP_CACHE", str(tmp_path / "cache"))
+    dead = subprocess_pid_that_exited()
+    (tmp / f"zoo-task-{_host()}-{dead}-12345-abcd1234").mkdir()  # its creator is gone
+    live = Path(tempfile.mkdtemp(prefix=staging_prefix("zoo-task-")))  # this process: alive
+    foreign = tmp / "zoo-task-unrelated"  # not named by machine.staging: never touched
+    foreign.mkdir()
+    out = tmp_path / "zoo"
+    shutil.copytree(one_run_zoo, out)
+    zoo.run_zoo(out, zoo.ZooSpec(**ONE_RUN, control=False, train_args=TINY), engine=SEQUENTIAL)
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, foreign.name])
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(proc.stdout)
