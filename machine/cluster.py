@@ -129,8 +129,11 @@ def _probe(address: str, host: str, port: int, timeout: float = CONNECT_TIMEOUT_
     listens there, or what listens does not answer as a gRPC server (HTTP/2) does — instead of Ray's
     minutes of retries (``ray.init`` waits ~5 min on a port that accepts and never answers). A gRPC
     server that is not Ray is then caught by :func:`_check_gcs`."""
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", "")
     try:
         with socket.create_connection((host, port), timeout=timeout) as conn:
+            if tls:  # gRPC inside TLS: only Ray's client (in _check_gcs) can ask it anything
+                return
             conn.settimeout(timeout)
             conn.sendall(_H2_PREFACE)
             head = b""
