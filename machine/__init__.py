@@ -9,4 +9,7 @@
 - ``quick_exit``  end a command without the garbage collector's teardown walks
 - ``cluster``     Ray for populations of independent jobs: start or join a cluster, run tasks, bring
                   files home
+- ``reaper``      every process of an embedded Ray instance ends with its driver, even after kill -9
+- ``names``       names read from files or returned by workers: one path component before a path
+- ``termination`` SIGTERM that unwinds like Ctrl-C (error: terminated, 143), inside Ray's wait too
 """

@@ -4,12 +4,15 @@ cluster, run tasks with retries and progress, and bring their files home.
 Three pieces, each usable alone:
 
 - :func:`ray_cluster` — a context manager. ``address=None`` starts an *embedded* local Ray instance
-  sized to this machine (every CPU, its GPUs), with no dashboard, quiet logs, no usage reporting, in a
-  private temporary folder, listening on 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes
-  Ray use the loopback address for its node; authentication is then off, which is why it must not be
-  reachable from the network), and shut down on exit. ``address="auto"`` or ``"HOST:PORT"`` joins a
+  sized to this machine (every CPU, its GPUs), with no dashboard, quiet logs, no usage reporting,
+  listening on 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray use the loopback
+  address for its node), private to this user on a shared host — its folder (sockets, logs) inside a
+  mode-0700 temporary folder, and Ray's token authentication on with a random token per process
+  (unless ``RAY_AUTH_MODE`` is set) — and shut down on exit; every process it started ends with this
+  one, even after ``kill -9`` (``machine.reaper``). ``address="auto"`` or ``"HOST:PORT"`` joins a
   running cluster (``ray start --head`` on one machine, ``ray start --address HOST:PORT`` on the others)
-  and leaves it running. A bad or unreachable address is a :class:`ClusterError` naming it. Inside
+  and leaves it running. A bad or unreachable address, or one where no Ray GCS answers within
+  :data:`CONNECT_TIMEOUT_SECONDS`, is a :class:`ClusterError` naming it. Inside
   another ``ray_cluster`` block of this process (a notebook, a test module), a request the open one
   satisfies — the same address, or embedded with no other size asked — reuses it and leaves it open,
   so that a zoo and its summary pay Ray's start-up (and the workers' imports) once.
@@ -34,8 +37,10 @@ Ray is imported only inside these functions: importing this module costs nothing
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +52,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from machine import reaper
+from machine.names import path_component, relative_file
 
 __all__ = [
     "ClusterError",
@@ -110,16 +118,66 @@ def parse_address(address: str) -> tuple[str, int] | None:
     return match["host"].strip("[]"), port
 
 
-def _probe(address: str, host: str, port: int) -> None:
-    """Fail fast (one line) when nothing listens at HOST:PORT, instead of Ray's minute of retries."""
+# An HTTP/2 client's first bytes (RFC 9113 §3.4): the preface and an empty SETTINGS frame. A gRPC
+# server (Ray's GCS is one) answers with its own SETTINGS frame (9-byte header, type 0x4) at once.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 0x4
+
+
+def _probe(address: str, host: str, port: int, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Fail within ``timeout`` seconds per step, one line, when HOST:PORT is not a Ray GCS: nothing
+    listens there, or what listens does not answer as a gRPC server (HTTP/2) does — instead of Ray's
+    minutes of retries (``ray.init`` waits ~5 min on a port that accepts and never answers). A gRPC
+    server that is not Ray is then caught by :func:`_check_gcs`."""
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", "")
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            if tls:  # gRPC inside TLS: only Ray's client (in _check_gcs) can ask it anything
+                return
+            conn.settimeout(timeout)
+            conn.sendall(_H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except socket.gaierror:
         raise ClusterError(f"--address {address}: unknown host {host!r}") from None
+    except TimeoutError:
+        raise ClusterError(
+            f"--address {address}: no answer within {timeout:g} s: not a Ray cluster "
+            "(a Ray head's GCS answers at once; start one with `ray start --head`)"
+        ) from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ClusterError(f"--address {address}: no Ray cluster reachable there ({reason})") from None
+    if len(head) < 9 or head[3] != _H2_SETTINGS:
+        raise ClusterError(
+            f"--address {address}: what listens there is not a Ray cluster (it does not speak gRPC, as "
+            "a Ray head's GCS does)"
+        )
+
+
+def _check_gcs(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Ask what listens at ``address`` one question as Ray's GCS client, bounded by ``timeout``: a
+    GCS answers at once — with the value, or by refusing the made-up cluster id the question carries
+    (``WrongClusterID``), or for want of an authentication token — while a gRPC server that is not
+    Ray's GCS answers "unimplemented" or not at all. (``ray.init`` itself would retry for minutes.)
+    The question is a key-value read; asking without a cluster id would first fetch it, unbounded
+    for 30 s."""
+    from ray import _raylet
+
+    try:
+        client = _raylet.GcsClient(address=address, cluster_id="00" * 28)
+        client.internal_kv_get(b"reverse-encoder-interp-probe", None, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - Ray's RpcError, AuthenticationError, ...
+        if type(exc).__name__ == "AuthenticationError":  # WrongClusterID, or a token is needed: a GCS
+            return
+        raise ClusterError(
+            f"--address {address}: not a Ray cluster (its GCS did not answer within {timeout:g} s: "
+            f"{first_line(exc)})"
+        ) from None
 
 
 def _set_loopback(embedded: bool) -> None:
@@ -173,7 +231,7 @@ def ray_cluster(
             raise ClusterError("num_cpus/num_gpus size an embedded instance only, not a joined cluster")
         parsed = parse_address(address)
         if parsed is not None:
-            _probe(address, *parsed)
+            _probe(address, *parsed)  # before Ray is imported: nothing listening, not gRPC
     if _OPEN:  # nested: the open block's cluster, left open
         _NESTED.append(True)
         try:
@@ -182,13 +240,18 @@ def ray_cluster(
             _NESTED.pop()
         return
     environment = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}  # no report
-    if embedded:  # loopback only, so authentication off is safe; a user's explicit choice is respected
-        environment["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    if embedded:  # private: token authentication (unless the user chose a mode), ended with this process
+        mode = os.environ.get("RAY_AUTH_MODE", "token")
+        environment["RAY_AUTH_MODE"] = mode
+        if mode == "token":
+            environment["RAY_AUTH_TOKEN"] = os.environ.get("RAY_AUTH_TOKEN") or _embedded_token()
+        environment[reaper.MARKER] = ""
     saved = {key: os.environ.get(key) for key in (*environment, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     constants = sys.modules.get("ray._private.ray_constants")
     saved_constant = getattr(constants, "ENABLE_RAY_CLUSTER", None)
     sigterm = signal.getsignal(signal.SIGTERM) if threading_main() else None
     temp_dir = None
+    watcher = None
     ours = False  # whether this call connected (and so must shut down)
     try:
         os.environ.update(environment)
@@ -200,8 +263,18 @@ def ray_cluster(
         if ray.is_initialized():
             raise ClusterError("Ray is already initialised in this process; shut it down first")
         _set_loopback(embedded)  # a Ray imported earlier in this process is updated in place
+        _reset_auth_state()  # this block's RAY_AUTH_MODE and token, not those Ray read first
+        if not embedded and parsed is not None:
+            _check_gcs(f"{parsed[0]}:{parsed[1]}")  # a gRPC server that is not a Ray GCS
         if embedded:
+            # Private: mode 0700 (mkdtemp), so no other user can reach the sockets inside, although
+            # Ray makes its own folder (``ray``, given to it) world-writable. Short: socket paths
+            # under it must stay below 108 bytes.
             temp_dir = tempfile.mkdtemp(prefix="rz-", dir="/tmp" if os.path.isdir("/tmp") else None)
+            os.environ.pop(reaper.MARKER, None)
+            watcher = reaper.start([temp_dir])  # ends every process of the instance, kill -9 included
+            if watcher is not None:
+                os.environ.update(watcher.environment())
         ours = True
         try:
             if embedded:
@@ -213,7 +286,7 @@ def ray_cluster(
                     include_dashboard=False,
                     logging_level=logging.WARNING,
                     log_to_driver=False,
-                    _temp_dir=temp_dir,
+                    _temp_dir=os.path.join(temp_dir, "ray"),
                 )
             else:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -250,12 +323,39 @@ def ray_cluster(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        if "ray" in sys.modules:
+            _reset_auth_state()
         constants = sys.modules.get("ray._private.ray_constants")
         if constants is not None:
             default = not constants.IS_WINDOWS_OR_OSX
             constants.ENABLE_RAY_CLUSTER = default if saved_constant is None else saved_constant
+        if watcher is not None:
+            watcher.finish()  # kills what Ray's shutdown left (none expected), removes temp_dir
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _reset_auth_state() -> None:
+    """Make Ray's driver read ``RAY_AUTH_MODE`` and the token from the environment again: it reads them
+    once per process and caches them (as ``ray._private.authentication_test_utils`` resets them), so
+    that an embedded instance with a token can follow a GCS question or a joined cluster without one
+    in the same process (a notebook, a test session), and the other way round."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except Exception:  # noqa: BLE001 - a private API: another Ray version may not have it
+        pass
+
+
+@functools.cache
+def _embedded_token() -> str:
+    """The token of this process' embedded instances (one per process: Ray's driver caches the token
+    it read first). Ray's processes inherit it through the environment, which ``/proc`` shows to this
+    user and root only; any other local user who reaches the instance's ports on 127.0.0.1 is refused
+    (``InvalidAuthToken``)."""
+    return secrets.token_hex(32)
 
 
 def threading_main() -> bool:
@@ -441,15 +541,14 @@ def install_folder(
     Whatever ``dest`` held before (an interrupted run's files) is replaced; readers see either the old
     folder or the complete new one. Temporary siblings are named ``.incoming-*`` / ``.replaced-*``."""
     dest = Path(dest)
+    path_component(dest.name, f"{dest}: folder name")  # dest.parent is what the caller meant
     tag = f"{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     incoming = dest.parent / f".incoming-{tag}"
     replaced = dest.parent / f".replaced-{tag}"
     try:
         if files is not None:
             for rel, data in files.items():
-                path = incoming / rel
-                if ".." in Path(rel).parts or Path(rel).is_absolute():
-                    raise ValueError(f"{dest}: refusing the file name {rel!r}")
+                path = incoming / relative_file(rel, f"{dest}: file")  # never outside the folder
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             incoming.mkdir(parents=True, exist_ok=True)

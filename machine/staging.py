@@ -61,6 +61,8 @@ def _start_time(pid: int) -> int | None:
         return 0
     # The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
     fields = text[text.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # a zombie (killed, not yet reaped: in a container PID 1 may never) is dead
+        return None
     return int(fields[19])  # field 22 of proc(5): starttime
 
 

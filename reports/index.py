@@ -66,7 +66,36 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _estimate(value: Any) -> dict[str, Any] | None:
+    """``value`` if it is an estimate ``{"mean", "ci_low", "ci_high"}`` of numbers (or None bounds),
+    else None: a hand-edited summary's string or list shows as a missing number, not a traceback."""
+    if not isinstance(value, dict):
+        return None
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    if not number(value.get("mean")):
+        return None
+    if not all(value.get(k) is None or number(value.get(k)) for k in ("ci_low", "ci_high")):
+        return None
+    return value
+
+
+def _text(value: Any) -> str | None:
+    """``value`` if it is a string, else None (a timestamp written as a number, a label as a list)."""
+    return value if isinstance(value, str) else None
+
+
 def _row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, Any]:
+    row = _raw_row(run_dir, summary, page_dir)
+    estimates = ("accuracy", "flip_mass", "neighbour_mass", "pe_zero_accuracy", "top_delta")
+    for key in (*estimates, "rho", "tolerance_margin", "iia_z"):
+        row[key] = _estimate(row[key])
+    for key in ("name", "verdict", "tolerance", "interchange", "timestamp"):
+        row[key] = _text(row[key])
+    row["name"] = row["name"] or run_dir.name
+    return row
+
+
+def _raw_row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str, Any]:
     metrics = _mapping(summary.get("metrics"))
     link = os.path.relpath(run_dir.absolute() / REPORT_FILE, page_dir.absolute())
     flip = _mapping(metrics.get("flip_mass"))

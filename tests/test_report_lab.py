@@ -396,6 +396,9 @@ def test_the_fragment_reproduces_the_view_and_a_bad_one_is_ignored_with_a_note(m
         ("#lab&pe=warp", "unknown positional-encoding method"),
         ("#lab&heads=3.0:zero", "is not layer.head:zero|mean of this model"),
         ("#lab&alpha=7", "alpha must be a slider value"),
+        ("#lab&alpha=%20", "alpha must be a slider value"),  # Number(" ") is 0: not alpha = 0
+        ("#lab&alpha=", "alpha must be a slider value"),
+        ("#lab&mix=0x0", "the neighbour mix must be a slider value"),
         ("#lab&pins=0.0.3", "is not layer.head.query.key"),
         ("#lab&colour=red", "unknown field"),
         ("#lab&tau=0.1", "log2 tau must be a slider value"),

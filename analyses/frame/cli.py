@@ -13,23 +13,14 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from collections.abc import Callable
-from typing import Any
+
+from machine import termination
 
 
 class UserError(Exception):
     """A mistake in the command line or its inputs: reported as one line, exit code 2."""
-
-
-class _Terminated(BaseException):
-    """Raised by the SIGTERM handler of :func:`run_cli`."""
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise _Terminated()
 
 
 def error_line(error: BaseException) -> str:
@@ -45,21 +36,17 @@ def run_cli(body: Callable[[], int | None]) -> int:
     # Commands only write figure files: use the file backend whatever display the machine has
     # (library modules leave the backend alone so notebooks keep their inline figures).
     matplotlib.use("Agg")
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
-    try:
-        return int(body() or 0)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except (UserError, ValueError, OSError) as e:
-        print(error_line(e), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except _Terminated:
-        print("error: terminated", file=sys.stderr)
-        return 143
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    with termination.handling_sigterm():  # SIGTERM unwinds like Ctrl-C (inside Ray's wait too)
+        try:
+            return int(body() or 0)
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        except (UserError, ValueError, OSError) as e:
+            print(error_line(e), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (machine.termination)
+            if termination.received():
+                print("error: terminated", file=sys.stderr)
+                return 143
+            print("error: interrupted", file=sys.stderr)
+            return 130

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -247,8 +248,10 @@ def model_main(
 
     def compute(args: argparse.Namespace, folder: Path) -> Any:
         if args.checkpoint is not None:
-            checkpoint = Path(args.checkpoint).expanduser().resolve()
-            out = Path(args.out).expanduser().resolve()
+            # os.path.realpath, not Path.resolve: Python 3.11's raises RuntimeError on a symlink loop
+            # (load_model then names the loop)
+            checkpoint = Path(os.path.realpath(Path(args.checkpoint).expanduser()))
+            out = Path(os.path.realpath(Path(args.out).expanduser()))
             if checkpoint == out or out in checkpoint.parents:
                 raise UserError(
                     f"--checkpoint {args.checkpoint} lies inside --out {args.out}, which is replaced whole: "

@@ -35,6 +35,7 @@ import numpy as np
 
 from analyses.frame.cli import UserError
 from machine import staging
+from machine.names import output_path_problem
 
 
 # --- single files ---------------------------------------------------------------------------------
@@ -113,9 +114,9 @@ def check_replaceable(out: Path, flag: str = "--out") -> Path:
     can remove. Anything else — the current folder or one containing it, a home or project folder, a
     training run, a read-only output — raises :class:`UserError` before any work is done: an output
     folder is replaced whole, and replacing a folder that is not one would delete the user's files."""
-    raw = str(out)
-    if not raw.strip():
-        raise UserError(f"{flag} is empty: name the output folder")
+    problem = output_path_problem(out)  # empty, not UTF-8, a broken symlink or a loop: said now
+    if problem is not None:
+        raise UserError(f"{flag} {problem}")
     out = Path(out).expanduser().absolute()
     with _lock_parent(out):
         return _check_replaceable(out, flag)
@@ -124,7 +125,8 @@ def check_replaceable(out: Path, flag: str = "--out") -> Path:
 def _check_replaceable(out: Path, flag: str) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag} {out} exists and is not a folder")
-    resolved, here = out.resolve(), Path.cwd().resolve()
+    # os.path.realpath, not Path.resolve: Python 3.11's raises RuntimeError on a symlink loop
+    resolved, here = Path(os.path.realpath(out)), Path(os.path.realpath(Path.cwd()))
     if resolved == here or resolved in here.parents:
         raise UserError(f"{flag} {out} is the current folder or contains it: name a new folder")
     if out.is_dir() and any(out.iterdir()):

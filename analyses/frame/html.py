@@ -33,6 +33,7 @@ import markupsafe
 
 from analyses.frame import numbers
 from analyses.frame.files import write_json, write_text
+from machine.names import path_component
 
 TEMPLATES = Path(__file__).parent / "templates"  # base.html.j2, sections.html.j2
 ANALYSES_ROOT = Path(__file__).parent.parent  # <analysis>/report.html.j2
@@ -43,7 +44,11 @@ _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A number at ``digits`` decimals (integers with thousands separators); "n/a" for anything that
+    is not a finite number (None, NaN, or a string or list from a hand-edited file)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "n/a"
+    if isinstance(value, float) and not math.isfinite(value):
         return "n/a"
     if isinstance(value, int):
         return f"{value:,}"
@@ -52,7 +57,7 @@ def _number(value: Any, digits: int = 3) -> str:
 
 def _estimate(est: Mapping[str, Any] | None, digits: int = 3) -> str:
     """``{"mean", "ci_low", "ci_high"}`` → ``0.912 [0.905, 0.918]`` (:func:`numbers.interval`)."""
-    if not est:
+    if not est or not isinstance(est, Mapping):
         return "n/a"
     return numbers.interval(est.get("mean"), est.get("ci_low"), est.get("ci_high"), digits)
 
@@ -119,9 +124,10 @@ def figure_list(figures_dir: Path | None, captions: Mapping[str, str] | None) ->
     """``[{"name", "caption", "src"}]`` with each ``figures_dir/<name>.png`` inlined, in caption order."""
     figures = []
     for name, caption in (captions or {}).items():
-        path = Path(figures_dir or ".") / f"{name}.png"
-        if not path.is_file():
-            raise ValueError(f"figure {path} does not exist")
+        # a name may come from figures/captions.json: one file name inside figures_dir, never a path
+        path = Path(figures_dir or ".") / f"{path_component(name, 'figure name')}.png"
+        if path.is_symlink() or not path.is_file():
+            raise ValueError(f"figure {path} does not exist or is not a regular file")
         figures.append({"name": name, "caption": caption, "src": inline_png(path)})
     return figures
 
@@ -135,6 +141,8 @@ def read_captions(figures_dir: Path) -> dict[str, str]:
         raise ValueError(f"cannot read figure captions {path}: {e}") from None
     if not isinstance(captions, dict) or not all(isinstance(v, str) for v in captions.values()):
         raise ValueError(f"{path}: expected a JSON object of figure name -> caption")
+    for name in captions:
+        path_component(name, f"{path}: figure name")
     return captions
 
 

@@ -22,6 +22,8 @@ from interp import metrics
 from interp.ablation import ablate_positional_encoding
 from interp.proportions import proportion_interval
 from interp.stats import Estimate, UnitSums, bootstrap_distribution, percentile_interval
+from machine.cluster import first_line as cluster_first_line
+from machine.names import unique_components
 from models.storage.checkpoints import CheckpointError, load_model, sha256_file
 
 
@@ -35,19 +37,18 @@ def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
     manifest = zoo / "zoo.json"
     if manifest.is_file():
         try:
-            listed = [
-                (zoo / r["name"], r.get("role", "grid")) for r in json.loads(manifest.read_text())["runs"]
-            ]
-        except (ValueError, KeyError, TypeError) as e:
+            records = json.loads(manifest.read_text())["runs"]
+            names, roles = [r["name"] for r in records], [r.get("role", "grid") for r in records]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise UserError(f"{manifest}: not a zoo manifest ({type(e).__name__}: {e})") from None
+        try:  # each name becomes zoo / name: one path component, and each run once (n per architecture)
+            listed = list(zip([zoo / n for n in unique_components(names, str(manifest))], roles))
+        except ValueError as e:
+            raise UserError(f"{e}; python -m models.zoo writes each run once, by its folder name") from None
     else:
         listed = []
         for folder in sorted(p for p in zoo.iterdir() if (p / "config.json").is_file()):
-            pe = (
-                json.loads((folder / "config.json").read_text())
-                .get("encoder", {})
-                .get("positional_embedding")
-            )
+            pe = _read_object(folder / "config.json").get("encoder", {}).get("positional_embedding")
             listed.append((folder, "control" if pe == "none" else "grid"))
     done = [(p, role) for p, role in listed if (p / "model.pt").is_file() and (p / "metrics.json").is_file()]
     finished = {p for p, _ in done}
@@ -57,6 +58,18 @@ def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
             f"zoo folder {zoo}: no finished run (model.pt + metrics.json); train with python -m models.zoo"
         )
     return done, missing
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A run folder's JSON object (config.json, metrics.json), or a one-line UserError naming the file."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else cluster_first_line(e)
+        raise UserError(f"{path}: unreadable or truncated ({reason}); train the run again") from None
+    if not isinstance(document, dict):
+        raise UserError(f"{path}: holds a JSON {type(document).__name__}, not the object a run writes")
+    return document
 
 
 @torch.inference_mode()
@@ -121,8 +134,8 @@ def summarise_run(
         model = load_model(folder / "model.pt", device=device)
     except CheckpointError as e:
         raise UserError(str(e)) from None
-    config = json.loads((folder / "config.json").read_text())
-    training = json.loads((folder / "metrics.json").read_text())
+    config = _read_object(folder / "config.json")
+    training = _read_object(folder / "metrics.json")
     units, mean_pattern = evaluate(model, num_sequences, seed, batch_size)
     table = {name: units.table(name) for name in units.sums}  # (sums, None or counts) per unit
     n_layers, n_heads = table["flip_mass"][0].shape[1:]

@@ -324,3 +324,52 @@ def check_zip(path: str | os.PathLike, crc: bool) -> None:
     except Exception as exc:  # BadZipFile, zlib.error, EOFError, NotImplementedError (odd methods), ...
         reason = f"{type(exc).__name__}: {str(exc).split('. ')[0].strip()}".rstrip(": ")
         raise CheckpointError(f"{path}: truncated or corrupt torch.save file ({reason})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# A finished run folder (models.train.cli): model.pt, then metrics.json, written last.
+RUN_METRIC_FRACTIONS = ("val_acc", "test_acc")  # what the zoo and its summary read, besides "steps"
+
+
+def run_metrics_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` (a run's ``metrics.json``) is what ``models.train.cli`` writes — a JSON object
+    whose ``steps`` is a non-negative integer and whose ``val_acc`` and ``test_acc`` are numbers in
+    [0, 1] — else what is wrong, in words."""
+    import json
+    import math
+
+    problem = readable_file_problem(path)
+    if problem is not None:
+        return f"metrics.json {problem}"
+    try:
+        with open_regular(path) as f:
+            document = json.loads(f.read(MAX_SUMS_BYTES).decode("utf-8"))
+    except (CheckpointError, UnicodeDecodeError, ValueError) as exc:
+        return f"metrics.json is not readable JSON ({type(exc).__name__})"
+    if not isinstance(document, dict):
+        return f"metrics.json holds a JSON {type(document).__name__}, not an object"
+    steps = document.get("steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        return f"metrics.json: steps is {steps!r}, not a non-negative integer"
+    for key in RUN_METRIC_FRACTIONS:
+        value = document.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or not 0 <= value <= 1:
+            return f"metrics.json: {key} is {value!r}, not a number in [0, 1]"
+    return None
+
+
+def finished_run_problem(run: str | os.PathLike) -> str | None:
+    """None when the run folder ``run`` holds a trustworthy finished run, else why not, in words:
+    ``model.pt`` must match the sha256 recorded when it was written (a file without a record, from a
+    version before records, must pass :func:`check_zip` with CRC-32s) and ``metrics.json`` must pass
+    :func:`run_metrics_problem`. What a resumed zoo checks before it skips a run."""
+    model = Path(run) / "model.pt"
+    try:
+        if verify_recorded(model) is None:
+            check_zip(model, crc=True)
+    except ChecksumMismatch as exc:
+        return f"model.pt is corrupt (sha256 {exc.actual[:12]}..., {exc.expected[:12]}... when written)"
+    except CheckpointError as exc:
+        return f"model.pt cannot be verified ({str(exc).removeprefix(f'{model}: ')})"
+    return run_metrics_problem(Path(run) / "metrics.json")

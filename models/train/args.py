@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from machine.limits import check_training
+from machine.names import output_path_problem, path_component
 from models.encoder.config import NORMALIZATIONS, POSITIONAL_EMBEDDINGS, EncoderConfig
 
 __all__ = [
@@ -186,9 +187,7 @@ def _check(a: TrainArgs) -> None:
         raise ValueError(f"--devices: expected 'auto', a count or a list like 0,1; got {devices!r}")
     if not str(a.out).strip():
         raise ValueError("--out: empty path (name the parent folder of the run folder)")
-    name = a.run_name
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
-        raise ValueError(f"--name: {name!r} is not a plain folder name")
+    path_component(a.name if a.name is not None else a.run_name, "--name")  # "" is refused, not the default
 
 
 def parse_max_time(text: str) -> timedelta:
@@ -312,6 +311,9 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def check_out(out: Path) -> None:
     """Fail before writing anything if ``out`` cannot hold a run folder."""
+    problem = output_path_problem(out)
+    if problem is not None:
+        raise ValueError(f"--out {problem}")
     probe = out
     while not probe.exists():
         if probe.parent == probe:

@@ -19,7 +19,8 @@ Seeds train together (``--ensemble``, default): runs that differ only in seed ar
 vectorised ensemble (``models.train.ensemble``, at most ``--max-ensemble`` members) whose members are saved
 as ordinary run folders with the same weights as the seeds trained alone (on a CPU, one thread).
 
-Resumable: finished runs (``model.pt`` + ``metrics.json``) are skipped; an interrupted run folder (a
+Resumable: finished runs (``model.pt`` matching its recorded sha256 + a well-formed ``metrics.json``) are
+skipped, and a run whose files fail that check is ``corrupt`` and trained again; an interrupted run folder (a
 killed ``--engine sequential --no-ensemble`` zoo trains in place) is continued from its
 ``checkpoints/last.ckpt``; a run that was on its way when the zoo was killed is trained again (same
 seed, same weights). ``DIR/zoo.json`` (rewritten atomically after every task) records the grid, the
@@ -35,7 +36,10 @@ the plan and its estimated time from the throughput this machine measured last
 
 Flags after ``--`` go to ``models.train.cli`` unchanged (e.g. ``-- --train-size 5000 --max-steps 300``); the
 grid's own flags (seed, heads, layers, positional encoding, d-model, seq-len, num-categories, out,
-name, preset) cannot be given there.
+name, preset) cannot be given there, in any spelling ``models.train.cli`` accepts (``--see`` for
+``--seed``: they are parsed by its parser). SIGTERM ends the zoo as Ctrl-C does (``error: terminated``,
+143), and every process of the embedded Ray instance ends with the zoo, even after ``kill -9``
+(``machine.reaper``); see docs/reliability.md.
 
 This module is the command line; the plan is ``models.zoo.plan``, the driver (:func:`run_zoo`,
 :class:`ZooEngine`) ``models.zoo.engine``, one task on a worker ``models.zoo.task``.
@@ -44,12 +48,11 @@ This module is the command line; the plan is ``models.zoo.plan``, the driver (:f
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from machine import cluster
+from machine import cluster, termination
 from models.train.args import _Parser
 from models.zoo.engine import ENGINES, MANIFEST, ZooEngine, ZooTaskError, check_plan, run_zoo
 from models.zoo.plan import GRID_FLAGS, ZooRun, ZooSpec, check_train_args, estimate, plan_tasks, run_state
@@ -158,20 +161,16 @@ def _list(out: Path, spec: ZooSpec, engine: ZooEngine) -> None:
     print(f"estimated time on the {engine.engine} engine: {cluster.format_seconds(seconds)} ({source})")
 
 
-class _Terminated(BaseException):  # not an Exception: no "except Exception" may swallow it
-    pass
-
-
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
-    raise _Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     say = lambda message: print(message, file=sys.stderr, flush=True)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if cluster.threading_main() else None
+    with termination.handling_sigterm():  # SIGTERM unwinds like Ctrl-C (Ray's wait included)
+        return _main(own, extra, say)
+
+
+def _main(own: list[str], extra: list[str], say: Callable[[str], None]) -> int:
     try:
         args = build_parser().parse_args(own)
         spec = ZooSpec(
@@ -214,13 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooTaskError as exc:
         say(f"error: {exc}")
         return 1
-    except KeyboardInterrupt:
-        say("error: interrupted (finished runs are kept; run the same command to continue)")
-        return 130
-    except _Terminated:
-        say("error: terminated (finished runs are kept; run the same command to continue)")
-        return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (machine.termination)
+        what, code = ("terminated", 143) if termination.received() else ("interrupted", 130)
+        say(f"error: {what} (finished runs are kept; run the same command to continue)")
+        return code
     return 0

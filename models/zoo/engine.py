@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from machine import cluster
+from machine.names import path_component, relative_file
+from machine.staging import remove_stale
+from models.storage.integrity import finished_run_problem
 from models.train.args import check_out
 from models.zoo.plan import (
     ZooRun,
@@ -201,10 +205,13 @@ def _train(
 ) -> list[dict]:
     say = log or (lambda message: None)
     cluster.remove_leftovers(out)
+    remove_stale(Path(tempfile.gettempdir()), ("zoo-task-",))  # of tasks killed on this machine
     records = []
     for run in runs:
         before = run_state(out / run.name, spec.train_argv(run, out))[0]
         status = "skipped" if before == "finished" else "pending"
+        if before == "corrupt":  # never skipped as finished: trained again from scratch
+            say(f"zoo: {run.name}: {finished_run_problem(out / run.name)}; training it again")
         records.append(
             {**asdict(run), "before": "finished" if before == "extendable" else before, "status": status}
         )
@@ -296,13 +303,41 @@ def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Call
             task = tasks[outcome.index]
             payloads[outcome.index] = None  # the resume files are not needed any more
             statuses = {}
-            if outcome.error is None:
-                for name, result in outcome.value["runs"].items():
+            error = outcome.error
+            if error is None:
+                try:
+                    returned = _returned_runs(task, outcome.value)
+                except ValueError as exc:  # a worker that answers with other folders than asked for
+                    error = f"{type(exc).__name__}: {cluster.first_line(exc)}"
+                    returned = {}
+                for name, result in returned.items():
                     cluster.install_folder(out / name, files=result["files"])
                     statuses[name] = result["status"]
                     if task.resume and result["status"] == "resumed":
                         statuses[name] = "continued" if task.note == "continues a finished run" else "resumed"
-            finish(task, statuses, outcome.info, outcome.error)
+            finish(task, statuses, outcome.info, error)
+
+
+def _returned_runs(task: ZooTask, value: Any) -> dict[str, dict[str, Any]]:
+    """A worker's answer ``{"runs": {name: {"files", "status"}}}``, checked before anything is written
+    here: exactly the task's run names (each one path component), each file a relative path inside
+    its run folder — a worker (any node of a cluster) cannot make the driver write elsewhere."""
+    runs = value.get("runs") if isinstance(value, dict) else None
+    if not isinstance(runs, dict):
+        raise ValueError(f"task {task.name}: the worker's answer is not a set of run folders")
+    asked = [run.name for run in task.runs]
+    for name in runs:
+        path_component(name, f"task {task.name}: run folder returned by the worker")
+    if sorted(runs) != sorted(asked):
+        raise ValueError(f"task {task.name}: the worker returned {sorted(runs)}, not the runs asked {asked}")
+    for name, result in runs.items():
+        if not isinstance(result, dict) or not isinstance(result.get("files"), dict):
+            raise ValueError(f"task {task.name}: no files for {name} in the worker's answer")
+        for rel, data in result["files"].items():
+            relative_file(rel, f"task {task.name}: file of {name} returned by the worker")
+            if not isinstance(data, bytes):
+                raise ValueError(f"task {task.name}: {name}/{rel} is not bytes in the worker's answer")
+    return runs
 
 
 def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
@@ -332,12 +367,15 @@ def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
 
                 for run, argv in zip(task.runs, task.argvs):
                     before = run_state(out / run.name, argv)[0]
+                    if before == "corrupt":  # models.train.cli would take it as finished
+                        argv = [*argv, "--overwrite"]
                     train(argv)  # a list, so that config.json records the command
                     after = run_state(out / run.name, argv)[0]
                     if after not in ("finished", "extendable"):  # a --max-time window ran out
                         statuses[run.name] = "interrupted"
                     else:
-                        statuses[run.name] = {"new": "trained", "partial": "resumed"}.get(before, "continued")
+                        fresh = {"new": "trained", "corrupt": "trained", "partial": "resumed"}
+                        statuses[run.name] = fresh.get(before, "continued")
         except SystemExit as exc:  # Lightning's answer to Ctrl-C during fit
             if exc.code == 1:
                 raise KeyboardInterrupt from None

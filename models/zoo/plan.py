@@ -132,21 +132,51 @@ class ZooSpec:
 
 
 def check_train_args(args: Sequence[str]) -> None:
-    """The grid's own flags may not be given after ``--``."""
-    for arg in args:
-        flag = arg.split("=", 1)[0]
-        if flag in GRID_FLAGS:
-            raise ValueError(f"{arg}: the zoo sets {flag} itself; use the zoo's own options")
+    """The grid's own flags may not be given after ``--``, in any spelling ``models.train.cli`` accepts.
+
+    The flags are parsed by ``models.train.cli``'s own parser — the one that will read them — so a
+    prefix it would expand (``--see 7`` for ``--seed 7``, ``--ou``, ``--n-h``, ``--pres``, ``--nam``),
+    an ``=`` form or an alias (``--n-ctx``) is caught as the full flag; an ambiguous prefix or an
+    unknown flag is that parser's one-line error."""
+    import argparse
+
+    from models.train.args import build_parser
+
+    parser = build_parser()
+    reserved = {}
+    for action in parser._actions:  # argparse keeps no public list of an action's option strings
+        action.default = argparse.SUPPRESS  # so that only the flags given appear in the namespace
+        if any(option in GRID_FLAGS for option in action.option_strings):
+            reserved[action.dest] = action
+    given = vars(parser.parse_args(list(args)))
+    for dest, action in reserved.items():
+        if dest in given:
+            flag = next(option for option in action.option_strings if option in GRID_FLAGS)
+            typed = [a for a in args if a.startswith("--") and _expands_to(a.split("=", 1)[0], action)]
+            shown = typed[0] if typed else flag
+            raise ValueError(f"-- {shown}: the zoo sets {flag} itself; use the zoo's own options")
+
+
+def _expands_to(typed: str, action) -> bool:
+    """Whether argparse could read the flag ``typed`` as one of ``action``'s options (a prefix)."""
+    return len(typed) > 2 and any(option.startswith(typed) for option in action.option_strings)
 
 
 def run_state(run_dir: Path, argv: Sequence[str] | None = None) -> tuple[str, int | None]:
-    """("finished" | "partial" | "new", metrics.json mtime) from the files a run folder holds.
+    """("finished" | "corrupt" | "partial" | "new", metrics.json mtime) from the files a run folder holds.
 
+    A run is finished only when its files say so and are what was written: ``model.pt`` matches the
+    sha256 recorded when it was written and ``metrics.json`` parses to the right shape
+    (``models.storage.integrity.finished_run_problem``); otherwise it is "corrupt" (trained again).
     With the run's ``models.train.cli`` command line ``argv``, a finished run that ``models.train.cli`` would
     continue — stopped by ``--max-time``, or by a ``--max-steps`` below the new one, with its
     ``checkpoints/last.ckpt`` — is "extendable"."""
+    from models.storage.integrity import finished_run_problem
+
     metrics = run_dir / "metrics.json"
     if (run_dir / "model.pt").is_file() and metrics.is_file():
+        if finished_run_problem(run_dir) is not None:
+            return "corrupt", None
         stamp = metrics.stat().st_mtime_ns
         if argv is not None and (run_dir / "checkpoints" / "last.ckpt").is_file():
             from models.train.args import parse_args

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from machine.cluster import install_folder, pack_folder
+from machine.staging import remove_stale, staging_prefix
+
+TASK_PREFIX = "zoo-task-"  # machine.reaper.TASK_PREFIXES removes these too
 
 
 def _with_out(argv: list[str], out: str) -> list[str]:
@@ -57,7 +60,11 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     ``ensemble`` (bool), ``resume`` (``{name: files}`` of interrupted runs to continue), ``gpus``."""
     names, argvs = list(task["names"]), [list(a) for a in task["argvs"]]
     _check_gpu(float(task.get("gpus", 0.0)), names)
-    work = Path(tempfile.mkdtemp(prefix="zoo-task-"))
+    # Named after this worker process (machine.staging): a worker killed mid-task (its driver killed,
+    # Ctrl-C, a retry) cannot remove its folder, so the next task on this node removes those whose
+    # creator is dead — and only those, never a running task's.
+    remove_stale(Path(tempfile.gettempdir()), (TASK_PREFIX,))
+    work = Path(tempfile.mkdtemp(prefix=staging_prefix(TASK_PREFIX)))
     try:
         statuses = {}
         if task["ensemble"]:

@@ -84,9 +84,10 @@
     if (!/^-?\d+$/.test(text) || +text < low || +text > high) throw new Error(what + " must be an integer in " + low + "\u2013" + high + ", not \u201c" + text + "\u201d");
     return +text;
   }
-  function number(text, input, what) { // a value the slider can take
+  function number(text, input, what) { // a value the slider can take, written as a decimal number
     var v = Number(text), low = +input.min, high = +input.max, step = +input.step;
-    if (text === "" || !isFinite(v) || v < low || v > high || Math.abs((v - low) / step - Math.round((v - low) / step)) > 1e-9)
+    // Number() reads " " and "" as 0 and "0x1" as 1: only a plain decimal is a value
+    if (!/^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text) || !isFinite(v) || v < low || v > high || Math.abs((v - low) / step - Math.round((v - low) / step)) > 1e-9)
       throw new Error(what + " must be a slider value in " + low + "\u2013" + high + " (steps of " + step + "), not \u201c" + text + "\u201d");
     return v;
   }
