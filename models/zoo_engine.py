@@ -227,7 +227,11 @@ def _train(
                 engine=engine.engine,
                 task=task.name,
                 ensemble_size=len(task.runs) if task.ensemble else 1,
+                # with whom it trained (itself included), [] alone: a member's weights equal its seed's
+                # trained alone to rounding only, not in every bit (docs/reproducibility.md)
+                ensemble_members=[r.name for r in task.runs] if task.ensemble else [],
                 **{k: trace.get(k) for k in ("node_id", "hostname", "node_ip", "attempts", "seconds")},
+                kernels=trace.get("kernels"),  # the worker's CPU, ATen capability and BLAS
             )
             if error:
                 record["error"] = error
@@ -296,13 +300,15 @@ def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Call
             task = tasks[outcome.index]
             payloads[outcome.index] = None  # the resume files are not needed any more
             statuses = {}
+            info = dict(outcome.info or {})
             if outcome.error is None:
+                info["kernels"] = outcome.value.get("kernels")
                 for name, result in outcome.value["runs"].items():
                     cluster.install_folder(out / name, files=result["files"])
                     statuses[name] = result["status"]
                     if task.resume and result["status"] == "resumed":
                         statuses[name] = "continued" if task.note == "continues a finished run" else "resumed"
-            finish(task, statuses, outcome.info, outcome.error)
+            finish(task, statuses, info, outcome.error)
 
 
 def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
@@ -310,8 +316,10 @@ def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
     staging folder whose member folders are then renamed into place."""
     import shutil
 
+    from models.devices import kernel_paths
+
     for task in tasks:
-        trace = {"hostname": socket.gethostname(), "attempts": 1}
+        trace = {"hostname": socket.gethostname(), "attempts": 1, "kernels": kernel_paths()}
         started = time.perf_counter()
         statuses: dict[str, str] = {}
         error = None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from analyses import zoo_summary as zs
@@ -19,6 +20,7 @@ from analyses.zoo_summary.figures import FIGURES
 from analyses.zoo_summary.result import t_interval, welch_interval
 from analyses.zoo_summary.runs import discover
 from models import zoo
+from models.devices import kernel_paths
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
 TINY = "--train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
@@ -123,6 +125,10 @@ def test_zoo_writes_run_folders_and_a_manifest(tiny_zoo):
         ("sequential", 1, 1)
     }
     assert all(r["seconds"] > 0 and r["hostname"] for r in manifest["runs"])
+    # the reproducibility contract, and per run with whom it trained and on which kernels
+    assert "to float32 rounding" in manifest["reproducibility"]
+    assert all(r["ensemble_members"] == [] and r["kernels"] == kernel_paths() for r in manifest["runs"])
+    assert manifest["runs"][0]["kernels"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     for name in names:
         config = json.loads((tiny_zoo / name / "config.json").read_text())
         assert (tiny_zoo / name / "model.pt").is_file() and config["training"]["max_steps"] == 30
