@@ -38,17 +38,19 @@ def resolve_model(
     n_heads: int | None = None,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    seq_len: int | None = None,
 ) -> ResolvedModel:
     """Load ``checkpoint`` (our ``model.pt`` or run folder, the tutorial's Lightning ``.ckpt``, its Flax
     msgpack) or, when None, the cached default model (training it on first use, logged to ``log``).
 
-    ``n_heads`` only matters for Flax files (which do not store it).
+    ``n_heads`` only matters for Flax files (which do not store it). The quick check that the model is
+    trained runs at ``seq_len`` tokens, the length being analysed (None: the model's recorded length).
     """
     from models.checkpoints import CheckpointError, load_model
 
     path = Path(checkpoint).expanduser() if checkpoint is not None else ensure_default_model(log)
     try:
-        model = load_model(path, n_heads=n_heads, device=device)
+        model = load_model(path, n_heads=n_heads, device=device, check_length=seq_len)
     except CheckpointError as e:
         raise UserError(f"{'--checkpoint' if checkpoint is not None else 'default model:'} {e}") from None
     # The file read (a run folder's model.pt) and its sha256, as load_model noted them: the same
