@@ -44,9 +44,9 @@ The reproducibility contract (docs/reproducibility.md), what is and is not bit-f
 
 Bit-identical members cost speed: one GEMM per member instead of the batched one (the same shapes as
 a run alone) made one step's gradients bit-identical to the solo run's on all four kernel paths this
-machine can take, but made the stacked forward and backward 1.2-1.8× slower (M = 5 and 8 members, measured at load 13-16,
-docs/reproducibility.md), which is most of the ensemble's advantage; and the attention's batched
-products would still differ in shape. The batched form is kept.
+machine can take, but made the stacked forward and backward 1.2-1.8× slower (5 and 8 members,
+measured at load 13-16, docs/reproducibility.md): most of the ensemble's advantage. And the
+attention's batched products would still differ in shape from one model's. The batched form is kept.
 
 What an ensemble does not do (the zoo trains such runs alone): dropout, ``--save-every-log-steps``,
 ``--max-time``, several devices or nodes, resuming (a member folder holds no ``checkpoints/``: an
