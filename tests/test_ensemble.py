@@ -58,6 +58,7 @@ def test_stacked_forward_and_gradients_equal_each_hooked_model(arch):
         alone, loss = model(tokens[m], return_type="both")
         loss.backward()
         exact_model = copy.deepcopy(model).double()  # the same function in float64: the reference
+        exact_model.zero_grad()
         exact, exact_loss = exact_model(tokens[m], return_type="both")
         exact_loss.backward()
         exact_grads = {n: p.grad for n, p in exact_model.named_parameters()}
