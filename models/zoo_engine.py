@@ -187,6 +187,36 @@ def run_zoo(
             raise
 
 
+# What a zoo.json record says about how its run was trained; a run skipped later keeps them.
+TRAINED_FIELDS = (
+    "engine",
+    "task",
+    "ensemble_size",
+    "ensemble_members",
+    "node_id",
+    "hostname",
+    "node_ip",
+    "attempts",
+    "seconds",
+    "kernels",
+    "val_acc",
+    "test_acc",
+    "steps",
+    "first_perfect_step",
+)
+
+
+def _previous_records(out: Path) -> dict[str, dict[str, Any]]:
+    """The records of the zoo.json in ``out`` by run name, of runs that finished ({} without one)."""
+    try:
+        runs = json.loads((out / MANIFEST).read_text())["runs"]
+        return {
+            r["name"]: r for r in runs if r.get("status") in ("trained", "resumed", "continued", "skipped")
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _engine_record(engine: ZooEngine, info: cluster.ClusterInfo | None) -> dict[str, Any]:
     return {**asdict(engine), "cluster": info.to_dict() if info is not None else None}
 
@@ -201,13 +231,15 @@ def _train(
 ) -> list[dict]:
     say = log or (lambda message: None)
     cluster.remove_leftovers(out)
+    previous = _previous_records(out)
     records = []
     for run in runs:
         before = run_state(out / run.name, spec.train_argv(run, out))[0]
         status = "skipped" if before == "finished" else "pending"
-        records.append(
-            {**asdict(run), "before": "finished" if before == "extendable" else before, "status": status}
-        )
+        record = {**asdict(run), "before": "finished" if before == "extendable" else before, "status": status}
+        if status == "skipped":  # how it was trained, as the command that trained it recorded it
+            record.update({k: v for k, v in previous.get(run.name, {}).items() if k in TRAINED_FIELDS})
+        records.append(record)
     by_name = {r["name"]: r for r in records}
     todo = [run for run, record in zip(runs, records) if record["status"] == "pending"]
     tasks = plan_tasks(spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble)

@@ -148,6 +148,7 @@ def test_a_killed_zoo_continues_and_trains_only_what_is_missing(tmp_path):
     (interrupted / "metrics.json").unlink()
     shutil.rmtree(unstarted)
     untouched = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
+    first = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["runs"]}
     records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC), engine=SEQUENTIAL)
     status = {r["name"]: (r["before"], r["status"]) for r in records}
     assert status == {
@@ -156,6 +157,11 @@ def test_a_killed_zoo_continues_and_trains_only_what_is_missing(tmp_path):
         "fast_none_L1_H1_D16_seed0": ("new", "trained"),
         "fast_none_L1_H1_D16_seed1": ("finished", "skipped"),
     }
+    for r in records:  # a skipped run keeps how it was trained: with whom, on which kernels
+        if r["status"] == "skipped":
+            assert r["kernels"] == first[r["name"]]["kernels"] == kernel_paths()
+            assert r["ensemble_members"] == first[r["name"]]["ensemble_members"] == []
+            assert r["seconds"] == first[r["name"]]["seconds"]
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in untouched.items())  # finished runs untouched
     assert (interrupted / "model.pt").is_file() and (unstarted / "model.pt").is_file()
     assert json.loads((interrupted / "metrics.json").read_text())["steps"] == 30
