@@ -29,7 +29,8 @@ engine and, per run: its state before, ``status`` (trained / resumed / continued
 interrupted), the task it belonged to (``ensemble_size``, and ``ensemble_members``: with whom it
 trained), ``engine``, ``node_id``, ``hostname``, ``node_ip``, ``attempts``, ``seconds`` (the task's wall
 time on its worker) and ``kernels`` (the worker's CPU, ATen capability and BLAS: which runs are
-bit-comparable), and the ``reproducibility`` contract.
+bit-comparable; a run skipped later keeps what the command that trained it recorded), and the
+``reproducibility`` contract.
 
 A task that fails (e.g. Lightning rejecting ``-- --devices 0``) is reported with its runs' names; the
 other tasks go on, and the zoo exits with status 1. Ctrl-C stops the tasks still running (the zoo's
