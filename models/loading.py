@@ -22,6 +22,7 @@ def load_model(
     n_heads: int | None = None,
     device: str = "cpu",
     check_accuracy: bool = True,
+    check_length: int | None = None,
 ) -> HookedReverseEncoder:
     """Load any supported checkpoint as a model in eval mode; ``path`` None: the default model.
 
@@ -30,7 +31,8 @@ def load_model(
     store it (default 1, with a warning saying so); for the other formats it is read from the file,
     and a different explicit value is an error. ``device``: cpu, cuda[:N] or mps, checked first. With
     ``check_accuracy`` the model reverses 256 random sequences once and a warning says so when its
-    accuracy is near chance (an untrained model, or a Flax file loaded with the wrong head count).
+    accuracy is near chance (an untrained model, or a Flax file loaded with the wrong head count), at
+    ``check_length`` tokens (the length being analysed; default: the model's recorded length).
     Errors are :class:`models.storage.checkpoints.CheckpointError`, one line naming the file.
     """
     from models.storage import checkpoints
@@ -39,4 +41,6 @@ def load_model(
         from models.train.default_model import ensure_default_model
 
         path = ensure_default_model(log=lambda message: sys.stderr.write(message + "\n"))
-    return checkpoints.load_model(path, n_heads=n_heads, device=device, check_accuracy=check_accuracy)
+    return checkpoints.load_model(
+        path, n_heads=n_heads, device=device, check_accuracy=check_accuracy, check_length=check_length
+    )

@@ -131,9 +131,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(tmp_path_factory):
-    """One headless Chromium per test module (a persistent context with its own profile folder)."""
+    """One headless Chromium per test process, shared by the browser modules that process runs (a
+    persistent context with its own profile folder; each test opens its own pages). A start costs ~4 s
+    on a busy 2-core machine, so two modules on one worker save one."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

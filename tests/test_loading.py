@@ -3,6 +3,7 @@ wrongly loaded checkpoint (a Flax file's head count is a guess)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 
@@ -109,3 +110,47 @@ def test_on_the_command_line_the_head_count_note_names_the_flag(tmp_path, traine
     assert record == [] and len(lines) == 1
     assert lines[0].startswith("note: ") and "(pass --n-heads if it was trained with more)" in lines[0]
     assert "n_heads=" not in lines[0]
+@pytest.fixture(scope="module")
+def length_6_tutorial_checkpoint(tmp_path_factory):
+    """A correct model of length 6 (the fast preset at --seq-len 6, d_model 16, stopped at 100%), saved
+    as the tutorial's Lightning checkpoint, which records no sequence length (16 is assumed)."""
+    from models.storage.checkpoints import _param_map
+    from models.train.cli import train
+    from tests.test_checkpoints import tutorial_checkpoint
+
+    root = tmp_path_factory.mktemp("length6")
+    argv = ["--preset", "fast", "--seq-len", "6", "--d-model", "16", "--train-size", "4000", "--epochs", "4"]
+    run = train([*argv, "--val-size", "200", "--test-size", "200", "--out", str(root), "--no-progress-bar"])
+    model = load_model(run, check_accuracy=False)
+    assert json.loads((run / "metrics.json").read_text())["val_acc"] == 1.0 and model.cfg.n_ctx == 6
+    ours = model.state_dict()
+    state = {theirs: ours[name] for name, theirs, _ in _param_map(model.cfg.n_layers, "torch")}
+    path = root / "tutorial-length6.ckpt"
+    torch.save(tutorial_checkpoint(state, n_heads=1, n_layers=1), path)
+    return path
+
+
+def test_the_trained_check_runs_at_the_length_analysed(length_6_tutorial_checkpoint, tmp_path, capsys):
+    """Issue 24: the check ran at the recorded (for a tutorial file, assumed) length 16 whatever
+    ``--seq-len`` said, and called a correct length-6 model untrained."""
+    from analyses.flip_alignment import __main__ as fa_cli
+
+    path = length_6_tutorial_checkpoint
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = load_model(path, check_length=6)
+        assert load_model(path).cfg.n_ctx == 16  # the length a tutorial file is assumed to have ...
+    (message,) = messages(record)  # ... at which this model is at chance, and the check says so
+    assert "random sequences of length 16 is near chance (0.10)" in message
+    tokens = torch.randint(0, 10, (256, 6), generator=torch.Generator().manual_seed(3))
+    assert bool((model(tokens).argmax(-1) == tokens.flip(-1)).all())  # and it is right at length 6
+    # the analysis at --seq-len 6: no warning, the measured accuracy 1.0 (a length beyond the encoding
+    # falls back to the recorded length, where the analysis' own check names the problem)
+    argv = ["--checkpoint", str(path), "--seq-len", "6", "--num-sequences", "64", "--quiet", "--out"]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert fa_cli.main([*argv, str(tmp_path / "out")]) == 0
+    assert not [m for m in messages(record) if "near chance" in m]
+    assert "near chance" not in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["settings"]["seq_len"] == 6 and metrics["accuracy"]["mean"] == 1.0

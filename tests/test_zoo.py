@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from scipy import stats
 
 from analyses import zoo_summary as zs
 from analyses.frame import numbers
@@ -19,6 +21,7 @@ from analyses.zoo_summary.figures import FIGURES
 from analyses.zoo_summary.result import RunSummary, seed_difference, seed_stats
 from analyses.zoo_summary.runs import discover
 from models.zoo import cli as zoo
+from machine.devices import kernel_paths
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
 TINY = "--train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
@@ -123,6 +126,10 @@ def test_zoo_writes_run_folders_and_a_manifest(tiny_zoo):
         ("sequential", 1, 1)
     }
     assert all(r["seconds"] > 0 and r["hostname"] for r in manifest["runs"])
+    # the reproducibility contract, and per run with whom it trained and on which kernels
+    assert "to float32 rounding" in manifest["reproducibility"]
+    assert all(r["ensemble_members"] == [] and r["kernels"] == kernel_paths() for r in manifest["runs"])
+    assert manifest["runs"][0]["kernels"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     for name in names:
         config = json.loads((tiny_zoo / name / "config.json").read_text())
         assert (tiny_zoo / name / "model.pt").is_file() and config["training"]["max_steps"] == 30
@@ -142,6 +149,7 @@ def test_a_killed_zoo_continues_and_trains_only_what_is_missing(tmp_path):
     (interrupted / "metrics.json").unlink()
     shutil.rmtree(unstarted)
     untouched = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
+    first = {r["name"]: r for r in json.loads((out / "zoo.json").read_text())["runs"]}
     records = zoo.run_zoo(out, zoo.ZooSpec(**TINY_SPEC), engine=SEQUENTIAL)
     status = {r["name"]: (r["before"], r["status"]) for r in records}
     assert status == {
@@ -150,6 +158,11 @@ def test_a_killed_zoo_continues_and_trains_only_what_is_missing(tmp_path):
         "fast_none_L1_H1_D16_seed0": ("new", "trained"),
         "fast_none_L1_H1_D16_seed1": ("finished", "skipped"),
     }
+    for r in records:  # a skipped run keeps how it was trained: with whom, on which kernels
+        if r["status"] == "skipped":
+            assert r["kernels"] == first[r["name"]]["kernels"] == kernel_paths()
+            assert r["ensemble_members"] == first[r["name"]]["ensemble_members"] == []
+            assert r["seconds"] == first[r["name"]]["seconds"]
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in untouched.items())  # finished runs untouched
     assert (interrupted / "model.pt").is_file() and (unstarted / "model.pt").is_file()
     assert json.loads((interrupted / "metrics.json").read_text())["steps"] == 30

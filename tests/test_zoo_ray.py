@@ -7,8 +7,10 @@ Ray's start-up and its workers' imports (torch, Lightning) are most of a tiny zo
 that need no driver process of their own share one embedded instance in this process (``session``,
 held open by ``machine.cluster.ray_cluster``; the zoo's and the summary's own ``ray_cluster`` blocks
 reuse it, and its workers stay warm between tests). Every zoo here is compared with the same zoo
-trained by the sequential engine in this process: the weights must be equal to the last bit (same
-seeds, one thread, same stacked ensemble)."""
+trained by the sequential engine in this process with the same tasks (ensembles, or every run alone):
+the weights must be equal to the last bit (same seeds, one thread, same kernels on the same shapes).
+An ensemble member is never compared bit for bit with its seed trained alone: the batched products
+round differently (tests/test_ensemble.py compares those)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import pytest
 import torch
 
 from machine import cluster
+from machine.devices import kernel_paths
 from models.zoo import cli as zoo
 
 TINY = "--train-size 640 --val-size 64 --test-size 64 --max-steps 20".split()
@@ -54,6 +57,15 @@ def reference(tmp_path_factory, private_cache) -> Path:
     """The tiny zoo trained by the sequential engine (ensembles on), in this process."""
     out = tmp_path_factory.mktemp("reference") / "zoo"
     zoo.run_zoo(out, zoo.ZooSpec(**SPEC, train_args=TINY), engine=zoo.ZooEngine(engine="sequential"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_alone(tmp_path_factory, private_cache) -> Path:
+    """The tiny zoo trained by the sequential engine with every run alone (``--max-ensemble 1``)."""
+    out = tmp_path_factory.mktemp("reference_alone") / "zoo"
+    engine = zoo.ZooEngine(engine="sequential", max_ensemble=1)
+    zoo.run_zoo(out, zoo.ZooSpec(**SPEC, train_args=TINY), engine=engine)
     return out
 
 
@@ -143,6 +155,9 @@ def test_a_worker_killed_mid_task_is_retried_and_the_zoo_equals_the_sequential_o
     assert {(r["engine"], r["node_ip"], r["ensemble_size"]) for r in runs.values()} == {
         ("ray", "127.0.0.1", 2)
     }
+    for r in runs.values():  # with whom each trained, and on which kernels (the worker's, this machine's)
+        assert r["name"] in r["ensemble_members"] and len(r["ensemble_members"]) == 2
+        assert r["kernels"] == kernel_paths()
     assert max(r["attempts"] for r in runs.values()) == 2  # the killed task ran again
     assert all(
         r["node_id"] and r["hostname"] == socket.gethostname() and r["seconds"] > 0 for r in runs.values()
@@ -179,7 +194,7 @@ def test_a_failing_task_is_named_and_the_other_tasks_finish(session, reference, 
 
 
 def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_continues(
-    session, reference, tmp_path, ctrl_c_delivered
+    session, reference_alone, tmp_path, ctrl_c_delivered
 ):
     """The driver is a process of its own with its own embedded instance, as a user runs the zoo:
     it listens on loopback only, and Ctrl-C leaves no Ray process behind."""
@@ -237,8 +252,9 @@ def test_ctrl_c_cancels_the_tasks_keeps_finished_runs_and_the_same_command_conti
         n: "skipped" if n in kept else "trained" for n in NAMES
     }
     assert all((out / n / "model.pt").stat().st_mtime_ns == t for n, t in stamps.items())  # not trained twice
-    for name in NAMES:
-        assert _same_weights(out / name, reference / name), name
+    assert {r["ensemble_size"] for r in runs.values() if r["status"] == "trained"} == {1}
+    for name in NAMES:  # every run alone here, as in reference_alone: the same kernels, the same bits
+        assert _same_weights(out / name, reference_alone / name), name
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -258,7 +258,11 @@ def model_main(
                     "write the output elsewhere"
                 )
         loaded = resolve_model(
-            args.checkpoint, n_heads=args.n_heads, device=args.device, log=stderr_log(args)
+            args.checkpoint,
+            n_heads=args.n_heads,
+            device=args.device,
+            log=stderr_log(args),
+            seq_len=getattr(args, "seq_len", None),  # the trained-model check at the length analysed
         )
         if getattr(args, "seq_len", None) is not None:
             arguments.check_seq_len(loaded.model.cfg, args.seq_len, "--seq-len")

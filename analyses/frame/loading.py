@@ -39,13 +39,16 @@ def resolve_model(
     n_heads: int | None = None,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    seq_len: int | None = None,
 ) -> ResolvedModel:
     """Load ``checkpoint`` (our ``model.pt`` or run folder, the tutorial's Lightning ``.ckpt``, its Flax
     msgpack) or, when None, the cached default model (training it on first use, logged to ``log``).
 
     ``n_heads`` only matters for Flax files (which do not store it). The loader's guess of a Flax file's
     head count reaches ``log`` as a ``note:`` line in the command line's words (``--n-heads``); other
-    warnings (and that one without a ``log``) are raised again as they were.
+    warnings (and that one without a ``log``) are raised again as they were. The quick check that the
+    model is trained runs at ``seq_len`` tokens, the length being analysed (None: the model's recorded
+    length).
     """
     from models.storage.checkpoints import CheckpointError, load_model
 
@@ -53,7 +56,7 @@ def resolve_model(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = load_model(path, n_heads=n_heads, device=device)
+            model = load_model(path, n_heads=n_heads, device=device, check_length=seq_len)
     except CheckpointError as e:
         raise UserError(f"{'--checkpoint' if checkpoint is not None else 'default model:'} {e}") from None
     for w in caught:  # the head-count guess in the command line's words, as one "note:" line

@@ -394,6 +394,7 @@ def load_model(
     n_heads: int | None = None,
     device: str = "cpu",
     check_accuracy: bool = True,
+    check_length: int | None = None,
 ) -> HookedReverseEncoder:
     """Load any supported checkpoint (see the module docstring) as a model in eval mode.
 
@@ -402,7 +403,10 @@ def load_model(
     not store it (default 1, with a warning saying so); for the other formats it is read from the
     file, and a different explicit value is an error. ``device``: cpu, cuda[:N] or mps, checked first.
     With ``check_accuracy`` the model reverses 256 random sequences once and a warning says so when
-    its accuracy is near chance (an untrained model, or a Flax file loaded with the wrong head count).
+    its accuracy is near chance (an untrained model, or a Flax file loaded with the wrong head count),
+    on sequences of ``check_length`` tokens — the length being analysed — or, when None or beyond the
+    model's positional encoding, of its recorded length ``cfg.n_ctx`` (a tutorial checkpoint records
+    none: 16 is assumed, so a model trained at another length is checked at the length analysed).
     """
     if path is None:
         raise CheckpointError("no checkpoint path given (models.load_model() without one: the default model)")
@@ -460,7 +464,7 @@ def load_model(
     model.checkpoint_sha256 = digest
     model.eval()
     if check_accuracy:
-        _warn_if_near_chance(model, path, flax_heads_guessed=flax and n_heads is None)
+        _warn_if_near_chance(model, path, flax_heads_guessed=flax and n_heads is None, length=check_length)
     return model
 
 
@@ -468,10 +472,16 @@ CHECK_SEQUENCES = 256
 
 
 @torch.no_grad()
-def _warn_if_near_chance(model: HookedReverseEncoder, path: Path, flax_heads_guessed: bool) -> None:
-    """Warn when the model reverses 256 random sequences no better than 1.5× chance."""
+def _warn_if_near_chance(
+    model: HookedReverseEncoder, path: Path, flax_heads_guessed: bool, length: int | None = None
+) -> None:
+    """Warn when the model reverses 256 random sequences of ``length`` tokens (None, or more than its
+    positional encoding holds: its ``n_ctx``) no better than 1.5× chance."""
     cfg = model.cfg
-    tokens = make_reverse_data(CHECK_SEQUENCES, cfg.n_ctx, cfg.d_vocab, seed=0).to(
+    limit = cfg.max_positions
+    if length is None or length < 1 or (limit is not None and length > limit):
+        length = cfg.n_ctx
+    tokens = make_reverse_data(CHECK_SEQUENCES, length, cfg.d_vocab, seed=0).to(
         model.embed.proj.weight.device
     )
     accuracy = float((model(tokens).argmax(-1) == tokens.flip(-1)).float().mean())
@@ -483,7 +493,8 @@ def _warn_if_near_chance(model: HookedReverseEncoder, path: Path, flax_heads_gue
             else f" (is it trained? for a Flax file, is n_heads={cfg.n_heads} right?)"
         )
         warnings.warn(
-            f"{path}: accuracy {accuracy:.3f} on {CHECK_SEQUENCES} random sequences is near chance "
+            f"{path}: accuracy {accuracy:.3f} on {CHECK_SEQUENCES} random sequences of length {length} is "
+            "near chance "
             f"({chance:.2f}){hint}",
             stacklevel=3,
         )

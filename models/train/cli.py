@@ -237,6 +237,8 @@ def make_trainer(**kwargs: Any):
 
 
 def _trainer_kwargs(args: TrainArgs) -> dict[str, Any]:
+    from models import lightning_module
+
     devices: Any = args.devices
     if str(devices).lstrip("-").isdigit():
         devices = int(devices)
@@ -252,7 +254,7 @@ def _trainer_kwargs(args: TrainArgs) -> dict[str, Any]:
         val_check_interval=vci,
         # An int interval counts steps across epoch boundaries; a float is a fraction of each epoch.
         check_val_every_n_epoch=None if isinstance(vci, int) else 1,
-        gradient_clip_val=5.0,
+        gradient_clip_val=lightning_module.CLIP_NORM,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         enable_model_summary=False,

@@ -26,11 +26,27 @@ How a member stays the run it would be alone:
   best validation (the first one with the highest accuracy, as ``ModelCheckpoint(mode="max")`` does),
   and those are what its ``model.pt`` holds.
 
-On a CPU with one thread the batched operators give the same bits as one model's (``baddbmm`` is the
-per-model GEMM; the embedding's scatter-add visits each member's tokens in the same order), so a
-member's weights equal those of the same seed trained alone *exactly* (measured: every weight of every
-member of the default zoo's 13 ensembles, ``benchmarks/zoo_time.py``; tested in
-``tests/test_ensemble.py``). Other devices or thread counts may differ in the last bits.
+The reproducibility contract (docs/reproducibility.md), what is and is not bit-for-bit:
+
+- same command, same versions, same machine (same CPU capability and BLAS, ``zoo.json``'s ``kernels``),
+  same members: the same bits (tested: ``tests/test_ensemble.py``, the same ensemble trained twice);
+- a member against its seed trained alone: one step's forward and gradients are equal to float32
+  rounding — within γ_N·‖y‖∞ of the exact (float64) values, N the summation length of the encoder's path
+  (``tests/rounding.py``) — but not bit for bit: the batched products (``baddbmm``, one MKL batched
+  GEMM) sum in another order than one model's ``addmm``, and on which CPUs that shows in the last bit
+  depends on the kernels (it did not on the machine this was written on; it does on an AMD EPYC, with
+  or without AVX-512). Over hundreds of Adam steps and stop-at-100% decisions that difference grows:
+  a trained member is the run its seed gives alone *statistically* — the same recipe per member (its
+  own clipping norm, learning rate and schedule, data order, stop on its own accuracy), tested by the
+  divergence of its first steps from the solo run's (rounding gives 1e-4, any recipe error 0.09 and
+  more) — not a copy of it. For bit-comparable runs train them alone (``models.zoo.cli --no-ensemble``, or
+  ``models.train.cli``); ``zoo.json`` records with whom each run trained (``ensemble_members``).
+
+Bit-identical members cost speed: one GEMM per member instead of the batched one (the same shapes as
+a run alone) made one step's gradients bit-identical to the solo run's on all four kernel paths this
+machine can take, but made the stacked forward and backward 1.2-1.8× slower (5 and 8 members,
+measured at load 13-16, docs/reproducibility.md): most of the ensemble's advantage. And the
+attention's batched products would still differ in shape from one model's. The batched form is kept.
 
 What an ensemble does not do (the zoo trains such runs alone): dropout, ``--save-every-log-steps``,
 ``--max-time``, several devices or nodes, resuming (a member folder holds no ``checkpoints/``: an

@@ -2,7 +2,7 @@
 per seed, trained in one stacked forward and backward (``models.encoder.stacked``).
 
 Manual optimisation: one Adam whose parameter groups are the members (its moments and step counts
-are per member), gradient clipping at norm 5 per member, the cosine schedule; after every validation
+are per member), gradient clipping at ``CLIP_NORM`` per member, the cosine schedule; after every validation
 a member at 100% is frozen (it leaves the stacked pass, so Adam leaves it and its state untouched), and
 each member keeps the weights of its first best validation. See ``models.train.ensemble`` for why a member
 stays the run it would be alone.
@@ -22,12 +22,11 @@ from torch import Tensor
 from models.encoder.config import EncoderConfig
 from models.encoder.hooked import HookedReverseEncoder
 from models.encoder.stacked import stacked_logits, stacked_loss
+from models.train import lightning_module
 from models.train.lightning_import import pl
 from models.train.lightning_module import CosineWarmup
 
-__all__ = ["CLIP_NORM", "EnsembleModule"]
-
-CLIP_NORM = 5.0  # models.train.cli's gradient_clip_val
+__all__ = ["EnsembleModule"]
 
 
 def _scored(
@@ -123,8 +122,8 @@ class EnsembleModule(pl.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(losses.sum())  # d(sum)/d(member m) = member m's own gradient
-        for m in active:
-            torch.nn.utils.clip_grad_norm_(self.members[m].parameters(), CLIP_NORM)
+        for m in active:  # each member's own norm, as models.train.cli clips one model's gradients
+            torch.nn.utils.clip_grad_norm_(self.members[m].parameters(), lightning_module.CLIP_NORM)
         optimizer.step()  # frozen members have no gradient: Adam skips them and their state
         optimizer.zero_grad(set_to_none=True)
         self.lr_schedulers().step()

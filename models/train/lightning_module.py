@@ -7,9 +7,10 @@ step with the step s counted from 0::
     factor(s) = 0.5 · (1 + cos(π · s / max_iters)) · (s / warmup if s < warmup else 1)
     lr(s)     = base_lr · factor(s)
 
-so the very first update uses lr 0, exactly as the tutorial's does. Gradient clipping (norm 5) is the
-Trainer's ``gradient_clip_val``. The checkpoint's ``hyper_parameters`` hold only plain types, with the
-encoder's config under ``"config"``, so ``models.load_model`` can rebuild the encoder from a .ckpt.
+so the very first update uses lr 0, exactly as the tutorial's does. Gradient clipping at
+:data:`CLIP_NORM` (the total norm of one model's gradients) is the Trainer's ``gradient_clip_val``.
+The checkpoint's ``hyper_parameters`` hold only plain types, with the encoder's config under
+``"config"``, so ``models.load_model`` can rebuild the encoder from a .ckpt.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from machine.limits import iter_log_spaced_steps
 from models.encoder.config import EncoderConfig
 from models.encoder.hooked import HookedReverseEncoder
 from models.train.lightning_import import pl
+
+# The recipe's gradient clipping: ``models.train.cli`` passes it as ``gradient_clip_val``, and an ensemble
+# (``models.train.ensemble_module``) clips each member's gradients to it; both read it here when they train.
+CLIP_NORM = 5.0
 
 
 def cosine_warmup_factor(step: int, warmup: int, max_iters: int) -> float:

@@ -17,7 +17,9 @@ tasks one after the other in this process, without importing Ray (debugging; the
 
 Seeds train together (``--ensemble``, default): runs that differ only in seed are one task, a
 vectorised ensemble (``models.train.ensemble``, at most ``--max-ensemble`` members) whose members are saved
-as ordinary run folders with the same weights as the seeds trained alone (on a CPU, one thread).
+as ordinary run folders, trained with the recipe of the seeds trained alone: equal to them to float32
+rounding at each step, statistically equivalent once trained, not bit for bit (docs/reproducibility.md;
+``--no-ensemble`` trains every run alone).
 
 Resumable: finished runs (``model.pt`` matching its recorded sha256 + a well-formed ``metrics.json``) are
 skipped, and a run whose files fail that check is ``corrupt`` and trained again; an interrupted run folder (a
@@ -25,8 +27,11 @@ killed ``--engine sequential --no-ensemble`` zoo trains in place) is continued f
 ``checkpoints/last.ckpt``; a run that was on its way when the zoo was killed is trained again (same
 seed, same weights). ``DIR/zoo.json`` (rewritten atomically after every task) records the grid, the
 engine and, per run: its state before, ``status`` (trained / resumed / continued / skipped / failed /
-interrupted), the task it belonged to (``ensemble_size``), ``engine``, ``node_id``, ``hostname``,
-``node_ip``, ``attempts`` and ``seconds`` (the task's wall time on its worker).
+interrupted), the task it belonged to (``ensemble_size``, and ``ensemble_members``: with whom it
+trained), ``engine``, ``node_id``, ``hostname``, ``node_ip``, ``attempts``, ``seconds`` (the task's wall
+time on its worker) and ``kernels`` (the worker's CPU, ATen capability and BLAS: which runs are
+bit-comparable; a run skipped later keeps what the command that trained it recorded), and the
+``reproducibility`` contract.
 
 A task that fails (e.g. Lightning rejecting ``-- --devices 0``) is reported with its runs' names; the
 other tasks go on, and the zoo exits with status 1. Ctrl-C stops the tasks still running (the zoo's

@@ -191,6 +191,36 @@ def run_zoo(
             raise
 
 
+# What a zoo.json record says about how its run was trained; a run skipped later keeps them.
+TRAINED_FIELDS = (
+    "engine",
+    "task",
+    "ensemble_size",
+    "ensemble_members",
+    "node_id",
+    "hostname",
+    "node_ip",
+    "attempts",
+    "seconds",
+    "kernels",
+    "val_acc",
+    "test_acc",
+    "steps",
+    "first_perfect_step",
+)
+
+
+def _previous_records(out: Path) -> dict[str, dict[str, Any]]:
+    """The records of the zoo.json in ``out`` by run name, of runs that finished ({} without one)."""
+    try:
+        runs = json.loads((out / MANIFEST).read_text())["runs"]
+        return {
+            r["name"]: r for r in runs if r.get("status") in ("trained", "resumed", "continued", "skipped")
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _engine_record(engine: ZooEngine, info: cluster.ClusterInfo | None) -> dict[str, Any]:
     return {**asdict(engine), "cluster": info.to_dict() if info is not None else None}
 
@@ -206,15 +236,17 @@ def _train(
     say = log or (lambda message: None)
     cluster.remove_leftovers(out)
     remove_stale(Path(tempfile.gettempdir()), ("zoo-task-",))  # of tasks killed on this machine
+    previous = _previous_records(out)
     records = []
     for run in runs:
         before = run_state(out / run.name, spec.train_argv(run, out))[0]
         status = "skipped" if before == "finished" else "pending"
         if before == "corrupt":  # never skipped as finished: trained again from scratch
             say(f"zoo: {run.name}: {finished_run_problem(out / run.name)}; training it again")
-        records.append(
-            {**asdict(run), "before": "finished" if before == "extendable" else before, "status": status}
-        )
+        record = {**asdict(run), "before": "finished" if before == "extendable" else before, "status": status}
+        if status == "skipped":  # how it was trained, as the command that trained it recorded it
+            record.update({k: v for k, v in previous.get(run.name, {}).items() if k in TRAINED_FIELDS})
+        records.append(record)
     by_name = {r["name"]: r for r in records}
     todo = [run for run, record in zip(runs, records) if record["status"] == "pending"]
     tasks = plan_tasks(spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble)
@@ -234,7 +266,11 @@ def _train(
                 engine=engine.engine,
                 task=task.name,
                 ensemble_size=len(task.runs) if task.ensemble else 1,
+                # with whom it trained (itself included), [] alone: a member's weights equal its seed's
+                # trained alone to rounding only, not in every bit (docs/reproducibility.md)
+                ensemble_members=[r.name for r in task.runs] if task.ensemble else [],
                 **{k: trace.get(k) for k in ("node_id", "hostname", "node_ip", "attempts", "seconds")},
+                kernels=trace.get("kernels"),  # the worker's CPU, ATen capability and BLAS
             )
             if error:
                 record["error"] = error
@@ -303,6 +339,7 @@ def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Call
             task = tasks[outcome.index]
             payloads[outcome.index] = None  # the resume files are not needed any more
             statuses = {}
+            info = dict(outcome.info or {})
             error = outcome.error
             if error is None:
                 try:
@@ -310,12 +347,14 @@ def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Call
                 except ValueError as exc:  # a worker that answers with other folders than asked for
                     error = f"{type(exc).__name__}: {cluster.first_line(exc)}"
                     returned = {}
+                else:
+                    info["kernels"] = outcome.value.get("kernels")
                 for name, result in returned.items():
                     cluster.install_folder(out / name, files=result["files"])
                     statuses[name] = result["status"]
                     if task.resume and result["status"] == "resumed":
                         statuses[name] = "continued" if task.note == "continues a finished run" else "resumed"
-            finish(task, statuses, outcome.info, error)
+            finish(task, statuses, info, error)
 
 
 def _returned_runs(task: ZooTask, value: Any) -> dict[str, dict[str, Any]]:
@@ -345,8 +384,10 @@ def _run_here(out: Path, tasks: list[ZooTask], finish: Callable) -> None:
     staging folder whose member folders are then renamed into place."""
     import shutil
 
+    from machine.devices import kernel_paths
+
     for task in tasks:
-        trace = {"hostname": socket.gethostname(), "attempts": 1}
+        trace = {"hostname": socket.gethostname(), "attempts": 1, "kernels": kernel_paths()}
         started = time.perf_counter()
         statuses: dict[str, str] = {}
         error = None

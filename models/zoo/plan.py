@@ -308,12 +308,24 @@ def estimate(engine: str, ensemble: bool, pending: int) -> tuple[float, str]:
     return 60.0 * pending / rate, f"{rate:.1f} runs/min, {source}"
 
 
+REPRODUCIBILITY = (
+    "Same command, same versions, same machine (equal 'kernels') and same 'ensemble_members': the same "
+    "bits. A run trained in an ensemble equals its seed trained alone (--no-ensemble, or python -m models.train) "
+    "to float32 rounding at each step, not bit for bit: the batched products sum in another order, and "
+    "training grows that difference; runs whose 'kernels' differ (another CPU capability or BLAS) may "
+    "differ likewise. Such runs are statistically equivalent: the same recipe, per member."
+)
+
+
 def manifest_document(spec: ZooSpec, engine: dict[str, Any], records: list[dict[str, Any]]) -> dict:
     return {
         "schema_version": 2,
         "kind": "reverse-encoder-zoo",
         "spec": asdict(spec),
         "engine": engine,
+        # the contract (docs/reproducibility.md); per run, "ensemble_members" and "kernels" say which
+        # runs it is bit-comparable with
+        "reproducibility": REPRODUCIBILITY,
         "runs": records,
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -54,7 +54,8 @@ def _record_as(run_dir: Path, argv: list[str], out: str) -> None:
 
 
 def execute(task: dict[str, Any]) -> dict[str, Any]:
-    """Train one task; return ``{"runs": {name: {"files": {path: bytes}, "status": ...}}}``.
+    """Train one task; return ``{"runs": {name: {"files": {path: bytes}, "status": ...}}, "kernels":
+    machine.devices.kernel_paths() of the worker}``.
 
     ``task``: ``names``, ``argvs`` (``models.train.cli`` command lines whose ``--out`` is the zoo folder),
     ``ensemble`` (bool), ``resume`` (``{name: files}`` of interrupted runs to continue), ``gpus``."""
@@ -89,6 +90,8 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             if not (work / name / "metrics.json").is_file():  # e.g. --max-time ran out
                 statuses[name] = "interrupted"
             runs[name] = {"files": pack_folder(work / name), "status": statuses[name]}
-        return {"runs": runs}
+        from machine.devices import kernel_paths
+
+        return {"runs": runs, "kernels": kernel_paths()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
