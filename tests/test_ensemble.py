@@ -1,4 +1,5 @@
-"""Seeds trained together (models.encoder.stacked, models.train.ensemble) against the same seeds trained alone.
+"""Seeds trained together (models.encoder.stacked, models.train.ensemble) against the same seeds
+trained alone.
 
 The contract (docs/reproducibility.md): the batched forward and gradients equal one model's to float32
 rounding, with the tolerance derived in ``tests/rounding.py`` (the batched products sum in another order
@@ -16,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.metrics import flip_mass
-from models import EncoderConfig, HookedReverseEncoder, load_model
+from models import EncoderConfig, HookedReverseEncoder
 from models.encoder.stacked import stacked_logits, stacked_loss
 from models.train.args import parse_args
 from models.train.ensemble_args import ensemble_blocker, ensemble_key
@@ -160,8 +160,8 @@ def recipe_runs(tmp_path_factory) -> list[tuple[Path, Path, list[str]]]:
     """Seeds 3, 4 and 5 (d_model 16, 640 training sequences, 15 steps of the fast preset, clipping at
     ``RECIPE_CLIP``) trained as one ensemble and each alone: (member, alone, argv) per seed."""
     from models import lightning_module
-    from models.train.ensemble import train_ensemble
     from models.train.cli import train
+    from models.train.ensemble import train_ensemble
 
     root = tmp_path_factory.mktemp("recipe")
     extra = (*RECIPE_ARGS, "--max-steps", str(RECIPE_STEPS))

@@ -110,6 +110,8 @@ def test_on_the_command_line_the_head_count_note_names_the_flag(tmp_path, traine
     assert record == [] and len(lines) == 1
     assert lines[0].startswith("note: ") and "(pass --n-heads if it was trained with more)" in lines[0]
     assert "n_heads=" not in lines[0]
+
+
 @pytest.fixture(scope="module")
 def length_6_tutorial_checkpoint(tmp_path_factory):
     """A correct model of length 6 (the fast preset at --seq-len 6, d_model 16, stopped at 100%), saved

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from analyses import zoo_summary as zs
 from analyses.frame import numbers
@@ -20,8 +19,8 @@ from analyses.zoo_summary import __main__ as zs_cli
 from analyses.zoo_summary.figures import FIGURES
 from analyses.zoo_summary.result import RunSummary, seed_difference, seed_stats
 from analyses.zoo_summary.runs import discover
-from models.zoo import cli as zoo
 from machine.devices import kernel_paths
+from models.zoo import cli as zoo
 
 # Tiny runs: d_model 16, 960 training sequences (30 batches of 32), 30 steps (about a second each).
 TINY = "--train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()

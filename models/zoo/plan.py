@@ -310,7 +310,7 @@ def estimate(engine: str, ensemble: bool, pending: int) -> tuple[float, str]:
 
 REPRODUCIBILITY = (
     "Same command, same versions, same machine (equal 'kernels') and same 'ensemble_members': the same "
-    "bits. A run trained in an ensemble equals its seed trained alone (--no-ensemble, or python -m models.train) "
+    "bits. A run trained in an ensemble equals its seed trained alone (--no-ensemble, or models.train) "
     "to float32 rounding at each step, not bit for bit: the batched products sum in another order, and "
     "training grows that difference; runs whose 'kernels' differ (another CPU capability or BLAS) may "
     "differ likewise. Such runs are statistically equivalent: the same recipe, per member."
