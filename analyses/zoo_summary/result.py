@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from analyses.frame.result import AnalysisResult, plain
+
+# The seed-level intervals live in interp.populations (zoo_atlas uses them too); measure imports them here.
+from interp.populations import t_interval, welch_interval  # noqa: F401
 from interp.stats import Estimate
 
 ANALYSIS = "zoo_summary"
@@ -42,42 +45,6 @@ LABELS = {
     "first_perfect_step": "steps to 100% val accuracy",
     "fit_seconds": "seconds of fitting",
 }
-
-
-def t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
-    """(mean, low, high, sd) of the Student t-interval over ``values`` (NaNs dropped; NaN bounds if n < 2)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan, math.nan
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1)) * sd / math.sqrt(len(x))
-    return mean, mean - half, mean + half, sd
-
-
-def welch_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    """(mean(a) − mean(b), low, high): Welch's t-interval (NaN bounds if either group has < 2 values)."""
-    from scipy import stats
-
-    a, b = (np.asarray(v, dtype=np.float64) for v in (a, b))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) == 0 or len(b) == 0:
-        return math.nan, math.nan, math.nan
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf((1 + confidence) / 2, dof)) * se
-    return diff, diff - half, diff + half
 
 
 @dataclass

@@ -17,45 +17,14 @@ import torch
 
 from analyses.frame.cli import UserError
 from analyses.frame.sequences import token_batches
+
+# discover (a zoo folder's finished runs) lives in analyses.frame.zoo, shared with zoo_atlas.
+from analyses.frame.zoo import discover  # noqa: F401
 from analyses.zoo_summary.result import MEASURED, RunSummary
 from interp import metrics
 from interp.ablation import ablate_positional_encoding
 from interp.stats import UnitSums, bootstrap_ci
 from models.storage.checkpoints import CheckpointError, load_model, sha256_file
-
-
-def discover(zoo: str | Path) -> tuple[list[tuple[Path, str]], list[str]]:
-    """(finished run folders with their role, names of unfinished runs) of a zoo folder."""
-    zoo = Path(zoo)
-    if zoo.exists() and not zoo.is_dir():
-        raise UserError(f"zoo folder {zoo}: is a file, not a folder written by python -m models.zoo")
-    if not zoo.is_dir():
-        raise UserError(f"zoo folder {zoo}: no such folder")
-    manifest = zoo / "zoo.json"
-    if manifest.is_file():
-        try:
-            listed = [
-                (zoo / r["name"], r.get("role", "grid")) for r in json.loads(manifest.read_text())["runs"]
-            ]
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{manifest}: not a zoo manifest ({type(e).__name__}: {e})") from None
-    else:
-        listed = []
-        for folder in sorted(p for p in zoo.iterdir() if (p / "config.json").is_file()):
-            pe = (
-                json.loads((folder / "config.json").read_text())
-                .get("encoder", {})
-                .get("positional_embedding")
-            )
-            listed.append((folder, "control" if pe == "none" else "grid"))
-    done = [(p, role) for p, role in listed if (p / "model.pt").is_file() and (p / "metrics.json").is_file()]
-    finished = {p for p, _ in done}
-    missing = [p.name for p, _ in listed if p not in finished]
-    if not done:
-        raise UserError(
-            f"zoo folder {zoo}: no finished run (model.pt + metrics.json); train with python -m models.zoo"
-        )
-    return done, missing
 
 
 @torch.inference_mode()
