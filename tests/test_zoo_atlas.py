@@ -4,6 +4,8 @@ own heads permuted, and the whole command on a tiny real zoo."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -185,12 +187,15 @@ def test_crossing_differences_reads_training_dynamics_comparisons():
 # --- a tiny real zoo ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Path:
-    """2 seeds × heads {1, 2}, d_model 16, 30 steps, with snapshots (trained alone: no ensembles)."""
+    """2 seeds × heads {1, 2}, d_model 16, 30 steps, trained with snapshots (alone: no ensembles); the
+    two-head runs' snapshots are removed again."""
     out = tmp_path_factory.mktemp("atlas_zoo")
     argv = ["--out", str(out), "--engine", "sequential", "--seeds", "2", "--heads", "1", "2", "--layers", "1",
             "--positional-embeddings", "sinusoidal", "--d-model", "16", "--no-control",
             "--", *TINY, "--save-every-log-steps", "3"]  # fmt: skip
     assert zoo_cli.main(argv) == 0
+    for run in out.glob("*_H2_*"):  # dynamics for one cell only: a child process per run costs seconds
+        shutil.rmtree(run / "snapshots")
     return out
 
 
@@ -228,44 +233,89 @@ def test_a_run_and_its_heads_permuted_match_exactly(tiny_zoo, tmp_path):
     np.testing.assert_allclose(served_pattern(a), served_pattern(b), atol=1e-6)
 
 
-def test_the_atlas_writes_every_output_on_a_tiny_zoo(tiny_zoo, tmp_path, capsys):
-    out = tmp_path / "atlas"
-    argv = [str(tiny_zoo), "--out", str(out), "--num-sequences", "200", "--iia-pairs", "16", "--dynamics",
-            "--dynamics-sequences", "64", "--quiet"]  # fmt: skip
-    assert atlas_cli.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "class rule" in printed and "fast · sinusoidal L1 H2 D16" in printed
+EVIL = "<img src=x onerror=alert(1)>"  # a run folder's name is shown on the page: it must stay text
+
+
+@pytest.fixture(scope="module")
+def atlas(tiny_zoo, tmp_path_factory) -> tuple[Path, str]:
+    """``python -m analyses.zoo_atlas`` with --dynamics on the tiny zoo plus a second zoo folder (no
+    manifest) holding one copy of seed 0 of the one-head cell under a hostile name."""
+    root = tmp_path_factory.mktemp("atlas")
+    shutil.copytree(
+        tiny_zoo / "fast_sinusoidal_L1_H1_D16_seed0",
+        root / "copies" / EVIL,
+        ignore=shutil.ignore_patterns("snap*"),
+    )
+    out = root / "atlas"
+    argv = [str(tiny_zoo), str(root / "copies"), "--out", str(out), "--num-sequences", "200",
+            "--iia-pairs", "16", "--dynamics", "--dynamics-sequences", "64", "--quiet"]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert atlas_cli.main(argv) == 0
+    return out, printed.getvalue()
+
+
+def test_the_atlas_writes_every_output_on_a_tiny_zoo(atlas):
+    out, printed = atlas
+    assert "class rule" in printed and "fast (max_steps=30, train_size=960) · sinusoidal L1 H2 D16" in printed
     doc = json.loads((out / "metrics.json").read_text())
-    assert doc["analysis"] == "zoo_atlas" and len(doc["runs"]) == 4 and len(doc["cells"]) == 2
+    assert doc["analysis"] == "zoo_atlas" and len(doc["runs"]) == 5 and len(doc["cells"]) == 2
     for cell in doc["cells"]:
+        one_head = " L1 H1 " in cell["name"]
         shares = cell["classes"]
-        assert sum(s["k"] for s in shares.values()) == len(cell["runs"]) == 2
+        assert sum(s["k"] for s in shares.values()) == len(cell["runs"]) == (3 if one_head else 2)
         for s in shares.values():
             assert 0 <= s["ci_low"] < s["ci_high"] <= 1 and s["ci_low"] <= s["share"] <= s["ci_high"]
-        assert cell["similarities"]["pattern_aligned"]["n"] == 1  # one pair of seeds
-        assert (
-            cell["similarities"]["pattern_aligned"]["mean"]
-            >= cell["similarities"]["pattern_raw"]["mean"] - 1e-12
-        )
+        similarities = cell["similarities"]
+        assert similarities["pattern_aligned"]["n"] == (3 if one_head else 1)  # pairs of seeds
+        assert similarities["pattern_aligned"]["mean"] >= similarities["pattern_raw"]["mean"] - 1e-12
+        assert len(cell["dynamics"]) == (2 if one_head else 0)
         for pair, v in cell["dynamics"].items():
             assert v["before"]["n"] == 2 and v["difference"]["n"] <= 2, pair
+    copy = [
+        p for p in doc["pairs"] if EVIL in (p["first"], p["second"]) and "seed0" in p["first"] + p["second"]
+    ]
+    assert copy[0]["pattern_aligned"] == pytest.approx(1.0, abs=1e-12)  # a run and its copy: identical
+    assert copy[0]["representation_procrustes"] == pytest.approx(1.0, abs=1e-9)
     for run in doc["runs"]:
         assert run["mechanism"] in CLASSES and run["recipe"] == "fast (max_steps=30, train_size=960)"
         served = sorted(q for h in run["heads"] for q in h["queries_served"])
         assert served == list(range(16))  # every query is served by exactly one head
-        assert run["dynamics"] and set(run["dynamics"]) == {"argmax_hit_rate−accuracy", "flip_mass−accuracy"}
+        if run["snapshots"]:
+            assert set(run["dynamics"]) == {"argmax_hit_rate−accuracy", "flip_mass−accuracy"}
+        else:
+            assert run["dynamics"] is None and (run["n_heads"] == 2 or run["name"] == EVIL)
         assert run["selector_head"] is not None and 0 <= run["scalars"]["iia_z"] <= 1
     names = ["phase_diagram", "reference_similarity", "examples", "mean_patterns", "alignment_effect"]
     names += ["recipe", "dynamics"]
     assert sorted(p.name for p in (out / "figures").glob("*.png")) == sorted(f"{n}.png" for n in names)
-    html = (out / "report.html").read_text()
-    assert (
-        "Phase diagram" in html and "CKA" in html and "http://" not in html.replace("http://www.w3.org", "")
-    )
+    assert sorted(p.name for p in (out / "dynamics").iterdir()) == [
+        "fast_sinusoidal_L1_H1_D16_seed0",
+        "fast_sinusoidal_L1_H1_D16_seed1",
+    ]  # each run's own training_dynamics output, kept
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0] == ",".join(zoo_atlas.CSV_FIELDS) and any(
-        ",cell_share," in r or r.startswith("cell_share") for r in rows
-    )
+    assert rows[0] == ",".join(zoo_atlas.CSV_FIELDS) and any(r.startswith("cell_share,") for r in rows)
+
+
+def test_the_atlas_page_in_a_browser(atlas, browser):
+    """Offline (no request but the file and its data: images), no console error, the hostile run name
+    shown as text, one phase-diagram row per cell and every figure decoded."""
+    out, _ = atlas
+    doc = json.loads((out / "metrics.json").read_text())
+    page = browser.new_page()
+    errors, requests, dialogs = [], [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    url = (out / "report.html").as_uri()
+    page.goto(url)
+    assert page.locator("#phase-diagram tr").count() == 1 + len(doc["cells"])
+    assert EVIL in page.inner_text("#runs")  # shown as the text it is
+    widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) == 7 and min(widths) > 100
+    assert page.locator("#outliers").count() == 1
+    assert not errors and not dialogs and all(r == url or r.startswith("data:") for r in requests)
+    page.close()
 
 
 def test_recipes_are_told_apart_and_differences_have_welch_intervals(tiny_zoo):

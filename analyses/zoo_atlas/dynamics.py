@@ -36,7 +36,7 @@ def run_dynamics(
     command = [
         sys.executable, "-m", "analyses.training_dynamics", "--run", str(run_folder), "--out", str(out),
         "--num-sequences", str(num_sequences), "--seed", str(seed),
-        "--bootstrap-resamples", str(resamples), "--quiet",
+        "--bootstrap-resamples", str(resamples), "--fractions", str(FRACTION), "--quiet",
     ]  # fmt: skip
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode in (130, 143):

@@ -166,7 +166,8 @@ def measure_run(
 ) -> RunAtlas:
     """Every scalar of the module docstring for one finished run folder."""
     try:
-        model = load_model(info.folder / "model.pt", device=device)
+        # A run that failed to learn is measured (and classified "fails"), not refused.
+        model = load_model(info.folder / "model.pt", device=device, check_accuracy=False)
     except CheckpointError as e:
         raise UserError(str(e)) from None
     cfg = model.cfg
