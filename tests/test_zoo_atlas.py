@@ -36,6 +36,7 @@ from interp.alignment import (
 from interp.populations import clopper_pearson_interval, wilson_interval
 from models import load_model, save_model
 from models.zoo import cli as zoo_cli
+from reports.index import build_index
 
 TINY = "--train-size 960 --val-size 64 --test-size 64 --max-steps 30".split()
 
@@ -315,6 +316,13 @@ def test_the_atlas_page_in_a_browser(atlas, browser):
     assert len(widths) == 7 and min(widths) > 100
     assert page.locator("#outliers").count() == 1
     assert not errors and not dialogs and all(r == url or r.startswith("data:") for r in requests)
+    # the index lists the atlas as the population's page, and its link opens it
+    index = build_index([out], out.parent / "index")
+    page.goto(index.as_uri())
+    assert "zoo atlas of 5 runs in 2 cells" in page.inner_text("#atlases")
+    page.click("#atlases a")
+    page.wait_for_url(url)
+    assert page.title().startswith("Zoo atlas") and not errors
     page.close()
 
 
