@@ -360,6 +360,9 @@ def test_outliers_and_cell_shares_on_synthetic_runs(tiny_zoo):
     )
     assert cell.classes["fails"].ci_high > 0  # 0 of 5 is not "never"
     assert cell.stats["flip_mass"].mean == pytest.approx(np.mean([0.70, 0.71, 0.72, 0.71, 0.30]))
+    # every seed gave 0.9: no interval (a zero-width one would claim what five seeds cannot show)
+    same = cell.stats["reference_similarity"]
+    assert same.all_equal and same.mean == pytest.approx(0.9) and math.isnan(same.ci_low) and same.n == 5
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

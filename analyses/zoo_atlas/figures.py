@@ -134,7 +134,7 @@ def reference_similarity(result: ZooAtlasResult, directory: Path) -> None:
             Line2D([], [], marker="o", ls="", color=CLASS_COLOURS[k], label=k.replace("_", " "))
             for k in CLASSES
         ],
-        fontsize=7, loc="lower left",
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
     )  # fmt: skip
     save_figure(fig, directory, "reference_similarity")
 

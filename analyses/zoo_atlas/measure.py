@@ -257,10 +257,15 @@ OUTLIER_Z = (
 
 
 def seed_interval(values: Sequence[float], confidence: float) -> SeedInterval:
-    """:func:`interp.populations.t_interval` of the finite seed-level values."""
+    """:func:`interp.populations.t_interval` of the finite seed-level values; no interval (NaN bounds,
+    ``all_equal``) when every seed gave the same value."""
     x = np.asarray(values, dtype=np.float64)
     mean, low, high, _ = t_interval(x, confidence)
-    return SeedInterval(mean, low, high, int(np.isfinite(x).sum()), [float(v) for v in x])
+    finite = x[np.isfinite(x)]
+    equal = len(finite) >= 2 and bool((finite == finite[0]).all())
+    if equal:
+        low = high = math.nan
+    return SeedInterval(mean, low, high, len(finite), [float(v) for v in x], equal)
 
 
 def share(k: int, n: int, confidence: float, kind: str) -> Share:

@@ -144,13 +144,15 @@ class PairComparison:
 
 @dataclass
 class SeedInterval:
-    """Mean over seeds with its Student t-interval (NaN bounds for fewer than two seeds)."""
+    """Mean over seeds with its Student t-interval. NaN bounds for fewer than two seeds, and when every
+    seed gave the same value (``all_equal``): a zero-width interval would claim what n seeds cannot show."""
 
     mean: float
     ci_low: float
     ci_high: float
     n: int
     values: list[float]
+    all_equal: bool = False
 
 
 @dataclass
@@ -327,6 +329,8 @@ class ZooAtlasResult(AnalysisResult):
 def _interval(s: SeedInterval, digits: int = 3) -> str:
     if not math.isfinite(s.mean):
         return "n/a"
+    if s.all_equal:
+        return f"{s.mean:.{digits}f} (all {s.n} seeds)"
     if s.n < 2 or not math.isfinite(s.ci_low):
         return f"{s.mean:.{digits}f} (1 seed)"
     return f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
