@@ -349,15 +349,19 @@ def test_outliers_and_cell_shares_on_synthetic_runs(tiny_zoo):
         )
         runs.append(r)
     reasons = [outlier_reason(r, runs) for r in runs]
-    assert reasons[:4] == [None] * 4 and reasons[4].startswith(
-        "split_pointer while 4/5 seeds are single_pointer"
-    )
+    assert reasons[:4] == [None] * 4
+    assert reasons[4].startswith("split_pointer while 4/5 seeds are single_pointer")
+    # a flip mass far from the others' stands out among eight seeds, not among five
+    flips = [0.70, 0.71, 0.72, 0.71, 0.70, 0.72, 0.71, 0.90]
+    eight = [
+        base.__class__(**{**runs[0].__dict__, "scalars": {**runs[0].scalars, "flip_mass": f}}) for f in flips
+    ]
+    assert [outlier_reason(r, eight) is None for r in eight] == [True] * 7 + [False]
+    assert "flip_mass 0.900 against the cell's median 0.710" in outlier_reason(eight[-1], eight)
+    assert outlier_reason(eight[-1], eight[3:]) is None
     cell = summarise_cell(runs, [], 0.95, "wilson")
-    assert (cell.classes["single_pointer"].k, cell.classes["split_pointer"].k, cell.classes["fails"].k) == (
-        4,
-        1,
-        0,
-    )
+    counts = {k: s.k for k, s in cell.classes.items()}
+    assert counts == {"single_pointer": 4, "split_pointer": 1, "no_pointer": 0, "fails": 0}
     assert cell.classes["fails"].ci_high > 0  # 0 of 5 is not "never"
     assert cell.stats["flip_mass"].mean == pytest.approx(np.mean([0.70, 0.71, 0.72, 0.71, 0.30]))
     # every seed gave 0.9: no interval (a zero-width one would claim what five seeds cannot show)

@@ -19,7 +19,7 @@ CLASS_COLOURS = {
     "fails": "#D55E00",
 }
 SHORT = {"single_pointer": "single", "split_pointer": "split", "no_pointer": "no ptr", "fails": "fails"}
-MAX_ROWS, MAX_COLS = 12, 10
+MAX_ROWS, MAX_COLS = 16, 10
 SIMILARITY_TITLES = {
     "pattern": "head patterns\n(raw: head h ↔ h; aligned: Hungarian)",
     "qk": "positional QK, layer 0\n(row-centred cosine)",

@@ -251,9 +251,10 @@ def measure_run(
 # --- the whole zoo --------------------------------------------------------------------------------
 _PE_ORDER = {"sinusoidal": 0, "learned": 1, "none": 2}
 RECIPE_COMPARED = ("flip_mass", "neighbour_mass", "spill_width", "beta", "first_perfect_step")
-OUTLIER_Z = (
-    3.5  # modified z = (x − median) / (1.4826 · MAD) beyond which a seed stands out (Iglewicz–Hoaglin)
-)
+# A seed stands out beyond a modified z = (x − median) / (1.4826 · MAD) of 3.5 (Iglewicz–Hoaglin), in
+# cells of at least OUTLIER_SEEDS seeds.
+OUTLIER_Z = 3.5
+OUTLIER_SEEDS = 8
 
 
 def seed_interval(values: Sequence[float], confidence: float) -> SeedInterval:
@@ -275,12 +276,13 @@ def share(k: int, n: int, confidence: float, kind: str) -> Share:
 
 def outlier_reason(run: RunAtlas, members: Sequence[RunAtlas]) -> str | None:
     """Why ``run`` stands out of its cell: another class than most of its seeds, or a flip mass or a
-    similarity to the reference beyond ``OUTLIER_Z`` robust z (cells of at least four seeds)."""
+    similarity to the reference beyond ``OUTLIER_Z`` robust z (cells of at least ``OUTLIER_SEEDS`` seeds:
+    a median absolute deviation of fewer seeds is too noisy to call one seed an outlier)."""
     classes = [m.mechanism for m in members]
     modal = max(CLASSES, key=classes.count)
     if run.mechanism != modal and classes.count(modal) > len(members) / 2:
         return f"{run.mechanism} while {classes.count(modal)}/{len(members)} seeds are {modal}"
-    if len(members) >= 4:
+    if len(members) >= OUTLIER_SEEDS:
         for name in ("flip_mass", "reference_similarity"):
             x = np.array([m.scalars[name] for m in members])
             median = float(np.median(x))
