@@ -17,6 +17,7 @@ import torch
 from scipy import stats
 
 from analyses import zoo_atlas
+from analyses.frame.cli import UserError
 from analyses.zoo_atlas import __main__ as atlas_cli
 from analyses.zoo_atlas.classes import CLASSES, classify
 from analyses.zoo_atlas.compare import compare_pair, served_pattern
@@ -367,6 +368,18 @@ def test_outliers_and_cell_shares_on_synthetic_runs(tiny_zoo):
     # every seed gave 0.9: no interval (a zero-width one would claim what five seeds cannot show)
     same = cell.stats["reference_similarity"]
     assert same.all_equal and same.mean == pytest.approx(0.9) and math.isnan(same.ci_low) and same.n == 5
+
+
+def test_runs_of_the_same_name_in_two_zoos_are_qualified_by_their_zoo(tiny_zoo, tmp_path):
+    run = "fast_sinusoidal_L1_H1_D16_seed0"
+    shutil.copytree(tiny_zoo / run, tmp_path / "other" / run, ignore=shutil.ignore_patterns("snap*"))
+    infos, _ = find_runs([tiny_zoo, tmp_path / "other"])
+    names = [i.name for i in infos]
+    assert (
+        f"{tiny_zoo.name}/{run}" in names and f"other/{run}" in names and len(set(names)) == len(names) == 5
+    )
+    with pytest.raises(UserError, match="given twice"):
+        find_runs([tiny_zoo, tiny_zoo])
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

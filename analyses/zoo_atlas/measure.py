@@ -415,7 +415,7 @@ def run(
                 if r.info.snapshots >= 2:
                     say(f"training dynamics of {r.info.name} ({r.info.snapshots} snapshots)")
                     r.dynamics = run_dynamics(
-                        r.info.folder, base / r.info.name, dynamics_sequences, seed, 200
+                        r.info.folder, base / r.info.name.replace("/", "__"), dynamics_sequences, seed, 200
                     )
     cells: dict[str, list[RunAtlas]] = {}
     for r in runs:

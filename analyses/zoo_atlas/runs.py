@@ -7,6 +7,7 @@ one architecture and one recipe that differ only in seed form one *cell* of the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,16 +89,24 @@ def read_run(folder: Path, role: str, zoo: Path) -> RunInfo:
 
 
 def find_runs(zoos: list[Path]) -> tuple[list[RunInfo], list[str]]:
-    """Every finished run of every zoo folder (names must be unique across them), and the unfinished."""
-    runs, missing, seen = [], [], {}
+    """Every finished run of every zoo folder, and the unfinished. A run name found in several zoos
+    (e.g. ``tutorial_..._seed0`` of two zoos trained with different flags) is qualified with its zoo
+    folder's name, ``<zoo>/<run>``; the zoo folders' names must then differ."""
+    if len({Path(z).absolute() for z in zoos}) != len(zoos):
+        raise UserError("a zoo folder is given twice: give each zoo once")
+    runs, missing = [], []
     for zoo in zoos:
         done, unfinished = discover(zoo)
         missing += [f"{zoo}/{name}" for name in unfinished]
-        for folder, role in done:
-            if folder.name in seen:
-                raise UserError(
-                    f"run {folder.name} is in both {seen[folder.name]} and {zoo}: give each zoo once"
-                )
-            seen[folder.name] = zoo
-            runs.append(read_run(folder, role, zoo))
+        runs += [read_run(folder, role, zoo) for folder, role in done]
+    names = [r.name for r in runs]
+    clashes = {n for n in names if names.count(n) > 1}
+    if clashes:
+        runs = [
+            dataclasses.replace(r, name=f"{Path(r.zoo).name}/{r.name}") if r.name in clashes else r
+            for r in runs
+        ]
+        names = [r.name for r in runs]
+        if len(set(names)) != len(names):
+            raise UserError(f"runs named {sorted(clashes)[0]} in zoo folders of the same name: rename one")
     return runs, missing
