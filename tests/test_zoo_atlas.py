@@ -21,8 +21,15 @@ from analyses.frame.cli import UserError
 from analyses.zoo_atlas import __main__ as atlas_cli
 from analyses.zoo_atlas.classes import CLASSES, classify
 from analyses.zoo_atlas.compare import compare_pair, served_pattern
-from analyses.zoo_atlas.dynamics import crossing_differences
-from analyses.zoo_atlas.measure import measure_run, outlier_reason, served_by, spill_width, summarise_cell
+from analyses.zoo_atlas.dynamics import crossing_differences, final_flip_mass
+from analyses.zoo_atlas.measure import (
+    measure_run,
+    outlier_reason,
+    seed_interval,
+    served_by,
+    spill_width,
+    summarise_cell,
+)
 from analyses.zoo_atlas.runs import find_runs, recipe_label
 from interp.alignment import (
     aligned_similarity,
@@ -34,7 +41,7 @@ from interp.alignment import (
     raw_similarity,
     row_centred_cosine,
 )
-from interp.populations import clopper_pearson_interval, wilson_interval
+from interp.populations import clopper_pearson_interval, t_interval, wilson_interval
 from models import load_model, save_model
 from models.zoo import cli as zoo_cli
 from reports.index import build_index
@@ -175,6 +182,10 @@ def test_crossing_differences_reads_training_dynamics_comparisons():
         ]
     }  # fmt: skip
     found = crossing_differences(document)
+    document["flip_head"] = {"layer": 0, "head": 1}
+    heads = [{"layer": 0, "head": h, "flip_mass": {"mean": 0.1 + h / 2}} for h in (0, 1)]
+    document["snapshots"] = [{"step": 10, "heads": []}, {"step": 3900, "heads": heads}]
+    assert final_flip_mass(document) == {"step": 3900, "flip_mass": 0.6}
     assert found == {
         "argmax_hit_rate−accuracy": {
             "difference": -74.0,
@@ -271,6 +282,7 @@ def test_the_atlas_writes_every_output_on_a_tiny_zoo(atlas):
         assert similarities["pattern_aligned"]["n"] == (3 if one_head else 1)  # pairs of seeds
         assert similarities["pattern_aligned"]["mean"] >= similarities["pattern_raw"]["mean"] - 1e-12
         assert len(cell["dynamics"]) == (2 if one_head else 0)
+        assert (cell["final_flip_mass"] is not None) == one_head
         for pair, v in cell["dynamics"].items():
             assert v["before"]["n"] == 2 and v["difference"]["n"] <= 2, pair
     copy = [
@@ -283,7 +295,8 @@ def test_the_atlas_writes_every_output_on_a_tiny_zoo(atlas):
         served = sorted(q for h in run["heads"] for q in h["queries_served"])
         assert served == list(range(16))  # every query is served by exactly one head
         if run["snapshots"]:
-            assert set(run["dynamics"]) == {"argmax_hit_rate−accuracy", "flip_mass−accuracy"}
+            assert set(run["dynamics"]["crossings"]) == {"argmax_hit_rate−accuracy", "flip_mass−accuracy"}
+            assert run["dynamics"]["final"]["step"] == 30 and 0 <= run["dynamics"]["final"]["flip_mass"] <= 1
         else:
             assert run["dynamics"] is None and (run["n_heads"] == 2 or run["name"] == EVIL)
         assert run["selector_head"] is not None and 0 <= run["scalars"]["iia_z"] <= 1
@@ -368,6 +381,16 @@ def test_outliers_and_cell_shares_on_synthetic_runs(tiny_zoo):
     # every seed gave 0.9: no interval (a zero-width one would claim what five seeds cannot show)
     same = cell.stats["reference_similarity"]
     assert same.all_equal and same.mean == pytest.approx(0.9) and math.isnan(same.ci_low) and same.n == 5
+
+
+def test_seed_intervals_stay_inside_the_range_of_their_quantity():
+    values = [0.99, 1.0, 0.97]
+    mean, low, high, _ = t_interval(np.array(values), 0.95)
+    assert high > 1  # the plain t-interval leaves [0, 1] ...
+    clipped = seed_interval(values, 0.95, (0.0, 1.0))
+    assert (clipped.mean, clipped.ci_low, clipped.ci_high) == (mean, low, 1.0)  # ... the atlas' does not
+    one = seed_interval([0.5], 0.95, (0.0, 1.0))
+    assert one.n == 1 and math.isnan(one.ci_low) and math.isnan(one.ci_high) and not one.all_equal
 
 
 def test_runs_of_the_same_name_in_two_zoos_are_qualified_by_their_zoo(tiny_zoo, tmp_path):

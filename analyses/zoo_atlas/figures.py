@@ -268,7 +268,7 @@ def dynamics(result: ZooAtlasResult, directory: Path) -> None:
     for ax, pair in zip(axes[0], pairs):
 
         def values(r, pair=pair):
-            d = (r.dynamics or {}).get(pair)
+            d = (r.dynamics or {}).get("crossings", {}).get(pair)
             return [] if d is None else [(d["difference"], d["ci_low"], d["ci_high"])]
 
         _dots(ax, result, values, lambda c, pair=pair: c.dynamics.get(pair, {}).get("difference"))

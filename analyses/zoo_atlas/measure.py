@@ -257,11 +257,31 @@ OUTLIER_Z = 3.5
 OUTLIER_SEEDS = 8
 
 
-def seed_interval(values: Sequence[float], confidence: float) -> SeedInterval:
-    """:func:`interp.populations.t_interval` of the finite seed-level values; no interval (NaN bounds,
+# The range of every bounded quantity: its interval over seeds is clipped to it (the mean cannot leave it).
+BOUNDS = {
+    **{
+        k: (0.0, 1.0)
+        for k in ("accuracy", "zero_pe_accuracy", "flip_mass", "neighbour_mass", "argmax_hit_rate")
+    },
+    **{k: (0.0, 1.0) for k in ("iia_z", "flip_coverage", "served_share", "reference_similarity")},
+    **{k: (0.0, 1.0) for k in ("pattern_raw", "pattern_aligned", "ov_aligned", "representation_procrustes")},
+    **{k: (-1.0, 1.0) for k in ("qk_raw", "qk_aligned", "ov_raw", "representation_raw")},
+    "representation_cka": (0.0, 1.0),
+    "spill_width": (0.0, math.inf),
+    "beta": (0.0, math.inf),
+    "first_perfect_step": (0.0, math.inf),
+}
+
+
+def seed_interval(
+    values: Sequence[float], confidence: float, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> SeedInterval:
+    """:func:`interp.populations.t_interval` of the finite seed-level values, clipped to ``bounds`` (the
+    range of the quantity: a flip mass's interval stays inside [0, 1]); no interval (NaN bounds,
     ``all_equal``) when every seed gave the same value."""
     x = np.asarray(values, dtype=np.float64)
     mean, low, high, _ = t_interval(x, confidence)
+    low, high = max(low, bounds[0]), min(high, bounds[1])  # NaN stays NaN
     finite = x[np.isfinite(x)]
     equal = len(finite) >= 2 and bool((finite == finite[0]).all())
     if equal:
@@ -311,14 +331,18 @@ def summarise_cell(
 ) -> CellSummary:
     first = members[0]
     names = (*SCALARS, "first_perfect_step")
-    stats = {k: seed_interval([m.value(k) for m in members], confidence) for k in names}
+    stats = {
+        k: seed_interval([m.value(k) for m in members], confidence, BOUNDS.get(k, (-math.inf, math.inf)))
+        for k in names
+    }
     similarities = {}
     for key in [k for pair in COMPARED for k in pair] + ["representation_cka"]:
         values = [getattr(p, key) for p in pairs if getattr(p, key) is not None]
         if values:
-            similarities[key] = seed_interval(values, confidence)
-    dynamics = {}
-    measured = [m.dynamics for m in members if m.dynamics]
+            similarities[key] = seed_interval(values, confidence, BOUNDS[key])
+    dynamics: dict[str, Any] = {}
+    finals = [m.dynamics["final"] for m in members if m.dynamics]
+    measured = [m.dynamics["crossings"] for m in members if m.dynamics]
     for pair in {k for d in measured for k in d}:
         rows = [d[pair] for d in measured if pair in d]
         diffs = [r["difference"] for r in rows if r["difference"] is not None]
@@ -327,6 +351,12 @@ def summarise_cell(
             "difference": seed_interval(diffs, confidence),
             "before": share(before, len(rows), confidence, kind),
             "verdicts": [r["verdict"] for r in rows],
+        }
+    final = None
+    if finals:
+        final = {
+            "steps": sorted({f["step"] for f in finals}),
+            "flip_mass": seed_interval([f["flip_mass"] for f in finals], confidence, BOUNDS["flip_mass"]),
         }
     return CellSummary(
         name=first.info.cell,
@@ -342,6 +372,7 @@ def summarise_cell(
         stats=stats,
         similarities=similarities,
         dynamics=dynamics,
+        final_flip_mass=final,
     )
 
 

@@ -181,6 +181,7 @@ class CellSummary:
     stats: dict[str, SeedInterval]
     similarities: dict[str, SeedInterval]  # COMPARED and representation_cka: mean over pairs of seeds
     dynamics: dict[str, dict[str, Any]]  # pair → {"difference": SeedInterval, "before": Share}
+    final_flip_mass: dict[str, Any] | None = None  # {"steps", "flip_mass": SeedInterval} at the last snapshot
 
 
 @dataclass
@@ -310,6 +311,13 @@ class ZooAtlasResult(AnalysisResult):
                         f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]"
                     )
         for c in self.cells:
+            if c.final_flip_mass:
+                f = c.final_flip_mass
+                lines.append(
+                    f"flip mass at the last snapshot (step {', '.join(map(str, f['steps']))}) {c.name}: "
+                    f"{_interval(f['flip_mass'])} over {f['flip_mass'].n} seeds "
+                    f"(model.pt: {_interval(c.stats['flip_mass'])})"
+                )
             for pair, v in c.dynamics.items():
                 diff, before = v["difference"], v["before"]
                 lines.append(

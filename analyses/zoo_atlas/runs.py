@@ -21,7 +21,14 @@ RECIPE_FIELDS = (
     "lr", "warmup", "batch_size", "epochs", "max_steps", "train_size", "val_check_interval",
     "stop_at_perfect",
 )  # fmt: skip
-TRAINING_NUMBERS = ("test_acc", "first_perfect_step", "steps", "fit_seconds", "stop_reason")
+TRAINING_NUMBERS = (
+    "test_acc",
+    "first_perfect_step",
+    "steps",
+    "fit_seconds",
+    "stop_reason",
+    "best_checkpoint",
+)
 
 
 @dataclass(frozen=True)
