@@ -7,7 +7,8 @@ The rule, in order (the first that applies):
    the flipped key N−1−i (coverage = mean_i max_{layer, head} Ā[i, N−1−i] of the mean patterns); the
    run reverses some other way (e.g. routing over two layers);
 3. ``split_pointer`` — the queries are served by several heads: the head serving most queries (the
-   head with the largest Ā[i, N−1−i] at query i serves i) serves fewer than ``SINGLE`` (90%) of them;
+   head with the largest Ā[i, N−1−i] at query i serves i) serves fewer than ``SINGLE`` (90%) of them —
+   the heads divide the queries, or two heads both point and the stronger one changes from query to query;
 4. ``single_pointer`` — one head serves ≥ 90% of the queries: the tutorial's circuit (one head reading the
    flipped key, helped by the neighbours' similar encodings).
 
@@ -27,7 +28,8 @@ SINGLE = 0.9
 CLASSES: tuple[str, ...] = ("single_pointer", "split_pointer", "no_pointer", "fails")
 DESCRIPTIONS = {
     "single_pointer": "one head points every query at its flipped key (the tutorial's circuit)",
-    "split_pointer": "several heads share the queries, each pointing at the flipped key",
+    "split_pointer": "no one head is the strongest pointer for 90% of the queries: several heads share the "
+    "queries, or duplicate the pointing (see the examples)",
     "no_pointer": "reverses without a head that points at the flipped key",
     "fails": f"accuracy below {SOLVED:.0%}",
 }
