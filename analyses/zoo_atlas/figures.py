@@ -115,12 +115,14 @@ def reference_similarity(result: ZooAtlasResult, directory: Path) -> None:
     for i, c in enumerate(cells):
         members = rows[c.name]
         jitter = np.linspace(-0.15, 0.15, len(members)) if len(members) > 1 else [0.0]
+        named = 0
         for r, dy in zip(members, jitter):
             ax.plot(r.scalars["reference_similarity"], i + dy, "o", ms=5, alpha=0.85,
                     color=CLASS_COLOURS[r.mechanism])  # fmt: skip
-            if r.outlier:
+            if r.outlier:  # named, one label above the next
                 ax.annotate(r.info.name, (r.scalars["reference_similarity"], i + dy), fontsize=6,
-                            xytext=(4, 4), textcoords="offset points")  # fmt: skip
+                            xytext=(-4, -9 + 9 * named), textcoords="offset points", ha="right")  # fmt: skip
+                named += 1
         s = c.stats["reference_similarity"]
         if s.n >= 2 and math.isfinite(s.ci_low):
             ax.errorbar(s.mean, i, xerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]], fmt="D", color="black",
@@ -134,7 +136,7 @@ def reference_similarity(result: ZooAtlasResult, directory: Path) -> None:
             Line2D([], [], marker="o", ls="", color=CLASS_COLOURS[k], label=k.replace("_", " "))
             for k in CLASSES
         ],
-        fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+        fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(CLASSES), frameon=False,
     )  # fmt: skip
     save_figure(fig, directory, "reference_similarity")
 
