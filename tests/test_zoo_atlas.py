@@ -197,6 +197,16 @@ def test_crossing_differences_reads_training_dynamics_comparisons():
     }
 
 
+def test_the_zoo_takes_the_tutorial_preset_and_snapshots_which_train_alone(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "zoo"), "--preset", "tutorial", "--seeds", "2", "--heads", "1",
+            "--layers", "1", "--positional-embeddings", "sinusoidal", "--no-control", "--list",
+            "--", "--save-every-log-steps", "8"]  # fmt: skip
+    assert zoo_cli.main(argv) == 0
+    listed = capsys.readouterr().out
+    assert "tutorial_sinusoidal_L1_H1_seed0" in listed and "tutorial_sinusoidal_L1_H1_seed1" in listed
+    assert listed.count("alone (--save-every-log-steps)") == 2  # snapshots: no ensemble (left for later)
+
+
 # --- a tiny real zoo ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Path:
