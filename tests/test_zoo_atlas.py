@@ -244,7 +244,8 @@ def test_a_run_and_its_heads_permuted_match_exactly(tiny_zoo, tmp_path):
     (infos, _), (copies, _) = find_runs([tiny_zoo]), find_runs([tmp_path / "zoo"])
     info = next(i for i in infos if i.name == run.name)
     a, b = (measure_run(i, 300, 0, 300, 32, 0.95) for i in (info, copies[0]))
-    assert a.scalars["accuracy"] == b.scalars["accuracy"]  # the same function
+    # the same function (up to summation order: a digit of 4,800 may flip in a float tie, no more)
+    assert a.scalars["accuracy"] == pytest.approx(b.scalars["accuracy"], abs=2 / 4800)
     np.testing.assert_allclose(a.mean_patterns[0, [1, 0]], b.mean_patterns[0], atol=1e-6)
     pair = compare_pair(a, b)
     assert pair.matching == [[1, 0]]
