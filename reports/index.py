@@ -8,7 +8,9 @@ Public API (also used by the model zoo)::
 ``build_index(run_dirs, out) -> Path`` reads each ``DIR/summary.json`` (written by
 ``python -m reports.build`` next to ``DIR/report.html``) and writes one offline page with a row per run:
 its name linking to its report (relative link), the model configuration, and the key metrics with
-their 95% CIs. ``out`` is a folder (the page is ``out/index.html``) or a path ending in ``.html``. A
+their 95% CIs. A DIR written by ``python -m analyses.zoo_atlas`` (its ``metrics.json`` says so) is listed
+above the table instead, as the population's page: runs, cells and the share of single-pointer runs.
+``out`` is a folder (the page is ``out/index.html``) or a path ending in ``.html``. A
 folder without report.html or summary.json is a ``ValueError`` naming it, raised before anything is
 written; the page is written atomically.
 
@@ -59,6 +61,32 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     if not isinstance(summary, dict) or summary.get("kind") != "report_summary":
         raise ValueError(f"--index {run_dir}: {SUMMARY_FILE} is not a report summary")
     return summary
+
+
+ATLAS = "zoo_atlas"
+
+
+def read_atlas(folder: Path, page_dir: Path) -> dict[str, Any] | None:
+    """The index's entry for a ``python -m analyses.zoo_atlas`` output folder (None for any other):
+    link, runs, cells and how many runs are single pointers (the tutorial's circuit)."""
+    try:
+        document = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("analysis") != ATLAS:
+        return None
+    if not (Path(folder) / REPORT_FILE).is_file():
+        raise ValueError(f"--index {folder}: a zoo atlas without {REPORT_FILE}")
+    runs = [r for r in document.get("runs") or [] if isinstance(r, dict)]
+    link = os.path.relpath(Path(folder).absolute() / REPORT_FILE, page_dir.absolute())
+    return {
+        "name": Path(folder).name,
+        "href": quote(Path(link).as_posix()),
+        "runs": len(runs),
+        "cells": len(document.get("cells") or []),
+        "single_pointer": sum(r.get("mechanism") == "single_pointer" for r in runs),
+        "outliers": len(document.get("outliers") or []),
+    }
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -135,14 +163,14 @@ def _raw_row(run_dir: Path, summary: dict[str, Any], page_dir: Path) -> dict[str
     }
 
 
-def render_index(rows: list[dict[str, Any]]) -> str:
+def render_index(rows: list[dict[str, Any]], atlases: Sequence[dict[str, Any]] = ()) -> str:
     from analyses.frame.html import environment
     from reports.full_report import TEMPLATES
 
     return (
         environment(TEMPLATES)
         .get_template("index.html.j2")
-        .render(rows=rows, config_columns=CONFIG_COLUMNS, config_labels=CONFIG_LABELS)
+        .render(rows=rows, atlases=atlases, config_columns=CONFIG_COLUMNS, config_labels=CONFIG_LABELS)
     )
 
 
@@ -164,9 +192,11 @@ def build_index(run_dirs: list[Path], out: Path) -> Path:
 
     if not run_dirs:
         raise ValueError("--index needs at least one report folder")
-    summaries = [(Path(d).expanduser(), read_summary(Path(d).expanduser())) for d in run_dirs]
     out = Path(out).expanduser().absolute()
     page = out if out.suffix == ".html" else out / INDEX_FILE
+    folders = [Path(d).expanduser() for d in run_dirs]
+    atlases = {d: a for d in folders if d.is_dir() and (a := read_atlas(d, page.parent)) is not None}
+    summaries = [(d, read_summary(d)) for d in folders if d not in atlases]
     if page.parent.exists() and not page.parent.is_dir():
         raise ValueError(f"--out {page.parent} is not a folder")
     if page.exists() and not is_index_page(page):  # never overwrite a report or a file of the user's
@@ -174,7 +204,7 @@ def build_index(run_dirs: list[Path], out: Path) -> Path:
             f"--out {page} exists and is not an index page of reports.build: refusing to replace it"
         )
     rows = [_row(d, s, page.parent) for d, s in summaries]
-    html = render_index(rows)
+    html = render_index(rows, list(atlases.values()))
     created: list[Path] = []  # folders made here, removed again if the page cannot be written
     try:
         created = make_folders(page.parent)

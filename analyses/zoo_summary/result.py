@@ -32,6 +32,9 @@ import numpy as np
 
 from analyses.frame import numbers
 from analyses.frame.result import AnalysisResult, plain
+
+# t and Welch intervals live in interp.populations (zoo_atlas uses them); imported here for callers.
+from interp.populations import t_interval, welch_interval  # noqa: F401
 from interp.seed_intervals import median_interval, shift_interval
 from interp.stats import Estimate
 
