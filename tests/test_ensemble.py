@@ -159,7 +159,7 @@ def _divergence(member: Path, alone: Path, argv: list[str]) -> float:
 def recipe_runs(tmp_path_factory) -> list[tuple[Path, Path, list[str]]]:
     """Seeds 3, 4 and 5 (d_model 16, 640 training sequences, 15 steps of the fast preset, clipping at
     ``RECIPE_CLIP``) trained as one ensemble and each alone: (member, alone, argv) per seed."""
-    from models import lightning_module
+    from models.train import lightning_module
     from models.train.cli import train
     from models.train.ensemble import train_ensemble
 

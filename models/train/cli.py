@@ -237,7 +237,7 @@ def make_trainer(**kwargs: Any):
 
 
 def _trainer_kwargs(args: TrainArgs) -> dict[str, Any]:
-    from models import lightning_module
+    from models.train import lightning_module
 
     devices: Any = args.devices
     if str(devices).lstrip("-").isdigit():
