@@ -3,6 +3,9 @@
 - :func:`interval`: ``0.912 [0.905, 0.918]``; when the interval is narrower than the printed precision
   (both ends round to the same digits) it says so, ``0.589 (95% CI within ±0.0005)``, instead of the
   uninformative ``0.589 [0.589, 0.589]``;
+- :func:`bound`: a certified bound printed on its safe side — a lower bound rounded down, an upper bound
+  up — so the printed digits never claim more than was proven; :func:`bounds` prints ``[lower, upper]``
+  (or one number when they are equal);
 - :func:`p_value`: two significant digits, and ``< 1e-16`` below 1e-16, where a p-value computed in
   double precision (as 1 − a CDF, or a normal tail) is no longer resolved.
 """
@@ -10,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 P_FLOOR = 1e-16
 
@@ -42,3 +46,21 @@ def p_value(p: float | None) -> str:
     if not _finite(p):
         return "n/a"
     return "< 1e-16" if p < P_FLOOR else f"{p:.2g}"
+
+
+def bound(value: float | None, side: str, digits: int = 6) -> str:
+    """``value`` at ``digits`` decimals rounded towards its safe side: ``side`` "lower" rounds down
+    (floor), "upper" rounds up (ceiling); exact decimal arithmetic on the float's binary value."""
+    if not _finite(value):
+        return "n/a"
+    if side not in ("lower", "upper"):
+        raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+    rounding = ROUND_FLOOR if side == "lower" else ROUND_CEILING
+    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=rounding))
+
+
+def bounds(lower: float | None, upper: float | None, digits: int = 6) -> str:
+    """``[lower, upper]`` (each on its safe side, :func:`bound`), or ``x (exact)`` when they are equal."""
+    if _finite(lower) and lower == upper:
+        return f"{lower!r} (exact)"
+    return f"[{bound(lower, 'lower', digits)}, {bound(upper, 'upper', digits)}]"
