@@ -47,25 +47,35 @@ def _cell_axes(ax: Any, seq_len: int, num_categories: int) -> None:
     ax.set_xticks([b * c + (c - 1) / 2 for b in range(c)], [str(b) for b in range(c)])
     ax.set_yticks(range(seq_len), [str(i) for i in range(seq_len)] if seq_len <= 20 else None)
     for b in range(1, c):
-        ax.axvline(b * c - 0.5, color="#fff", lw=0.8)
-    ax.set_xlabel("flipped digit b = t[N−1−i] (own digit a = t[i] left to right inside each group)")
+        ax.axvline(b * c - 0.5, color="#999", lw=0.8)
+    ax.set_xlabel(f"flipped digit b (own digit a = 0…{c - 1} inside each group)")
     ax.set_ylabel("query position i")
 
 
-def _heatmap(ax: Any, fig: Any, matrix: np.ndarray, title: str, cmap: str, vmax: float = 1.0) -> None:
+def _heatmap(
+    ax: Any, fig: Any, matrix: np.ndarray, title: str, cmap: str, log: bool = False
+) -> tuple[float, float]:
+    """Draw ``matrix`` (NaN: grey, no such cell); linear on [0, 1], or with ``log`` a logarithmic scale
+    over its positive values with zeros white. Returns the colour scale's (low, high)."""
     import matplotlib as mpl
+    from matplotlib.colors import LogNorm, Normalize
 
-    colours = mpl.colormaps[cmap].with_extremes(bad="#dddddd")
+    colours = mpl.colormaps[cmap].with_extremes(bad="#dddddd", under="#ffffff")
+    positive = matrix[np.isfinite(matrix) & (matrix > 0)]
+    if log and positive.size:
+        high = float(positive.max())
+        low = min(float(positive.min()), high / 10)
+        norm: Any = LogNorm(vmin=low, vmax=high)
+        matrix = np.where(matrix == 0, low / 10, matrix)  # below the scale: drawn white
+    else:
+        low, high = 0.0, 1.0
+        norm = Normalize(vmin=low, vmax=high)
     image = ax.imshow(
-        np.ma.masked_invalid(matrix),
-        aspect="auto",
-        cmap=colours,
-        vmin=0.0,
-        vmax=vmax,
-        interpolation="nearest",
+        np.ma.masked_invalid(matrix), aspect="auto", cmap=colours, norm=norm, interpolation="nearest"
     )
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
     ax.set_title(title, fontsize=10)
+    return low, high
 
 
 def make_figures(result: CertificateResult, directory: Path) -> dict[str, str]:
@@ -80,30 +90,28 @@ def make_figures(result: CertificateResult, directory: Path) -> dict[str, str]:
 
     wrong, undecided = wrong_share(cells, n, c)
     panels = 2 if np.nansum(undecided) > 0 else 1
-    width = min(14.0, 4.0 + 0.09 * c * c)
+    width = min(14.0, 5.0 + 0.09 * c * c)
     fig, axes = plt.subplots(
         panels, 1, figsize=(width, 1.2 + panels * (1.0 + 0.22 * n)), layout="constrained", squeeze=False
     )
-    top = max(float(np.nanmax(wrong)) if np.isfinite(wrong).any() else 0.0, 1e-12)
-    _heatmap(
-        axes[0, 0],
-        fig,
-        wrong,
-        f"Share of each cell's inputs proven wrong (largest {top:.3g})",
-        "Reds",
-        vmax=top,
-    )
+    _heatmap(axes[0, 0], fig, wrong, "Share of each cell's inputs that are wrong", "Reds", log=True)
     _cell_axes(axes[0, 0], n, c)
     if panels == 2:
         _heatmap(
-            axes[1, 0], fig, undecided, "Share of each cell's inputs left undecided by the budget", "Greys"
+            axes[1, 0],
+            fig,
+            undecided,
+            "Share of each cell's inputs the budget left undecided",
+            "Greys",
+            log=True,
         )
         _cell_axes(axes[1, 0], n, c)
     save_figure(fig, directory, "cells")
     captions["cells"] = (
-        f"Every (query position i, own digit a, flipped digit b) cell, {regime}: the share of its inputs "
-        f"whose output i is wrong (colour scale up to the largest share, {top:.3g})"
-        + ("; below, the share the proof's budget left undecided" if panels == 2 else "")
+        f"Every (query position i, own digit a = t[i], flipped digit b = t[N−1−i]) cell, {regime}: the "
+        "share of its inputs whose output i is wrong, on a logarithmic scale (white: none wrong; grey: no "
+        "such cell, a ≠ b at the middle query of an odd N)"
+        + ("; below, the share the proof's budget left undecided (white: none)" if panels == 2 else "")
         + f". Method: {result.method}."
     )
 
@@ -159,10 +167,10 @@ def make_figures(result: CertificateResult, directory: Path) -> dict[str, str]:
                 color=FAMILY_COLOURS[k % len(FAMILY_COLOURS)],
                 ls="--",
                 lw=1.2,
-                label=f"tolerance, sampled: mean flip mass at {t['level']:.0%} accuracy ({t['family']})",
+                label=f"tolerance (sampled mean flip mass) at {t['level']:.0%}: {t['family']}",
             )
     ax.set(xlabel="attention weight on the flipped key N−1−i", ylabel="cells", xlim=(0, 1))
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
     ax.set_title(
         "Guarantees and the model's weights over all cells"
         + ("" if result.tolerance else " (no tolerance thresholds given)"),
