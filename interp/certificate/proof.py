@@ -1,13 +1,365 @@
-"""The proof method (branch and bound over cells). Being built on branch issue26: until it lands,
-``method="proof"`` says so in one line rather than returning any number."""
+"""The proof method: branch and bound over cells, sound for the model's float32 forward.
+
+For a cell (query i, own digit a = t_i, flipped digit b = t_j, j = N−1−i) the other N−2 digits are
+free. A *region* fixes some of them (in :func:`census.branch_order`: the flipped key's neighbours
+first). For a batch of regions, :func:`margins` bounds every logit margin logit_b − logit_c over every
+input of the region: the attention output z ranges over the exact set of its contexts (each free key
+picks its digit independently; :class:`relax.Contexts`), everything after attention is relaxed
+linearly in z (:mod:`relax`) and minimised exactly over that set. A region is *proven right* when every
+margin's lower bound is > 0, *proven wrong* when some margin's upper bound is ≤ 0 (ties are wrong),
+and split on its next position otherwise, until the budget runs out; a region holds C^(N − fixed)
+inputs, counted exactly. Float32 rounding of the forward is inside every bound (see ``ARITHMETIC``).
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from collections import deque
 from typing import Any
 
-from interp.certificate.result import Certificate, CertificateUnsupported
+import torch
+from torch import Tensor
+
+from interp.certificate.census import branch_order
+from interp.certificate.enumerate import cell_sizes, right_positions
+from interp.certificate.floats import EXP_ULPS
+from interp.certificate.model_parts import check_supported, flops_per_position
+from interp.certificate.network import Network, build_network
+from interp.certificate.relax import Contexts, Counter, Graph, Mixtures, Op, add, layer_norm, linear, relu
+from interp.certificate.result import Cell, Certificate, Region, cell_status, fraction
+
+ARITHMETIC = (
+    "float64 bounds on the exact function of the model's float32 weights (the embedding reproduced "
+    "bit-exactly in float32), with every float32 operation of the forward covered by a propagated "
+    "error bound: sums of n products within gamma_n = n*u/(1-n*u) of their sum of |terms| for any "
+    "summation order (u = 2^-24), elementwise ops and sqrt within u, exp within "
+    f"{EXP_ULPS} ulp, softmax, LayerNorm (variance proven >= a lower bound, eps included) and the "
+    "residual adds as in floats.py; the proof's own float64 rounding covered by a 2^-30 relative "
+    "allowance; right iff every margin's lower bound > 0, wrong iff some margin's upper bound <= 0 "
+    "(argmax ties count as wrong); valid for the float32 forward on any IEEE-754 CPU"
+)
 
 
-def prove(model: Any, seq_len: int, **options: Any) -> Certificate:
-    """Not built yet on this commit; see docs/certificate-engine.md."""
-    raise CertificateUnsupported("method='proof' is not built yet on this commit (use method='enumeration')")
+def margins(
+    net: Network, reach: Contexts | Mixtures, query: Tensor, own: Tensor, flipped: Tensor, counter: Counter
+) -> tuple[Tensor, Tensor]:
+    """Bounds [R, C] on logit_b − logit_c over the regions' reachable attention outputs (reach), for
+    queries (i, a) = (query, own) [R] and b = flipped [R]; the b column is +inf in both."""
+    r = len(query)
+    dz = net.n_heads * net.d_head
+    o = net.o_proj
+    g = Graph(reach, dz, r, counter)
+    resid = net.resid[query, own]  # [R, d]
+    err = net.mid_error[query, own]
+    mid = g.add(Op((0,), "dense", o.weight, o.bias + resid, -err, err))
+    v_mag = net.values.abs().amax(dim=(1, 2)).reshape(dz)
+    mid_mag = resid.abs() + v_mag @ o.weight.abs().T + o.bias.abs() + err
+    if net.normalization == "post":
+        h, h_lo, h_hi = layer_norm(g, mid, net.ln1, mid_mag)
+        h_mag = torch.maximum(h_lo.abs(), h_hi.abs())
+        out, out_mag = _mlp(net, g, h, h_mag)
+        y_mag = h_mag + out_mag
+        y = add(g, h, out, y_mag)
+        x, x_lo, x_hi = layer_norm(g, y, net.ln2, y_mag)
+        x_mag = torch.maximum(x_lo.abs(), x_hi.abs())
+    else:
+        h, h_lo, h_hi = layer_norm(g, mid, net.ln2, mid_mag)
+        out, out_mag = _mlp(net, g, h, torch.maximum(h_lo.abs(), h_hi.abs()))
+        x_mag = mid_mag + out_mag
+        x = add(g, mid, out, x_mag)
+    p, p_mag = linear(g, x, net.head_in, x_mag)
+    q, q_lo, q_hi = layer_norm(g, p, net.head_ln, p_mag)
+    exact_lo, exact_hi = g.bounds(q)
+    q_lo, q_hi = torch.maximum(q_lo, exact_lo), torch.minimum(q_hi, exact_hi)
+    act = relu(g, q, q_lo, q_hi)
+    logits, _ = linear(g, act, net.head_out, q_hi.clamp(min=0))
+    # Margins logit_b − logit_c: differences of the float32 logits themselves (no rounding).
+    eye = torch.eye(net.num_categories, dtype=torch.float64)
+    rows = eye[flipped][:, None, :] - eye[None]  # [R, C, C]: row c = e_b − e_c
+    lower, upper = g.bounds(logits, rows)
+    own_column = torch.nn.functional.one_hot(flipped, net.num_categories).bool()
+    inf = torch.tensor(math.inf, dtype=torch.float64)
+    return torch.where(own_column, inf, lower), torch.where(own_column, inf, upper)
+
+
+def _mlp(net: Network, g: Graph, h: int, h_mag: Tensor) -> tuple[int, Tensor]:
+    """MLP(h) = W_out ReLU(W_in h + b_in) + b_out: its node and a bound on its magnitude."""
+    pre, _ = linear(g, h, net.mlp_in, h_mag)
+    pre_lo, pre_hi = g.bounds(pre)
+    post = relu(g, pre, pre_lo, pre_hi)
+    return linear(g, post, net.mlp_out, pre_hi.clamp(min=0))
+
+
+def decide(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """(right, wrong) [R]: every margin's lower bound > 0; some margin's upper bound ≤ 0."""
+    return (lower > 0).all(-1), (upper <= 0).any(-1)
+
+
+def _allowed(digits: Tensor, c: int) -> Tensor:
+    """[R, N, C] bool from digits [R, N] (−1: free)."""
+    free = (digits < 0).unsqueeze(-1)
+    fixed = torch.nn.functional.one_hot(digits.clamp(min=0), c).bool()
+    return free | fixed
+
+
+def _cells(n: int, c: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every cell as a region: query [R], own [R], flipped [R], digits [R, N]."""
+    rows = [(i, a, b) for (i, a, b) in cell_sizes(n, c)]
+    query = torch.tensor([r[0] for r in rows])
+    own = torch.tensor([r[1] for r in rows])
+    flipped = torch.tensor([r[2] for r in rows])
+    digits = torch.full((len(rows), n), -1, dtype=torch.int64)
+    digits[torch.arange(len(rows)), query] = own
+    digits[torch.arange(len(rows)), n - 1 - query] = flipped
+    return query, own, flipped, digits
+
+
+def prove(
+    model: Any,
+    seq_len: int | None = None,
+    *,
+    budget_seconds: float = 600.0,
+    max_examples: int = 20,
+    max_regions: int = 10_000,
+    theorems: bool = True,
+    batch_size: int = 8192,
+) -> Certificate:
+    """Certify ``model`` over all C^N inputs by branch and bound (see the module docstring).
+
+    Regions are processed breadth first (all cells, then their undecided children, ...) in batches of
+    ``batch_size``; when ``budget_seconds`` of wall time are spent, what is left is unresolved.
+    """
+    start = time.perf_counter()
+    n = check_supported(model, seq_len)
+    cfg = model.cfg
+    c = cfg.d_vocab
+    counter = Counter()
+    net = build_network(model, n)
+    order = torch.tensor([branch_order(i, n) for i in range(n)])  # [N, N]
+    n_cells = n * c * c
+    right_tally: dict[int, Tensor] = {}
+    wrong_tally: dict[int, Tensor] = {}
+    decided_depth = torch.zeros(n_cells, dtype=torch.int64)
+    wrong_digits: list[Tensor] = []
+    wrong_query: list[Tensor] = []
+    stored_wrong = 0
+    boxes = 0
+    query, own, flipped, digits = _cells(n, c)
+    pending: deque[tuple[Tensor, Tensor, Tensor, Tensor]] = deque()
+    for s in range(0, len(query), batch_size):
+        pending.append(
+            (
+                query[s : s + batch_size],
+                own[s : s + batch_size],
+                flipped[s : s + batch_size],
+                digits[s : s + batch_size],
+            )
+        )
+    max_depth = 0
+    unresolved_final = 0
+    budget_exhausted = False
+    with torch.no_grad():
+        while pending:
+            if time.perf_counter() - start > budget_seconds:
+                budget_exhausted = True
+                break
+            q_, a_, b_, dg = pending.popleft()
+            boxes += len(q_)
+            allowed = _allowed(dg, c)
+            reach = Contexts(net.weights[q_, a_], net.values, allowed, counter)
+            lower, upper = margins(net, reach, q_, a_, b_, counter)
+            right, wrong = decide(lower, upper)
+            wrong = wrong & ~right
+            depth = (dg >= 0).sum(-1)
+            max_depth = max(max_depth, int(depth.max()))
+            cell = (q_ * c + a_) * c + b_
+            for mask, tally in ((right, right_tally), (wrong, wrong_tally)):
+                for dep in depth[mask].unique().tolist():
+                    sel = mask & (depth == dep)
+                    tally.setdefault(dep, torch.zeros(n_cells, dtype=torch.int64))
+                    tally[dep] += torch.bincount(cell[sel], minlength=n_cells)
+            decided = right | wrong
+            decided_depth.scatter_reduce_(0, cell[decided], depth[decided], reduce="amax")
+            if wrong.any() and stored_wrong <= max_regions:
+                wrong_digits.append(dg[wrong])
+                wrong_query.append(q_[wrong])
+                stored_wrong += int(wrong.sum())
+            open_ = ~decided
+            full = open_ & (depth >= n)
+            unresolved_final += int(full.sum())
+            split = open_ & (depth < n)
+            if split.any():
+                sq, sa, sb, sd, sdep = q_[split], a_[split], b_[split], dg[split], depth[split]
+                position = order[sq, sdep]  # next position of each region's order
+                children = sd.repeat_interleave(c, 0)
+                child_digit = torch.arange(c).repeat(len(sq))
+                children[torch.arange(len(children)), position.repeat_interleave(c)] = child_digit
+                cq, ca, cb = (t.repeat_interleave(c) for t in (sq, sa, sb))
+                for s in range(0, len(children), batch_size):
+                    sl = slice(s, s + batch_size)
+                    pending.append((cq[sl], ca[sl], cb[sl], children[sl]))
+    left = sum(len(p[0]) for p in pending)
+    sizes = cell_sizes(n, c)
+    cell_right = [0] * n_cells
+    cell_wrong = [0] * n_cells
+    for tally, out in ((right_tally, cell_right), (wrong_tally, cell_wrong)):
+        for dep, counts in tally.items():
+            weight = c ** (n - dep)
+            for k in counts.nonzero().flatten().tolist():
+                out[k] += int(counts[k]) * weight
+    cells = []
+    min_weight, guarantee = (None, None)
+    unsupported = None
+    if theorems and cfg.n_heads == 1:
+        min_weight, guarantee = _theorems(net, n, c, counter)
+    elif theorems:
+        unsupported = (
+            f"the theorem columns are computed for 1 head only; this model has {cfg.n_heads} heads, and one "
+            "head's weight on the flipped key does not determine the output when other heads also write it"
+        )
+    for index, ((i, a, b), size) in enumerate(sizes.items()):
+        k = (i * c + a) * c + b
+        r_count, w_count = cell_right[k], cell_wrong[k]
+        status = cell_status(size, r_count, w_count)
+        if status == "unresolved":
+            inert: tuple[int, ...] = ()
+        elif status in ("right", "wrong"):
+            inert = tuple(sorted(p for p in range(n) if p not in (i, n - 1 - i)))
+        else:
+            inert = tuple(sorted(branch_order(i, n)[int(decided_depth[k]) :]))
+        cells.append(
+            Cell(
+                i, a, b, size, r_count, w_count, status,
+                guarantee_weight=None if guarantee is None or math.isnan(guarantee[index])
+                else guarantee[index],
+                min_weight=None if min_weight is None else min_weight[index],
+                inert_positions=inert,
+            )
+        )  # fmt: skip
+    total = c**n
+    right_at = [0] * n
+    wrong_at = [0] * n
+    for cell_ in cells:
+        right_at[cell_.position] += cell_.right
+        wrong_at[cell_.position] += cell_.wrong
+    right_pairs = sum(right_at)
+    wrong_pairs = sum(wrong_at)
+    seq_right_lower = max(0, total - sum(total - r for r in right_at))
+    seq_right_upper = total - max(wrong_at)
+    regions = _regions(wrong_digits, wrong_query, n, c, max_regions)
+    complete = stored_wrong <= max_regions and sum(r.count for r in regions) == wrong_pairs
+    examples = _examples(model, regions[:max_examples], n)
+    brute = n * total * flops_per_position(cfg, n)
+    return Certificate(
+        method="proof",
+        seq_len=n,
+        num_categories=c,
+        inputs=total,
+        per_digit_lower=fraction(right_pairs, n * total, "down"),
+        per_digit_upper=fraction(n * total - wrong_pairs, n * total, "up"),
+        sequence_lower=fraction(seq_right_lower, total, "down"),
+        sequence_upper=fraction(seq_right_upper, total, "up"),
+        wrong_count_lower=wrong_pairs,
+        wrong_count_upper=n * total - right_pairs,
+        wrong_regions=tuple(regions),
+        regions_complete=complete,
+        wrong_examples=tuple(examples),
+        cells=tuple(cells),
+        unsupported=unsupported,
+        seconds=time.perf_counter() - start,
+        boxes=boxes,
+        flops=counter.flops,
+        brute_force_flops=brute,
+        arithmetic=ARITHMETIC,
+        sequence_right_lower=seq_right_lower,
+        sequence_right_upper=seq_right_upper,
+        details={
+            "budget_seconds": budget_seconds,
+            "budget_exhausted": budget_exhausted,
+            "max_depth": max_depth,
+            "regions_left": left,
+            "undecided_single_inputs": unresolved_final,
+            "right_per_position": right_at,
+            "wrong_per_position": wrong_at,
+        },
+    )
+
+
+def _regions(digits: list[Tensor], query: list[Tensor], n: int, c: int, max_regions: int) -> list[Region]:
+    """The stored proven-wrong regions as readable :class:`Region` s (at most ``max_regions``)."""
+    out: list[Region] = []
+    if not digits:
+        return out
+    all_digits, all_query = torch.cat(digits)[:max_regions], torch.cat(query)[:max_regions]
+    for row, i in zip(all_digits.tolist(), all_query.tolist()):
+        out.append(Region.make(i, {p: [t] for p, t in enumerate(row) if t >= 0}, n, c))
+    return out
+
+
+def example_tokens(region: Region, n: int) -> list[int]:
+    """An input of ``region``: each free position takes the digit of the nearest constrained one (the
+    lower position on a tie), so that the example reads like the region (e.g. ``7777773773777777``)."""
+    fixed = {p: digits[0] for p, digits in region.constraints}
+    return [fixed[p] if p in fixed else fixed[min(fixed, key=lambda q: (abs(q - p), q))] for p in range(n)]
+
+
+def _examples(model: Any, regions: list[Region], n: int) -> list[dict[str, Any]]:
+    """One input per region, re-checked with the model's own forward (a disagreement is a bug, raised)."""
+    if not regions:
+        return []
+    tokens = torch.tensor([example_tokens(r, n) for r in regions])
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        right = right_positions(model(tokens.to(device)).float().cpu(), tokens)
+    examples = []
+    for row, region in zip(tokens.tolist(), regions):
+        if bool(right[len(examples), region.position]):
+            raise RuntimeError(
+                f"soundness check failed: the proof says output {region.position} of {row} is wrong, the "
+                "model's forward says right; please report this model"
+            )
+        examples.append({"tokens": row, "position": region.position})
+    return examples
+
+
+def _theorems(net: Network, n: int, c: int, counter: Counter) -> tuple[list[float], list[float]]:
+    """Per cell (in ``cell_sizes`` order), 1 head: the exact minimum weight on the flipped key over the
+    cell's contexts, and the smallest weight w* (bisection, 14 steps) such that every attention with
+    weight ≥ w* on the flipped key, the rest spread over the other allowed keys' values in any way, is
+    proven right (NaN when even w* = 1 is not proven)."""
+    query, own, flipped, digits = _cells(n, c)
+    allowed = _allowed(digits, c)
+    weights = net.weights[query, own, 0]  # [R, N, C]
+    j = n - 1 - query
+    r = len(query)
+    # Exact minimum of the flipped key's weight: every other position takes its largest weight.
+    masked = torch.where(allowed, weights, torch.zeros((), dtype=weights.dtype))
+    flipped_w = weights[torch.arange(r), j, flipped]
+    others = masked.amax(-1).sum(-1) - flipped_w
+    min_weight = (flipped_w / (flipped_w + others)).tolist()
+    # Guarantee by bisection on π over the nested sets Z_π (larger π, smaller set: proven stays proven).
+    others_mask = allowed.clone()
+    others_mask[torch.arange(r), j] = False
+    middle = query == j  # the middle query of an odd N: the own key is the flipped key
+    flipped_value = net.values[0, j, flipped]  # [R, dh]
+
+    def proven(pi: Tensor) -> Tensor:
+        reach = Mixtures(flipped_value, net.values, others_mask, pi, counter)
+        lower, upper = margins(net, reach, query, own, flipped, counter)
+        return decide(lower, upper)[0]
+
+    ones = torch.ones(r, dtype=torch.float64)
+    ok_at_one = proven(ones)
+    low, high = torch.zeros(r, dtype=torch.float64), ones.clone()
+    for _ in range(14):
+        mid = (low + high) / 2
+        ok = proven(mid)
+        high = torch.where(ok, mid, high)
+        low = torch.where(ok, low, mid)
+    if bool(middle.any()):
+        # With only free positions besides the flipped key, an empty "others" set means z = v_j exactly.
+        empty = ~others_mask.flatten(1).any(-1)
+        high = torch.where(empty & ok_at_one, torch.zeros_like(high), high)
+    guarantee = torch.where(ok_at_one, high, torch.full_like(high, math.nan)).tolist()
+    return min_weight, guarantee
