@@ -45,6 +45,31 @@ def exhaustive(model) -> tuple[np.ndarray, np.ndarray]:
     return tokens.numpy(), right.numpy()
 
 
+def census_cover(doc: dict, tokens: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """[C^N, N] how many census regions hold each (input, position) pair; each region's count is its
+    exact size and every pair it holds is wrong by this test's forward."""
+    covered = np.zeros_like(right, dtype=int)
+    for r in doc["census"]["regions"]:
+        inside = np.ones(len(tokens), dtype=bool)
+        for pos, digits in r["constraints"].items():
+            inside &= np.isin(tokens[:, int(pos)], digits)
+        assert inside.sum() == r["count"]
+        assert not right[inside, r["position"]].any()
+        covered[inside, r["position"]] += 1
+        assert r["description"].startswith(f"output {r['position']} wrong when")
+    return covered
+
+
+def check_examples(doc: dict, tokens: np.ndarray, right: np.ndarray) -> None:
+    """Each listed example is well formed and wrong by this test's own forward."""
+    assert 0 < len(doc["wrong_examples"]) <= 20
+    index = {tuple(t): k for k, t in enumerate(tokens.tolist())}
+    for e in doc["wrong_examples"]:
+        assert set(e) == {"tokens", "position"} and len(e["tokens"]) == N
+        assert all(isinstance(t, int) for t in e["tokens"]) and isinstance(e["position"], int)
+        assert not right[index[tuple(e["tokens"])], e["position"]]
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> tuple[Path, object]:
     """A random 1-layer model with C = 3, N = 5 (many inputs wrong, some right), saved."""
@@ -80,23 +105,8 @@ def test_auto_enumerates_and_its_bounds_are_the_exact_counts(small, auto_run):
     assert doc["census"]["wrong_pairs"] == {"lower": wrong, "upper": wrong}
     # the census is exact: its regions hold exactly the wrong pairs, each counted once
     assert doc["census"]["complete"] and doc["census"]["listed_count"] == wrong
-    covered = np.zeros_like(right, dtype=int)
-    for r in doc["census"]["regions"]:
-        inside = np.ones(len(tokens), dtype=bool)
-        for pos, digits in r["constraints"].items():
-            inside &= np.isin(tokens[:, int(pos)], digits)
-        assert inside.sum() == r["count"]
-        assert not right[inside, r["position"]].any()
-        covered[inside, r["position"]] += 1
-        assert r["description"].startswith(f"output {r['position']} wrong when")
-    assert (covered == (~right)).all()
-    # each listed example is wrong by this test's own forward
-    assert 0 < len(doc["wrong_examples"]) <= 20
-    index = {tuple(t): k for k, t in enumerate(tokens.tolist())}
-    for e in doc["wrong_examples"]:
-        assert set(e) == {"tokens", "position"} and len(e["tokens"]) == N
-        assert all(isinstance(t, int) for t in e["tokens"]) and isinstance(e["position"], int)
-        assert not right[index[tuple(e["tokens"])], e["position"]]
+    assert (census_cover(doc, tokens, right) == (~right)).all()
+    check_examples(doc, tokens, right)
 
 
 def test_metrics_json_fields_types_and_the_regime(auto_run):
@@ -131,13 +141,20 @@ def test_proof_bounds_contain_the_enumerated_value(small, tmp_path):
     out = tmp_path / "proof"
     assert cli.main(["--checkpoint", str(path), "--out", str(out), "--quiet", "--method", "proof"]) == 0
     doc = json.loads((out / "metrics.json").read_text())
-    _, right = exhaustive(model)
+    tokens, right = exhaustive(model)
     assert doc["method"] == "proof"
     assert doc["per_digit"]["lower"] <= right.sum() / right.size <= doc["per_digit"]["upper"]
     assert doc["sequence"]["lower"] <= right.all(1).mean() <= doc["sequence"]["upper"]
     wrong = int((~right).sum())
     assert doc["census"]["wrong_pairs"]["lower"] <= wrong <= doc["census"]["wrong_pairs"]["upper"]
     assert doc["regime"] == REGIMES["proof"]
+    # every region is proven wrong; where the bounds meet, the census is the enumerated wrong set
+    covered = census_cover(doc, tokens, right)
+    assert covered.max() <= 1 and doc["census"]["listed_count"] == covered.sum()
+    assert doc["resolved"], "this small model's proof resolves every pair within the budget"
+    assert doc["census"]["complete"] and (covered == (~right)).all()
+    check_examples(doc, tokens, right)
+    assert doc["theorem"]["computed"] and (out / "figures" / "theorem.png").is_file()
 
 
 def test_a_two_layer_model_is_refused_in_one_line(tmp_path, capsys):
@@ -214,6 +231,7 @@ def test_bounds_are_printed_on_their_safe_side():
     assert numbers.bounds(0.25, 0.25) == "0.25 (exact)"
     assert numbers.bounds(0.12345, 0.5, 2) == "[0.12, 0.50]"
     assert numbers.bound(None, "lower") == "n/a"
+    assert numbers.bound(0.0, "lower", 9) == "0.000000000" and numbers.bound(1.0, "upper", 3) == "1.000"
 
 
 def test_a_region_reads_as_a_sentence():
@@ -267,6 +285,7 @@ def test_the_theorem_block_counts_cells_whose_weight_reaches_the_guarantee(tmp_p
     assert theorem["cells_without_guarantee"] == 1
     assert theorem["largest_guarantee"]["guarantee_weight"] == 0.9 and theorem["smallest_min_weight"] == 0.1
     assert theorem["inert_offsets_somewhere"] == [-1]
+    assert theorem["inert_offsets_everywhere"] == []  # N = 2: no key besides i and N−1−i
     sentence = theorem_sentence(theorem)
     assert "in 5 of 8" in sentence and "not a theorem there" in sentence and REGIMES["proof"] in sentence
     matrix = cell_matrix(cells, 2, 2, "guarantee_weight")
@@ -385,3 +404,17 @@ def test_zoo_summary_certify_adds_the_certified_bounds_per_run_and_over_seeds(tm
     }
     assert "certified per-digit accuracy (all inputs)" in (out / "report.html").read_text()
     assert "certified_lower" in capsys.readouterr().out
+
+
+def test_inert_offsets_everywhere_need_the_key_inert_in_every_cell_where_it_exists():
+    # N = 4, C = 1: query i reads j = 3 − i; the other keys sit at offsets p − j
+    inert = {0: [1, 2], 1: [0], 2: [0, 3], 3: [1, 2]}  # query 1's key 3 (offset +1) can matter
+    cells = [cell(i, 0, 0, 0.5, 0.6, inert=inert[i]) for i in range(4)]
+    result = synthetic(cells)
+    result.certificate["seq_len"], result.certificate["num_categories"] = 4, 1
+    theorem = result.theorem()
+    assert theorem["inert_offsets_everywhere"] == [-2, -1, 2]
+    assert theorem["inert_offsets_somewhere"] == [-2, -1, 1, 2]
+    assert "offsets -2, -1, +2 from the flipped key provably never change any output" in theorem_sentence(
+        theorem
+    )

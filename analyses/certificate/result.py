@@ -53,20 +53,30 @@ def bounds_sentence(doc: dict[str, Any]) -> str:
     pd, sq = doc["per_digit"], doc["sequence"]
     n, c = doc["seq_len"], doc["num_categories"]
     regime = doc["regime"]
+    pairs, inputs = doc["pairs"], doc["inputs"]
+    wrong = doc["census"]["wrong_pairs"]
     if doc["resolved"]:
-        wrong = doc["census"]["wrong_pairs"]["lower"]
-        right = doc["sequences_right"]["lower"]
-        core = (
-            f"exactly {wrong:,} of the {doc['pairs']:,} (input, position) pairs are wrong and {right:,} of "
-            f"the inputs are right at every position: per-digit accuracy {doc['pairs'] - wrong:,}/"
-            f"{doc['pairs']:,} (within {bounds(pd['lower'], pd['upper'], 9)}), whole-sequence accuracy "
-            f"{right:,}/{doc['inputs']:,} (within {bounds(sq['lower'], sq['upper'], 9)})"
+        per_digit = (
+            f"exactly {wrong['lower']:,} of the {pairs:,} (input, position) pairs are wrong: per-digit "
+            f"accuracy {pairs - wrong['lower']:,}/{pairs:,} (within {bounds(pd['lower'], pd['upper'], 9)})"
         )
     else:
-        core = (
-            f"per-digit accuracy lies in {bounds(pd['lower'], pd['upper'], 9)} and whole-sequence accuracy "
-            f"in {bounds(sq['lower'], sq['upper'], 9)}"
+        per_digit = (
+            f"{wrong['lower']:,} to {wrong['upper']:,} of the {pairs:,} (input, position) pairs are wrong: "
+            f"per-digit accuracy in {bounds(pd['lower'], pd['upper'], 9)}"
         )
+    right = doc["sequences_right"]
+    if right["lower"] == right["upper"]:
+        sequence = (
+            f"exactly {right['lower']:,} of the inputs are right at every position: whole-sequence accuracy "
+            f"{right['lower']:,}/{inputs:,} (within {bounds(sq['lower'], sq['upper'], 9)})"
+        )
+    else:  # the proof combines positions: a union bound below, the proven-wrong regions above
+        sequence = (
+            f"{right['lower']:,} to {right['upper']:,} of the inputs are right at every position: "
+            f"whole-sequence accuracy in {bounds(sq['lower'], sq['upper'], 9)}"
+        )
+    core = f"{per_digit}; {sequence}"
     how = (
         "proven by bound propagation and branch and bound"
         if doc["method"] == "proof"
@@ -99,12 +109,19 @@ def theorem_sentence(theorem: dict[str, Any]) -> str:
         )
     if theorem["smallest_min_weight"] is not None:
         text += f", and the model never puts less than {theorem['smallest_min_weight']:.3f} on a flipped key"
+    inert = theorem["inert_offsets_everywhere"]
+    offsets = (
+        f" The digits at offsets {', '.join(f'{d:+d}' for d in inert)} from the flipped key provably never "
+        "change any output."
+        if inert
+        else ""
+    )
     if proven == cells:
-        return text + ". The attention map may be approximate: that much of it provably suffices."
+        return text + ". The attention map may be approximate: that much of it provably suffices." + offsets
     unproven = cells - proven
     return (
         text + f". In the other {unproven:,} cells the model's weight can fall below the guarantee (or no "
-        "guarantee exists), so the sentence is not a theorem there."
+        "guarantee exists), so the sentence is not a theorem there." + offsets
     )
 
 
@@ -172,6 +189,13 @@ class CertificateResult(AnalysisResult):
         inert = sorted(
             {p - (self.seq_len - 1 - c["position"]) for c in cells for p in (c.get("inert_positions") or [])}
         )
+        everywhere: dict[int, bool] = {}  # offset d → key j + d inert in every cell where it exists
+        for c in cells:
+            i, j = c["position"], self.seq_len - 1 - c["position"]
+            held = set(c.get("inert_positions") or [])
+            for p in range(self.seq_len):
+                if p not in (i, j):
+                    everywhere[p - j] = everywhere.get(p - j, True) and p in held
         return {
             "computed": True,
             "regime": self.regime,
@@ -183,6 +207,7 @@ class CertificateResult(AnalysisResult):
             else {k: worst[k] for k in ("position", "own", "flipped", "guarantee_weight", "min_weight")},
             "smallest_min_weight": min(weights) if weights else None,
             "inert_offsets_somewhere": inert,
+            "inert_offsets_everywhere": sorted(d for d, held in everywhere.items() if held),
         }
 
     def census(self) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def bound(value: float | None, side: str, digits: int = 6) -> str:
     if side not in ("lower", "upper"):
         raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
     rounding = ROUND_FLOOR if side == "lower" else ROUND_CEILING
-    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=rounding))
+    return f"{Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=rounding):f}"
 
 
 def bounds(lower: float | None, upper: float | None, digits: int = 6) -> str:
