@@ -94,7 +94,9 @@ def make_figures(result: CertificateResult, directory: Path) -> dict[str, str]:
     fig, axes = plt.subplots(
         panels, 1, figsize=(width, 1.2 + panels * (1.0 + 0.22 * n)), layout="constrained", squeeze=False
     )
-    _heatmap(axes[0, 0], fig, wrong, "Share of each cell's inputs that are wrong", "Reds", log=True)
+    nothing = not np.nansum(wrong) > 0
+    title = "Share of each cell's inputs that are wrong" + (" (none proven wrong)" if nothing else "")
+    _heatmap(axes[0, 0], fig, wrong, title, "Reds", log=True)
     _cell_axes(axes[0, 0], n, c)
     if panels == 2:
         _heatmap(
