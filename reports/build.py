@@ -2,7 +2,7 @@
 
     python -m reports.build [--checkpoint PATH] [--out DIR] [--only A,B] [--skip A] [--seed S]
                             [--num-sequences N] [--n-heads H] [--name NAME] [--jobs J] [--svg]
-                            [--certificate-budget S]
+                            [--certificate-budget S] [--certificate-theorems]
     python -m reports.build --index DIR [DIR ...] [--out DIR]
 
 The first form runs every analysis of :data:`reports.pipeline.ANALYSES` on the model (the default
@@ -122,6 +122,7 @@ def build_report(
     jobs: int = 1,
     svg: bool = False,
     certificate_budget: float = pipeline.CERTIFICATE_BUDGET,
+    certificate_theorems: bool = False,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -130,7 +131,8 @@ def build_report(
     ``only`` / ``skip`` choose analyses by name; ``jobs`` > 1 runs analyses in that many forked worker
     processes (set ``torch.set_num_threads(1)`` before, as the CLI does); ``svg`` also writes every
     analysis' figures as SVG (the page inlines the PNGs). ``certificate_budget`` is the seconds the
-    certificate's proof may branch (the section names it). ``command`` is recorded as
+    certificate's proof may branch (the section names it); ``certificate_theorems`` adds its theorem
+    columns (minutes more on the default model). ``command`` is recorded as
     the command line (None: built from Python). Raises ``ValueError`` / ``UserError`` for bad input
     before anything is written.
     """
@@ -180,7 +182,12 @@ def build_report(
             svg,
             command,
             say,
-            {"certificate": {"budget_seconds": float(certificate_budget)}},
+            {
+                "certificate": {
+                    "budget_seconds": float(certificate_budget),
+                    "theorems": bool(certificate_theorems),
+                }
+            },
         )
         pipeline.run_tasks(tasks, model, jobs, say)
 
@@ -396,6 +403,12 @@ def build_parser() -> arguments.ArgumentParser:
         "python -m analyses.certificate's own default is 600)",
     )
     p.add_argument(
+        "--certificate-theorems",
+        action="store_true",
+        help="also compute the certificate's theorem columns (a bisection over every cell: minutes more on "
+        "the default model)",
+    )
+    p.add_argument(
         "--index", nargs="+", type=arguments.path_arg, metavar="DIR", help="report folders to compare"
     )
     return p
@@ -438,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs=args.jobs,
             svg=args.svg,
             certificate_budget=args.certificate_budget,
+            certificate_theorems=args.certificate_theorems,
             command=shlex.join(map(str, words)),
             log=lambda message: print(message, file=sys.stderr),  # noqa: T201
         )

@@ -330,8 +330,10 @@ def test_reports_build_runs_the_certificate_with_its_budget(small, tmp_path):
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     cert = summary["metrics"]["certificate"]
     assert cert["budget_seconds"] == 7.5 and cert["method"] == "enumeration"
-    prov = json.loads((tmp_path / "report" / "certificate" / "metrics.json").read_text())["provenance"]
-    assert prov["run_kwargs"] == {"method": "auto", "budget_seconds": 7.5}
+    doc = json.loads((tmp_path / "report" / "certificate" / "metrics.json").read_text())
+    prov = doc["provenance"]
+    assert doc["theorem"]["reason"].startswith("the theorem columns were left out")
+    assert prov["run_kwargs"] == {"method": "auto", "budget_seconds": 7.5, "theorems": False}
     html = page.read_text()
     assert "Certified accuracy over all inputs (per digit)" in html and 'id="certificate"' in html
     # the same budget again reuses the folder; another budget recomputes it

@@ -50,6 +50,12 @@ def build_parser() -> arguments.ArgumentParser:
         help="census regions listed (default 1000)",
     )
     p.add_argument(
+        "--no-theorems",
+        action="store_true",
+        help="leave out the theorem columns (a bisection over every cell after the budget: minutes on the "
+        "default model)",
+    )
+    p.add_argument(
         "--tolerance",
         type=arguments.path_arg,
         help="an analyses.tolerance output folder (or its metrics.json) whose sampled thresholds are shown "
@@ -97,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_regions=args.max_regions,
                 batch_size=args.batch_size,
                 tolerance=args.tolerance,
+                theorems=not args.no_theorems,
             )
         except CertificateUnsupported as e:
             raise UserError(f"cannot certify {loaded.path}: {e}") from None
@@ -111,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             method=args.method,
             budget_seconds=args.budget_seconds,
+            theorems=not args.no_theorems,
         )
         return result
 

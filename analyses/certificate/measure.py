@@ -84,12 +84,15 @@ def run(
     max_regions: int = 1000,
     batch_size: int = 8192,
     tolerance: str | Path | None = None,
+    theorems: bool = True,
 ) -> CertificateResult:
     """Certify ``model`` (one layer) over all C^N inputs (``interp.certify``) and package the result.
 
     ``method``: ``"auto"`` (enumeration when it is cheaper, else the proof) or ``"proof"``;
     ``budget_seconds``: the proof's branching budget; ``tolerance``: an ``analyses.tolerance`` output
-    whose sampled thresholds are shown next to the theorem. Raises
+    whose sampled thresholds are shown next to the theorem; ``theorems``: compute the cells' theorem
+    columns (proof, one head; a bisection over every cell after the budget, minutes on the default
+    model). Raises
     ``interp.certificate.CertificateUnsupported`` (a ``ValueError``, one line) for a model the
     certificate does not cover.
     """
@@ -113,6 +116,7 @@ def run(
             max_examples=max_examples,
             max_regions=max_regions,
             batch_size=batch_size,
+            theorems=bool(theorems),
         )
         examples, unconfirmed = recheck_examples(model, cert.wrong_examples)
     finally:
@@ -126,4 +130,5 @@ def run(
         tolerance=thresholds,
         tolerance_source=source,
         config=model.cfg.to_dict(),
+        theorems=bool(theorems),
     )

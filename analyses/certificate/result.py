@@ -149,6 +149,7 @@ class CertificateResult(AnalysisResult):
     provenance: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None  # nothing is sampled: kept None for the frame's provenance record
     num_sequences: int | None = None
+    theorems: bool = True  # whether the theorem columns were asked for
 
     @property
     def seq_len(self) -> int:
@@ -170,11 +171,15 @@ class CertificateResult(AnalysisResult):
             c["guarantee_weight"] is not None or c["min_weight"] is not None for c in cells
         )
         if not computed:
-            reason = cert.get("unsupported") or (
-                "the guarantee and minimum weights come from the proof method; enumeration ran"
-                if cert["method"] == "enumeration"
-                else "the engine computed no theorem columns"
-            )
+            if not self.theorems:
+                reason = (
+                    "the theorem columns were left out (they take minutes on a 10-digit, 16-position model: "
+                    "run python -m analyses.certificate, or reports.build --certificate-theorems)"
+                )
+            elif cert["method"] == "enumeration":
+                reason = "the guarantee and minimum weights come from the proof method; enumeration ran"
+            else:
+                reason = cert.get("unsupported") or "the engine computed no theorem columns"
             return {"computed": False, "reason": reason, "regime": self.regime}
         proven = [
             c
@@ -229,6 +234,7 @@ class CertificateResult(AnalysisResult):
             "settings": {
                 "method_requested": self.method_requested,
                 "budget_seconds": self.budget_seconds,
+                "theorems": self.theorems,
                 "seq_len": cert["seq_len"],
                 "num_categories": cert["num_categories"],
             },
