@@ -222,7 +222,13 @@ class CertificateResult(AnalysisResult):
             "wrong_pairs": {"lower": cert["wrong_count_lower"], "upper": cert["wrong_count_upper"]},
             "exact": cert["resolved"] and cert["regions_complete"],
             "complete": cert["regions_complete"],
-            "regions": [{**r, "description": describe_region(r, n)} for r in cert["wrong_regions"]],
+            # the largest regions first (then by output position and pattern)
+            "regions": [
+                {**r, "description": describe_region(r, n)}
+                for r in sorted(
+                    cert["wrong_regions"], key=lambda r: (-r["count"], r["position"], r["pattern"])
+                )
+            ],
             "listed_count": sum(r["count"] for r in cert["wrong_regions"]),
         }
 
