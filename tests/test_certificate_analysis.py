@@ -420,3 +420,14 @@ def test_inert_offsets_everywhere_need_the_key_inert_in_every_cell_where_it_exis
     assert "offsets -2, -1, +2 from the flipped key provably never change any output" in theorem_sentence(
         theorem
     )
+
+
+def test_a_seq_len_beyond_the_encoding_is_the_frames_one_line(tmp_path, capsys):
+    path = save_model(make_model(positional_embedding="learned", d_vocab=C, n_ctx=N), tmp_path / "learned.pt")
+    assert cli.main(["--checkpoint", str(path), "--seq-len", str(N + 1), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (
+        f"error: --seq-len {N + 1} exceeds what the model's learned positional encoding supports "
+        f"({N} positions)"
+    )
+    assert not (tmp_path / "o").exists()
