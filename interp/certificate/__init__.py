@@ -69,7 +69,8 @@ def certify(
         max_examples: wrong examples listed (each re-checked with the model's forward).
         max_regions: proven-wrong regions listed at most (``regions_complete`` says whether all are).
         theorems: compute the cells' theorem columns (proof method, 1 head).
-        batch_size: inputs per forward (enumeration) or regions per bound batch (proof).
+        batch_size: inputs per forward (enumeration); at most this many regions per bound batch (proof,
+            which also caps a batch at ~32 MiB per tensor).
 
     Raises:
         CertificateUnsupported: (a ``ValueError``) the model or request is not covered; one line.

@@ -29,7 +29,8 @@ from interp.certificate.floats import (
 
 # Test-only switches that make the bound wrong on purpose (mutation tests must see them fail):
 # "drop_softmax_term" drops the query's own key from the softmax, "ignore_bias" drops the attention
-# output bias b_O, "assume_ln_variance" assumes every LayerNorm variance ≥ 1 instead of proving a bound.
+# output bias b_O, "assume_ln_variance" assumes every LayerNorm variance ≥ half its upper bound instead of
+# proving a bound.
 MUTATIONS: set[str] = set()
 
 

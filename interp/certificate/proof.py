@@ -29,6 +29,10 @@ from interp.certificate.network import Network, build_network
 from interp.certificate.relax import Contexts, Counter, Graph, Mixtures, Op, add, layer_norm, linear, relu
 from interp.certificate.result import Cell, Certificate, Region, cell_status, fraction
 
+# Intermediate bounds minimised exactly over Z (tighter) rather than over the box of z (cheaper), per
+# stage: LayerNorm inputs, MLP pre-activations, the head's ReLU inputs.
+EXACT_STAGES = frozenset({"ln", "mlp"})
+
 ARITHMETIC = (
     "float64 bounds on the exact function of the model's float32 weights (the embedding reproduced "
     "bit-exactly in float32), with every float32 operation of the forward covered by a propagated "
@@ -42,10 +46,20 @@ ARITHMETIC = (
 
 
 def margins(
-    net: Network, reach: Contexts | Mixtures, query: Tensor, own: Tensor, flipped: Tensor, counter: Counter
+    net: Network,
+    reach: Contexts | Mixtures,
+    query: Tensor,
+    own: Tensor,
+    flipped: Tensor,
+    counter: Counter,
+    exact: frozenset[str] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Bounds [R, C] on logit_b − logit_c over the regions' reachable attention outputs (reach), for
-    queries (i, a) = (query, own) [R] and b = flipped [R]; the b column is +inf in both."""
+    queries (i, a) = (query, own) [R] and b = flipped [R]; the b column is +inf in both. Intermediate
+    bounds (ReLU slopes, LayerNorm variances) minimise exactly over Z in the stages named in ``exact``
+    (default ``EXACT_STAGES``), else over the box of z; the margins always exactly."""
+    exact = EXACT_STAGES if exact is None else exact
+    ln_exact = "ln" in exact
     r = len(query)
     dz = net.n_heads * net.d_head
     o = net.o_proj
@@ -56,21 +70,21 @@ def margins(
     v_mag = net.values.abs().amax(dim=(1, 2)).reshape(dz)
     mid_mag = resid.abs() + v_mag @ o.weight.abs().T + o.bias.abs() + err
     if net.normalization == "post":
-        h, h_lo, h_hi = layer_norm(g, mid, net.ln1, mid_mag)
+        h, h_lo, h_hi = layer_norm(g, mid, net.ln1, mid_mag, ln_exact)
         h_mag = torch.maximum(h_lo.abs(), h_hi.abs())
-        out, out_mag = _mlp(net, g, h, h_mag)
+        out, out_mag = _mlp(net, g, h, h_mag, "mlp" in exact)
         y_mag = h_mag + out_mag
         y = add(g, h, out, y_mag)
-        x, x_lo, x_hi = layer_norm(g, y, net.ln2, y_mag)
+        x, x_lo, x_hi = layer_norm(g, y, net.ln2, y_mag, ln_exact)
         x_mag = torch.maximum(x_lo.abs(), x_hi.abs())
     else:
-        h, h_lo, h_hi = layer_norm(g, mid, net.ln2, mid_mag)
-        out, out_mag = _mlp(net, g, h, torch.maximum(h_lo.abs(), h_hi.abs()))
+        h, h_lo, h_hi = layer_norm(g, mid, net.ln2, mid_mag, ln_exact)
+        out, out_mag = _mlp(net, g, h, torch.maximum(h_lo.abs(), h_hi.abs()), "mlp" in exact)
         x_mag = mid_mag + out_mag
         x = add(g, mid, out, x_mag)
     p, p_mag = linear(g, x, net.head_in, x_mag)
-    q, q_lo, q_hi = layer_norm(g, p, net.head_ln, p_mag)
-    exact_lo, exact_hi = g.bounds(q)
+    q, q_lo, q_hi = layer_norm(g, p, net.head_ln, p_mag, ln_exact)
+    exact_lo, exact_hi = g.bounds(q, exact="head" in exact)
     q_lo, q_hi = torch.maximum(q_lo, exact_lo), torch.minimum(q_hi, exact_hi)
     act = relu(g, q, q_lo, q_hi)
     logits, _ = linear(g, act, net.head_out, q_hi.clamp(min=0))
@@ -83,12 +97,26 @@ def margins(
     return torch.where(own_column, inf, lower), torch.where(own_column, inf, upper)
 
 
-def _mlp(net: Network, g: Graph, h: int, h_mag: Tensor) -> tuple[int, Tensor]:
+def _mlp(net: Network, g: Graph, h: int, h_mag: Tensor, exact: bool) -> tuple[int, Tensor]:
     """MLP(h) = W_out ReLU(W_in h + b_in) + b_out: its node and a bound on its magnitude."""
     pre, _ = linear(g, h, net.mlp_in, h_mag)
-    pre_lo, pre_hi = g.bounds(pre)
+    pre_lo, pre_hi = g.bounds(pre, exact=exact)
     post = relu(g, pre, pre_lo, pre_hi)
     return linear(g, post, net.mlp_out, pre_hi.clamp(min=0))
+
+
+def cell_margin_bounds(model: Any, seq_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Bounds on every cell's logit margins over all its inputs, without branching: (cells [R, 3] as
+    (i, a, b) rows in ``cell_sizes`` order, lower [R, C], upper [R, C]) with lower ≤ logit_b − logit_c ≤
+    upper for every input of the cell under the float32 forward (the b column is +inf)."""
+    n = check_supported(model, seq_len)
+    net = build_network(model, n)
+    query, own, flipped, digits = _cells(n, model.cfg.d_vocab)
+    counter = Counter()
+    with torch.no_grad():
+        reach = Contexts(net.weights[query, own], net.values, _allowed(digits, model.cfg.d_vocab), counter)
+        lower, upper = margins(net, reach, query, own, flipped, counter)
+    return torch.stack([query, own, flipped], 1), lower, upper
 
 
 def decide(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
@@ -136,6 +164,10 @@ def prove(
     c = cfg.d_vocab
     counter = Counter()
     net = build_network(model, n)
+    # Regions per batch: the largest Dinkelbach tensor ([R, 2K, H, N, C], K ≤ max(d_mlp, d_model) rows)
+    # stays near 2^22 float64 numbers (32 MiB), whatever the model.
+    rows = 2 * max(cfg.d_mlp, cfg.d_model, c)
+    batch_size = max(1, min(batch_size, (1 << 22) // (rows * cfg.n_heads * n * c)))
     order = torch.tensor([branch_order(i, n) for i in range(n)])  # [N, N]
     n_cells = n * c * c
     right_tally: dict[int, Tensor] = {}

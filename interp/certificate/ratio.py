@@ -34,26 +34,27 @@ def min_ratio(
         is the ratio of an actual choice; equal up to float64 rounding when the iteration converged.
     """
     inf = torch.tensor(float("inf"), dtype=values.dtype)
-    penalty = torch.where(allowed, 0.0, inf).to(values.dtype)  # [..., N, C], broadcastable
-    weights = torch.where(allowed, weights, 0.0)
-    wy = weights * values  # full size
-    w_min = (weights + penalty).amin(-1).sum(-1)
-    # Start from the choice minimising each position's value.
-    choice = (values + penalty).argmin(-1, keepdim=True)
+    weights = torch.where(allowed, weights, 0.0).to(values.dtype)
+    wy = torch.where(allowed, weights * values, inf)  # +inf where not allowed
+    w_min = torch.where(allowed, weights, inf).amin(-1).sum(-1)
+    # Iterate in float32 (half the memory traffic): the iterates only choose λ; the bound below is
+    # computed in float64 at the final λ, with its own full minimisation, so it is sound whatever they are.
+    wy32, w32 = wy.float(), weights.float().expand_as(wy)
+    choice = torch.where(allowed, values, inf).float().expand_as(wy).argmin(-1, keepdim=True)
     lam = _ratio(wy, weights.expand_as(wy), choice)
-    lower = torch.full_like(lam, -float("inf"))
     steps = 0
     for step in range(1, max_steps + 1):
         steps = step
-        g = wy - lam[..., None, None] * weights + penalty
-        best, choice = g.min(-1, keepdim=True)
-        gap = best.squeeze(-1).sum(-1)  # F(λ) ≤ 0 in exact arithmetic
-        lower = torch.maximum(lower, lam + torch.clamp(gap, max=0.0) / w_min)  # sound at this λ
+        g = torch.addcmul(wy32, w32, -lam.float()[..., None, None])
+        choice = g.argmin(-1, keepdim=True)
         new = _ratio(wy, weights.expand_as(wy), choice)
         improved = new < lam
         lam = torch.where(improved, new, lam)
         if not bool(improved.any()):
             break
+    # F(λ) = Σ_p min_t w (y − λ) in float64 at the final λ: min ratio ≥ λ + min(F, 0)/W_min.
+    gap = torch.addcmul(wy, weights, -lam[..., None, None]).amin(-1).sum(-1)
+    lower = torch.where(gap >= 0, lam, lam + gap / w_min)  # (W_min = 0 only if weights underflow: −inf)
     return lower, lam, steps
 
 

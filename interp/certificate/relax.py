@@ -79,11 +79,12 @@ class Mixtures:
 @dataclass
 class Op:
     """out = M·sources + bias + e, e ∈ [lo, hi] ([R, out] each). ``kind``: ``dense`` (M = ``mat`` [out, in],
-    shared), ``diag`` (M = diag(``mat`` [R, out])), ``centre`` (M = I − 11ᵀ/d), ``sum`` (out = Σ sources)."""
+    shared), ``diag`` (M = diag(``mat`` [R, out])), ``ln`` (M = diag(w)·(r0·I − (r0³/d)·c0 c0ᵀ), ``mat`` =
+    (r0 [R], c0 [R, d], w [d]): LayerNorm's Jacobian at c0), ``centre`` (M = I − 11ᵀ/d), ``sum``."""
 
     sources: tuple[int, ...]
     kind: str
-    mat: Tensor | None
+    mat: Tensor | tuple[Tensor, ...] | None
     bias: Tensor
     lo: Tensor
     hi: Tensor
@@ -114,15 +115,22 @@ class Graph:
             m = lams.pop(k)
             op = self.ops[k]
             assert op is not None
-            shift = torch.einsum("rko,ro->rk", m, op.bias)
-            e_lo, e_hi = m * op.lo[:, None], m * op.hi[:, None]
-            low = low + shift + torch.minimum(e_lo, e_hi).sum(-1)
-            high = high + shift + torch.maximum(e_lo, e_hi).sum(-1)
+            # Λ·(bias + e), e ∈ [lo, hi]: Λ·(bias + mid) ± |Λ|·rad.
+            shift = torch.einsum("rko,ro->rk", m, op.bias + (op.lo + op.hi) / 2)
+            spread = torch.einsum("rko,ro->rk", m.abs(), (op.hi - op.lo) / 2)
+            low = low + shift - spread
+            high = high + shift + spread
             if op.kind == "dense":
                 back = m @ op.mat
                 self.counter.add(2 * m.numel() * op.mat.shape[1])
             elif op.kind == "diag":
                 back = m * op.mat[:, None]
+            elif op.kind == "ln":  # diag(w)·(r0·I − (r0³/d)·c0 c0ᵀ)
+                r0, c0, w = op.mat
+                mw = m * w
+                back = r0[:, None, None] * mw - (r0.pow(3) / c0.shape[-1])[:, None, None] * (
+                    torch.einsum("rko,ro->rk", mw, c0)[..., None] * c0[:, None]
+                )
             elif op.kind == "centre":
                 back = m - m.mean(-1, keepdim=True)
             else:
@@ -131,15 +139,32 @@ class Graph:
                 lams[s] = lams[s] + back if s in lams else back
         return lams[0], low, high
 
-    def bounds(self, node: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Sound [lower, upper] [R, K] of ``rows``·node (default: every coordinate) over Z."""
+    def box(self) -> tuple[Tensor, Tensor]:
+        """Exact [min, max] [R, d_z] of every coordinate of z over Z (computed once)."""
+        if not hasattr(self, "_box"):
+            d_z = self.sizes[0]
+            eye = torch.eye(d_z, dtype=torch.float64).expand(self.regions, d_z, d_z)
+            both = self.reach.lower(torch.cat([eye, -eye], 1))
+            self._box = (both[:, :d_z], -both[:, d_z:])
+        return self._box
+
+    def bounds(self, node: int, rows: Tensor | None = None, exact: bool = True) -> tuple[Tensor, Tensor]:
+        """Sound [lower, upper] [R, K] of ``rows``·node (default: every coordinate) over Z: the linear part
+        minimised exactly over Z (``exact``), or over the box of z (cheaper, looser)."""
         if rows is None:
             size = self.sizes[node]
             rows = torch.eye(size, dtype=torch.float64).expand(self.regions, size, size)
         lam_z, low, high = self.backward(node, rows)
         k = rows.shape[1]
-        both = self.reach.lower(torch.cat([lam_z, -lam_z], 1))
-        z_low, z_high = both[:, :k], -both[:, k:]
+        if exact:
+            both = self.reach.lower(torch.cat([lam_z, -lam_z], 1))
+            z_low, z_high = both[:, :k], -both[:, k:]
+        else:
+            z_min, z_max = self.box()
+            mid, rad = (z_min + z_max) / 2, (z_max - z_min) / 2
+            centre = torch.einsum("rkd,rd->rk", lam_z, mid)
+            spread = torch.einsum("rkd,rd->rk", lam_z.abs(), rad)
+            z_low, z_high = centre - spread, centre + spread
         slack = RELATIVE_SLACK * (low.abs() + high.abs() + z_low.abs() + z_high.abs()) + ABSOLUTE
         return z_low + low - slack, z_high + high + slack
 
@@ -171,17 +196,18 @@ def relu(g: Graph, x: int, lower: Tensor, upper: Tensor) -> int:
     return g.add(Op((x,), "diag", s, torch.zeros_like(s), torch.zeros_like(s), extra))
 
 
-def layer_norm(g: Graph, x: int, norm: Norm, mag: Tensor) -> tuple[int, Tensor, Tensor]:
+def layer_norm(g: Graph, x: int, norm: Norm, mag: Tensor, exact: bool = True) -> tuple[int, Tensor, Tensor]:
     """LayerNorm of node x (mag [R, d] bounds |x|). Returns (node, lower, upper) of its output.
 
     c = x − mean x, exact, widened by the float32 centring ε_c = γ_{d+1}·mean(mag) + u·|c|. V = mean(c²) ∈
     [V_lo, V_hi]: V_hi = mean(max(lb², ub²)), V_lo = max(mean(dist(0, [lb, ub])²), L₊²/d) with L = min of
-    ĝ·c over the set, ĝ the unit centre of c's box: proven, with eps added after. r ∈ [r_lo, r_hi];
-    h = w∘c·r_mid + b + e, |e| ≤ |w|·max|c|·(r_hi − r_lo)/2 + ρ_LN·|w|·max|c|·r_hi + u·|h|."""
+    ĝ·c over the set, ĝ the unit centre of c's box: proven, with eps added after. r ∈ [r_lo, r_hi].
+    h = w∘(c·r(c)) + b is linearised at the box centre c0 (LayerNorm's Jacobian) with a proven
+    second-order remainder (see below), plus float32 rounding ρ_LN·|w|·max|c|·r_hi + u·|h|."""
     d = g.sizes[x]
     eps_c = gamma(d + 1) * mag.mean(1, keepdim=True) + U32 * (mag + mag.mean(1, keepdim=True)) + ABSOLUTE
     c = g.add(Op((x,), "centre", None, torch.zeros_like(mag), -eps_c, eps_c))
-    lower, upper = g.bounds(c)
+    lower, upper = g.bounds(c, exact=exact)
     var_hi = torch.maximum(lower.pow(2), upper.pow(2)).mean(1)
     gap = torch.where(lower > 0, lower, torch.where(upper < 0, -upper, 0.0))
     var_lo = gap.pow(2).mean(1)
@@ -189,19 +215,38 @@ def layer_norm(g: Graph, x: int, norm: Norm, mag: Tensor) -> tuple[int, Tensor, 
     direction = centre / centre.norm(dim=1, keepdim=True).clamp(min=1e-300)
     along, _ = g.bounds(c, direction[:, None])
     var_lo = torch.maximum(var_lo, along[:, 0].clamp(min=0).pow(2) / d)
-    if "assume_ln_variance" in MUTATIONS:  # mutation: a variance floor assumed, not proven
-        var_lo = torch.maximum(var_lo, torch.ones_like(var_lo))
+    if "assume_ln_variance" in MUTATIONS:  # mutation: a floor (half the upper bound) assumed, not proven
+        var_lo = torch.maximum(var_lo, var_hi / 2)
     var_hi = var_hi * (1 + RELATIVE_SLACK)
     var_lo = var_lo * (1 - RELATIVE_SLACK)
-    r_lo, r_hi = (var_hi + norm.eps).rsqrt()[:, None], (var_lo + norm.eps).rsqrt()[:, None]
-    r_mid, r_rad = (r_lo + r_hi) / 2, (r_hi - r_lo) / 2
+    s_lo, s_hi = var_lo + norm.eps, var_hi + norm.eps
+    r_lo, r_hi = s_hi.rsqrt()[:, None], s_lo.rsqrt()[:, None]
     c_mag = torch.maximum(lower.abs(), upper.abs())
-    err = norm.w.abs() * c_mag * (r_rad + layer_norm_relative_error(d) * r_hi)
+    # First order at the box centre c0 with a proven second-order remainder: f(c) = c·r(c) =
+    # f(c0) + J(c − c0) + R, J = r0·I − (r0³/d)·c0 c0ᵀ, R = δ·Δr + c0·(−½ r0³|δ|²/d + rem),
+    # δ = c − c0, Δr = r(c) − r0, 0 ≤ rem ≤ (3/8)·s_min^(−5/2)·Δs² (s = var + eps).
+    c0 = (lower + upper) / 2
+    delta = (upper - lower) / 2
+    s0 = c0.pow(2).mean(1) + norm.eps
+    r0 = s0.rsqrt()
+    dr = torch.maximum((r_hi[:, 0] - r0).abs(), (r0 - r_lo[:, 0]).abs())
+    ds = torch.maximum((s_hi - s0).abs(), (s0 - s_lo).abs())
+    s_min = torch.minimum(s_lo, s0)
+    second = 0.5 * r0.pow(3) * delta.pow(2).mean(1) + 0.375 * s_min.pow(-2.5) * ds.pow(2)
+    remainder = delta * dr[:, None] + c0.abs() * second[:, None]
     h_mag = norm.w.abs() * c_mag * r_hi + norm.b.abs()
-    err = err + U32 * (h_mag + err) + RELATIVE_SLACK * h_mag + ABSOLUTE
-    node = g.add(Op((c,), "diag", norm.w * r_mid, _expand(norm.b, g.regions), -err, err))
+    rounding = norm.w.abs() * layer_norm_relative_error(d) * c_mag * r_hi
+    rounding = rounding + U32 * (h_mag + rounding) + RELATIVE_SLACK * h_mag + ABSOLUTE
+    linearisation = norm.w.abs() * remainder
+    err = (
+        rounding
+        + linearisation * (1 + RELATIVE_SLACK)
+        + RELATIVE_SLACK * norm.w.abs() * c0.abs() * r0[:, None]
+    )
+    bias = norm.w * (r0.pow(3) * c0.pow(2).mean(1))[:, None] * c0 + norm.b
+    node = g.add(Op((c,), "ln", (r0, c0, norm.w), bias, -err, err))
     # Concrete bounds of the output from those of c and r (interval product).
     products = torch.stack([lower * r_lo, lower * r_hi, upper * r_lo, upper * r_hi])
     low = torch.where(norm.w >= 0, products.amin(0) * norm.w, products.amax(0) * norm.w)
     high = torch.where(norm.w >= 0, products.amax(0) * norm.w, products.amin(0) * norm.w)
-    return node, low + norm.b - err, high + norm.b + err
+    return node, low + norm.b - rounding, high + norm.b + rounding
