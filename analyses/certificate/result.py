@@ -112,7 +112,7 @@ def theorem_sentence(theorem: dict[str, Any]) -> str:
     inert = theorem["inert_offsets_everywhere"]
     offsets = (
         f" The digits at offsets {', '.join(f'{d:+d}' for d in inert)} from the flipped key provably never "
-        "change any output."
+        "change whether any output is right."
         if inert
         else ""
     )
