@@ -231,6 +231,9 @@ def test_bounds_are_printed_on_their_safe_side():
     assert numbers.bounds(0.25, 0.25) == "0.25 (exact)"
     assert numbers.bounds(0.12345, 0.5, 2) == "[0.12, 0.50]"
     assert numbers.bound(None, "lower") == "n/a"
+    assert numbers.share(998, 1000, "lower", 3) == numbers.share(998, 1000, "upper", 3) == "0.998"
+    assert numbers.share(998, 1000, "lower", 2) == "0.99" and numbers.share(998, 1000, "upper", 2) == "1.00"
+    assert numbers.share(1, 3, "upper", 4) == "0.3334" and numbers.share(0, 7, "upper", 0) == "0"
     assert numbers.bound(0.0, "lower", 9) == "0.000000000" and numbers.bound(1.0, "upper", 3) == "1.000"
 
 

@@ -59,6 +59,18 @@ def bound(value: float | None, side: str, digits: int = 6) -> str:
     return f"{Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=rounding):f}"
 
 
+def share(count: int, total: int, side: str, digits: int = 4) -> str:
+    """The exact ratio ``count / total`` of two integers at ``digits`` decimals, rounded down (``side``
+    "lower") or up ("upper") in integer arithmetic: 998/1000 at 2 decimals is 0.99 / 1.00 ... and at 3
+    decimals 0.998 either way (a float division would give 0.99799… first)."""
+    if side not in ("lower", "upper"):
+        raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+    scale = 10**digits
+    scaled = -((-count * scale) // total) if side == "upper" else (count * scale) // total
+    whole, frac = divmod(scaled, scale)
+    return f"{whole}.{frac:0{digits}d}" if digits else str(whole)
+
+
 def bounds(lower: float | None, upper: float | None, digits: int = 6) -> str:
     """``[lower, upper]`` (each on its safe side, :func:`bound`), or ``x (exact)`` when they are equal."""
     if _finite(lower) and lower == upper:
