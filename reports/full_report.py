@@ -205,13 +205,19 @@ def certificate_row(cert: Mapping[str, Any] | None) -> dict[str, Any]:
     if cert["resolved"]:
         value = f"exactly {cert['pairs'] - wrong['lower']:,}/{cert['pairs']:,} pairs"
     else:
-        value = numbers.bounds(pd["lower"], pd["upper"], 6)
-    budget = f", budget {cert['budget_seconds']:g} s" if cert["method"] == "proof" else ""
+        value = f"bounds {numbers.bounds(pd['lower'], pd['upper'], 6)}"
+    how = (
+        f"proof, budget {cert['budget_seconds']:g} s"
+        if cert["method"] == "proof"
+        else "every input evaluated"
+    )
+    undecided = "" if cert["resolved"] else "; the gap is what the budget left undecided"
     return {
         "label": "Certified accuracy over all inputs (per digit)",
         "value": value,
         "estimate": None,
-        "text": f"{cert['verdict']} ({cert['method']}{budget}, {cert['seconds']:.0f} s)",
+        "text": f"Not a sample: all {cert['inputs']:,} inputs, {cert['regime']} ({how}, "
+        f"{cert['seconds']:.0f} s){undecided}.",
         "href": "certificate",
     }
 

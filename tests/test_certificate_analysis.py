@@ -323,6 +323,10 @@ def test_the_report_section_and_summary_row_escape_what_they_show(auto_run):
     right = doc["pairs"] - doc["census"]["wrong_pairs"]["lower"]
     assert row["value"] == f"exactly {right:,}/{doc['pairs']:,} pairs" and row["href"] == "certificate"
     assert certificate_row(None)["estimate"] is None
+    open_ = certificate_row(
+        {**metrics, "resolved": False, "per_digit": {"lower": 0.1234567, "upper": 0.9999991}}
+    )
+    assert open_["value"] == "bounds [0.123456, 1.000000]" and "left undecided" in open_["text"]
 
 
 def test_reports_build_runs_the_certificate_with_its_budget(small, tmp_path):
