@@ -105,18 +105,21 @@ def _mlp(net: Network, g: Graph, h: int, h_mag: Tensor, exact: bool) -> tuple[in
     return linear(g, post, net.mlp_out, pre_hi.clamp(min=0))
 
 
-def cell_margin_bounds(model: Any, seq_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Bounds on every cell's logit margins over all its inputs, without branching: (cells [R, 3] as
-    (i, a, b) rows in ``cell_sizes`` order, lower [R, C], upper [R, C]) with lower ≤ logit_b − logit_c ≤
-    upper for every input of the cell under the float32 forward (the b column is +inf)."""
-    n = check_supported(model, seq_len)
+def region_margin_bounds(model: Any, digits: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+    """Bounds [R, C] on the logit margins logit_b − logit_c at output ``query`` [R] over every input of
+    each region ``digits`` [R, N] (−1: free; the query's own and flipped positions must be fixed), under
+    the float32 forward, without branching; the b column is +inf."""
+    n = check_supported(model, digits.shape[1])
+    c = model.cfg.d_vocab
+    rows = torch.arange(len(query))
+    own, flipped = digits[rows, query], digits[rows, n - 1 - query]
+    if bool((own < 0).any() or (flipped < 0).any()):
+        raise ValueError("each region must fix its query's own and flipped positions")
     net = build_network(model, n)
-    query, own, flipped, digits = _cells(n, model.cfg.d_vocab)
     counter = Counter()
     with torch.no_grad():
-        reach = Contexts(net.weights[query, own], net.values, _allowed(digits, model.cfg.d_vocab), counter)
-        lower, upper = margins(net, reach, query, own, flipped, counter)
-    return torch.stack([query, own, flipped], 1), lower, upper
+        reach = Contexts(net.weights[query, own], net.values, _allowed(digits, c), counter)
+        return margins(net, reach, query, own, flipped, counter)
 
 
 def decide(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
