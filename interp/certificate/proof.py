@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -155,8 +156,12 @@ def prove(
     max_regions: int = 10_000,
     theorems: bool = True,
     batch_size: int = 8192,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Certificate:
     """Certify ``model`` over all C^N inputs by branch and bound (see the module docstring).
+
+    ``progress``, if given, is called after every batch with ``{"seconds", "boxes", "pending",
+    "right", "wrong", "pairs"}`` (pairs proven right / wrong so far, of ``pairs`` = N·C^N).
 
     Regions are processed breadth first (all cells, then their undecided children, ...) in batches of
     ``batch_size``; when ``budget_seconds`` of wall time are spent, what is left is unresolved.
@@ -224,6 +229,17 @@ def prove(
                 children = _split(allowed[split], q_[split], order)
                 cq, ca, cb = (t[split].repeat_interleave(c) for t in (q_, a_, b_))
                 pending.append((cq, ca, cb, children))
+            if progress is not None:
+                progress(
+                    {
+                        "seconds": time.perf_counter() - start,
+                        "boxes": boxes,
+                        "pending": sum(len(p[0]) for p in pending),
+                        "right": int(right_count.sum()),
+                        "wrong": int(wrong_count.sum()),
+                        "pairs": n * c**n,
+                    }
+                )
     left = sum(len(p[0]) for p in pending)
     sizes = cell_sizes(n, c)
     cell_right = [int(x) for x in right_count.tolist()]
