@@ -14,6 +14,7 @@ per-(query position, own digit, flipped digit) cell table. Two methods:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from interp.certificate.model_parts import check_supported, flops_per_position
@@ -57,6 +58,7 @@ def certify(
     max_regions: int = 10_000,
     theorems: bool = True,
     batch_size: int = 8192,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Certificate:
     """Certify ``model`` (1 layer, eval mode) over all ``num_categories ** seq_len`` inputs.
 
@@ -71,6 +73,8 @@ def certify(
         theorems: compute the cells' theorem columns (proof method, 1 head).
         batch_size: inputs per forward (enumeration); at most this many regions per bound batch (proof,
             which also caps a batch at ~32 MiB per tensor).
+        progress: proof only: called after every batch with ``{"seconds", "boxes", "pending", "right",
+            "wrong", "pairs"}`` (pairs proven right / wrong so far); for a CLI's progress line.
 
     Raises:
         CertificateUnsupported: (a ``ValueError``) the model or request is not covered; one line.
@@ -95,6 +99,7 @@ def certify(
         max_regions=max_regions,
         theorems=theorems,
         batch_size=batch_size,
+        progress=progress,
     )
 
 

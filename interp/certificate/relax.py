@@ -196,6 +196,24 @@ def relu(g: Graph, x: int, lower: Tensor, upper: Tensor) -> int:
     return g.add(Op((x,), "diag", s, torch.zeros_like(s), torch.zeros_like(s), extra))
 
 
+def variance_bounds(g: Graph, c: int, exact: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Bounds on a centred node c [R, d] and on its variance V = mean(c²) over the set: (lower, upper [R, d],
+    V_lo, V_hi [R]). V_hi = mean(max(lb², ub²)); V_lo = max(mean(dist(0, [lb, ub])²), L₊²/d), L the lower
+    bound of ĝ·c with ĝ the unit centre of c's box (‖c‖ ≥ ĝ·c): proven, never assumed."""
+    d = g.sizes[c]
+    lower, upper = g.bounds(c, exact=exact)
+    var_hi = torch.maximum(lower.pow(2), upper.pow(2)).mean(1)
+    gap = torch.where(lower > 0, lower, torch.where(upper < 0, -upper, 0.0))
+    var_lo = gap.pow(2).mean(1)
+    centre = (lower + upper) / 2
+    direction = centre / centre.norm(dim=1, keepdim=True).clamp(min=1e-300)
+    along, _ = g.bounds(c, direction[:, None])
+    var_lo = torch.maximum(var_lo, along[:, 0].clamp(min=0).pow(2) / d)
+    if "assume_ln_variance" in MUTATIONS:  # mutation: a floor (half the upper bound) assumed, not proven
+        var_lo = torch.maximum(var_lo, var_hi / 2)
+    return lower, upper, var_lo * (1 - RELATIVE_SLACK), var_hi * (1 + RELATIVE_SLACK)
+
+
 def layer_norm(g: Graph, x: int, norm: Norm, mag: Tensor, exact: bool = True) -> tuple[int, Tensor, Tensor]:
     """LayerNorm of node x (mag [R, d] bounds |x|). Returns (node, lower, upper) of its output.
 
@@ -207,18 +225,7 @@ def layer_norm(g: Graph, x: int, norm: Norm, mag: Tensor, exact: bool = True) ->
     d = g.sizes[x]
     eps_c = gamma(d + 1) * mag.mean(1, keepdim=True) + U32 * (mag + mag.mean(1, keepdim=True)) + ABSOLUTE
     c = g.add(Op((x,), "centre", None, torch.zeros_like(mag), -eps_c, eps_c))
-    lower, upper = g.bounds(c, exact=exact)
-    var_hi = torch.maximum(lower.pow(2), upper.pow(2)).mean(1)
-    gap = torch.where(lower > 0, lower, torch.where(upper < 0, -upper, 0.0))
-    var_lo = gap.pow(2).mean(1)
-    centre = (lower + upper) / 2
-    direction = centre / centre.norm(dim=1, keepdim=True).clamp(min=1e-300)
-    along, _ = g.bounds(c, direction[:, None])
-    var_lo = torch.maximum(var_lo, along[:, 0].clamp(min=0).pow(2) / d)
-    if "assume_ln_variance" in MUTATIONS:  # mutation: a floor (half the upper bound) assumed, not proven
-        var_lo = torch.maximum(var_lo, var_hi / 2)
-    var_hi = var_hi * (1 + RELATIVE_SLACK)
-    var_lo = var_lo * (1 - RELATIVE_SLACK)
+    lower, upper, var_lo, var_hi = variance_bounds(g, c, exact)
     s_lo, s_hi = var_lo + norm.eps, var_hi + norm.eps
     r_lo, r_hi = s_hi.rsqrt()[:, None], s_lo.rsqrt()[:, None]
     c_mag = torch.maximum(lower.abs(), upper.abs())
