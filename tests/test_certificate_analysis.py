@@ -439,3 +439,17 @@ def test_a_seq_len_beyond_the_encoding_is_the_frames_one_line(tmp_path, capsys):
         f"({N} positions)"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_progress_lines_are_throttled_and_round_the_bounds_on_their_safe_side():
+    from analyses.certificate.measure import progress_lines
+
+    lines: list[str] = []
+    report = progress_lines(lines.append, every=10.0)
+    state = {"boxes": 1600, "pending": 16000, "right": 1, "wrong": 1, "pairs": 3}
+    for seconds in (0.5, 4.0, 10.6, 12.0):
+        report({**state, "seconds": seconds})
+    assert len(lines) == 2  # at 0.5 s and 10.6 s
+    assert lines[0] == (
+        "proof: 0 s, 1,600 regions bounded, 16,000 pending; per-digit accuracy in [0.333333, 0.666667] so far"
+    )

@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 tolerance=args.tolerance,
                 theorems=not args.no_theorems,
+                progress=command.stderr_log(args),
             )
         except CertificateUnsupported as e:
             raise UserError(f"cannot certify {loaded.path}: {e}") from None

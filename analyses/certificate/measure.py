@@ -8,7 +8,7 @@ the flip mass at which sampled accuracy falls below each level along each patter
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,28 @@ def load_tolerance(path: str | Path) -> tuple[list[dict[str, Any]], str]:
     return thresholds, str(file.absolute())
 
 
+def progress_lines(log: Callable[[str], None], every: float = 10.0) -> Callable[[dict[str, Any]], None]:
+    """A ``progress`` callback for ``interp.certify`` that logs, at most every ``every`` seconds of the
+    proof, one line: seconds, regions bounded and pending, and the per-digit bounds proven so far
+    (right pairs / N·C^N below, 1 − wrong pairs / N·C^N above, each rounded on its safe side)."""
+    from analyses.frame.numbers import share
+
+    last = [-float("inf")]
+
+    def report(state: dict[str, Any]) -> None:
+        if state["seconds"] - last[0] < every:
+            return
+        last[0] = state["seconds"]
+        pairs = state["pairs"]
+        log(
+            f"proof: {state['seconds']:.0f} s, {state['boxes']:,} regions bounded, {state['pending']:,} "
+            f"pending; per-digit accuracy in [{share(state['right'], pairs, 'lower', 6)}, "
+            f"{share(pairs - state['wrong'], pairs, 'upper', 6)}] so far"
+        )
+
+    return report
+
+
 @records_source(ANALYSIS)
 def run(
     model: Any,
@@ -85,6 +107,7 @@ def run(
     batch_size: int = 8192,
     tolerance: str | Path | None = None,
     theorems: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> CertificateResult:
     """Certify ``model`` (one layer) over all C^N inputs (``interp.certify``) and package the result.
 
@@ -92,7 +115,7 @@ def run(
     ``budget_seconds``: the proof's branching budget; ``tolerance``: an ``analyses.tolerance`` output
     whose sampled thresholds are shown next to the theorem; ``theorems``: compute the cells' theorem
     columns (proof, one head; a bisection over every cell after the budget, minutes on the default
-    model). Raises
+    model); ``progress``: a function given a line about the proof's progress every 10 s. Raises
     ``interp.certificate.CertificateUnsupported`` (a ``ValueError``, one line) for a model the
     certificate does not cover.
     """
@@ -117,6 +140,7 @@ def run(
             max_regions=max_regions,
             batch_size=batch_size,
             theorems=bool(theorems),
+            progress=None if progress is None else progress_lines(progress),
         )
         examples, unconfirmed = recheck_examples(model, cert.wrong_examples)
     finally:
