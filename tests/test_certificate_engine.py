@@ -387,7 +387,7 @@ def test_regions_and_census_compression():
 
 def test_progress_reports_every_batch(models_):
     seen: list[dict] = []
-    certify(models_["post_sin_early"], method="proof", theorems=False, batch_size=64, progress=seen.append)
+    certify(models_["post_sin_trained"], method="proof", theorems=False, batch_size=16, progress=seen.append)
     assert len(seen) > 1 and all(a["boxes"] < b["boxes"] for a, b in zip(seen, seen[1:]))
     assert all(0 <= s["right"] + s["wrong"] <= s["pairs"] == 6 * 3**6 for s in seen)
 

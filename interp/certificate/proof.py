@@ -284,7 +284,7 @@ def prove(
     min_weight, guarantee = (None, None)
     unsupported = None
     if theorems and cfg.n_heads == 1:
-        min_weight, guarantee = _theorems(net, n, c, counter)
+        min_weight, guarantee = _theorems(net, n, c, counter, batch_size)
     elif theorems:
         unsupported = (
             f"the theorem columns are computed for 1 head only; this model has {cfg.n_heads} heads, and one "
@@ -488,7 +488,9 @@ def _examples(model: Any, regions: list[Region], n: int) -> list[dict[str, Any]]
     return examples
 
 
-def _theorems(net: Network, n: int, c: int, counter: Counter) -> tuple[list[float], list[float]]:
+def _theorems(
+    net: Network, n: int, c: int, counter: Counter, batch_size: int
+) -> tuple[list[float], list[float]]:
     """Per cell (in ``cell_sizes`` order), 1 head: the exact minimum weight on the flipped key over the
     cell's contexts, and the smallest weight w* (bisection, 14 steps) such that every attention with
     weight ≥ w* on the flipped key, the rest spread over the other allowed keys' values in any way, is
@@ -510,9 +512,13 @@ def _theorems(net: Network, n: int, c: int, counter: Counter) -> tuple[list[floa
     flipped_value = net.values[0, j, flipped]  # [R, dh]
 
     def proven(pi: Tensor) -> Tensor:
-        reach = Mixtures(flipped_value, net.values, others_mask, pi, counter)
-        lower, upper = margins(net, reach, query, own, flipped, counter)
-        return decide(lower, upper)[0]
+        out = []
+        for s in range(0, r, batch_size):
+            sl = slice(s, s + batch_size)
+            reach = Mixtures(flipped_value[sl], net.values, others_mask[sl], pi[sl], counter)
+            lower, upper = margins(net, reach, query[sl], own[sl], flipped[sl], counter)
+            out.append(decide(lower, upper)[0])
+        return torch.cat(out)
 
     ones = torch.ones(r, dtype=torch.float64)
     ok_at_one = proven(ones)
