@@ -409,3 +409,12 @@ def test_seeds_put_suspected_inputs_in_the_census_once(models_, proofs):
         alone.wrong_count_upper,
     )
     assert region_set(full.wrong_regions, 6, 3) == region_set(alone.wrong_regions, 6, 3)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_short_sequences_where_cells_have_few_free_keys(n):
+    """Cells with zero, one or two free keys (the first split takes two positions when it can)."""
+    model = make_model(seed=1, d_vocab=3, n_ctx=n, d_model=8)
+    truth, proof = certify(model, method="enumeration"), certify(model, method="proof")
+    assert proof.wrong_count_lower <= truth.wrong_count_lower <= proof.wrong_count_upper
+    assert proof.sequence_right_lower <= truth.sequence_right_lower <= proof.sequence_right_upper

@@ -254,9 +254,22 @@ def prove(
             unresolved_final += int(single.sum())
             split = open_ & (count > 1)
             if split.any():
-                children = _split(allowed[split], q_[split], order)
-                cq, ca, cb = (t[split].repeat_interleave(c) for t in (q_, a_, b_))
-                pending.append((cq, ca, cb, children))
+                # A whole cell is split on the flipped key's two neighbours at once (C² children): alone,
+                # one neighbour almost never decides a region of a trained model, and evaluating those C
+                # intermediate regions per cell cost most of a short budget.
+                whole = split & (restricted.sum(-1) <= 2)
+                for mask, times in ((split & ~whole, 1), (whole, 2)):
+                    if not mask.any():
+                        continue
+                    children, cq, ca, cb = allowed[mask], q_[mask], a_[mask], b_[mask]
+                    for step in range(times):
+                        free = (children.sum(-1) > 1).any(-1)  # a region with no free position stays
+                        if step and not free.all():
+                            pending.append((cq[~free], ca[~free], cb[~free], children[~free]))
+                            children, cq, ca, cb = children[free], cq[free], ca[free], cb[free]
+                        children = _split(children, cq, order)
+                        cq, ca, cb = (t.repeat_interleave(c) for t in (cq, ca, cb))
+                    pending.append((cq, ca, cb, children))
             if progress is not None:
                 progress(
                     {
