@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float, default=600.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--method", default="proof", choices=("auto", "proof", "enumeration"))
+    parser.add_argument("--no-theorems", action="store_true", help="skip the theorem columns")
+    parser.add_argument("--every", type=float, default=60.0, help="print the running bound every S seconds")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -34,7 +36,24 @@ def main() -> None:
     load = os.getloadavg()[0]
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.perf_counter()
-    cert = interp.certify(model, method=args.method, budget_seconds=args.budget_seconds)
+    marks = [args.every]
+
+    def progress(state: dict) -> None:
+        if state["seconds"] >= marks[0]:
+            marks[0] += args.every
+            low = state["right"] / state["pairs"]
+            print(
+                f"  {state['seconds']:7.0f} s  boxes {state['boxes']:>9,}  per-digit lower {low:.6f}",
+                flush=True,
+            )
+
+    cert = interp.certify(
+        model,
+        method=args.method,
+        budget_seconds=args.budget_seconds,
+        theorems=not args.no_theorems,
+        progress=progress,
+    )
     wall = time.perf_counter() - wall0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)

@@ -387,6 +387,34 @@ def test_regions_and_census_compression():
 
 def test_progress_reports_every_batch(models_):
     seen: list[dict] = []
-    certify(models_["post_sin_early"], method="proof", theorems=False, batch_size=64, progress=seen.append)
+    certify(models_["post_sin_trained"], method="proof", theorems=False, batch_size=16, progress=seen.append)
     assert len(seen) > 1 and all(a["boxes"] < b["boxes"] for a, b in zip(seen, seen[1:]))
     assert all(0 <= s["right"] + s["wrong"] <= s["pairs"] == 6 * 3**6 for s in seen)
+
+
+def test_seeds_put_suspected_inputs_in_the_census_once(models_, proofs):
+    """Dives from wrong inputs find proven-wrong regions around them with no budget for the search; with
+    the full search the counts are those without seeds (no region counted twice)."""
+    model = models_["post_sin_early"]
+    wrong = sorted(wrong_set(model, 6))
+    seeds = [list(t) for t, _ in wrong[::200]]
+    quick = certify(model, method="proof", budget_seconds=0.0, theorems=False, seeds=seeds)
+    census = region_set(quick.wrong_regions, 6, 3)
+    assert census and census <= set(wrong) and quick.wrong_count_lower == len(census)
+    assert any(pair[0] in {tuple(s) for s in seeds} for pair in census)
+    full = certify(model, method="proof", theorems=False, seeds=seeds, max_regions=100_000)
+    alone = proofs["post_sin_early"]
+    assert (full.wrong_count_lower, full.wrong_count_upper) == (
+        alone.wrong_count_lower,
+        alone.wrong_count_upper,
+    )
+    assert region_set(full.wrong_regions, 6, 3) == region_set(alone.wrong_regions, 6, 3)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_short_sequences_where_cells_have_few_free_keys(n):
+    """Cells with zero, one or two free keys (the first split takes two positions when it can)."""
+    model = make_model(seed=1, d_vocab=3, n_ctx=n, d_model=8)
+    truth, proof = certify(model, method="enumeration"), certify(model, method="proof")
+    assert proof.wrong_count_lower <= truth.wrong_count_lower <= proof.wrong_count_upper
+    assert proof.sequence_right_lower <= truth.sequence_right_lower <= proof.sequence_right_upper

@@ -14,7 +14,7 @@ per-(query position, own digit, flipped digit) cell table. Two methods:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from interp.certificate.model_parts import check_supported, flops_per_position
@@ -59,6 +59,7 @@ def certify(
     theorems: bool = True,
     batch_size: int = 8192,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    seeds: Sequence[Sequence[int]] = (),
 ) -> Certificate:
     """Certify ``model`` (1 layer, eval mode) over all ``num_categories ** seq_len`` inputs.
 
@@ -75,6 +76,9 @@ def certify(
             which also caps a batch at ~32 MiB per tensor).
         progress: proof only: called after every batch with ``{"seconds", "boxes", "pending", "right",
             "wrong", "pairs"}`` (pairs proven right / wrong so far); for a CLI's progress line.
+        seeds: proof only: inputs suspected wrong (e.g. an adversary's finds); the proof first dives along
+            each one to the largest region around it proven wrong, so the census holds them whatever the
+            budget (counted once).
 
     Raises:
         CertificateUnsupported: (a ``ValueError``) the model or request is not covered; one line.
@@ -100,6 +104,7 @@ def certify(
         theorems=theorems,
         batch_size=batch_size,
         progress=progress,
+        seeds=seeds,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from interp.certificate.floats import EXP_ULPS
 from interp.certificate.model_parts import check_supported, flops_per_position
 from interp.certificate.network import Network, build_network
 from interp.certificate.relax import Contexts, Counter, Graph, Mixtures, Op, add, layer_norm, linear, relu
-from interp.certificate.result import Cell, Certificate, Region, cell_status, fraction
+from interp.certificate.result import Cell, Certificate, CertificateUnsupported, Region, cell_status, fraction
 
 # Intermediate bounds minimised exactly over Z (tighter) rather than over the box of z (cheaper), per
 # stage: LayerNorm inputs, MLP pre-activations, the head's ReLU inputs.
@@ -157,8 +157,14 @@ def prove(
     theorems: bool = True,
     batch_size: int = 8192,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    seeds: Sequence[Sequence[int]] = (),
 ) -> Certificate:
     """Certify ``model`` over all C^N inputs by branch and bound (see the module docstring).
+
+    ``seeds``: inputs suspected wrong (e.g. an adversary's); for each seed and output position the proof
+    first dives along the seed's path (its digits fixed in branch order, one position more per step) to
+    the largest region proven wrong around it, so the census finds them whatever the budget; such a
+    region is counted once, whether or not the breadth-first search reaches it.
 
     ``progress``, if given, is called after every batch with ``{"seconds", "boxes", "pending",
     "right", "wrong", "pairs"}`` (pairs proven right / wrong so far, of ``pairs`` = N·C^N).
@@ -194,6 +200,15 @@ def prove(
     max_depth = 0
     unresolved_final = 0
     budget_exhausted = False
+    dives, dived = _dive(net, seeds, order, c, counter, batch_size) if seeds else ({}, 0)
+    boxes += dived
+    ancestors: dict[tuple[int, tuple[int, ...]], list[tuple[int, tuple[int, ...]]]] = {}
+    for key in dives:
+        i, prefix = key
+        for k in range(1, len(prefix) + 1):
+            ancestors.setdefault((i, prefix[:k]), []).append(key)
+    dive_cells = {(i * c + prefix[0]) * c + prefix[1 if len(prefix) > 1 else 0] for i, prefix in dives}
+    covered: set[tuple[int, tuple[int, ...]]] = set()
     with torch.no_grad():
         while pending:
             if time.perf_counter() - start > budget_seconds:
@@ -205,11 +220,24 @@ def prove(
             lower, upper = margins(net, reach, q_, a_, b_, counter)
             right, wrong = decide(lower, upper)
             wrong = wrong & ~right
+            cell = (q_ * c + a_) * c + b_
+            if (
+                dives
+            ):  # regions on a dive's path: a dive region itself is wrong (proven); never split below it
+                for r_ in [r for r, k in enumerate(cell.tolist()) if k in dive_cells]:
+                    key = _prefix_key(allowed[r_], int(q_[r_]), order)
+                    if key in dives:
+                        wrong[r_], right[r_] = True, False
+                    if bool(right[r_] or wrong[r_]) and key in ancestors:
+                        if bool(right[r_]):
+                            raise RuntimeError(
+                                "soundness check failed: a region proven right holds a dive's wrong region"
+                            )
+                        covered.update(ancestors[key])
             sizes_ = allowed.sum(-1)  # [R, N] digits allowed per position
             count = sizes_.prod(-1)  # inputs per region (≤ C^N, fits int64 for C^N < 9.2e18)
             restricted = sizes_ < c
             max_depth = max(max_depth, int(restricted.sum(-1).max()))
-            cell = (q_ * c + a_) * c + b_
             right_count.index_add_(0, cell[right], count[right])
             wrong_count.index_add_(0, cell[wrong], count[wrong])
             decided = right | wrong
@@ -226,9 +254,22 @@ def prove(
             unresolved_final += int(single.sum())
             split = open_ & (count > 1)
             if split.any():
-                children = _split(allowed[split], q_[split], order)
-                cq, ca, cb = (t[split].repeat_interleave(c) for t in (q_, a_, b_))
-                pending.append((cq, ca, cb, children))
+                # A whole cell is split on the flipped key's two neighbours at once (C² children): alone,
+                # one neighbour almost never decides a region of a trained model, and evaluating those C
+                # intermediate regions per cell cost most of a short budget.
+                whole = split & (restricted.sum(-1) <= 2)
+                for mask, times in ((split & ~whole, 1), (whole, 2)):
+                    if not mask.any():
+                        continue
+                    children, cq, ca, cb = allowed[mask], q_[mask], a_[mask], b_[mask]
+                    for step in range(times):
+                        free = (children.sum(-1) > 1).any(-1)  # a region with no free position stays
+                        if step and not free.all():
+                            pending.append((cq[~free], ca[~free], cb[~free], children[~free]))
+                            children, cq, ca, cb = children[free], cq[free], ca[free], cb[free]
+                        children = _split(children, cq, order)
+                        cq, ca, cb = (t.repeat_interleave(c) for t in (cq, ca, cb))
+                    pending.append((cq, ca, cb, children))
             if progress is not None:
                 progress(
                     {
@@ -240,6 +281,14 @@ def prove(
                         "pairs": n * c**n,
                     }
                 )
+    for key, dive in dives.items():  # dive regions no decided breadth-first region holds: count them
+        if key not in covered:
+            i, prefix = key
+            right_cell = (i * c + prefix[0]) * c + prefix[1 if len(prefix) > 1 else 0]
+            wrong_count[right_cell] += dive["count"]
+            wrong_allowed.append(dive["allowed"][None])
+            wrong_query.append(torch.tensor([i]))
+            stored_wrong += 1
     left = sum(len(p[0]) for p in pending)
     sizes = cell_sizes(n, c)
     cell_right = [int(x) for x in right_count.tolist()]
@@ -248,7 +297,7 @@ def prove(
     min_weight, guarantee = (None, None)
     unsupported = None
     if theorems and cfg.n_heads == 1:
-        min_weight, guarantee = _theorems(net, n, c, counter)
+        min_weight, guarantee = _theorems(net, n, c, counter, batch_size)
     elif theorems:
         unsupported = (
             f"the theorem columns are computed for 1 head only; this model has {cfg.n_heads} heads, and one "
@@ -334,6 +383,67 @@ def _regions(allowed: list[Tensor], query: list[Tensor], n: int, c: int, max_reg
     return out
 
 
+def _prefix_key(allowed: Tensor, query: int, order: Tensor) -> tuple[int, tuple[int, ...]]:
+    """(query, digits of the fixed positions in branch order) of a region [N, C] fixed along its order."""
+    digits = []
+    for p in order[query].tolist():
+        row = allowed[p]
+        if int(row.sum()) != 1:
+            break
+        digits.append(int(row.float().argmax()))
+    return query, tuple(digits)
+
+
+def _dive(
+    net: Network, seeds: Sequence[Sequence[int]], order: Tensor, c: int, counter: Counter, batch_size: int
+) -> tuple[dict[tuple[int, tuple[int, ...]], dict[str, Any]], int]:
+    """For every seed and output position, the shallowest region along the seed's path (positions fixed in
+    branch order) proven wrong, if any before one is proven right: ({key: {"allowed", "count"}}, regions
+    evaluated)."""
+    n = net.seq_len
+    rows, keys = [], []
+    for seed in seeds:
+        tokens = [int(t) for t in seed]
+        if len(tokens) != n or not all(0 <= t < c for t in tokens):
+            raise CertificateUnsupported(f"seed {tokens} is not a sequence of {n} digits 0..{c - 1}")
+        for i in range(n):
+            path = order[i].tolist()
+            start = 1 if path[0] == n - 1 - i else 2
+            for k in range(start, n + 1):
+                allowed = torch.ones(n, c, dtype=torch.bool)
+                for p in path[:k]:
+                    allowed[p] = False
+                    allowed[p, tokens[p]] = True
+                rows.append(allowed)
+                keys.append((i, tuple(tokens[p] for p in path[:k])))
+    out: dict[tuple[int, tuple[int, ...]], dict[str, Any]] = {}
+    if not rows:
+        return out, 0
+    allowed_all = torch.stack(rows)
+    query = torch.tensor([k[0] for k in keys])
+    verdicts = []
+    for s in range(0, len(rows), batch_size):
+        sl = slice(s, s + batch_size)
+        q, al = query[sl], allowed_all[sl]
+        own = al[torch.arange(len(q)), q].float().argmax(-1)
+        flipped = al[torch.arange(len(q)), n - 1 - q].float().argmax(-1)
+        lower, upper = margins(
+            net, Contexts(net.weights[q, own], net.values, al, counter), q, own, flipped, counter
+        )
+        right, wrong = decide(lower, upper)
+        verdicts += list(zip(right.tolist(), wrong.tolist()))
+    done: set[tuple[int, tuple[int, ...]]] = set()  # decided regions: nothing below them is dived
+    for key, allowed, (right, wrong) in zip(keys, rows, verdicts):
+        i, prefix = key
+        if any((i, prefix[:k]) in done for k in range(1, len(prefix) + 1)):
+            continue
+        if wrong and not right:
+            out[key] = {"allowed": allowed, "count": int(allowed.sum(-1).prod())}
+        if wrong or right:
+            done.add(key)
+    return out, len(rows)
+
+
 def _next_batch(
     pending: deque[tuple[Tensor, Tensor, Tensor, Tensor]], batch_size: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -391,7 +501,9 @@ def _examples(model: Any, regions: list[Region], n: int) -> list[dict[str, Any]]
     return examples
 
 
-def _theorems(net: Network, n: int, c: int, counter: Counter) -> tuple[list[float], list[float]]:
+def _theorems(
+    net: Network, n: int, c: int, counter: Counter, batch_size: int
+) -> tuple[list[float], list[float]]:
     """Per cell (in ``cell_sizes`` order), 1 head: the exact minimum weight on the flipped key over the
     cell's contexts, and the smallest weight w* (bisection, 14 steps) such that every attention with
     weight ≥ w* on the flipped key, the rest spread over the other allowed keys' values in any way, is
@@ -413,9 +525,13 @@ def _theorems(net: Network, n: int, c: int, counter: Counter) -> tuple[list[floa
     flipped_value = net.values[0, j, flipped]  # [R, dh]
 
     def proven(pi: Tensor) -> Tensor:
-        reach = Mixtures(flipped_value, net.values, others_mask, pi, counter)
-        lower, upper = margins(net, reach, query, own, flipped, counter)
-        return decide(lower, upper)[0]
+        out = []
+        for s in range(0, r, batch_size):
+            sl = slice(s, s + batch_size)
+            reach = Mixtures(flipped_value[sl], net.values, others_mask[sl], pi[sl], counter)
+            lower, upper = margins(net, reach, query[sl], own[sl], flipped[sl], counter)
+            out.append(decide(lower, upper)[0])
+        return torch.cat(out)
 
     ones = torch.ones(r, dtype=torch.float64)
     ok_at_one = proven(ones)
