@@ -5,8 +5,9 @@ The circuit tools (``interp.circuits``: QK/OV FactoredMatrix, the exact split of
 positional scores, swap effects; ``interp.residual``: the frozen-LayerNorm decomposition of the
 residual stream) import TransformerLens, which takes seconds, so their names below are imported on
 first use, and so are the tools of issue 14 (``interp.pattern_families``, ``tolerance``, ``thresholds``,
-``tolerance_verdict``, ``readout``, ``adversarial``, ``interchange``), which most users of the
-metrics never need. ``interp.plotting`` (matplotlib) is not imported here at all.
+``tolerance_verdict``, ``readout``, ``adversarial``, ``interchange``) and the certificate of issue 26
+(``interp.certify``), which most users of the metrics never need. ``interp.plotting`` (matplotlib) is
+not imported here at all.
 """
 
 import importlib
@@ -60,6 +61,8 @@ _LAZY = {
         "swap_effect",
     )
 } | {name: "interp.residual" for name in ("frozen_ln_decomposition", "removal_error", "decomposition_hooks")}
+# Certified accuracy over all C^N inputs (issue 26).
+_LAZY |= {name: "interp.certificate" for name in ("certify", "Certificate", "CertificateUnsupported")}
 # Tolerance of approximate attention, the readout rule and interchange interventions (issue 14).
 _LAZY |= {
     name: module

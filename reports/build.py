@@ -2,6 +2,7 @@
 
     python -m reports.build [--checkpoint PATH] [--out DIR] [--only A,B] [--skip A] [--seed S]
                             [--num-sequences N] [--n-heads H] [--name NAME] [--jobs J] [--svg]
+                            [--certificate-budget S] [--certificate-theorems]
     python -m reports.build --index DIR [DIR ...] [--out DIR]
 
 The first form runs every analysis of :data:`reports.pipeline.ANALYSES` on the model (the default
@@ -120,6 +121,8 @@ def build_report(
     name: str | None = None,
     jobs: int = 1,
     svg: bool = False,
+    certificate_budget: float = pipeline.CERTIFICATE_BUDGET,
+    certificate_theorems: bool = False,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -127,7 +130,9 @@ def build_report(
 
     ``only`` / ``skip`` choose analyses by name; ``jobs`` > 1 runs analyses in that many forked worker
     processes (set ``torch.set_num_threads(1)`` before, as the CLI does); ``svg`` also writes every
-    analysis' figures as SVG (the page inlines the PNGs). ``command`` is recorded as
+    analysis' figures as SVG (the page inlines the PNGs). ``certificate_budget`` is the seconds the
+    certificate's proof may branch (the section names it); ``certificate_theorems`` adds its theorem
+    columns (minutes more on the default model). ``command`` is recorded as
     the command line (None: built from Python). Raises ``ValueError`` / ``UserError`` for bad input
     before anything is written.
     """
@@ -141,6 +146,12 @@ def build_report(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{label} must be an integer ≥ {low}, got {value!r}")
+    if isinstance(certificate_budget, bool) or not (
+        isinstance(certificate_budget, int | float) and 0 < certificate_budget < float("inf")
+    ):
+        raise ValueError(
+            f"--certificate-budget must be a positive number of seconds, got {certificate_budget!r}"
+        )
     if not str(out).strip():
         raise UserError("--out is empty: name the report folder")
     out = Path(out).expanduser().absolute()
@@ -161,7 +172,22 @@ def build_report(
     staging, created = _prepare_out(out)
     try:
         sections, tasks = _plan(
-            out, staging, loaded, selected, seed, num_sequences, n_heads, svg, command, say
+            out,
+            staging,
+            loaded,
+            selected,
+            seed,
+            num_sequences,
+            n_heads,
+            svg,
+            command,
+            say,
+            {
+                "certificate": {
+                    "budget_seconds": float(certificate_budget),
+                    "theorems": bool(certificate_theorems),
+                }
+            },
         )
         pipeline.run_tasks(tasks, model, jobs, say)
 
@@ -231,9 +257,11 @@ def _plan(
     svg: bool,
     command: str | None,
     say: Callable[[str], None],
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[AnalysisSection], list[pipeline.Task]]:
     """A section per analysis (skipped, not applicable, reused from ``out``, or to be computed) and
-    the tasks that compute the last kind into ``staging``."""
+    the tasks that compute the last kind into ``staging``; ``overrides`` replaces some of an analysis'
+    run arguments (analysis → {argument: value})."""
     cfg, config = loaded.model.cfg, _config(loaded.model.cfg)
     sections, tasks = [], []
     for analysis, spec in pipeline.ANALYSES.items():
@@ -245,12 +273,13 @@ def _plan(
         if reason:
             section.status = f"not applicable: {reason}"
             continue
+        run_kwargs = {**spec.kwargs, **(overrides or {}).get(analysis, {})}
         expected = {
             "checkpoint_sha256": loaded.sha256,
             "config": config,
             "seed": seed,
             "num_sequences": num_sequences,
-            "run_kwargs": dict(spec.kwargs),
+            "run_kwargs": run_kwargs,
         }
         if pipeline.reusable(out / analysis, analysis, expected, svg=svg):
             section.status, section.figures_dir = "reused", out / analysis / "figures"
@@ -265,13 +294,21 @@ def _plan(
             seed=seed,
             num_sequences=num_sequences,
             from_cli=False,
-            run_kwargs=dict(spec.kwargs),
+            run_kwargs=dict(run_kwargs),
             built_by="reports.build",
         )
         provenance["command"] = command
         tasks.append(
             pipeline.Task(
-                analysis, staging / analysis, loaded.path, n_heads, num_sequences, seed, provenance, svg
+                analysis,
+                staging / analysis,
+                loaded.path,
+                n_heads,
+                num_sequences,
+                seed,
+                provenance,
+                svg,
+                kwargs=dict(run_kwargs),
             )
         )
     return sections, tasks
@@ -358,6 +395,20 @@ def build_parser() -> arguments.ArgumentParser:
     )
     p.add_argument("--svg", action="store_true", help="also write every analysis' figures as SVG")
     p.add_argument(
+        "--certificate-budget",
+        type=arguments.positive_seconds,
+        default=pipeline.CERTIFICATE_BUDGET,
+        metavar="S",
+        help=f"seconds the certificate's proof may branch (default {pipeline.CERTIFICATE_BUDGET:g}; "
+        "python -m analyses.certificate's own default is 600)",
+    )
+    p.add_argument(
+        "--certificate-theorems",
+        action="store_true",
+        help="also compute the certificate's theorem columns (a bisection over every cell: minutes more on "
+        "the default model)",
+    )
+    p.add_argument(
         "--index", nargs="+", type=arguments.path_arg, metavar="DIR", help="report folders to compare"
     )
     return p
@@ -399,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=args.name,
             jobs=args.jobs,
             svg=args.svg,
+            certificate_budget=args.certificate_budget,
+            certificate_theorems=args.certificate_theorems,
             command=shlex.join(map(str, words)),
             log=lambda message: print(message, file=sys.stderr),  # noqa: T201
         )

@@ -30,6 +30,7 @@ from analyses.frame.html import CAPTIONS_FILE
 from machine.processes import die_with_parent
 
 DEFAULT_RESAMPLES = 1000
+CERTIFICATE_BUDGET = 60.0  # seconds of the proof's branching in a report build (the CLI's default is 600)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,16 @@ class AnalysisSpec:
     cost: float  # relative run time, only for scheduling the slow ones first
     title: str
     not_applicable: Callable[[Any], str | None] = field(default=lambda cfg: None)  # cfg → reason or None
+    sampled: bool = True  # run() takes num_sequences= and seed= (the certificate samples nothing)
+
+
+def _not_one_layer(cfg: Any) -> str | None:
+    if cfg.n_layers != 1:
+        return (
+            f"the certificate covers 1-layer models only; this model has {cfg.n_layers} layers, and beyond "
+            "the first layer a key depends on every position, not on its own (position, digit) alone"
+        )
+    return None
 
 
 def _no_positions(cfg: Any) -> str | None:
@@ -92,6 +103,17 @@ ANALYSES: dict[str, AnalysisSpec] = {
     "interchange": AnalysisSpec(
         "analyses.interchange", {"bootstrap_resamples": DEFAULT_RESAMPLES}, 2.0, "Interchange interventions"
     ),
+    # Over all C^N inputs, not a sample: the proof's branching gets CERTIFICATE_BUDGET seconds (reports.build
+    # --certificate-budget); what is undecided then stays between the bounds, and the section says so. The
+    # theorem columns (minutes more on the default model) only with reports.build --certificate-theorems.
+    "certificate": AnalysisSpec(
+        "analyses.certificate",
+        {"method": "auto", "budget_seconds": CERTIFICATE_BUDGET, "theorems": False},
+        6.0,
+        "Certificate over all inputs",
+        _not_one_layer,
+        sampled=False,
+    ),
 }
 
 
@@ -107,10 +129,15 @@ class Task:
     seed: int
     provenance: dict[str, Any]
     svg: bool = False  # figures as SVG too
+    kwargs: dict[str, Any] | None = None  # run()'s extra arguments (None: the spec's)
 
     @property
     def spec(self) -> AnalysisSpec:
         return ANALYSES[self.name]
+
+    @property
+    def run_kwargs(self) -> dict[str, Any]:
+        return dict(self.spec.kwargs if self.kwargs is None else self.kwargs)
 
 
 def parse_names(values: list[str] | None, option: str) -> list[str]:
@@ -205,7 +232,8 @@ def run_task(task: Task, model: Any = None) -> float:
         model = _INHERITED.get("model") or resolve_model(task.checkpoint, n_heads=task.n_heads).model
     module = importlib.import_module(task.spec.module)
     with _quiet_progress_bars():
-        result = module.run(model, num_sequences=task.num_sequences, seed=task.seed, **task.spec.kwargs)
+        sampling = {"num_sequences": task.num_sequences, "seed": task.seed} if task.spec.sampled else {}
+        result = module.run(model, **sampling, **task.run_kwargs)
     result.provenance = task.provenance
     module.write_outputs(result, task.out, svg=task.svg)
     return time.perf_counter() - started

@@ -14,7 +14,9 @@
 - ``tolerance_verdict``: the label of tolerance's verdict on the tutorial's first sentence
   ("approximate, noisy attention"), its head, the smallest 99% margin and its family;
 - ``interchange``: the conclusion against the reverse program, the IIA of every site
-  (``iia_table``) and the selector head ("the reverse selector lives in head h", or why not).
+  (``iia_table``) and the selector head ("the reverse selector lives in head h", or why not);
+- ``certificate``: the certified lower and upper bounds on per-digit and whole-sequence accuracy over
+  all C^N inputs (proven or enumerated, never sampled), the method, the proof's budget and the verdict.
 
 Every estimate is the analysis' ``{"mean", "ci_low", "ci_high"}`` object. ``summary.json`` (written by
 ``reports.build`` next to report.html, read by ``reports.index``) stores this dict.
@@ -126,10 +128,26 @@ def _interchange(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _certificate(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "per_digit": doc["per_digit"],
+        "sequence": doc["sequence"],
+        "inputs": doc["inputs"],
+        "pairs": doc["pairs"],
+        "method": doc["method"],
+        "budget_seconds": doc["settings"]["budget_seconds"],
+        "resolved": doc["resolved"],
+        "wrong_pairs": doc["census"]["wrong_pairs"],
+        "seconds": doc["compute"]["seconds"],
+        "regime": doc["regime"],
+        "verdict": doc["verdict"]["bounds"],
+    }
+
+
 def key_metrics(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """``{"accuracy", "flip_mass", "pe_zero_accuracy", "qk_verdict", "top_head", "tolerance_verdict",
-    "interchange"}``; None where the analysis that measures it is not among ``docs`` (analysis name →
-    metrics.json dict)."""
+    "interchange", "certificate"}``; None where the analysis that measures it is not among ``docs``
+    (analysis name → metrics.json dict)."""
     flip = _flip_head(docs["flip_alignment"]) if "flip_alignment" in docs else None
     return {
         "accuracy": _accuracy(docs),
@@ -139,4 +157,5 @@ def key_metrics(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "top_head": _top_head(docs["head_ablation"]) if "head_ablation" in docs else None,
         "tolerance_verdict": _tolerance(docs["tolerance"]) if "tolerance" in docs else None,
         "interchange": _interchange(docs["interchange"]) if "interchange" in docs else None,
+        "certificate": _certificate(docs["certificate"]) if "certificate" in docs else None,
     }

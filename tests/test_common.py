@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import figures_module, make_model, no_figures
 
+from analyses import certificate as cert
 from analyses import flip_alignment as fa
 from analyses import head_ablation as ha
 from analyses import interchange as ic
@@ -20,6 +21,7 @@ from analyses import qk_circuit as qk
 from analyses import tolerance as tol
 from analyses import training_dynamics as td
 from analyses import zoo_summary as zs
+from analyses.certificate import __main__ as cert_cli
 from analyses.flip_alignment import __main__ as fa_cli
 from analyses.frame import arguments, cli, command, files
 from analyses.head_ablation import __main__ as ha_cli
@@ -97,9 +99,10 @@ def test_every_analysis_has_the_shared_flags_with_the_same_help():
         ic: (),
         td: ("--checkpoint", "--n-heads", "--seq-len"),
         zs: ("--checkpoint", "--n-heads", "--seq-len"),
+        cert: ("--num-sequences", "--seed", "--bootstrap-resamples"),  # every input, nothing sampled
     }
     clis = {fa: fa_cli, qk: qk_cli, pa: pa_cli, ha: ha_cli, lg: lg_cli, td: td_cli, zs: zs_cli}
-    clis |= {tol: tol_cli, ic: ic_cli}
+    clis |= {tol: tol_cli, ic: ic_cli, cert: cert_cli}
     for module, missing in per_analysis.items():
         actions = _actions(clis[module].build_parser())
         assert clis[module].build_parser().prog == f"python -m analyses.{module.ANALYSIS}"

@@ -30,6 +30,12 @@ from reports.summary import key_metrics
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = "<script>alert(1)</script>"
 NUM = 48  # sequences per analysis: enough for every analysis, small enough for seconds
+# The checkpoint has two layers, which the certificate does not cover: its section says why, no folder.
+RUN = [a for a in pipeline.ANALYSES if a != "certificate"]
+NOT_APPLICABLE = {
+    "certificate": "not applicable: the certificate covers 1-layer models only; this model has 2 layers, and "
+    "beyond the first layer a key depends on every position, not on its own (position, digit) alone"
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +85,7 @@ def test_cli_writes_one_offline_page_with_every_section(built):
     assert re.search(r"wrote .*report\.html \(\d+\.\d\d MB\) in \d+\.\d s", done.stdout)
     assert "%|" not in done.stderr  # transformer_lens' progress bars are swallowed
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([*pipeline.ANALYSES, "report.html", "summary.json"])  # no staging left
+    assert names == sorted([*RUN, "report.html", "summary.json"])  # no staging left
     html = (out / "report.html").read_text()
     assert (out / "report.html").stat().st_size <= 5_000_000
     # offline: no external URL in any attribute, images are data URIs, scripts and styles inline
@@ -99,7 +105,7 @@ def test_cli_writes_one_offline_page_with_every_section(built):
         f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'" in html
     )
     # every figure of every analysis with its caption, except the example heatmaps the explorer shows
-    captions = {a: read_captions(out / a / "figures") for a in pipeline.ANALYSES}
+    captions = {a: read_captions(out / a / "figures") for a in RUN}
     examples = [k for k in captions["flip_alignment"] if k.startswith("example_attention_")]
     n_figures = sum(map(len, captions.values())) - len(examples)
     assert html.count("data:image/png;base64,") == html.count("<figcaption>") == n_figures > 10
@@ -127,7 +133,7 @@ def test_cli_writes_one_offline_page_with_every_section(built):
     assert order == sorted(order)
     sites = [s["site"] for s in json.loads((out / "interchange" / "metrics.json").read_text())["sites"]]
     assert sites == ["z", "attn_out", "resid_mid", "resid_pre", "z", "attn_out", "resid_mid"]  # 2 layers
-    assert summary.count("<tr>") == 1 + 8 + 1 + len(sites)  # header + 8 rows, header + one row per site
+    assert summary.count("<tr>") == 1 + 9 + 1 + len(sites)  # header + 9 rows, header + one row per site
 
 
 def test_the_lab_data_are_the_first_256_sequences_and_interps_head_means(built, checkpoint):
@@ -162,7 +168,7 @@ def test_run_name_and_paths_are_escaped_everywhere(built):
 def test_summary_json_carries_the_key_numbers_and_provenance(built, checkpoint):
     out, _ = built
     summary = json.loads((out / "summary.json").read_text())
-    docs = {a: json.loads((out / a / "metrics.json").read_text()) for a in pipeline.ANALYSES}
+    docs = {a: json.loads((out / a / "metrics.json").read_text()) for a in RUN}
     m = summary["metrics"]
     assert m["accuracy"] == {"estimate": docs["flip_alignment"]["accuracy"], "source": "flip_alignment"}
     assert m["pe_zero_accuracy"]["estimate"] == docs["pe_ablation"]["conditions"]["zero"]["accuracy"]
@@ -174,7 +180,10 @@ def test_summary_json_carries_the_key_numbers_and_provenance(built, checkpoint):
     assert summary["name"] == EVIL and summary["seed"] == 0 and summary["num_sequences"] == NUM
     assert summary["config"] == json.loads(json.dumps(load_model(checkpoint).cfg.to_dict()))  # the model's
     assert summary["config"]["n_layers"] == 2 and "reports.build" in summary["command"]
-    assert [a["status"] for a in summary["analyses"]] == ["computed"] * len(pipeline.ANALYSES)
+    assert {a["name"]: a["status"] for a in summary["analyses"]} == {
+        a: NOT_APPLICABLE.get(a, "computed") for a in pipeline.ANALYSES
+    }
+    assert m["certificate"] is None
     assert summary["report_bytes"] == (out / "report.html").stat().st_size
     for a, doc in docs.items():  # each analysis records how the report ran it
         prov = doc["provenance"]
@@ -188,13 +197,15 @@ def test_summary_json_carries_the_key_numbers_and_provenance(built, checkpoint):
 # --- reuse ----------------------------------------------------------------------------------------
 def test_rebuild_reuses_every_matching_result(built, checkpoint, tmp_path):
     out = copy_of(built[0], tmp_path)
-    before = {a: listing(out / a) for a in pipeline.ANALYSES}
+    before = {a: listing(out / a) for a in RUN}
     messages: list[str] = []
     build.build_report(checkpoint, out, num_sequences=NUM, name="again", log=messages.append)
-    assert sorted(messages) == sorted(f"{a}: reusing {out / a}" for a in pipeline.ANALYSES)
-    assert {a: listing(out / a) for a in pipeline.ANALYSES} == before
+    assert sorted(messages) == sorted(f"{a}: reusing {out / a}" for a in RUN)
+    assert {a: listing(out / a) for a in RUN} == before
     summary = json.loads((out / "summary.json").read_text())
-    assert [a["status"] for a in summary["analyses"]] == ["reused"] * len(pipeline.ANALYSES)
+    assert {a["name"]: a["status"] for a in summary["analyses"]} == {
+        a: NOT_APPLICABLE.get(a, "reused") for a in pipeline.ANALYSES
+    }
     assert summary["name"] == "again"
     assert "again" in (out / "report.html").read_text()
 

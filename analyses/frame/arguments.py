@@ -94,6 +94,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "non-negative")
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds (a budget)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def check_device(name: str) -> str:
     """The device name if torch can use it, else :class:`UserError` (before any work is done)."""
     from machine.devices import check_device as usable

@@ -76,6 +76,9 @@ def environment(*template_dirs: Path) -> jinja2.Environment:
     env.filters["num"] = _number
     env.filters["est"] = _estimate
     env.filters["pvalue"] = numbers.p_value
+    env.filters["bound"] = numbers.bound
+    env.filters["bounds"] = numbers.bounds
+    env.filters["share"] = numbers.share
     env.filters["pretty_json"] = lambda obj: json.dumps(obj, indent=2, sort_keys=True)
     env.filters["json_script"] = json_script
     return env

@@ -5,6 +5,9 @@
   ``1.000 [0.999, 1.000]``, never as a zero-width ``1.000 [1.000, 1.000]`` or a "within ±0.0005" that
   hides which side is open. Only an interval that really has zero width says so (``(zero-width CI)``);
   the toolkit's proportion intervals never do (``interp.proportions``).
+- :func:`bound`: a certified bound printed on its safe side — a lower bound rounded down, an upper bound
+  up — so the printed digits never claim more than was proven; :func:`bounds` prints ``[lower, upper]``
+  (or one number when they are equal);
 - :func:`p_value`: two significant digits, and ``< 1e-16`` at or below 1e-16 (``interp.paired.P_FLOOR``),
   where a p-value computed in double precision (as 1 − a CDF, or a normal tail) is no longer resolved;
   stored p-values are floored there, never 0.
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from interp.paired import P_FLOOR  # noqa: F401  (re-exported: reports read numbers.P_FLOOR)
 
@@ -48,3 +52,33 @@ def p_value(p: float | None) -> str:
     if not _finite(p):
         return "n/a"
     return "< 1e-16" if p <= P_FLOOR else f"{p:.2g}"
+
+
+def bound(value: float | None, side: str, digits: int = 6) -> str:
+    """``value`` at ``digits`` decimals rounded towards its safe side: ``side`` "lower" rounds down
+    (floor), "upper" rounds up (ceiling); exact decimal arithmetic on the float's binary value."""
+    if not _finite(value):
+        return "n/a"
+    if side not in ("lower", "upper"):
+        raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+    rounding = ROUND_FLOOR if side == "lower" else ROUND_CEILING
+    return f"{Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=rounding):f}"
+
+
+def share(count: int, total: int, side: str, digits: int = 4) -> str:
+    """The exact ratio ``count / total`` of two integers at ``digits`` decimals, rounded down (``side``
+    "lower") or up ("upper") in integer arithmetic: 998/1000 at 2 decimals is 0.99 / 1.00 ... and at 3
+    decimals 0.998 either way (a float division would give 0.99799… first)."""
+    if side not in ("lower", "upper"):
+        raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+    scale = 10**digits
+    scaled = -((-count * scale) // total) if side == "upper" else (count * scale) // total
+    whole, frac = divmod(scaled, scale)
+    return f"{whole}.{frac:0{digits}d}" if digits else str(whole)
+
+
+def bounds(lower: float | None, upper: float | None, digits: int = 6) -> str:
+    """``[lower, upper]`` (each on its safe side, :func:`bound`), or ``x (exact)`` when they are equal."""
+    if _finite(lower) and lower == upper:
+        return f"{lower!r} (exact)"
+    return f"[{bound(lower, 'lower', digits)}, {bound(upper, 'upper', digits)}]"

@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from analyses.frame import command
+from analyses.frame import arguments, command
 from analyses.frame.arguments import ArgumentParser, path_arg
 from analyses.frame.cli import UserError
 from analyses.zoo_summary import ANALYSIS, DEFAULT_OUT, OUTPUTS, ZooSummaryResult, run
@@ -30,6 +30,8 @@ from analyses.zoo_summary.engine import (
 )
 from analyses.zoo_summary.measure import DEFAULT_REFERENCE
 from analyses.zoo_summary.runs import discover
+
+CERTIFY_BUDGET = 60.0
 
 
 def build_parser() -> ArgumentParser:
@@ -59,6 +61,18 @@ def build_parser() -> ArgumentParser:
         metavar="A,B",
         type=_analysis_names,
         help="with --index: each run's report holds only these analyses (reports.build --only; default all)",
+    )
+    p.add_argument(
+        "--certify",
+        action="store_true",
+        help="also certify every 1-layer run's per-digit accuracy over all C^N inputs (interp.certify): "
+        "lower and upper bounds per run and over seeds",
+    )
+    p.add_argument(
+        "--certify-budget",
+        type=arguments.positive_seconds,
+        metavar="S",
+        help=f"seconds of proof per run with --certify (default {CERTIFY_BUDGET:g})",
     )
     g = p.add_argument_group("the engine (as python -m models.zoo)")
     g.add_argument(
@@ -135,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def compute(args: argparse.Namespace, folder: Path) -> ZooSummaryResult:
         if args.report_only and not args.index:
             raise UserError("--report-only chooses the analyses of --index's reports: add --index")
+        if args.certify_budget is not None and not args.certify:
+            raise UserError("--certify-budget is the budget of --certify: add --certify")
+        certify_budget = (args.certify_budget or CERTIFY_BUDGET) if args.certify else None
         engine = SummaryEngine(engine=args.engine, address=args.address, cpus_per_task=args.cpus_per_task)
         engine.check(args.device)
         discover(args.zoo)  # a wrong ZOO is said before Ray starts
@@ -146,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device=args.device,
                 progress=not args.quiet,
                 engine=engine,
+                certify_budget=certify_budget,
             )
             result.provenance = command.cli_provenance(
                 ANALYSIS,
@@ -155,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 checkpoint_sha256=None,
                 config={},
                 runs=[{"name": r.name, "sha256": r.sha256} for r in result.runs],
+                certify_budget=certify_budget,
             )
             if args.index:
                 result.index_page = build_index(result, args, folder, engine)

@@ -192,6 +192,7 @@ def _summarised(folder: Path, payload: dict[str, Any], summarise_run: Callable[.
             s["resamples"],
             s["confidence"],
             s["device"],
+            certify_budget=s.get("certify_budget"),
         )
     except UserError as e:
         return {"error": str(e)}

@@ -47,11 +47,13 @@ def run(
     device: str = "cpu",
     progress: bool = False,
     engine: SummaryEngine | None = None,
+    certify_budget: float | None = None,
 ) -> ZooSummaryResult:
     """Evaluate every finished run of ``zoo`` and summarise across seeds per architecture; ``progress``
     prints ``[i/n runs, ETA] run: evaluation`` to stderr as each run is done. ``engine`` runs the
     evaluations in this process (default) or as Ray tasks (:mod:`analyses.zoo_summary.engine`): the
-    same numbers either way."""
+    same numbers either way. ``certify_budget`` (seconds per run) also certifies every run's per-digit
+    accuracy over all C^N inputs (``interp.certify``)."""
     engine = SummaryEngine() if engine is None else engine
     engine.check(device)
     arguments.positive_ints(
@@ -67,6 +69,7 @@ def run(
         resamples=bootstrap_resamples,
         confidence=confidence,
         device=device,
+        certify_budget=None if certify_budget is None else float(certify_budget),
     )
     payloads = [evaluation_payload(folder, role, **settings) for folder, role in folders]
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None

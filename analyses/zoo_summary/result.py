@@ -48,7 +48,9 @@ DEFAULT_OUT = Path("out") / ANALYSIS
 MEASURED = ("accuracy", "zero_pe_accuracy", "flip_mass", "neighbour_mass", "flip_coverage")
 # ... and read from the run's metrics.json (training's own numbers, no evaluation CI).
 FROM_TRAINING = ("test_acc", "first_perfect_step", "steps", "fit_seconds", "fit_seconds_per_member")
-SUMMARISED = (*MEASURED, "first_perfect_step", "fit_seconds")
+# ... and certified over all C^N inputs (``--certify``; absent otherwise).
+CERTIFIED = ("certified_lower", "certified_upper")
+SUMMARISED = (*MEASURED, "first_perfect_step", "fit_seconds", *CERTIFIED)
 LABELS = {
     "accuracy": "held-out accuracy",
     "zero_pe_accuracy": "accuracy with PE zeroed",
@@ -58,6 +60,8 @@ LABELS = {
     "first_perfect_step": "steps to 100% val accuracy",
     "fit_seconds": "seconds of fitting (one value per ensemble: its wall time)",
     "fit_seconds_per_member": "seconds of fitting per member (ensemble wall time / members)",
+    "certified_lower": "certified per-digit accuracy, lower bound (all inputs)",
+    "certified_upper": "certified per-digit accuracy, upper bound (all inputs)",
 }
 
 
@@ -108,6 +112,7 @@ class RunSummary:
     sha256: str
     d_vocab: int
     d_model: int = 32
+    certified: dict[str, Any] = field(default_factory=dict)  # CERTIFIED bounds, method, seconds or reason
 
     @property
     def architecture(self) -> str:
@@ -116,7 +121,7 @@ class RunSummary:
     def value(self, metric: str) -> float:
         if metric in self.measured:
             return self.measured[metric].mean
-        value = self.training.get(metric)
+        value = self.certified.get(metric) if metric in CERTIFIED else self.training.get(metric)
         return math.nan if value is None else float(value)
 
 
@@ -203,6 +208,9 @@ class ZooSummaryResult(AnalysisResult):
             },
             "reference_values": {"uniform_mass": 1.0 / self.seq_len, "chance_accuracy": 1.0 / self.d_vocab},
             "labels": {k: LABELS[k] for k in SUMMARISED},
+            "certified": "per-digit accuracy bounds over all C^N inputs (interp.certify), seed-level values"
+            if any(r.certified for r in self.runs)
+            else None,
             "architectures": plain(self.architectures),
             "runs": [
                 {
@@ -214,6 +222,7 @@ class ZooSummaryResult(AnalysisResult):
                     "best_head": {"layer": r.best_head[0], "head": r.best_head[1]},
                     **{k: v.to_dict() for k, v in r.measured.items()},
                     "training": r.training,
+                    "certified": r.certified or None,
                     "sha256": r.sha256,
                     "mean_pattern": r.mean_pattern.tolist(),
                 }
@@ -237,6 +246,9 @@ class ZooSummaryResult(AnalysisResult):
                 add("run", r.architecture, r.name, k, {**e.to_dict(), "n": self.num_sequences})
             for k in FROM_TRAINING:
                 add("run", r.architecture, r.name, k, {"mean": r.training.get(k), "n": 1})
+            if r.certified:
+                for k in CERTIFIED:
+                    add("run", r.architecture, r.name, k, {"mean": r.certified.get(k), "n": 1})
         for a in self.architectures:
             for k, s in a.stats.items():
                 stats = plain(s)
@@ -262,6 +274,8 @@ class ZooSummaryResult(AnalysisResult):
         """The CLI's table: per architecture, median [order-statistic interval] over seeds, with the
         interval's exact coverage when it is below the confidence asked, and none with < 3 seeds."""
         shown = ("flip_mass", "neighbour_mass", "zero_pe_accuracy", "accuracy", "first_perfect_step")
+        if any(r.certified for r in self.runs):
+            shown += CERTIFIED
         head = f"{'architecture':<24}{'seeds':>6}" + "".join(f"{m:>30}" for m in shown)
         lines = [
             f"zoo summary: {len(self.runs)} runs, {self.num_sequences:,} sequences each; "

@@ -3,7 +3,9 @@
 Per run (every run on the same ``num_sequences`` random sequences, a bootstrap CI over them):
 accuracy and accuracy with the positional encoding zeroed; flip mass A[i, N−1−i] and neighbour mass
 (keys N−1−i ± 1, ± 2) of the best head (largest flip mass); flip coverage mean_i max_{l, h} A_{l,h}[i,
-N−1−i]. Plus the run's own training numbers from its metrics.json.
+N−1−i]. Plus the run's own training numbers from its metrics.json. With a certification budget
+(``zoo_summary --certify``): the certified lower and upper bounds on per-digit accuracy over all C^N
+inputs (``interp.certify``; 1-layer runs only, the reason recorded for others).
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ def summarise_run(
     resamples: int,
     confidence: float,
     device: str = "cpu",
+    certify_budget: float | None = None,
 ) -> RunSummary:
-    """Evaluate one finished run folder."""
+    """Evaluate one finished run folder (and certify it within ``certify_budget`` seconds, if given)."""
     try:
         model = load_model(folder / "model.pt", device=device)
     except CheckpointError as e:
@@ -132,4 +135,25 @@ def summarise_run(
         sha256=sha256_file(folder / "model.pt"),
         d_vocab=cfg.d_vocab,
         d_model=cfg.d_model,
+        certified={} if certify_budget is None else certified_bounds(model, certify_budget),
     )
+
+
+def certified_bounds(model: Any, budget_seconds: float) -> dict[str, Any]:
+    """``{"certified_lower", "certified_upper"}``: per-digit accuracy over all C^N inputs, certified by
+    ``interp.certify`` (method auto) within ``budget_seconds``, with the method and seconds; for a model
+    it does not cover, both None and the one-line ``reason``."""
+    import interp
+    from interp.certificate import CertificateUnsupported
+
+    try:
+        cert = interp.certify(model, budget_seconds=float(budget_seconds), theorems=False, max_examples=1)
+    except CertificateUnsupported as e:
+        return {"certified_lower": None, "certified_upper": None, "reason": str(e)}
+    return {
+        "certified_lower": cert.per_digit_lower,
+        "certified_upper": cert.per_digit_upper,
+        "method": cert.method,
+        "seconds": cert.seconds,
+        "budget_seconds": float(budget_seconds),
+    }

@@ -1,0 +1,158 @@
+"""``run``: certify a model over all C^N inputs with ``interp.certify``, re-check its wrong examples with
+the model's own forward, and attach ``analyses.tolerance``'s sampled thresholds when given.
+
+The tolerance thresholds are read from that analysis' metrics.json (analyses never import each other):
+the flip mass at which sampled accuracy falls below each level along each pattern family.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analyses.certificate.result import ANALYSIS, DEFAULT_BUDGET_SECONDS, METHODS, CertificateResult
+from analyses.frame import arguments
+from analyses.frame.cli import UserError
+from analyses.frame.loading import as_model, records_source
+
+TOLERANCE_FILE = "metrics.json"
+
+
+def recheck_examples(model: Any, examples: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """(the examples the model's float32 forward confirms wrong, how many it did not).
+
+    Example k is ``{"tokens": [N digits], "position": i}``; it is confirmed when the logit of the target
+    t_{N−1−i} at output i is not strictly above every other logit (an argmax tie is wrong). Each input is
+    run on its own (batch of one), as a user would check it.
+    """
+    from interp.certificate.enumerate import right_positions
+
+    confirmed, unconfirmed = [], 0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for example in examples:
+            tokens = torch.tensor([list(example["tokens"])], dtype=torch.int64)
+            logits = model(tokens.to(device)).float().cpu()
+            if not bool(right_positions(logits, tokens)[0, int(example["position"])]):
+                confirmed.append(
+                    {"tokens": [int(t) for t in example["tokens"]], "position": int(example["position"])}
+                )
+            else:
+                unconfirmed += 1
+    return confirmed, unconfirmed
+
+
+def load_tolerance(path: str | Path) -> tuple[list[dict[str, Any]], str]:
+    """The accuracy thresholds of an ``analyses.tolerance`` output (its folder or its metrics.json):
+    ``[{"family", "level", "flip_mass": {"mean", "ci_low", "ci_high", "below_range", "above_range"},
+    "status"}]`` and the file read. ``UserError`` (one line naming the path) when it is not one."""
+    path = Path(path).expanduser()
+    file = path / TOLERANCE_FILE if path.is_dir() else path
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"--tolerance {path}: cannot read a tolerance metrics.json ({type(e).__name__})"
+        ) from None
+    if not isinstance(document, dict) or document.get("analysis") != "tolerance":
+        raise UserError(f"--tolerance {path}: not the metrics.json of python -m analyses.tolerance")
+    thresholds = [
+        {
+            "family": t["family"],
+            "level": t["level"],
+            "flip_mass": t["flip_mass"],
+            "status": t["status"],
+        }
+        for t in document.get("thresholds", [])
+        if t.get("statistic") == "accuracy"
+    ]
+    return thresholds, str(file.absolute())
+
+
+def progress_lines(log: Callable[[str], None], every: float = 10.0) -> Callable[[dict[str, Any]], None]:
+    """A ``progress`` callback for ``interp.certify`` that logs, at most every ``every`` seconds of the
+    proof, one line: seconds, regions bounded and pending, and the per-digit bounds proven so far
+    (right pairs / N·C^N below, 1 − wrong pairs / N·C^N above, each rounded on its safe side)."""
+    from analyses.frame.numbers import share
+
+    last = [-float("inf")]
+
+    def report(state: dict[str, Any]) -> None:
+        if state["seconds"] - last[0] < every:
+            return
+        last[0] = state["seconds"]
+        pairs = state["pairs"]
+        log(
+            f"proof: {state['seconds']:.0f} s, {state['boxes']:,} regions bounded, {state['pending']:,} "
+            f"pending; per-digit accuracy in [{share(state['right'], pairs, 'lower', 6)}, "
+            f"{share(pairs - state['wrong'], pairs, 'upper', 6)}] so far"
+        )
+
+    return report
+
+
+@records_source(ANALYSIS)
+def run(
+    model: Any,
+    seq_len: int | None = None,
+    *,
+    method: str = "auto",
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+    max_examples: int = 20,
+    max_regions: int = 1000,
+    batch_size: int = 8192,
+    tolerance: str | Path | None = None,
+    theorems: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> CertificateResult:
+    """Certify ``model`` (one layer) over all C^N inputs (``interp.certify``) and package the result.
+
+    ``method``: ``"auto"`` (enumeration when it is cheaper, else the proof) or ``"proof"``;
+    ``budget_seconds``: the proof's branching budget; ``tolerance``: an ``analyses.tolerance`` output
+    whose sampled thresholds are shown next to the theorem; ``theorems``: compute the cells' theorem
+    columns (proof, one head; a bisection over every cell after the budget, minutes on the default
+    model); ``progress``: a function given a line about the proof's progress every 10 s. Raises
+    ``interp.certificate.CertificateUnsupported`` (a ``ValueError``, one line) for a model the
+    certificate does not cover.
+    """
+    import interp
+
+    model = as_model(model)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not budget_seconds > 0:
+        raise ValueError(f"budget_seconds must be positive, got {budget_seconds!r}")
+    arguments.positive_ints(max_examples=max_examples, max_regions=max_regions, batch_size=batch_size)
+    thresholds, source = load_tolerance(tolerance) if tolerance is not None else (None, None)
+    was_training = model.training
+    model.eval()
+    try:
+        cert = interp.certify(
+            model,
+            seq_len,
+            method=method,
+            budget_seconds=float(budget_seconds),
+            max_examples=max_examples,
+            max_regions=max_regions,
+            batch_size=batch_size,
+            theorems=bool(theorems),
+            progress=None if progress is None else progress_lines(progress),
+        )
+        examples, unconfirmed = recheck_examples(model, cert.wrong_examples)
+    finally:
+        model.train(was_training)
+    return CertificateResult(
+        certificate=cert.to_dict(),
+        method_requested=method,
+        budget_seconds=float(budget_seconds),
+        wrong_examples=examples,
+        examples_unconfirmed=unconfirmed,
+        tolerance=thresholds,
+        tolerance_source=source,
+        config=model.cfg.to_dict(),
+        theorems=bool(theorems),
+    )

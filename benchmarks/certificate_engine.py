@@ -1,0 +1,76 @@
+"""The certificate engine on one model: bounds, census size, seconds and FLOPs against brute force.
+
+    python benchmarks/certificate_engine.py [--checkpoint PATH] [--budget-seconds S] [--threads T]
+
+Prints the per-digit and sequence bounds, the wrong-pair bounds, the regions bounded, wall and CPU
+seconds, the 1-minute load average before the run, the estimated FLOPs and brute force's
+(N·C^N position evaluations) and their ratio. On a shared machine the seconds are not comparable
+between runs; the FLOP ratio is. Without ``--checkpoint``: the cached default model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--budget-seconds", type=float, default=600.0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--method", default="proof", choices=("auto", "proof", "enumeration"))
+    parser.add_argument("--no-theorems", action="store_true", help="skip the theorem columns")
+    parser.add_argument("--every", type=float, default=60.0, help="print the running bound every S seconds")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import interp
+    import models
+
+    model = models.load_model(args.checkpoint) if args.checkpoint else models.load_model()
+    load = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall0 = time.perf_counter()
+    marks = [args.every]
+
+    def progress(state: dict) -> None:
+        if state["seconds"] >= marks[0]:
+            marks[0] += args.every
+            low = state["right"] / state["pairs"]
+            print(
+                f"  {state['seconds']:7.0f} s  boxes {state['boxes']:>9,}  per-digit lower {low:.6f}",
+                flush=True,
+            )
+
+    cert = interp.certify(
+        model,
+        method=args.method,
+        budget_seconds=args.budget_seconds,
+        theorems=not args.no_theorems,
+        progress=progress,
+    )
+    wall = time.perf_counter() - wall0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    print(f"load average before: {load:.2f}; torch threads {torch.get_num_threads()}")
+    print(f"method {cert.method}; N={cert.seq_len} C={cert.num_categories}; inputs {cert.inputs:.3e}")
+    print(f"per-digit accuracy in [{cert.per_digit_lower:.9f}, {cert.per_digit_upper:.9f}]")
+    print(f"sequence accuracy in [{cert.sequence_lower:.9f}, {cert.sequence_upper:.9f}]")
+    print(f"wrong (input, position) pairs in [{cert.wrong_count_lower:,}, {cert.wrong_count_upper:,}]")
+    print(f"proven-wrong regions listed {len(cert.wrong_regions)} (complete: {cert.regions_complete})")
+    statuses = {s: sum(c.status == s for c in cert.cells) for s in ("right", "wrong", "mixed", "unresolved")}
+    details = {k: v for k, v in cert.details.items() if "per_position" not in k}
+    print(f"cells {statuses}; details {details}")
+    print(f"wall {wall:.1f} s, CPU {cpu:.1f} s, boxes {cert.boxes:,}")
+    print(f"FLOPs {cert.flops:.3e} vs brute force {cert.brute_force_flops:.3e}: ratio {cert.speedup:.3e}")
+    for e in cert.wrong_examples[:5]:
+        print("wrong example:", "".join(map(str, e["tokens"])), "at", e["position"])
+
+
+if __name__ == "__main__":
+    main()
