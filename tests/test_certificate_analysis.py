@@ -363,7 +363,8 @@ def test_a_two_layer_model_gets_a_not_applicable_section():
 
 def test_zoo_summary_certify_adds_the_certified_bounds_per_run_and_over_seeds(tmp_path, capsys):
     from analyses.zoo_summary import __main__ as zs_cli
-    from models import load_model, zoo
+    from models import load_model
+    from models.zoo import cli as zoo
 
     tiny = "--train-size 256 --val-size 32 --test-size 32 --max-steps 10".split()
     spec = zoo.ZooSpec(

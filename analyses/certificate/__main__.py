@@ -127,6 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from models.quick_exit import exit_process
+    from machine.quick_exit import exit_process
 
     exit_process(main())
