@@ -418,3 +418,35 @@ def test_short_sequences_where_cells_have_few_free_keys(n):
     truth, proof = certify(model, method="enumeration"), certify(model, method="proof")
     assert proof.wrong_count_lower <= truth.wrong_count_lower <= proof.wrong_count_upper
     assert proof.sequence_right_lower <= truth.sequence_right_lower <= proof.sequence_right_upper
+
+
+def test_tutorial_checkpoint_formats_certify_like_the_model(models_, proofs, tmp_path):
+    """The early model saved in the tutorial's PyTorch Lightning format and (LayerNorm eps 1e-6) in its
+    Flax format, loaded through models.load_model, certifies with the same counts / inside enumeration."""
+    from test_checkpoints import tutorial_checkpoint
+
+    from models import load_model
+    from models.checkpoints import to_flax_tree, to_tutorial_state_dict, write_flax_msgpack
+
+    model = models_["post_sin_early"]
+    ckpt = tutorial_checkpoint(to_tutorial_state_dict(model), n_heads=1, n_layers=1)
+    ckpt["hyper_parameters"].update(input_dim=3, model_dim=16, num_classes=3)
+    torch.save(ckpt, tmp_path / "tutorial.ckpt")
+    with pytest.warns(UserWarning, match="near chance"):  # checked at the default length 16; early model
+        loaded = load_model(tmp_path / "tutorial.ckpt")
+    proof, reference = certify(loaded, seq_len=6, method="proof"), proofs["post_sin_early"]
+    assert (proof.wrong_count_lower, proof.wrong_count_upper) == (
+        reference.wrong_count_lower,
+        reference.wrong_count_upper,
+    )
+    flax_model = copy.deepcopy(model)
+    flax_model.cfg.layer_norm_eps = 1e-6
+    for norm in (flax_model.blocks[0].ln1, flax_model.blocks[0].ln2, flax_model.head.ln):
+        norm.eps = 1e-6
+    write_flax_msgpack(to_flax_tree(flax_model), tmp_path / "tutorial.msgpack")
+    with pytest.warns(UserWarning, match="near chance"):
+        loaded = load_model(tmp_path / "tutorial.msgpack", n_heads=1)
+    truth = certify(loaded, seq_len=6, method="enumeration")
+    proof = certify(loaded, seq_len=6, method="proof")
+    assert proof.wrong_count_lower <= truth.wrong_count_lower <= proof.wrong_count_upper
+    assert proof.wrong_count_upper - proof.wrong_count_lower <= 0.01 * proof.pairs
