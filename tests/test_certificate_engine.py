@@ -426,7 +426,7 @@ def test_tutorial_checkpoint_formats_certify_like_the_model(models_, proofs, tmp
     from test_checkpoints import tutorial_checkpoint
 
     from models import load_model
-    from models.checkpoints import to_flax_tree, to_tutorial_state_dict, write_flax_msgpack
+    from models.storage.checkpoints import to_flax_tree, to_tutorial_state_dict, write_flax_msgpack
 
     model = models_["post_sin_early"]
     ckpt = tutorial_checkpoint(to_tutorial_state_dict(model), n_heads=1, n_layers=1)
