@@ -358,6 +358,20 @@ def test_unsupported_models_say_why_in_one_line():
         certify(make_model(d_vocab=3, n_ctx=4, d_model=8), method="sampling")
     with pytest.raises(CertificateUnsupported, match="seq_len 9 exceeds"):
         certify(make_model(d_vocab=3, n_ctx=4, d_model=8, positional_embedding="learned"), seq_len=9)
+    # The float32 CPU forward is what the proof covers: another dtype, a submodule left training or a
+    # forward hook computes another function (a bf16 model was once "proven" wrong where it was right).
+    with pytest.raises(CertificateUnsupported, match="float32 models on the CPU"):
+        certify(make_model(d_vocab=3, n_ctx=4, d_model=8).to(torch.bfloat16))
+    partly = make_model(d_vocab=3, n_ctx=4, d_model=8)
+    partly.head.train()
+    with pytest.raises(CertificateUnsupported, match="training mode"):
+        certify(partly)
+    hooked = make_model(d_vocab=3, n_ctx=4, d_model=8)
+    hooked.blocks[0].attn.hook_pattern.add_hook(lambda pattern, hook: pattern * 0.5)
+    with pytest.raises(CertificateUnsupported, match="forward hooks"):
+        certify(hooked)
+    hooked.reset_hooks()
+    assert certify(hooked, method="enumeration").method == "enumeration"
 
 
 def test_auto_enumerates_small_models_and_proves_large_ones(models_):

@@ -28,12 +28,32 @@ def forking_allowed(monkeypatch):
     monkeypatch.setattr(processes, "can_fork_workers", lambda: True)
 
 
+def _children() -> set[int]:
+    return {int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_of(p) == os.getpid()}
+
+
+_BEFORE: set[int] = set()  # this process' children when the test began (e.g. a browser kept by the session)
+
+
+@pytest.fixture(autouse=True)
+def children_before():
+    """The children the test found: a test process may keep one (the browser tests share one Chromium
+    per process, through Playwright's driver), and only the children made during the test are its own."""
+    _BEFORE.clear()
+    _BEFORE.update(_children())
+    yield
+
+
 def no_children_left() -> bool:
-    try:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return pid == 0 and not any(p.isdigit() and _parent_of(p) == os.getpid() for p in os.listdir("/proc"))
+    """No child made during the test is alive, or dead and not reaped."""
+    for pid in _children() - _BEFORE:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if done == 0 or pid in _children():
+            return False
+    return not (_children() - _BEFORE)
 
 
 def _parent_of(pid: str) -> int | None:

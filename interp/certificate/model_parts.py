@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from interp.certificate.result import CertificateUnsupported
 
 
@@ -25,9 +27,32 @@ def check_supported(model: Any, seq_len: int | None) -> int:
             f"the certificate covers 1-layer models only; this model has {cfg.n_layers} layers, and beyond "
             "the first layer a key depends on every position, not on its own (position, digit) alone"
         )
-    if model.training:
+    if any(module.training for module in model.modules()):
         raise CertificateUnsupported(
-            "the model is in training mode (dropout active); call model.eval() before certify"
+            "the model (or one of its modules) is in training mode (dropout active); call model.eval() "
+            "before certify"
+        )
+    # The proof's arithmetic covers the float32 forward on the CPU: another dtype (bf16, float64) or
+    # device computes another function, and a forward hook (an ablation left on) changes it.
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+            raise CertificateUnsupported(
+                f"the certificate covers float32 models on the CPU; {name} is {tensor.dtype} on "
+                f"{tensor.device} (model.float().cpu() first)"
+            )
+    hooked = [
+        name for name, module in model.named_modules() if module._forward_hooks or module._forward_pre_hooks
+    ]
+    if hooked:
+        raise CertificateUnsupported(
+            f"the model has forward hooks ({', '.join(hooked[:3])}{', ...' if len(hooked) > 3 else ''}): "
+            "the certificate is about the plain forward; remove them (model.reset_hooks()) first"
+        )
+    if torch.get_float32_matmul_precision() != "highest":
+        raise CertificateUnsupported(
+            "torch.get_float32_matmul_precision() is "
+            f"{torch.get_float32_matmul_precision()!r}: float32 products may then round through lower "
+            "precision, which the proof does not cover; set it to 'highest'"
         )
     n = cfg.n_ctx if seq_len is None else int(seq_len)
     if n < 1:
