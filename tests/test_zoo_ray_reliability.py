@@ -242,6 +242,9 @@ def test_sigterm_while_connecting_is_143_and_one_line(tmp_path):
 
 # --- the embedded instance: private, and ended whole ------------------------------------------------
 def test_the_embedded_instance_is_private_and_ends_whole(tmp_path):
+    # this process' descendants before the instance (a test process may keep a browser of the browser
+    # tests alive): only what the instance starts is its family
+    before = set(_family(os.getpid()))
     with cluster.ray_cluster(num_cpus=1) as info:
         import ray
 
@@ -250,7 +253,7 @@ def test_the_embedded_instance_is_private_and_ends_whole(tmp_path):
         private = next(p for p in session.parents if p.name.startswith("rz-"))
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # other users cannot reach the sockets
         assert (private / "ray") in session.parents
-        family = _family(os.getpid())
+        family = {pid: command for pid, command in _family(os.getpid()).items() if pid not in before}
         assert any("raylet" in c for c in family.values())
         # another local user's process reaches 127.0.0.1 too, but not the token (in this user's environ)
         gcs = ray._private.worker._global_node.gcs_address
