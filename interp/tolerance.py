@@ -81,16 +81,16 @@ def sweep_batch(
 
     ``heads``: a *set* of (layer, head) degraded together (each head's own pattern moved to the same
     family point; a head in a later layer starts from the pattern it computes on the degraded
-    upstream); ``flip_mass`` is then the mean over the set's heads. Extra ``statistics`` need one head
-    (they read one replaced pattern). Without ``heads``: the one head (``layer``, ``head``)."""
+    upstream); ``flip_mass`` is then the mean over the set's heads. Extra ``statistics`` read the one
+    head's replaced pattern, or for a set the mean over its heads Ā' = (1/|S|) Σ_h A'_h (whose digit
+    votes are the sum of the heads' votes over |S|: the readout of heads that write their votes into
+    one place). Without ``heads``: the one head (``layer``, ``head``)."""
     chosen = check_heads(model, [(layer, head)] if heads is None else heads)
     max_rows = as_int(max_rows, "max_rows", minimum=1)
     statistics = dict(statistics or {})
     clash = sorted(set(statistics) & set(BUILT_IN))
     if clash:
         raise ValueError(f"statistics may not reuse the built-in names {clash}")
-    if statistics and len(chosen) > 1:
-        raise ValueError(f"statistics read one head's pattern; got a set of {len(chosen)} heads")
     by_layer: dict[int, list[int]] = {}
     for lay, h in chosen:
         by_layer.setdefault(lay, []).append(h)
@@ -131,8 +131,12 @@ def sweep_batch(
             "sequence_accuracy": correct.min(-1).values,
             "flip_mass": torch.stack(flips).mean(0),
         }
+        if statistics:
+            read = (
+                torch.stack([replaced[k] for k in chosen]).mean(0) if len(chosen) > 1 else replaced[chosen[0]]
+            )
         for name, fn in statistics.items():
-            values[name] = fn(replaced[chosen[0]], tokens, logits).double()
+            values[name] = fn(read, tokens, logits).double()
         for name, value in values.items():
             parts.setdefault(name, []).append(value.cpu())
     return {name: torch.cat(chunks).transpose(0, 1) for name, chunks in parts.items()}

@@ -156,9 +156,45 @@ def test_two_heads_that_each_suffice_are_redundant_not_tolerant(tmp_path, monkey
         no_figures(monkeypatch, tolerance.OUTPUTS).write(result, tmp_path / "out") / "report.html"
     ).read_text()
     assert "Redundant, not tolerant." in html and "head 0.1 alone" in html and "Which rule predicts" in html
+    assert "The readout of a set of heads" in html
     # the main analysis alone (head 0.0 degraded, 0.1 intact) would have called it right
     lone = tolerance.run(model, **{**SMALL, "slack": 0.3, "heads": "none"})
     assert lone.head_set is None and lone.verdict.label == "right"
+    readout_of_a_redundant_set(result)
+
+
+def readout_of_a_redundant_set(result):
+    """The machine's output is the plurality of the two heads' summed votes, so the set's vote (its mean
+    pattern's) agrees with the model at every point (as the one-head machine's vote does), up to exact
+    ties: the neighbours family gives its four neighbour keys equal weight, and the model's float32 sum
+    of two heads breaks a tie between two digits held by two neighbours each otherwise than a float64
+    argmax (2 of 3,200 positions at s = 0.8). Head 0.0 degraded alone (0.1 intact, which decides): its
+    own vote is no longer the output's digit far along the single-key family, and the set's readout, not
+    the one head's, is the one the sentence scopes the rule to."""
+    group = result.head_set
+    for family in result.families:
+        for value, e in zip(family.values, group.joint_readout[family.name]["vote_agreement"]):
+            assert e.mean == 1.0 or (family.kind == "neighbours" and e.mean >= 0.999), (family.name, value)
+        # head 0.0 alone is the main analysis' regime: the same numbers; at the own pattern both heads
+        # hold the same pattern, so set, either head and the main analysis read the same
+        for rate in ("vote_agreement", "argmax_agreement"):
+            assert group.per_head_readout["0.0"][family.name][rate] == family.readout[rate]
+            own = family.readout[rate][family.own].mean
+            assert group.joint_readout[family.name][rate][family.own].mean == own
+            assert group.per_head_readout["0.1"][family.name][rate][family.own].mean == own
+    single = result.family("single_key+1").values.index(0.6)
+    assert group.per_head_readout["0.0"]["single_key+1"]["vote_agreement"][single].ci_high < 0.2
+    rules = result.to_dict()["head_set"]["readout"]["by_family"]
+    assert rules["joint"]["uniform"] == {
+        "points": 8,
+        "vote_better": 3,
+        "heaviest_better": 0,
+        "largest_gap": rules["joint"]["uniform"]["largest_gap"],
+    }
+    assert set(rules["per_head"]) == {"0.0", "0.1"}
+    sentence = result.readout_sentence()
+    assert "heads 0.0, 0.1 degraded together" in sentence and "read the readout of the set" in sentence
+    assert result.to_dict()["readout"]["sentence"] == sentence
 
 
 # --- the command line -------------------------------------------------------------------------------

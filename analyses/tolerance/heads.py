@@ -14,6 +14,14 @@ tightest margin's CI low end ≥ slack) but the joint degradation does not. Then
 heads covering for each other and the verdict may not call the model tolerant (``redundancy_verdict``
 turns a "right" into "partly right" and says why).
 
+The readout (vote rule vs heaviest key, :mod:`interp.readout`) is measured along every family for the
+set too: jointly, on the set's mean pattern Ā' = (1/|S|) Σ_h A'_h (its vote is the sum of the heads'
+votes: the readout of heads that write their votes into one place), and per head, on that head's own
+pattern with the others intact. Along a degraded family a head whose work the others duplicate decides
+nothing: the model's digit then follows neither rule read off that head alone, and the one-head readout
+says nothing about the rule. :func:`analyses.tolerance.result.set_readout_sentence` scopes the claims
+accordingly.
+
 The default set (``--heads auto``): every head whose zero ablation changes the output logits on the
 first batch (:func:`output_heads`) — the heads the output depends on; ``all``, ``layer:L`` and
 ``L.H,L.H`` name a set directly; ``none`` skips this part. A set of one head adds nothing to the main
@@ -28,8 +36,12 @@ from typing import Any
 
 import torch
 
+from analyses.frame.result import plain
+from analyses.tolerance.result import READOUT, compare_rules
 from interp.ablation import ablate_heads, check_heads
 from interp.pattern_families import PatternFamily
+from interp.readout import readout_estimates, readout_statistic
+from interp.stats import Estimate
 from interp.thresholds import Threshold, family_threshold
 from interp.tolerance import sweep_units
 from interp.tolerance_verdict import Verdict
@@ -100,6 +112,19 @@ class HeadSetResult:
     slack: float
     redundant: bool
     sentence: str
+    # family → READOUT rate → per point: the set degraded together, read on its mean pattern
+    joint_readout: dict[str, dict[str, list[Estimate]]]
+    per_head_readout: dict[str, dict[str, dict[str, list[Estimate]]]]  # "L.H" → that head alone
+    values: dict[str, list[float]]  # family → its grid
+
+    def readout_by_family(self) -> dict[str, Any]:
+        """:func:`compare_rules` per family, jointly and per head."""
+        joint = {f: compare_rules(self.values[f], r) for f, r in self.joint_readout.items()}
+        per_head = {
+            k: {f: compare_rules(self.values[f], r) for f, r in v.items()}
+            for k, v in self.per_head_readout.items()
+        }
+        return {"joint": joint, "per_head": per_head}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +136,11 @@ class HeadSetResult:
             "slack": self.slack,
             "redundant": self.redundant,
             "sentence": self.sentence,
+            "readout": {
+                "joint": plain(self.joint_readout),
+                "per_head": plain(self.per_head_readout),
+                "by_family": self.readout_by_family(),
+            },
         }
 
 
@@ -130,20 +160,28 @@ def set_thresholds(
     resamples: int,
     confidence: float,
     seed: list[int],
-) -> tuple[float, list[Threshold]]:
-    """(own accuracy, thresholds at ``level`` per family) with every head of ``heads`` degraded together."""
-    units = sweep_units(model, batches(), num_sequences, families, heads=list(heads))
+    seq_len: int,
+    radius: int,
+) -> tuple[float, list[Threshold], dict[str, dict[str, list[Estimate]]]]:
+    """(own accuracy, thresholds at ``level`` per family, readout rates per family) with every head of
+    ``heads`` degraded together; the readout is read on the set's mean pattern (module docstring)."""
+    statistics = {"readout": readout_statistic(radius)}
+    units = sweep_units(model, batches(), num_sequences, families, statistics=statistics, heads=list(heads))
     counts = None if units.per_sequence else units.counts.numpy()
-    out, start = [], 0
+    out, readout, start = [], {}, 0
     for f in families:
         p = len(f.values)
         acc = units.sums["accuracy"].numpy()[:, start : start + p]
         flip = units.sums["flip_mass"].numpy()[:, start : start + p]
+        rates = readout_estimates(
+            units.sums["readout"].numpy()[:, start : start + p], seq_len, resamples, confidence, seed, counts
+        )
+        readout[f.name] = {name: rates[name] for name in READOUT}
         start += p
         out.append(family_threshold(f, acc, flip, level, "accuracy", resamples, confidence, seed, counts))
     first = families[0]
     own = units.sums["accuracy"].numpy()[:, first.values.index(first.identity)].sum() / num_sequences
-    return float(own), out
+    return float(own), out, readout
 
 
 def head_set(
@@ -158,14 +196,19 @@ def head_set(
     resamples: int,
     confidence: float,
     seed: list[int],
+    seq_len: int,
+    radius: int = 2,
 ) -> HeadSetResult:
-    """Joint and per-head thresholds of ``heads`` and the redundancy rule (module docstring)."""
+    """Joint and per-head thresholds and readouts of ``heads``, and the redundancy rule (module
+    docstring)."""
     heads = list(heads)
     run = lambda hs: set_thresholds(  # noqa: E731
-        model, batches, num_sequences, families, hs, level, resamples, confidence, seed
+        model, batches, num_sequences, families, hs, level, resamples, confidence, seed, seq_len, radius
     )
-    own, joint = run(heads)
-    per_head = {head_label(h): run([h])[1] for h in heads}
+    own, joint, joint_readout = run(heads)
+    alone_runs = {head_label(h): run([h]) for h in heads}
+    per_head = {k: v[1] for k, v in alone_runs.items()}
+    per_head_readout = {k: v[2] for k, v in alone_runs.items()}
     tight_joint = tightest(joint)
     alone = {k: tightest(v) for k, v in per_head.items()}
     each_alone = all(t is not None and t.margin.ci_low >= slack for t in alone.values())
@@ -190,7 +233,20 @@ def head_set(
             f"For the heads {names} ({choice}), degraded together: {margin(tight_joint)} "
             f"({'≥' if joint_ok else '<'} the slack {slack:.3f}); one at a time: {per}."
         )
-    return HeadSetResult(heads, choice, own, joint, per_head, slack, redundant, sentence)
+    values = {f.name: list(f.values) for f in families}
+    return HeadSetResult(
+        heads,
+        choice,
+        own,
+        joint,
+        per_head,
+        slack,
+        redundant,
+        sentence,
+        joint_readout,
+        per_head_readout,
+        values,
+    )
 
 
 def redundancy_verdict(verdict: Verdict, heads: HeadSetResult | None) -> Verdict:

@@ -241,6 +241,8 @@ def run(
                 bootstrap_resamples,
                 confidence,
                 resample_seed,
+                seq_len,
+                radius,
             )  # fmt: skip
             if len(chosen) > 1
             else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,63 @@ def fmt(e: Estimate, digits: int = 3) -> str:
     if all(math.isfinite(x) for x in (e.mean, e.ci_low, e.ci_high)):
         return numbers.interval(e.mean, e.ci_low, e.ci_high, digits)  # ends rounded outwards
     return f"{one(e.mean)} [{one(e.ci_low)}, {one(e.ci_high)}]"
+
+
+def compare_rules(values: Sequence[float], readout: dict[str, Any]) -> dict[str, Any]:
+    """Vote rule vs heaviest key along one family: at how many points each agrees more often with the
+    model's digit (gap g_p = vote agreement − heaviest-key agreement, > 0 vote better), and the point of
+    the largest |g_p| (each claim scoped to its family). ``readout``: rates per point (Estimates or
+    their ``to_dict``)."""
+    mean = lambda e: e["mean"] if isinstance(e, dict) else e.mean  # noqa: E731
+    vote = [mean(e) for e in readout["vote_agreement"]]
+    heavy = [mean(e) for e in readout["argmax_agreement"]]
+    gaps = [v - h for v, h in zip(vote, heavy)]
+    k = max(range(len(gaps)), key=lambda i: abs(gaps[i]))
+    return {
+        "points": len(gaps),
+        "vote_better": sum(g > 0 for g in gaps),
+        "heaviest_better": sum(g < 0 for g in gaps),
+        "largest_gap": {"value": values[k], "vote": vote[k], "heaviest": heavy[k]},
+    }
+
+
+def winner(rules: dict[str, Any]) -> str:
+    """The rule of :func:`compare_rules` that agrees more often at more points ("neither" on a tie)."""
+    if rules["vote_better"] != rules["heaviest_better"]:
+        return "vote" if rules["vote_better"] > rules["heaviest_better"] else "heaviest key"
+    return "neither"
+
+
+def set_readout_sentence(group: Any, one_head: str, one_head_rules: dict[str, dict[str, Any]]) -> str:
+    """Which rule predicts the output along each family, for the set degraded together (its summed vote
+    and heaviest key) next to the one head of the main analysis (``one_head`` "L.H", the others intact,
+    ``one_head_rules`` from :func:`compare_rules`; ``group`` an
+    :class:`analyses.tolerance.heads.HeadSetResult`). Where the rule that wins at more points differs
+    between the two, the one head's readout was measured with other heads taking part in the output, and
+    the claim belongs to the set."""
+    joint = group.readout_by_family()["joint"]
+    parts, differ = [], []
+    for family, r in joint.items():
+        one = one_head_rules[family]
+        vote_set = [e.mean for e in group.joint_readout[family]["vote_agreement"]]
+        parts.append(
+            f"{family}: set {winner(r)} ({r['vote_better']} vs {r['heaviest_better']} of {r['points']} "
+            f"points, set vote agreement {min(vote_set):.3f} to {max(vote_set):.3f}), head {one_head} "
+            f"alone {winner(one)} ({one['vote_better']} vs {one['heaviest_better']})"
+        )
+        if winner(r) != winner(one):
+            differ.append(family)
+    names = ", ".join(f"{lay}.{h}" for lay, h in group.heads)
+    text = f"readout of the heads {names} degraded together (their summed vote) — " + "; ".join(parts)
+    if differ:
+        text += (
+            f". In {', '.join(differ)} the rule that predicts the output differs between the set and head "
+            f"{one_head} alone: there the other heads, intact, take part in the output, so the one-head "
+            f"readout does not test the rule; the set's readout does"
+        )
+    if group.redundant:
+        text += ". The heads are redundant: read the readout of the set, not of one head"
+    return text + "."
 
 
 @dataclass
@@ -166,21 +224,9 @@ class ToleranceResult(SampledResult):
         return {k: v[first.own] for k, v in first.readout.items()}
 
     def readout_by_family(self) -> dict[str, dict[str, Any]]:
-        """Vote rule vs heaviest key along every family: at how many points each agrees more often with
-        the model's digit, and the point where they differ most (each claim scoped to its family)."""
-        out = {}
-        for f in self.families:
-            vote = [e.mean for e in f.readout["vote_agreement"]]
-            heavy = [e.mean for e in f.readout["argmax_agreement"]]
-            gaps = [v - h for v, h in zip(vote, heavy)]
-            k = max(range(len(gaps)), key=lambda i: abs(gaps[i]))
-            out[f.name] = {
-                "points": len(gaps),
-                "vote_better": sum(g > 0 for g in gaps),
-                "heaviest_better": sum(g < 0 for g in gaps),
-                "largest_gap": {"value": f.values[k], "vote": vote[k], "heaviest": heavy[k]},
-            }
-        return out
+        """Vote rule vs heaviest key along every family (:func:`compare_rules`), the head examined
+        degraded and every other head intact."""
+        return {f.name: compare_rules(f.values, f.readout) for f in self.families}
 
     def readout_sentence(self) -> str:
         """Which rule predicts the output, family by family (:meth:`readout_by_family`)."""
@@ -194,7 +240,12 @@ class ToleranceResult(SampledResult):
                 f"{r['points']} points (largest gap at {name.get(f.parameter, 's')} = {g['value']:.3g}: "
                 f"vote {g['vote']:.3f} vs heaviest {g['heaviest']:.3f})"
             )
-        return "readout along each family — " + "; ".join(parts)
+        text = f"readout of head {self.layer}.{self.head} along each family — " + "; ".join(parts)
+        if self.head_set is not None:
+            text += ". " + set_readout_sentence(
+                self.head_set, f"{self.layer}.{self.head}", self.readout_by_family()
+            )
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         def family_doc(f: FamilyCurve) -> dict[str, Any]:
@@ -243,6 +294,7 @@ class ToleranceResult(SampledResult):
                 ),
                 "clean": plain(self.clean_readout),
                 "by_family": self.readout_by_family(),
+                "sentence": self.readout_sentence(),
             },
             "head_set": None if self.head_set is None else self.head_set.to_dict(),
             "adversarial": {
