@@ -22,36 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from process_family import alive, family  # noqa: E402  (tests/process_family.py: psutil, as the tests see it)
 
 GRID = "--seeds 2 --heads 1 --layers 1 --positional-embeddings sinusoidal --d-model 16".split()
 TINY = "--train-size 640 --val-size 64 --test-size 64 --max-steps 200".split()
 RZ = re.compile(r"(/tmp/rz-[^/\s]+)")
-
-
-def _family(pid: int) -> dict[int, str]:
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return {}
-    found = {}
-    for child in children:
-        try:
-            found[child.pid] = " ".join(child.cmdline())
-        except psutil.Error:
-            pass
-    return found
-
-
-def _alive(pids) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def one(signum: int) -> dict[str, float]:
@@ -70,12 +47,12 @@ def one(signum: int) -> dict[str, float]:
         seen: dict[int, str] = {}
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
-            seen |= _family(proc.pid)
+            seen |= family(proc.pid)
             agents = any("dashboard/agent.py" in c for c in seen.values())
             if agents and list((tmp / "tmpdir").glob("zoo-task-*")):
                 break
             time.sleep(0.1)
-        seen |= _family(proc.pid)
+        seen |= family(proc.pid)
         session = next(Path(m.group(1)) for c in seen.values() if (m := RZ.search(c)))
         sent = time.monotonic()
         proc.send_signal(signum)
@@ -84,7 +61,7 @@ def one(signum: int) -> dict[str, float]:
             now = time.monotonic() - sent
             if "driver" not in times and proc.poll() is not None:
                 times["driver"] = now
-            if "processes" not in times and not _alive(seen):
+            if "processes" not in times and not alive(seen):
                 times["processes"] = now
             if "session folder" not in times and not session.exists():
                 times["session folder"] = now

@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from process_family import alive, family
 
 from machine import cluster, reaper
 from models.zoo import cli as zoo
@@ -43,32 +43,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "TMPDIR": str(tmpdir),
     }
-
-
-def _family(pid: int) -> dict[int, str]:
-    """pid → name of ``pid``'s descendants now."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return {}
-    found = {}
-    for child in children:
-        try:
-            found[child.pid] = " ".join(child.cmdline())
-        except psutil.Error:
-            pass
-    return found
-
-
-def _alive(pids) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 def _start_driver(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
@@ -92,25 +66,25 @@ def test_a_driver_killed_mid_task_leaves_no_process_and_no_folder(tmp_path, sign
     deadline = time.monotonic() + TIMEOUT
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            seen |= _family(proc.pid)
+            seen |= family(proc.pid)
             running = [p for p in tasks.glob("zoo-task-*") if p.is_dir()]
             agents = [c for c in seen.values() if "dashboard/agent.py" in c or "runtime_env/agent" in c]
             if running and agents:
                 break
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()
-        seen |= _family(proc.pid)
+        seen |= family(proc.pid)
         sent = time.monotonic()
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    while _alive(seen) and time.monotonic() - sent < GONE_WITHIN:
+    while alive(seen) and time.monotonic() - sent < GONE_WITHIN:
         time.sleep(0.1)
     cleanup = time.monotonic() - sent
     names = {pid: cmd[:80] for pid, cmd in seen.items()}
-    assert not _alive(seen), {pid: names[pid] for pid in _alive(seen)}
+    assert not alive(seen), {pid: names[pid] for pid in alive(seen)}
     print(f"\n{signal.Signals(signum).name}: driver signalled → every process gone in {cleanup:.1f} s")
     assert any("raylet" in c for c in seen.values()) and any("dashboard/agent.py" in c for c in seen.values())
     session = {m.group(1) for c in seen.values() if (m := RZ.search(c))}
@@ -244,7 +218,7 @@ def test_sigterm_while_connecting_is_143_and_one_line(tmp_path):
 def test_the_embedded_instance_is_private_and_ends_whole(tmp_path):
     # this process' descendants before the instance (a test process may keep a browser of the browser
     # tests alive): only what the instance starts is its family
-    before = set(_family(os.getpid()))
+    before = set(family(os.getpid()))
     with cluster.ray_cluster(num_cpus=1) as info:
         import ray
 
@@ -253,8 +227,8 @@ def test_the_embedded_instance_is_private_and_ends_whole(tmp_path):
         private = next(p for p in session.parents if p.name.startswith("rz-"))
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # other users cannot reach the sockets
         assert (private / "ray") in session.parents
-        family = {pid: command for pid, command in _family(os.getpid()).items() if pid not in before}
-        assert any("raylet" in c for c in family.values())
+        started = {pid: command for pid, command in family(os.getpid()).items() if pid not in before}
+        assert any("raylet" in c for c in started.values())
         # another local user's process reaches 127.0.0.1 too, but not the token (in this user's environ)
         gcs = ray._private.worker._global_node.gcs_address
         intruder = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
@@ -265,11 +239,11 @@ def test_the_embedded_instance_is_private_and_ends_whole(tmp_path):
         )
         assert answer.returncode != 0 and "InvalidAuthToken" in answer.stderr, answer.stderr[-2000:]
         tracked = set(reaper._Tracker(os.environ[reaper.MARKER], exclude={os.getpid()}).scan())
-        untracked = [family[pid] for pid in set(family) - tracked]
+        untracked = [started[pid] for pid in set(started) - tracked]
         assert all("machine.reaper" in command for command in untracked), untracked  # the watcher alone
-        assert tracked <= set(family)  # what the watcher would kill: this instance's processes only
+        assert tracked <= set(started)  # what the watcher would kill: this instance's processes only
     assert reaper.MARKER not in os.environ
     deadline = time.monotonic() + 30
-    while _alive(family) and time.monotonic() < deadline:
+    while alive(started) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(family) and not private.exists()
+    assert not alive(started) and not private.exists()
