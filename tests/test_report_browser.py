@@ -185,6 +185,36 @@ def test_index_page_loads_and_links_to_the_report(report, browser):
     assert all(r in (url, page_path.as_uri()) or r.startswith("data:") for r in w.requests)
 
 
+@pytest.mark.parametrize("width", [1400, 700])
+def test_index_table_is_whole_or_scrolls_inside_its_box(report, browser, width):
+    """At 1400 px (where it was cut off) and at 700 px: the page itself never scrolls sideways, and
+    every cell of the index table is either inside the visible box or reached by scrolling the table's
+    own box (the last header cell ends inside it once scrolled to the end), with the run's name pinned
+    at the left. (The fixture's one-run table is ~1,850 px wide: it scrolls at both widths.)"""
+    _, index_path, _ = report
+    w = Watched(browser)
+    w.page.set_viewport_size({"width": width, "height": 900})
+    w.page.goto(index_path.as_uri())
+    page = w.page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert page[0] <= page[1], f"the page scrolls sideways at {width} px: {page}"
+    box = w.page.locator("table.runs").evaluate_handle("t => t.parentElement")
+    geometry = """b => { const r = b.getBoundingClientRect(), s = getComputedStyle(b);
+        return {left: r.left, right: r.right, client: b.clientWidth, scroll: b.scrollWidth,
+                overflow: s.overflowX, viewport: document.documentElement.clientWidth}; }"""
+    g = box.evaluate(geometry)
+    assert g["left"] >= 0 and g["right"] <= g["viewport"] + 0.5, g  # the box itself is on screen
+    if g["scroll"] > g["client"]:  # wider than its box: the box must scroll, not clip
+        assert g["overflow"] in ("auto", "scroll"), g
+    box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    header = w.page.locator("table.runs tr").first.locator("th")
+    last, name = header.last.bounding_box(), header.first.bounding_box()
+    g = box.evaluate(geometry)
+    assert last["x"] >= g["left"] - 0.5 and last["x"] + last["width"] <= g["right"] + 0.5, (last, g)
+    # scrolled to the end, the run's name is still there, pinned at the left of the box
+    assert abs(name["x"] - g["left"]) <= 1.5, (name, g)
+    assert not w.errors
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
