@@ -351,3 +351,66 @@ def test_a_cli_error_in_a_real_process_is_one_line_and_exit_2(tmp_path):
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"error: --run {tmp_path / 'nothing'}: no such folder\n"
+
+
+# --- several runs: the crossing order over seeds ---------------------------------------------------
+def _runs_with(differences, verdicts=None):
+    """Stand-ins for results: one comparison (argmax_hit_rate − accuracy at 50%) per run."""
+    from types import SimpleNamespace
+
+    from analyses.training_dynamics.result import Comparison
+    from interp.stats import Estimate
+
+    verdicts = verdicts or ["before" if d < 0 else "after" for d in differences]
+    return [
+        SimpleNamespace(
+            run=f"run{i}",
+            comparisons=[
+                Comparison("argmax_hit_rate", "accuracy", 0.5, Estimate(d, d - 3, d + 3), 1.0, 0.0, v)
+            ],
+        )
+        for i, (d, v) in enumerate(zip(differences, verdicts))
+    ]
+
+
+def test_across_runs_is_the_median_with_the_order_statistic_interval():
+    from analyses.training_dynamics.seeds import across_runs
+
+    (row,) = across_runs(_runs_with([-74, -55, -66, -60, -80]))["comparisons"]
+    assert (row["median"], row["ci_low"], row["ci_high"]) == (-66, -80, -55)  # [min, max] of 5 runs
+    assert row["achieved_confidence"] == 1 - 2 / 2**5 and "93.8%" in row["reason"]
+    assert row["verdicts"]["before"] == 5 and [r["run"] for r in row["per_run"]] == [
+        f"run{i}" for i in range(5)
+    ]
+    # 9 runs: [x_(2), x_(8)] covers the median with 1 − 2 · (1 + 9)/512 = 96.1% ≥ 95%
+    (row,) = across_runs(_runs_with(list(range(1, 10))))["comparisons"]
+    assert (row["median"], row["ci_low"], row["ci_high"], row["reason"]) == (5, 2, 8, "")
+    (row,) = across_runs(_runs_with([-10, 20]))["comparisons"]  # two seeds: no interval, said so
+    assert row["median"] == 5 and row["ci_low"] is None and "fewer than 3" in row["reason"]
+    with pytest.raises(ValueError, match="at least two runs"):
+        across_runs(_runs_with([1]))
+
+
+def test_cli_over_several_runs_adds_the_median_over_them(snapshot_run, tmp_path, capsys):
+    """Three copies of one run: every run gives the same differences, so the median is run 1's
+    difference and the order-statistic interval [min, max] collapses onto it (with its 75%)."""
+    import shutil
+
+    copies = [shutil.copytree(snapshot_run, tmp_path / f"seed{i}") for i in range(3)]
+    out = tmp_path / "td"
+    argv = ["--run", *map(str, copies), "--out", str(out), "--num-sequences", "100"]
+    assert td_cli.main([*argv, "--bootstrap-resamples", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("run 1 of 3: ") and "over 3 runs: argmax_hit_rate − accuracy at 50%" in printed
+    document = json.loads((out / "metrics.json").read_text())
+    seeds = document["seeds"]
+    assert seeds["n"] == 3 and seeds["runs"] == [str(c.absolute()) for c in copies]
+    assert len(document["provenance"]["runs"]) == 3
+    for row, c in zip(seeds["comparisons"], document["comparisons"]):
+        if c["difference"]["mean"] is None:
+            continue
+        assert row["median"] == row["ci_low"] == row["ci_high"] == pytest.approx(c["difference"]["mean"])
+        assert row["achieved_confidence"] == 0.75 and row["verdicts"][c["verdict"]] == 3
+    assert "Over 3 runs" in (out / "report.html").read_text()
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert sum("seeds_median_difference:" in r for r in rows) == len(seeds["comparisons"])

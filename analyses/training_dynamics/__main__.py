@@ -1,4 +1,4 @@
-"""``python -m analyses.training_dynamics --run RUN``: the command line (see ``--help``)."""
+"""``python -m analyses.training_dynamics --run RUN [RUN ...]``: the command line (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from analyses.training_dynamics import (
     run,
 )
 from analyses.training_dynamics.measure import FRACTIONS
+from analyses.training_dynamics.seeds import across_runs
 from models.storage.checkpoints import CheckpointError, sha256_file
 
 
@@ -45,7 +46,9 @@ def build_parser() -> ArgumentParser:
         "--run",
         type=path_arg,
         required=True,
-        help="run folder with snapshots/ (train with --save-every-log-steps K)",
+        nargs="+",
+        help="run folder with snapshots/ (train with --save-every-log-steps K); several runs (e.g. seeds of "
+        "one recipe): run 1's full output plus the median crossing differences over the runs",
     )
     p.add_argument(
         "--window",
@@ -66,28 +69,47 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: 0 on success, 2 (and one ``error: ...`` line on stderr) for a user mistake."""
 
-    def compute(args: argparse.Namespace, folder: Path) -> TrainingDynamicsResult:
-        snapshots = find_snapshots(args.run)
+    def one(folder: Path, args: argparse.Namespace) -> TrainingDynamicsResult:
+        snapshots = find_snapshots(folder)
         try:
-            result = run(
+            return run(
                 snapshots,
                 **command.sampling_kwargs(args),
                 window=args.window,
                 fractions=args.fractions,
                 device=args.device,
-                run_dir=args.run,
+                run_dir=folder,
             )
         except CheckpointError as e:
             raise UserError(f"--run {e}") from None
-        final = args.run / "model.pt"
+
+    def compute(args: argparse.Namespace, folder: Path) -> TrainingDynamicsResult:
+        runs = list(dict.fromkeys(args.run))  # a run named twice counts once
+        for r in runs:
+            find_snapshots(r)  # every folder checked before the first is evaluated
+        results = [one(r, args) for r in runs]
+        result = results[0]
+        if len(results) > 1:
+            result.seeds = across_runs(results, result.confidence)
+
+        def files(r: Path) -> dict:
+            final = r / "model.pt"
+            snapshots = [{"step": s, "file": str(p), "sha256": sha256_file(p)} for s, p in find_snapshots(r)]
+            return {
+                "checkpoint_sha256": sha256_file(final) if final.is_file() else None,
+                "snapshots": snapshots,
+            }
+
+        first = files(runs[0])
         result.provenance = command.cli_provenance(
             ANALYSIS,
             args,
             argv,
-            checkpoint=args.run.absolute(),
-            checkpoint_sha256=sha256_file(final) if final.is_file() else None,
+            checkpoint=runs[0].absolute(),
+            checkpoint_sha256=first["checkpoint_sha256"],
             config=result.config,
-            snapshots=[{"step": s, "file": str(p), "sha256": sha256_file(p)} for s, p in snapshots],
+            snapshots=first["snapshots"],
+            **({"runs": [{"run": str(r.absolute()), **files(r)} for r in runs]} if len(runs) > 1 else {}),
         )
         return result
 

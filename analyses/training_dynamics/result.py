@@ -19,7 +19,8 @@ from interp.stats import Estimate
 ANALYSIS = "training_dynamics"
 # 2: the "unresolved" verdict, shared_interval and verdict_text in comparisons
 # 3: metrics.csv has a scope column (metrics.json as in 2)
-SCHEMA_VERSION = 3
+# 4: "seeds" (null for one run): several runs' crossing differences, median and order-statistic interval
+SCHEMA_VERSION = 4
 DEFAULT_OUT = Path("out") / ANALYSIS
 # Per-sequence model-level statistics (``zero_pe_*`` only when the model has a positional encoding).
 MODEL_METRICS = (
@@ -127,6 +128,8 @@ class TrainingDynamicsResult(AnalysisResult):
     config: dict[str, Any]
     d_vocab: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    # several runs (--run R1 R2 ...): analyses.training_dynamics.seeds.across_runs; the rest is run 1's
+    seeds: dict[str, Any] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -193,6 +196,7 @@ class TrainingDynamicsResult(AnalysisResult):
             "crossings": [plain(c) for c in self.crossings],
             "snapshots": [self._snapshot_dict(i) for i in range(len(self.steps))],
             "degenerate_rows": self.degenerate_rows,
+            "seeds": self.seeds,
         }
 
     def _answer_dict(self, c: Comparison) -> dict[str, Any]:
@@ -240,6 +244,10 @@ class TrainingDynamicsResult(AnalysisResult):
         for c in self.comparisons:
             metric = f"crossing_difference:{c.first}-{c.second}"
             rows.append(estimate_row(c.difference, step="", metric=metric, fraction=c.fraction))
+        for row in (self.seeds or {}).get("comparisons", []):  # across runs: the median's interval
+            metric = f"seeds_median_difference:{row['first']}-{row['second']}"
+            e = Estimate(*(math.nan if row[k] is None else row[k] for k in ("median", "ci_low", "ci_high")))
+            rows.append(estimate_row(e, step="", metric=metric, fraction=row["fraction"]))
         return rows
 
     def summary(self) -> str:
@@ -262,6 +270,10 @@ class TrainingDynamicsResult(AnalysisResult):
                 f"{c.first} − {c.second} at {c.fraction:.0%}: {d.mean:+.0f} steps "
                 f"[{d.ci_low:+.0f}, {d.ci_high:+.0f}] → {c.verdict_text}"
             )
+        if self.seeds is not None:
+            n = self.seeds["n"]
+            lines[0] = f"run 1 of {n}: " + lines[0]
+            lines += [f"over {n} runs: " + seeds_sentence(row, n) for row in self.seeds["comparisons"]]
         return "\n".join(lines)
 
     def headline(self) -> str:
@@ -271,6 +283,22 @@ class TrainingDynamicsResult(AnalysisResult):
 
 
 CSV_FIELDS = TrainingDynamicsResult.CSV_FIELDS
+
+
+def seeds_sentence(row: dict[str, Any], n: int) -> str:
+    """``A − B at f: median d steps [lo, hi] over n runs (achieved confidence), k/n before``."""
+    if row["median"] is None:
+        return f"{row['first']} − {row['second']} at {row['fraction']:.0%}: no run crossed"
+    spread = (
+        f"[{row['ci_low']:+.0f}, {row['ci_high']:+.0f}] ({row['achieved_confidence']:.1%} order-statistic)"
+        if row["ci_low"] is not None
+        else f"(no interval: {row['reason']})"
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in row["verdicts"].items() if v)
+    return (
+        f"{row['first']} − {row['second']} at {row['fraction']:.0%}: median {row['median']:+.0f} steps "
+        f"{spread} over {n} runs; runs' own verdicts: {counts}"
+    )
 
 
 def _comparison_dict(c: Comparison) -> dict[str, Any]:
