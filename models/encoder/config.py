@@ -137,3 +137,34 @@ class EncoderConfig:
         if unknown:
             raise ValueError(f"EncoderConfig: unknown fields {unknown}")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class ConfigView(dict):
+    """A Hugging Face-style, read-only view of an :class:`EncoderConfig`, as ``model.config``: what
+    pyvene's ``IntervenableModel`` reads of a model (``config.to_dict()`` and attribute access). The
+    fields of ``to_dict`` plus the Hugging Face names of the sizes: ``hidden_size`` = d_model,
+    ``num_attention_heads`` = n_heads, ``num_hidden_layers`` = n_layers, ``vocab_size`` = d_vocab,
+    ``n_positions`` = n_ctx. ``model.cfg`` stays the configuration; changing this view changes nothing."""
+
+    @classmethod
+    def of(cls, cfg: EncoderConfig) -> ConfigView:
+        d = cfg.to_dict()
+        sizes = {
+            "hidden_size": d["d_model"],
+            "num_attention_heads": d["n_heads"],
+            "num_hidden_layers": d["n_layers"],
+            "vocab_size": d["d_vocab"],
+            "n_positions": d["n_ctx"],
+        }
+        return cls({**d, **sizes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"model.config has no field {name!r} (the configuration is model.cfg)"
+            ) from None

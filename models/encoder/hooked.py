@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from models.encoder.cache import NO_UNEMBED, ReverseEncoderCache
 from models.encoder.components import SPLIT_INPUT_POST_LN, Embed, OutputHead, PosEmbed, TransformerBlock
-from models.encoder.config import EncoderConfig
+from models.encoder.config import ConfigView, EncoderConfig
 from models.encoder.transformer_lens_parts import FactoredMatrix, HookedRootModule, HookPoint
 
 ReturnType = Literal["logits", "loss", "both", None]
@@ -232,6 +232,17 @@ class HookedReverseEncoder(HookedRootModule):
         if mlp_input:
             total = total + self.blocks[layer].attn.b_O
         return total
+
+    # What pyvene reads of a model (docs/guide/transformer-lens.md, "pyvene"): config and device. --------
+    @property
+    def config(self) -> ConfigView:
+        """A Hugging Face-style read-only view of ``cfg`` (:class:`~models.encoder.config.ConfigView`)."""
+        return ConfigView.of(self.cfg)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the parameters (where inputs must be)."""
+        return next(self.parameters()).device
 
     # There is no unembedding matrix: the output head is an MLP (Linear → LayerNorm → ReLU → Linear).
     def tokens_to_residual_directions(self, tokens: Any) -> Tensor:
