@@ -58,6 +58,18 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "python -m models.train --preset tutorial --stop-at-perfect --save-every-log-steps 8 --out runs",
         "python -m analyses.training_dynamics --run runs/tutorial-seed0",
     ),
+    # The crossing order over 5 training seeds (the README's headline; seed 0's run is shared with the
+    # command above when both run: models.train skips a finished run). ~3 min on an idle 2-core machine.
+    "training_dynamics_seeds": (
+        *(
+            f"python -m models.train --preset tutorial --stop-at-perfect --save-every-log-steps 8 --seed {s} "
+            "--out runs"
+            for s in range(5)
+        ),
+        "python -m analyses.training_dynamics --run "
+        + " ".join(f"runs/tutorial-seed{s}" for s in range(5))
+        + " --num-sequences 1000",
+    ),
 }
 
 # The PNGs the docs show, per command (docs/figures/<analysis>/<name>.png).
@@ -96,6 +108,28 @@ def steps_apart(comparison: dict) -> str:
     sign = -1 if verdict == "before" else 1
     low, high = sorted((sign * d["ci_low"], sign * d["ci_high"]))
     return f"{number(sign * d['mean'], 0)} [{number(low, 0)}, {number(high, 0)}] steps {verdict}"
+
+
+def seeds_apart(seeds: dict, first: str, second: str = "accuracy", fraction: float = 0.5) -> str:
+    """The median over runs of a crossing difference as ``|median| [interval] steps before|after, k/n
+    seeds before|after (others: their verdicts) (median; the interval's confidence)``
+    (:mod:`analyses.training_dynamics.seeds`)."""
+    (row,) = [
+        c
+        for c in seeds["comparisons"]
+        if c["first"] == first and c["second"] == second and c["fraction"] == fraction
+    ]
+    n = seeds["n"]
+    if row["ci_low"] is None:
+        return f"median {number(row['median'], 0)} steps over {n} seeds ({row['reason']})"
+    sign, word = (-1, "before") if row["median"] < 0 else (1, "after")
+    low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+    others = ", ".join(f"{k} {v}" for k, v in row["verdicts"].items() if v and k != word)
+    return (
+        f"{number(sign * row['median'], 0)} [{number(low, 0)}, {number(high, 0)}] steps {word}, "
+        f"{row['verdicts'][word]}/{n} seeds {word}{f' ({others})' if others else ''} "
+        f"(median; interval {row['achieved_confidence']:.1%})"
+    )
 
 
 # --- where each figure is in its command's metrics.json -------------------------------------------------
@@ -421,6 +455,16 @@ FIGURES: tuple[Figure, ...] = (
         "training_dynamics.argmax_lead",
         "argmax hit rate's half-way crossing against accuracy's",
         lambda m: steps_apart(comparison(m, "argmax_hit_rate")),
+    ),
+    Figure(
+        "training_dynamics_seeds.argmax_lead",
+        "argmax hit rate's half-way crossing against accuracy's, over 5 training seeds",
+        lambda m: seeds_apart(m["seeds"], "argmax_hit_rate"),
+    ),
+    Figure(
+        "training_dynamics_seeds.flip_lag",
+        "flip mass's half-way crossing against accuracy's, over 5 training seeds",
+        lambda m: seeds_apart(m["seeds"], "flip_mass"),
     ),
     Figure(
         "training_dynamics.flip_lag",

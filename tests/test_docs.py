@@ -147,6 +147,18 @@ def test_formatting_of_estimates_and_crossings():
     assert figures.steps_apart(after) == "51 [50, 53] steps after"
     unresolved = {"difference": {"mean": 0.0, "ci_low": -3.0, "ci_high": 2.0}, "verdict": "unresolved"}
     assert figures.steps_apart(unresolved).startswith("unresolved")
+    row = {"first": "flip_mass", "second": "accuracy", "fraction": 0.5, "median": 47.1, "ci_low": 39.8,
+           "ci_high": 52.9, "achieved_confidence": 0.9375, "reason": "",
+           "verdicts": {"before": 0, "with": 0, "after": 3, "unresolved": 2, "undetermined": 0}}  # fmt: skip
+    seeds = {"n": 5, "comparisons": [row]}
+    assert figures.seeds_apart(seeds, "flip_mass") == (
+        "47 [40, 53] steps after, 3/5 seeds after (unresolved 2) (median; interval 93.8%)"
+    )
+    lead = {**row, "first": "argmax_hit_rate", "median": -68.5, "ci_low": -74.4, "ci_high": -55.9}
+    lead["verdicts"] = {**row["verdicts"], "before": 5, "after": 0, "unresolved": 0}
+    assert figures.seeds_apart({"n": 5, "comparisons": [lead]}, "argmax_hit_rate") == (
+        "68 [56, 74] steps before, 5/5 seeds before (median; interval 93.8%)"
+    )
 
 
 def test_figures_come_from_their_command_and_a_changed_one_fails_the_check(tmp_path, trained_fast_run):
