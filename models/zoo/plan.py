@@ -8,7 +8,7 @@ d_model × length × categories. A run's folder name is ``<preset>_<pe>_L<layers
 tutorial's 32, 16 and 10 (so the default grid keeps the names it always had).
 
 Tasks: runs that differ only in their seed form one ensemble task (``models.train.ensemble``; at most
-``max_ensemble`` members each); a run that cannot join one (dropout, snapshots, ``--max-time``, several
+``max_ensemble`` members each); a run that cannot join one (dropout, ``--max-time``, several
 devices, or an interrupted run folder to continue) is a task of its own. Tasks are ordered largest
 first (a longest-processing-time order: the big ones start early and the small ones fill the gaps).
 """
