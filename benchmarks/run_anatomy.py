@@ -20,7 +20,8 @@ Adam and schedule, timed piece by piece): forward+backward, clipping, optimizer 
 single-thread matmul rate (a 512×512 GEMM): what the part would cost if it were only its products at
 the best rate this core reaches.
 
-    python benchmarks/run_anatomy.py [--members 5] [--n-layers 1 --n-heads 1] [--json out.json]
+    python benchmarks/run_anatomy.py [--members 5] [--n-layers 1 --n-heads 1] [--clock wall|cpu]
+                                     [--json out.json] [--out DIR]   (DIR/metrics.json: scripts/figures.py)
 
 The figures need an idle machine (wall seconds; load average printed); the shares are what to read.
 """
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         help="wall seconds (an idle machine), or this process's CPU seconds (a busy one)",
     )
     p.add_argument("--json", type=Path, help="also write the numbers here")
+    p.add_argument("--out", type=Path, help="also write OUT/metrics.json (scripts/figures.py reads it)")
+    p.add_argument("--quiet", action="store_true", help="print nothing")
     args = p.parse_args(argv)
     global NOW
     NOW = time.perf_counter if args.clock == "wall" else time.process_time
@@ -329,13 +332,23 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": os.getloadavg(),
         "cpus": os.cpu_count(),
     }
-    print(f"clock: {args.clock} seconds")
-    print(f"single-thread matmul rate: {rate / 1e9:.1f} GFLOP/s (512×512 GEMM)")
-    show(result["run"])
-    show(result["ensemble"])
-    print(f"load average before {load_before}, after {result['loadavg_after']}")
+    result["provenance"] = {
+        "seed": 0,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python benchmarks/run_anatomy.py " + " ".join(argv or sys.argv[1:]),
+    }
+    if not args.quiet:
+        print(f"clock: {args.clock} seconds")
+        print(f"single-thread matmul rate: {rate / 1e9:.1f} GFLOP/s (512×512 GEMM)")
+        show(result["run"])
+        show(result["ensemble"])
+        print(f"load average before {load_before}, after {result['loadavg_after']}")
+    text = json.dumps(result, indent=2) + "\n"
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(text)
     return 0
 
 
