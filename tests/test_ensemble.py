@@ -336,3 +336,31 @@ def test_members_write_snapshots_as_a_run_trained_alone_does(tmp_path):
             assert all(torch.equal(weights["state_dict"][k], v) for k, v in last["state_dict"].items())
         else:  # model.pt holds an earlier best validation: not the final weights
             assert any(not torch.equal(weights["state_dict"][k], v) for k, v in last["state_dict"].items())
+
+
+def test_clip_per_member_clips_each_member_on_its_own_norm():
+    """Hand-built: member 0's gradients have norm 13 (‖(3, 4)‖ = 5 and ‖12‖ = 12 over two tensors), member
+    1's 0.5; clipped at 1, member 0 is scaled by 1 / (13 + 1e-6) and member 1 is left alone. And on
+    random gradients each member's rows equal ``clip_grad_norm_`` of that member alone, to rounding."""
+    from models.train.ensemble_module import clip_per_member
+
+    a = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+    b = torch.tensor([[[12.0]], [[0.0]]])
+    norms = clip_per_member([a, b], 1.0)
+    torch.testing.assert_close(norms, torch.tensor([13.0, 0.5]))
+    scale = 1.0 / (13.0 + 1e-6)
+    torch.testing.assert_close(a, torch.tensor([[3.0 * scale, 4.0 * scale], [0.3, 0.4]]))
+    torch.testing.assert_close(b, torch.tensor([[[12.0 * scale]], [[0.0]]]))
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(3, *shape, generator=generator) * 4 for shape in ((5, 7), (7,), (2, 3, 4))]
+    expected = []
+    for m in range(3):
+        alone = [torch.nn.Parameter(torch.zeros_like(g[m])) for g in grads]
+        for p, g in zip(alone, grads):
+            p.grad = g[m].clone()
+        torch.nn.utils.clip_grad_norm_(alone, 5.0)
+        expected.append([p.grad for p in alone])
+    clip_per_member(grads, 5.0)
+    for m in range(3):
+        for g, e in zip(grads, expected[m]):
+            torch.testing.assert_close(g[m], e, rtol=1e-6, atol=0)
