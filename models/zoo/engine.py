@@ -336,8 +336,9 @@ def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Call
         gpus=engine.gpus_per_task,
         max_retries=engine.max_retries,
         name="zoo-task",
-        # no more submitted than can run: Ray then starts them exactly in the plan's order (longest first)
-        max_pending=slots,
+        # one more submitted than can run: Ray starts them in the plan's order (longest first), and the
+        # next one is queued while the driver installs a finished task's files
+        max_pending=slots + 1,
     )
     with contextlib.closing(outcomes):
         for outcome in outcomes:
