@@ -200,7 +200,7 @@ def test_crossing_differences_reads_training_dynamics_comparisons():
 def test_the_zoo_takes_the_tutorial_preset_and_trains_snapshot_runs_as_ensembles(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "zoo"), "--preset", "tutorial", "--seeds", "2", "--heads", "1",
             "--layers", "1", "--positional-embeddings", "sinusoidal", "--no-control", "--list",
-            "--", "--save-every-log-steps", "8"]  # fmt: skip
+            "--engine", "sequential", "--", "--save-every-log-steps", "8"]  # fmt: skip
     assert zoo_cli.main(argv) == 0
     listed = capsys.readouterr().out
     assert "tutorial_sinusoidal_L1_H1_seed0" in listed and "tutorial_sinusoidal_L1_H1_seed1" in listed

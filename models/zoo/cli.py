@@ -165,9 +165,10 @@ def _list(out: Path, spec: ZooSpec, engine: ZooEngine) -> None:
     print(
         f"\n{len(runs)} runs, {len(runs) - len(todo)} finished; {len(todo)} to train in {len(tasks)} tasks:"
     )
-    for task in tasks:
+    total = sum(task.work for task in tasks) or 1.0
+    for task in tasks:  # longest predicted first, the order they start in
         how = f"ensemble of {len(task.runs)}" if task.ensemble else f"alone ({task.note})"
-        print(f"  {task.name:<52} {how}")
+        print(f"  {task.name:<52} {how:<24} {100 * task.work / total:5.1f}% of the predicted work")
     seconds, source = estimate(engine.engine, engine.ensemble, len(todo))
     print(f"estimated time on the {engine.engine} engine: {cluster.format_seconds(seconds)} ({source})")
 

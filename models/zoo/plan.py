@@ -13,7 +13,7 @@ devices, or an interrupted run folder to continue) is a task of its own. Tasks a
 predicted length, longest first (:func:`predicted_work`: runs without positional encoding never stop
 early and run their whole budget, ~10× the steps of the others) — a longest-processing-time order: the
 long ones start early and the short ones fill the gaps; on several slots an ensemble predicted longer
-than half a slot's share is split in two, so that no straggler ends the zoo on one core.
+than a slot's share of the work is halved until none is, so that no straggler ends the zoo on one core.
 """
 
 from __future__ import annotations
@@ -253,13 +253,13 @@ def predicted_work(args, members: int) -> float:
 
 
 def _balanced(tasks: list[ZooTask], slots: int) -> list[ZooTask]:
-    """Split ensembles so that none is predicted to take more than half a slot's share of the work
-    (total / slots): started first (longest first), the longest task then cannot end the zoo on one core
-    while the others idle. Each split halves an ensemble (the larger half first); a single run is never
-    split."""
+    """Split ensembles predicted to take more than one slot's share of the work (total / slots): such a
+    task alone would outlast the ideal end of the zoo while the other slots idle. Each split halves an
+    ensemble (the larger half first), only as often as needed (an ensemble amortises its overhead over
+    its members, which the prediction does not count); a single run is never split."""
     if slots < 2:
         return tasks
-    limit = sum(t.work for t in tasks) / (2 * slots)
+    limit = sum(t.work for t in tasks) / slots
     out: list[ZooTask] = []
     queue = list(tasks)
     while queue:
@@ -270,7 +270,8 @@ def _balanced(tasks: list[ZooTask], slots: int) -> list[ZooTask]:
         half = (len(task.runs) + 1) // 2
         for runs, argvs in ((task.runs[:half], task.argvs[:half]), (task.runs[half:], task.argvs[half:])):
             share = task.work * len(runs) / len(task.runs)
-            queue.append(ZooTask(runs, argvs, ensemble=len(runs) > 1, note=task.note, work=share))
+            note = task.note if len(runs) > 1 else "split to balance the slots"
+            queue.append(ZooTask(runs, argvs, ensemble=len(runs) > 1, note=note, work=share))
     return out
 
 
