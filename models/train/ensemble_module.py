@@ -144,7 +144,8 @@ class EnsembleModule(pl.LightningModule):
     def stacked_params(self, members: Sequence[int] | None = None) -> dict[str, Tensor]:
         """The parameters of ``members`` (default: the active ones, i.e. the trained stack) stacked on a
         leading axis, as ``stacked_logits`` takes them."""
-        if members is None or list(members) == self.active and self.stack:
+        members = self.active if members is None else list(members)
+        if self.stack and members == self.active:
             params = dict(zip(self.names, self.stack))
         else:
             params = {n: torch.stack([self._member_params(m)[n] for m in members]) for n in self.names}
@@ -257,7 +258,7 @@ class EnsembleModule(pl.LightningModule):
                 if self.stop_at_perfect:
                     self.stopped[m] = True
         done = [m for m in self.active if self.stopped[m]]
-        if done and not self.trainer.sanity_checking:
+        if done:  # their training ends here: the weights they stop with, and out of the stacks
             self._snapshot(done, step, final=True)
             self._shrink([m for m in self.active if not self.stopped[m]])
         if not self.active:
