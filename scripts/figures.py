@@ -70,6 +70,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         + " ".join(f"runs/tutorial-seed{s}" for s in range(5))
         + " --num-sequences 1000",
     ),
+    # a benchmark: wall seconds, so its figures need an idle machine (docs/guide/performance.md)
+    "run_anatomy": ("python benchmarks/run_anatomy.py",),
 }
 
 # The PNGs the docs show, per command (docs/figures/<analysis>/<name>.png).
@@ -187,7 +189,44 @@ class Figure:
         return self.key.split(".")[0]
 
 
+def share(result: dict, part: str) -> str:
+    """A part's share of a run's (or an ensemble's) measured seconds, in whole percent."""
+    return f"{100 * result['parts'][part] / result['wall_seconds']:.0f}%"
+
+
+def floor_share(result: dict) -> str:
+    """The arithmetic floor (FLOPs / the measured matmul rate) as a share of the measured seconds."""
+    return f"{100 * sum(result['floor_seconds'].values()) / result['wall_seconds']:.0f}%"
+
+
 FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "run_anatomy.run_seconds",
+        "one fast-preset run, seconds",
+        lambda m: f"{m['run']['wall_seconds']:.1f} s",
+    ),
+    Figure("run_anatomy.run_floor", "one run: FLOP floor / seconds", lambda m: floor_share(m["run"])),
+    Figure("run_anatomy.run_steps", "one run: share in the steps", lambda m: share(m["run"], "steps")),
+    Figure(
+        "run_anatomy.run_eval",
+        "one run: final evaluation share",
+        lambda m: share(m["run"], "final evaluation"),
+    ),
+    Figure(
+        "run_anatomy.ensemble_seconds",
+        "5-seed ensemble, seconds",
+        lambda m: f"{m['ensemble']['wall_seconds']:.1f} s",
+    ),
+    Figure(
+        "run_anatomy.ensemble_eval",
+        "ensemble: final evaluation share",
+        lambda m: share(m["ensemble"], "final evaluation"),
+    ),
+    Figure(
+        "run_anatomy.ensemble_validation",
+        "ensemble: validation share",
+        lambda m: share(m["ensemble"], "validation"),
+    ),
     Figure("flip_alignment.accuracy", "accuracy per digit", lambda m: estimate(m["accuracy"], 4)),
     Figure(
         "flip_alignment.sequence_accuracy",
@@ -477,8 +516,11 @@ BY_KEY = {f.key: f for f in FIGURES}
 
 # --- running the commands -----------------------------------------------------------------------------
 def argv(command: str) -> list[str]:
-    """A documented command with ``python`` meaning this interpreter."""
+    """A documented command with ``python`` meaning this interpreter (and a script of this repository,
+    ``benchmarks/x.py``, found from any working folder)."""
     words = shlex.split(command)
+    if words[0] == "python" and len(words) > 1 and words[1].endswith(".py") and (ROOT / words[1]).is_file():
+        words[1] = str(ROOT / words[1])
     return [sys.executable, *words[1:]] if words[0] == "python" else words
 
 
@@ -600,7 +642,8 @@ def render_page(record: dict) -> str:
         sha = run.get("checkpoint_sha256")
         lines += [
             "",
-            f"Seed {run.get('seed')}, {run.get('num_sequences')} sequences"
+            f"Seed {run.get('seed')}"
+            + (f", {run.get('num_sequences')} sequences" if run.get("num_sequences") is not None else "")
             + (f", checkpoint sha256 `{sha[:12]}…`" if sha else "")
             + (f", run {run.get('timestamp')}." if run.get("timestamp") else "."),
             "",

@@ -107,12 +107,10 @@ class _AtTheEnd(pl.Callback):
     seen: dict = {}
 
     def on_train_end(self, trainer, module):
-        optimizer = module.optimizers().optimizer
         for m, member in enumerate(module.members):
-            first = next(member.parameters())
             best = module.best_state[m]
             _AtTheEnd.seen[m] = {
-                "adam_steps": int(optimizer.state[first]["step"]),
+                "adam_steps": module.adam_steps[m],  # read from Adam's state of the member's rows
                 "unchanged_since_best": all(torch.equal(v, best[k]) for k, v in member.state_dict().items()),
             }
 
@@ -265,7 +263,6 @@ def test_which_runs_may_share_an_ensemble(tmp_path):
     assert ensemble_key(base) != ensemble_key(parse_args(_argv(7, tmp_path, "--lr", "0.01")).resolve())
     for extra, reason in (
         (("--dropout", "0.1"), "dropout"),
-        (("--save-every-log-steps", "4"), "--save-every-log-steps"),
         (("--max-time", "60"), "--max-time"),
         (("--devices", "2"), "--devices/--strategy/--num-nodes"),
     ):
@@ -286,3 +283,84 @@ def test_train_ensemble_refuses_bad_members(tmp_path):
     with pytest.raises(ValueError, match="exists and is not empty"):
         train_ensemble([_argv(0, tmp_path), _argv(1, tmp_path)])
     assert not (tmp_path / "s1").exists()
+
+
+def test_members_write_snapshots_as_a_run_trained_alone_does(tmp_path):
+    """``--save-every-log-steps`` in an ensemble: each member's ``snapshots/`` holds the steps, file
+    names and metadata a run trained alone writes, they load with ``models.load_model`` (sha256 checked)
+    and ``analyses.training_dynamics.find_snapshots`` finds them; step 0 is the seed's initialisation
+    (bit for bit: the same seed, no arithmetic yet) and the last snapshot ("final") is the member's
+    weights when it stopped, which its model.pt holds when its best validation was its last; each
+    snapshot of seed 3 is within rounding growth of the same step's snapshot of seed 3 trained alone
+    (a snapshot one step early or late is 10-50% of the distance travelled away)."""
+    from analyses.training_dynamics.snapshots import find_snapshots
+    from models import load_model
+    from models.train.cli import train
+    from models.train.ensemble import train_ensemble
+
+    extra = (*RECIPE_ARGS, "--max-steps", "12", "--save-every-log-steps", "3")
+    together = train_ensemble([_argv(s, tmp_path / "together", *extra) for s in (3, 4)])
+    alone = train(_argv(3, tmp_path / "alone", *extra))
+    solo = {p.name: torch.load(p, weights_only=True)["metadata"] for p in (alone / "snapshots").glob("*.pt")}
+    assert sorted(solo) == ["step_000000.pt", "step_000001.pt", "step_000002.pt", "step_000005.pt",
+                            "step_000010.pt", "step_000012.pt"]  # fmt: skip
+    for seed, member in zip((3, 4), together):
+        files = sorted((member / "snapshots").glob("*.pt"))
+        assert [p.name for p in files] == sorted(solo)
+        assert (member / "snapshots" / "SHA256SUMS").is_file()
+        for path in files:
+            load_model(path, check_accuracy=False)  # the format and the recorded sha256
+            meta = torch.load(path, weights_only=True)["metadata"]
+            assert set(meta) == set(solo[path.name]) and meta["seed"] == seed and meta["run"] == member.name
+            assert {k: meta[k] for k in ("step", "epoch", "preset")} == {
+                k: solo[path.name][k] for k in ("step", "epoch", "preset")
+            }
+        steps = [step for step, _ in find_snapshots(member)]
+        assert steps == [0, 1, 2, 5, 10, 12]
+        args = parse_args(_argv(seed, tmp_path, *extra)).resolve()
+        pl.seed_everything(seed, workers=True, verbose=False)
+        init = HookedReverseEncoder(args.encoder_config()).state_dict()
+        first = torch.load(files[0], weights_only=True)["state_dict"]
+        assert all(torch.equal(first[k], init[k]) for k in init)
+        if seed == 3:  # the same steps as the seed trained alone: within rounding growth of its snapshots
+            flat_init = _flat(init)
+            for path in files[2:]:
+                mine = _flat(torch.load(path, weights_only=True)["state_dict"])
+                theirs = _flat(torch.load(alone / "snapshots" / path.name, weights_only=True)["state_dict"])
+                assert float((mine - theirs).norm()) <= RECIPE_DIVERGENCE * float((theirs - flat_init).norm())
+        last = torch.load(files[-1], weights_only=True)
+        metrics = json.loads((member / "metrics.json").read_text())
+        assert last["metadata"]["final"] is True and metrics["steps"] == 12
+        weights = torch.load(member / "model.pt", weights_only=True)
+        if weights["metadata"]["step"] == 12:
+            assert all(torch.equal(weights["state_dict"][k], v) for k, v in last["state_dict"].items())
+        else:  # model.pt holds an earlier best validation: not the final weights
+            assert any(not torch.equal(weights["state_dict"][k], v) for k, v in last["state_dict"].items())
+
+
+def test_clip_per_member_clips_each_member_on_its_own_norm():
+    """Hand-built: member 0's gradients have norm 13 (‖(3, 4)‖ = 5 and ‖12‖ = 12 over two tensors), member
+    1's 0.5; clipped at 1, member 0 is scaled by 1 / (13 + 1e-6) and member 1 is left alone. And on
+    random gradients each member's rows equal ``clip_grad_norm_`` of that member alone, to rounding."""
+    from models.train.ensemble_module import clip_per_member
+
+    a = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+    b = torch.tensor([[[12.0]], [[0.0]]])
+    norms = clip_per_member([a, b], 1.0)
+    torch.testing.assert_close(norms, torch.tensor([13.0, 0.5]))
+    scale = 1.0 / (13.0 + 1e-6)
+    torch.testing.assert_close(a, torch.tensor([[3.0 * scale, 4.0 * scale], [0.3, 0.4]]))
+    torch.testing.assert_close(b, torch.tensor([[[12.0 * scale]], [[0.0]]]))
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(3, *shape, generator=generator) * 4 for shape in ((5, 7), (7,), (2, 3, 4))]
+    expected = []
+    for m in range(3):
+        alone = [torch.nn.Parameter(torch.zeros_like(g[m])) for g in grads]
+        for p, g in zip(alone, grads):
+            p.grad = g[m].clone()
+        torch.nn.utils.clip_grad_norm_(alone, 5.0)
+        expected.append([p.grad for p in alone])
+    clip_per_member(grads, 5.0)
+    for m in range(3):
+        for g, e in zip(grads, expected[m]):
+            torch.testing.assert_close(g[m], e, rtol=1e-6, atol=0)

@@ -98,7 +98,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert zoo.main(argv) == 1
     err = capsys.readouterr().err
     assert "FAILED" in err and "fast_learned_L1_H1_seed0" in err and "--devices" in err
-    assert err.strip().splitlines()[-1].startswith("error: 2 of 2 tasks failed: fast_learned_L1_H1_seed0 (")
+    last = err.strip().splitlines()[-1]  # the control first: it is predicted longest (it never stops early)
+    assert (
+        last.startswith("error: 2 of 2 tasks failed: fast_none_L1_H1_seed0 (")
+        and "fast_learned_L1_H1_seed0" in last
+    )
     assert sorted(p.name for p in out.iterdir()) == ["zoo.json"]
     assert {r["status"] for r in json.loads((out / "zoo.json").read_text())["runs"]} == {"failed"}
 
@@ -396,9 +400,11 @@ def test_the_plan_groups_seeds_into_ensembles_and_trains_the_rest_alone(tmp_path
     tasks = plan_tasks(spec, spec.runs(), tmp_path, max_ensemble=3)
     assert sorted(len(t.runs) for t in tasks) == [2, 2, 2, 3, 3, 3]  # 3 architectures × (3 + 2) seeds
     assert all(len({(r.n_heads, r.positional_embedding) for r in t.runs}) == 1 for t in tasks)
-    assert (
-        tasks[0].runs[0].n_heads == 2 and tasks[0].name == "fast_sinusoidal_L1_H2_seeds0-2"
-    )  # largest first
+    # longest predicted first: the control without positional encoding never stops early (its whole
+    # budget of 1,562 steps against ~200), then two heads before one
+    assert [t.name for t in tasks[:3]] == [
+        "fast_none_L1_H1_seeds0-2", "fast_none_L1_H1_seeds3-4", "fast_sinusoidal_L1_H2_seeds0-2"
+    ]  # fmt: skip
     alone = plan_tasks(spec, spec.runs(), tmp_path, ensemble=False)
     assert len(alone) == 15 and {t.note for t in alone} == {"--no-ensemble"}
     dropout = zoo.ZooSpec(
@@ -406,6 +412,40 @@ def test_the_plan_groups_seeds_into_ensembles_and_trains_the_rest_alone(tmp_path
         train_args=["--dropout", "0.1"],
     )  # fmt: skip
     assert [t.note for t in plan_tasks(dropout, dropout.runs(), tmp_path)] == ["dropout", "dropout"]
+
+
+def test_predicted_work_is_the_formula_and_splits_a_straggler_ensemble(tmp_path):
+    """``predicted_work`` by hand for a fast-preset run with and without positional encoding; on 2
+    slots an ensemble predicted longer than a slot's share of the work is halved until none is."""
+    from models.train.args import parse_args
+    from models.zoo.plan import plan_tasks, predicted_work
+
+    def args(*extra: str):
+        return parse_args(["--preset", "fast", "--n-heads", "2", *extra]).resolve()
+
+    # W = 1 layer · 32 · (1 + 2/4) = 48; n_ctx 16; E = 10,000 + 10,000; v = 20; batch 32, val 1,000
+    per_step = 3 * 32 + 1000 / 20
+    assert predicted_work(args(), 1) == pytest.approx(48 * 16 * (20_000 + 200 * per_step))
+    budget = 50_000 // 32  # 1,562 steps: the whole epoch
+    assert predicted_work(args("--positional-embedding", "none"), 3) == pytest.approx(
+        3 * 48 * 16 * (20_000 + budget * per_step)
+    )
+    assert predicted_work(args("--max-steps", "50"), 1) == pytest.approx(48 * 16 * (20_000 + 50 * per_step))
+    spec = zoo.ZooSpec(seeds=8, heads=(1,), layers=(1,), positional_embeddings=("sinusoidal",))
+    one = plan_tasks(spec, spec.runs(), tmp_path)
+    assert [len(t.runs) for t in one] == [8, 8]  # one slot: nothing to balance
+    two = plan_tasks(spec, spec.runs(), tmp_path, slots=2)
+    total = sum(t.work for t in two)
+    assert total == pytest.approx(sum(t.work for t in one))
+    # the no-PE ensemble is 83% of the work: halved once (4 + 4 seeds, 42% each), the other kept whole
+    assert [(t.name, len(t.runs)) for t in two] == [
+        ("fast_none_L1_H1_seeds0-3", 4),
+        ("fast_none_L1_H1_seeds4-7", 4),
+        ("fast_sinusoidal_L1_H1_seeds0-7", 8),
+    ]
+    assert max(t.work for t in two) <= total / 2
+    assert sorted(r.name for t in two for r in t.runs) == sorted(r.name for r in spec.runs())
+    assert [t.work for t in two] == sorted((t.work for t in two), reverse=True)
 
 
 def test_list_shows_the_plan_and_an_estimate_from_the_measured_throughput(tmp_path, capsys, monkeypatch):

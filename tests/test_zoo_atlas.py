@@ -197,21 +197,21 @@ def test_crossing_differences_reads_training_dynamics_comparisons():
     }
 
 
-def test_the_zoo_takes_the_tutorial_preset_and_snapshots_which_train_alone(tmp_path, capsys):
+def test_the_zoo_takes_the_tutorial_preset_and_trains_snapshot_runs_as_ensembles(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "zoo"), "--preset", "tutorial", "--seeds", "2", "--heads", "1",
             "--layers", "1", "--positional-embeddings", "sinusoidal", "--no-control", "--list",
-            "--", "--save-every-log-steps", "8"]  # fmt: skip
+            "--engine", "sequential", "--", "--save-every-log-steps", "8"]  # fmt: skip
     assert zoo_cli.main(argv) == 0
     listed = capsys.readouterr().out
     assert "tutorial_sinusoidal_L1_H1_seed0" in listed and "tutorial_sinusoidal_L1_H1_seed1" in listed
-    assert listed.count("alone (--save-every-log-steps)") == 2  # snapshots: no ensemble (left for later)
+    assert "ensemble of 2" in listed and "alone" not in listed  # members write their own snapshots
 
 
 # --- a tiny real zoo ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Path:
-    """2 seeds × heads {1, 2}, d_model 16, 30 steps, trained with snapshots (alone: no ensembles); the
-    two-head runs' snapshots are removed again."""
+    """2 seeds × heads {1, 2}, d_model 16, 30 steps, trained with snapshots (as ensembles of 2 seeds, each
+    member writing its own); the two-head runs' snapshots are removed again."""
     out = tmp_path_factory.mktemp("atlas_zoo")
     argv = ["--out", str(out), "--engine", "sequential", "--seeds", "2", "--heads", "1", "2", "--layers", "1",
             "--positional-embeddings", "sinusoidal", "--d-model", "16", "--no-control",

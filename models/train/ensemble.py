@@ -14,15 +14,17 @@ How a member stays the run it would be alone:
 - data: each member has its own ``ReverseDataModule(seed)`` splits and shuffling order; a step's batch
   is ``[M, batch, pos]``, row m being exactly member m's batch of that step;
 - forward/backward: :func:`models.encoder.stacked.stacked_logits` on the members' parameters stacked on a
-  leading model axis (``torch.stack`` of each member's own ``nn.Parameter``s, so gradients land on
-  them); each member's loss is its own batch mean, and the summed loss gives each member exactly its
+  leading model axis (one leaf tensor per parameter name, each member's ``nn.Parameter`` a view of its
+  row); each member's loss is its own batch mean, and the summed loss gives each member exactly its
   own gradient;
-- optimiser: one Adam whose parameter groups are the members (Adam is per element, so each member has
-  its own moments and step count), gradient clipping at norm 5 per member
-  (``clip_grad_norm_(member.parameters(), 5)``), the cosine schedule per group;
-- stop at 100%: after every validation a member whose val accuracy is 1.0 is frozen (it leaves the
-  stacked forward, its parameters get no gradient, so Adam leaves it and its state untouched); the fit
-  ends when every member is frozen or the step budget is spent. Each member keeps the weights of its
+- optimiser: one fused Adam over the stacked tensors (Adam is per element and every member still
+  training has taken the same number of steps, so each member has its own moments and step count),
+  gradient clipping at norm 5 per member (:func:`models.train.ensemble_module.clip_per_member`: the
+  formula of ``clip_grad_norm_(member.parameters(), 5)`` on each member's rows), the cosine schedule;
+- stop at 100%: after every validation a member whose val accuracy is 1.0 is frozen (the stacks and
+  Adam's moments shrink to the members still training, so it leaves the stacked forward and nothing
+  updates its weights or its Adam state any more); the fit ends when every member is frozen or the
+  step budget is spent. Each member keeps the weights of its
   best validation (the first one with the highest accuracy, as ``ModelCheckpoint(mode="max")`` does),
   and those are what its ``model.pt`` holds.
 
@@ -48,13 +50,18 @@ machine can take, but made the stacked forward and backward 1.2-1.8× slower (5 
 measured at load 13-16, docs/reproducibility.md): most of the ensemble's advantage. And the
 attention's batched products would still differ in shape from one model's. The batched form is kept.
 
-What an ensemble does not do (the zoo trains such runs alone): dropout, ``--save-every-log-steps``,
-``--max-time``, several devices or nodes, resuming (a member folder holds no ``checkpoints/``: an
-interrupted ensemble is trained again from the start, with the same result).
+Snapshots (``--save-every-log-steps K``): each member's ``snapshots/step_XXXXXX.pt`` at the steps, with the
+metadata, that ``models.train.cli`` writes for a run alone (``analyses.training_dynamics`` and the atlas's
+``--dynamics`` read them); they are kept in memory during the fit and written with the member's folder.
+
+What an ensemble does not do (the zoo trains such runs alone): dropout, ``--max-time``, several devices
+or nodes, resuming (a member folder holds no ``checkpoints/``: an interrupted ensemble is trained again
+from the start, with the same result).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from collections.abc import Sequence
@@ -63,6 +70,7 @@ from typing import Any
 
 import torch
 
+from models.encoder.hooked import HookedReverseEncoder
 from models.train.args import TrainArgs, parse_args, recorded_config
 from models.train.ensemble_args import ensemble_blocker, ensemble_key
 from models.train.ensemble_data import EnsembleData
@@ -100,6 +108,21 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _write_snapshots(module: EnsembleModule, m: int, args: TrainArgs, folder: Path) -> None:
+    """Member m's snapshots as ``models.train.lightning_module.SnapshotCallback`` writes a run's:
+    ``folder/step_XXXXXX.pt`` (``models.save_model``, sha256 recorded in ``folder/SHA256SUMS``) with
+    metadata seed, preset, run, step, epoch (and ``"final": True`` for the weights it stopped with)."""
+    from models.storage.checkpoints import save_model
+
+    if not module.snapshots[m]:
+        return
+    model = HookedReverseEncoder(copy.deepcopy(module.cfg))
+    base = {"seed": args.seed, "preset": args.preset, "run": args.run_name}
+    for step, (state, meta) in sorted(module.snapshots[m].items()):
+        model.load_state_dict(state)
+        save_model(model.eval(), folder / f"step_{step:06d}.pt", {**base, **meta})
+
+
 def train_ensemble(
     argvs: Sequence[Sequence[str]], workdir: str | Path | None = None, callbacks: list | None = None
 ) -> list[Path]:
@@ -130,6 +153,11 @@ def train_ensemble(
         kwargs["callbacks"] = list(callbacks or [])
         trainer = make_trainer(**kwargs)
         max_iters = first.epochs * data.steps_per_epoch
+        snapshot_steps: list[int] = []
+        if first.save_every_log_steps:  # the steps models.train.cli snapshots a run at
+            from models.train.lightning_module import log_spaced_steps
+
+            snapshot_steps = log_spaced_steps(first.max_steps or max_iters, first.save_every_log_steps)
         module = EnsembleModule(
             first.encoder_config(),
             [a.seed for a in members],
@@ -138,6 +166,7 @@ def train_ensemble(
             max_iters=max_iters,
             stop_at_perfect=bool(first.stop_at_perfect),
             log_every_n_steps=trainer.log_every_n_steps,
+            snapshot_steps=snapshot_steps,
         )
         fit_start = time.perf_counter()
         trainer.fit(module, datamodule=data)
@@ -219,6 +248,7 @@ def _write_member(
         ensemble=ensemble,
     )
     _write_log(folder / "logs" / "version_0" / "metrics.csv", module.history[m])
+    _write_snapshots(module, m, args, folder / "snapshots")
     best_step = module.best_step[m]
     step = steps if best_step is None else int(best_step)
     return save_run(folder, model, args, metrics, step, started, ensemble=ensemble)

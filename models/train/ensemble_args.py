@@ -14,8 +14,6 @@ def ensemble_blocker(args: TrainArgs) -> str | None:
     """Why the resolved run ``args`` cannot be trained in an ensemble, or None if it can."""
     if args.dropout or args.input_dropout:
         return "dropout"
-    if args.save_every_log_steps:
-        return "--save-every-log-steps"
     if args.max_time is not None:
         return "--max-time"
     if args.strategy != "auto" or args.num_nodes != 1 or str(args.devices) not in ("auto", "1"):

@@ -53,6 +53,7 @@ This module is the command line; the plan is ``models.zoo.plan``, the driver (:f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -155,13 +156,19 @@ def _list(out: Path, spec: ZooSpec, engine: ZooEngine) -> None:
     for run in runs:
         print(f"{run.name:<48} {states[run.name]}")
     todo = [run for run in runs if states[run.name] != "finished"]
-    tasks = plan_tasks(spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble)
+    slots = 1
+    if engine.engine == "ray" and engine.address is None:  # the embedded instance: every CPU here
+        slots = max(1, int((engine.num_cpus or os.cpu_count() or 1) / engine.cpus_per_task))
+    tasks = plan_tasks(
+        spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble, slots=slots
+    )
     print(
         f"\n{len(runs)} runs, {len(runs) - len(todo)} finished; {len(todo)} to train in {len(tasks)} tasks:"
     )
-    for task in tasks:
+    total = sum(task.work for task in tasks) or 1.0
+    for task in tasks:  # longest predicted first, the order they start in
         how = f"ensemble of {len(task.runs)}" if task.ensemble else f"alone ({task.note})"
-        print(f"  {task.name:<52} {how}")
+        print(f"  {task.name:<52} {how:<24} {100 * task.work / total:5.1f}% of the predicted work")
     seconds, source = estimate(engine.engine, engine.ensemble, len(todo))
     print(f"estimated time on the {engine.engine} engine: {cluster.format_seconds(seconds)} ({source})")
 

@@ -249,7 +249,10 @@ def _train(
         records.append(record)
     by_name = {r["name"]: r for r in records}
     todo = [run for run, record in zip(runs, records) if record["status"] == "pending"]
-    tasks = plan_tasks(spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble)
+    slots = max(1, int(info.cpus / engine.cpus_per_task)) if info is not None else 1
+    tasks = plan_tasks(
+        spec, todo, out, ensemble=engine.ensemble, max_ensemble=engine.max_ensemble, slots=slots
+    )
     engine_doc = _engine_record(engine, info)
     _write_manifest(out, spec, engine_doc, records)
     where = info.describe() if info is not None else "sequential engine, this process"
@@ -296,7 +299,7 @@ def _train(
             )
 
     if engine.engine == "ray":
-        _run_on_ray(out, engine, tasks, finish)
+        _run_on_ray(out, engine, tasks, finish, slots)
     else:
         _run_here(out, tasks, finish)
     seconds = time.perf_counter() - started
@@ -321,7 +324,7 @@ def _payload(out: Path, task: ZooTask, gpus: float) -> dict[str, Any]:
     }
 
 
-def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Callable) -> None:
+def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Callable, slots: int) -> None:
     from models.zoo import task as zoo_task
 
     payloads = [_payload(out, task, engine.gpus_per_task) for task in tasks]
@@ -333,6 +336,9 @@ def _run_on_ray(out: Path, engine: ZooEngine, tasks: list[ZooTask], finish: Call
         gpus=engine.gpus_per_task,
         max_retries=engine.max_retries,
         name="zoo-task",
+        # one more submitted than can run: Ray starts them in the plan's order (longest first), and the
+        # next one is queued while the driver installs a finished task's files
+        max_pending=slots + 1,
     )
     with contextlib.closing(outcomes):
         for outcome in outcomes:

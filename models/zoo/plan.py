@@ -8,9 +8,12 @@ d_model × length × categories. A run's folder name is ``<preset>_<pe>_L<layers
 tutorial's 32, 16 and 10 (so the default grid keeps the names it always had).
 
 Tasks: runs that differ only in their seed form one ensemble task (``models.train.ensemble``; at most
-``max_ensemble`` members each); a run that cannot join one (dropout, snapshots, ``--max-time``, several
-devices, or an interrupted run folder to continue) is a task of its own. Tasks are ordered largest
-first (a longest-processing-time order: the big ones start early and the small ones fill the gaps).
+``max_ensemble`` members each); a run that cannot join one (dropout, ``--max-time``, several
+devices, or an interrupted run folder to continue) is a task of its own. Tasks are ordered by their
+predicted length, longest first (:func:`predicted_work`: runs without positional encoding never stop
+early and run their whole budget, ~10× the steps of the others) — a longest-processing-time order: the
+long ones start early and the short ones fill the gaps; on several slots an ensemble predicted longer
+than a slot's share of the work is halved until none is, so that no straggler ends the zoo on one core.
 """
 
 from __future__ import annotations
@@ -204,6 +207,7 @@ class ZooTask:
     ensemble: bool
     resume: bool = False  # a single run continued from the files already in the zoo folder
     note: str | None = None  # why a run trains alone
+    work: float = 0.0  # predicted length (predicted_work), set by plan_tasks
 
     @property
     def name(self) -> str:
@@ -213,15 +217,74 @@ class ZooTask:
         return f"{first.rsplit('_seed', 1)[0]}_seeds{self.runs[0].seed}-{self.runs[-1].seed}"
 
     def cost(self) -> float:
-        """A relative cost, for ordering only: members × layers × (d_model · length) of the biggest."""
-        run = self.runs[0]
-        return len(self.runs) * run.n_layers * run.d_model * run.n_ctx * (1 + 0.25 * run.n_heads)
+        """The predicted length, for ordering only (:func:`predicted_work`; set by :func:`plan_tasks`)."""
+        return self.work
+
+
+# PE runs of the fast preset stopped at 120-280 steps in the default zoo (5 seeds × 12 architectures);
+# a run that may stop at 100% is predicted to take this many steps (or one validation interval, or its
+# budget, whichever decides). Runs without positional encoding never reach 100%: their whole budget.
+PREDICTED_STOP_STEPS = 200
+TRAIN_EVAL_SEQUENCES = 10_000  # models.train.cli's final train metrics: the first 10k training sequences
+
+
+def predicted_work(args, members: int) -> float:
+    """A task's predicted length in token-layer units, for ordering tasks longest first::
+
+        work = members · W · n_ctx · (E + steps · (3 · batch + val_size / v))
+        W    = n_layers · d_model · (1 + n_heads / 4)      arithmetic per token, relative
+        E    = min(train_size, 10,000) + test_size         the final evaluation's sequences
+        v    = steps between validations
+
+    ``steps`` is the step budget (``--max-steps``, else epochs × steps per epoch) for runs that cannot
+    stop early (no positional encoding: they never reach 100%; or stop-at-perfect off), otherwise
+    ``min(budget, max(PREDICTED_STOP_STEPS, v))``; a forward and backward pass is ~3 forwards."""
+    cfg = args.encoder_config()
+    per_epoch = max(1, args.train_size // args.batch_size)
+    budget = args.max_steps if args.max_steps is not None else args.epochs * per_epoch
+    vci = args.val_check_interval
+    every = vci if isinstance(vci, int) else max(1, int(round(float(vci or 1.0) * per_epoch)))
+    stops = bool(args.stop_at_perfect) and cfg.positional_embedding != "none"
+    steps = min(budget, max(PREDICTED_STOP_STEPS, every)) if stops else budget
+    per_token = cfg.n_layers * cfg.d_model * (1 + cfg.n_heads / 4)
+    sequences = min(args.train_size, TRAIN_EVAL_SEQUENCES) + args.test_size
+    sequences += steps * (3 * args.batch_size + args.val_size / every)
+    return members * per_token * cfg.n_ctx * sequences
+
+
+def _balanced(tasks: list[ZooTask], slots: int) -> list[ZooTask]:
+    """Split ensembles predicted to take more than one slot's share of the work (total / slots): such a
+    task alone would outlast the ideal end of the zoo while the other slots idle. Each split halves an
+    ensemble (the larger half first), only as often as needed (an ensemble amortises its overhead over
+    its members, which the prediction does not count); a single run is never split."""
+    if slots < 2:
+        return tasks
+    limit = sum(t.work for t in tasks) / slots
+    out: list[ZooTask] = []
+    queue = list(tasks)
+    while queue:
+        task = queue.pop(0)
+        if task.work <= limit or len(task.runs) < 2:
+            out.append(task)
+            continue
+        half = (len(task.runs) + 1) // 2
+        for runs, argvs in ((task.runs[:half], task.argvs[:half]), (task.runs[half:], task.argvs[half:])):
+            share = task.work * len(runs) / len(task.runs)
+            note = task.note if len(runs) > 1 else "split to balance the slots"
+            queue.append(ZooTask(runs, argvs, ensemble=len(runs) > 1, note=note, work=share))
+    return out
 
 
 def plan_tasks(
-    spec: ZooSpec, runs: Sequence[ZooRun], out: Path, ensemble: bool = True, max_ensemble: int = 8
+    spec: ZooSpec,
+    runs: Sequence[ZooRun],
+    out: Path,
+    ensemble: bool = True,
+    max_ensemble: int = 8,
+    slots: int = 1,
 ) -> list[ZooTask]:
-    """Group the unfinished ``runs`` into tasks (see the module docstring), largest first."""
+    """Group the unfinished ``runs`` into tasks (see the module docstring), longest predicted first;
+    with ``slots`` > 1 tasks running at once, ensembles too long for a balanced end are split."""
     from models.train.args import parse_args
     from models.train.ensemble_args import ensemble_blocker, ensemble_key
 
@@ -230,21 +293,25 @@ def plan_tasks(
     for run in runs:
         argv = spec.train_argv(run, out)
         state = run_state(out / run.name, argv)[0]
+        args = parse_args(argv).resolve()
         if state in ("partial", "extendable"):
             note = "continues its checkpoint" if state == "partial" else "continues a finished run"
-            tasks.append(ZooTask([run], [argv], ensemble=False, resume=True, note=note))
+            work = predicted_work(args, 1)
+            tasks.append(ZooTask([run], [argv], ensemble=False, resume=True, note=note, work=work))
             continue
-        args = parse_args(argv).resolve()
         blocker = ensemble_blocker(args) if ensemble else "--no-ensemble"
         if blocker:
-            tasks.append(ZooTask([run], [argv], ensemble=False, note=blocker))
+            tasks.append(ZooTask([run], [argv], ensemble=False, note=blocker, work=predicted_work(args, 1)))
             continue
-        groups.setdefault(ensemble_key(args), []).append((run, argv))
+        groups.setdefault(ensemble_key(args), []).append((run, argv, args))
     for members in groups.values():
         for start in range(0, len(members), max_ensemble):
             chunk = members[start : start + max_ensemble]
-            tasks.append(ZooTask([r for r, _ in chunk], [a for _, a in chunk], ensemble=len(chunk) > 1))
-    tasks.sort(key=lambda task: -task.cost())  # stable: plan order among equals
+            work = predicted_work(chunk[0][2], len(chunk))
+            runs_, argvs = [r for r, _, _ in chunk], [a for _, a, _ in chunk]
+            tasks.append(ZooTask(runs_, argvs, ensemble=len(chunk) > 1, work=work))
+    tasks = _balanced(tasks, slots)
+    tasks.sort(key=lambda task: -task.cost())  # longest first; stable: plan order among equals
     return tasks
 
 
