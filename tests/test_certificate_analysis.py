@@ -330,6 +330,7 @@ def test_the_report_section_and_summary_row_escape_what_they_show(auto_run):
 
 
 def test_reports_build_runs_the_certificate_with_its_budget(small, tmp_path):
+    from reports import pipeline
     from reports.build import build_report
 
     path, _ = small
@@ -337,10 +338,16 @@ def test_reports_build_runs_the_certificate_with_its_budget(small, tmp_path):
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     cert = summary["metrics"]["certificate"]
     assert cert["budget_seconds"] == 7.5 and cert["method"] == "enumeration"
+    assert cert["max_boxes"] == pipeline.CERTIFICATE_BOXES  # the default box budget stays with seconds
     doc = json.loads((tmp_path / "report" / "certificate" / "metrics.json").read_text())
     prov = doc["provenance"]
     assert doc["theorem"]["reason"].startswith("the theorem columns were left out")
-    assert prov["run_kwargs"] == {"method": "auto", "budget_seconds": 7.5, "theorems": False}
+    assert prov["run_kwargs"] == {
+        "method": "auto",
+        "budget_seconds": 7.5,
+        "max_boxes": pipeline.CERTIFICATE_BOXES,
+        "theorems": False,
+    }
     html = page.read_text()
     assert "Certified accuracy over all inputs (per digit)" in html and 'id="certificate"' in html
     # the same budget again reuses the folder; another budget recomputes it
