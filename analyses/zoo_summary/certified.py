@@ -1,21 +1,20 @@
 """Does a higher flip mass buy a tighter proof? The certified bounds of a zoo's runs against their
 mechanism scalars (``zoo_summary --certify``).
 
-Per certified run k (1-layer runs; two-layer runs are not certified and not counted) the outcomes are
-its certified per-digit lower bound L_k and the gap U_k − L_k (what the budget left undecided: 0 when
-the proof or the enumeration resolved every input), set against three scalars of the same run: the best
-head's flip mass and neighbour mass (means over the evaluation sequences) and its tolerance margin
-(own flip mass − the flip mass at which accuracy falls below 99% under uniform mixing,
-:func:`analyses.zoo_summary.runs.tolerance_margin`).
+Per certified run k (1-layer runs; two-layer runs are not certified and not counted) the outcomes are its
+certified per-digit lower bound L_k and the gap U_k − L_k (what the budget left undecided: 0 when the
+proof or the enumeration resolved every input; differences at the float bounds' last bits count as 0), set
+against three scalars of the same run: the best head's flip mass and neighbour mass (means over the
+evaluation sequences) and its tolerance margin (own flip mass − the flip mass at which accuracy falls
+below 99% under uniform mixing, :func:`analyses.zoo_summary.runs.tolerance_margin`).
 
 The association is Spearman's ρ with a Fisher-z interval inside [−1, 1]
 (:func:`interp.rank_correlation.spearman`; n = the runs with both values). It uses only ranks, so a
-censored margin keeps its place: "accuracy never below 99% on the grid" (+∞) ranks above every
-measured margin, "below 99% already at the model's own pattern" (−∞) below every one, tied among
-themselves. The verdict per pair: the interval excludes 0 → "higher … goes with a higher/lower …";
-it holds 0 → "no association resolved"; no interval (n < 4, or a constant side) → says why. It is an
-association across runs of one zoo, not an effect of flip mass: runs differ in everything training
-varies.
+censored margin keeps its place: "accuracy never below 99% on the grid" (+∞) ranks above every measured
+margin, "below 99% already at the model's own pattern" (−∞) below every one, tied among themselves. The
+verdict per pair: the interval excludes 0 → "higher … goes with a higher/lower …"; it holds 0 → "no
+association resolved"; no interval (n < 4, or a constant side) → says why. It is an association across
+runs of one zoo, not an effect of flip mass: runs differ in everything training varies.
 """
 
 from __future__ import annotations
@@ -29,6 +28,9 @@ import numpy as np
 from interp.rank_correlation import spearman
 
 SCALARS = ("flip_mass", "neighbour_mass", "tolerance_margin")
+# Bounds of a resolved run (exact count) differ by their outward float rounding, ~1e-16: a gap that small
+# is 0. (One undecided pair among N·C^N is below float64's resolution too, so no real gap is lost.)
+RESOLVED_GAP = 1e-12
 OUTCOMES = ("certified_lower", "certified_gap")
 NAMES = {
     "flip_mass": "flip mass",
@@ -67,12 +69,14 @@ def run_table(runs: Sequence[Any]) -> dict[str, np.ndarray]:
     rows = [r for r in runs if r.certified and r.certified.get("certified_lower") is not None]
     lower = np.array([r.certified["certified_lower"] for r in rows], dtype=np.float64)
     upper = np.array([r.certified["certified_upper"] for r in rows], dtype=np.float64)
+    gap = upper - lower
+    gap[gap <= RESOLVED_GAP] = 0.0  # resolved: the bounds differ only by their outward rounding
     return {
         "name": np.array([r.name for r in rows], dtype=object),
         "architecture": np.array([r.architecture for r in rows], dtype=object),
         "certified_lower": lower,
         "certified_upper": upper,
-        "certified_gap": upper - lower,
+        "certified_gap": gap,
         "flip_mass": np.array([r.value("flip_mass") for r in rows], dtype=np.float64),
         "neighbour_mass": np.array([r.value("neighbour_mass") for r in rows], dtype=np.float64),
         "tolerance_margin": np.array(

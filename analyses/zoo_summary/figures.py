@@ -245,6 +245,14 @@ def certified_figure(result: ZooSummaryResult, directory: Path) -> str:
                 if outcome == "certified_lower":
                     ax.plot([shown[k]] * 2, [y[k], table["certified_upper"][k]], color=colours[k], lw=1.2)
                 ax.plot(shown[k], y[k], marker, ms=6, mfc=face, mec=colours[k], mew=1.2)
+            for side, label in (
+                (np.inf, "never below 99%\n(+∞)"),
+                (-np.inf, "below 99% at\nits own pattern (−∞)"),
+            ):
+                if (x == side).any():
+                    ax.axvline(edges[side], color="grey", ls=":", lw=0.8)
+                    ax.text(edges[side], 0.02, label, transform=ax.get_xaxis_transform(), fontsize=7,
+                            color="grey", ha="right" if side < 0 else "left", va="bottom")  # fmt: skip
             r = rows.get((scalar, outcome))
             title = "ρ n/a" if r is None else r["text"]
             ax.set_title(f"{NAMES[outcome]} vs {NAMES[scalar]}\n{title}", fontsize=9)
