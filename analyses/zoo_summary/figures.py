@@ -253,6 +253,8 @@ def certified_figure(result: ZooSummaryResult, directory: Path) -> str:
                     ax.axvline(edges[side], color="grey", ls=":", lw=0.8)
                     ax.text(edges[side], 0.02, label, transform=ax.get_xaxis_transform(), fontsize=7,
                             color="grey", ha="right" if side < 0 else "left", va="bottom")  # fmt: skip
+            if not finite.any():  # every margin censored: the positions carry no number
+                ax.set_xticks([])
             r = rows.get((scalar, outcome))
             title = "ρ n/a" if r is None else r["text"]
             ax.set_title(f"{NAMES[outcome]} vs {NAMES[scalar]}\n{title}", fontsize=9)
