@@ -2,7 +2,7 @@
 
     python -m reports.build [--checkpoint PATH] [--out DIR] [--only A,B] [--skip A] [--seed S]
                             [--num-sequences N] [--n-heads H] [--name NAME] [--jobs J] [--svg]
-                            [--certificate-budget S] [--certificate-theorems]
+                            [--certificate-boxes N] [--certificate-budget S] [--certificate-theorems]
     python -m reports.build --index DIR [DIR ...] [--out DIR]
 
 The first form runs every analysis of :data:`reports.pipeline.ANALYSES` on the model (the default
@@ -121,8 +121,9 @@ def build_report(
     name: str | None = None,
     jobs: int = 1,
     svg: bool = False,
-    certificate_budget: float = pipeline.CERTIFICATE_BUDGET,
+    certificate_budget: float | None = None,
     certificate_theorems: bool = False,
+    certificate_boxes: int | None = pipeline.CERTIFICATE_BOXES,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -130,11 +131,12 @@ def build_report(
 
     ``only`` / ``skip`` choose analyses by name; ``jobs`` > 1 runs analyses in that many forked worker
     processes (set ``torch.set_num_threads(1)`` before, as the CLI does); ``svg`` also writes every
-    analysis' figures as SVG (the page inlines the PNGs). ``certificate_budget`` is the seconds the
-    certificate's proof may branch (the section names it); ``certificate_theorems`` adds its theorem
-    columns (minutes more on the default model). ``command`` is recorded as
-    the command line (None: built from Python). Raises ``ValueError`` / ``UserError`` for bad input
-    before anything is written.
+    analysis' figures as SVG (the page inlines the PNGs). ``certificate_boxes`` is the number of
+    regions the certificate's proof may bound (deterministic; None: no limit) and ``certificate_budget``
+    the seconds it may branch (None: no limit); the first to run out stops it, and the section names both;
+    ``certificate_theorems`` adds its theorem columns (minutes more on the default model). ``command`` is
+    recorded as the command line (None: built from Python). Raises ``ValueError`` / ``UserError`` for bad
+    input before anything is written.
     """
     started = time.perf_counter()
     say = log or (lambda message: None)
@@ -146,12 +148,19 @@ def build_report(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{label} must be an integer ≥ {low}, got {value!r}")
-    if isinstance(certificate_budget, bool) or not (
-        isinstance(certificate_budget, int | float) and 0 < certificate_budget < float("inf")
+    if certificate_budget is not None and (
+        isinstance(certificate_budget, bool)
+        or not (isinstance(certificate_budget, int | float) and 0 < certificate_budget < float("inf"))
     ):
         raise ValueError(
             f"--certificate-budget must be a positive number of seconds, got {certificate_budget!r}"
         )
+    if certificate_boxes is not None and (
+        isinstance(certificate_boxes, bool) or not isinstance(certificate_boxes, int) or certificate_boxes < 1
+    ):
+        raise ValueError(f"--certificate-boxes must be an integer ≥ 1, got {certificate_boxes!r}")
+    if certificate_budget is None and certificate_boxes is None:
+        raise ValueError("the certificate needs a budget: give --certificate-boxes or --certificate-budget")
     if not str(out).strip():
         raise UserError("--out is empty: name the report folder")
     out = Path(out).expanduser().absolute()
@@ -184,7 +193,8 @@ def build_report(
             say,
             {
                 "certificate": {
-                    "budget_seconds": float(certificate_budget),
+                    "budget_seconds": None if certificate_budget is None else float(certificate_budget),
+                    "max_boxes": certificate_boxes,
                     "theorems": bool(certificate_theorems),
                 }
             },
@@ -395,12 +405,18 @@ def build_parser() -> arguments.ArgumentParser:
     )
     p.add_argument("--svg", action="store_true", help="also write every analysis' figures as SVG")
     p.add_argument(
+        "--certificate-boxes",
+        type=arguments.positive_int,
+        metavar="N",
+        help=f"regions the certificate's proof may bound (default {pipeline.CERTIFICATE_BOXES:,}, about 10 s "
+        "on the tutorial's model; the same bounds whatever the machine's load)",
+    )
+    p.add_argument(
         "--certificate-budget",
         type=arguments.positive_seconds,
-        default=pipeline.CERTIFICATE_BUDGET,
         metavar="S",
-        help=f"seconds the certificate's proof may branch (default {pipeline.CERTIFICATE_BUDGET:g}; "
-        "python -m analyses.certificate's own default is 600)",
+        help="seconds the certificate's proof may branch (default: no time limit); alone, it replaces the "
+        "box budget; with --certificate-boxes, the first to run out stops the proof",
     )
     p.add_argument(
         "--certificate-theorems",
@@ -451,6 +467,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs=args.jobs,
             svg=args.svg,
             certificate_budget=args.certificate_budget,
+            certificate_boxes=(
+                args.certificate_boxes
+                if args.certificate_boxes is not None or args.certificate_budget is not None
+                else pipeline.CERTIFICATE_BOXES
+            ),
             certificate_theorems=args.certificate_theorems,
             command=shlex.join(map(str, words)),
             log=lambda message: print(message, file=sys.stderr),  # noqa: T201

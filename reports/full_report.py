@@ -206,11 +206,7 @@ def certificate_row(cert: Mapping[str, Any] | None) -> dict[str, Any]:
         value = f"exactly {cert['pairs'] - wrong['lower']:,}/{cert['pairs']:,} pairs"
     else:
         value = f"bounds {numbers.bounds(pd['lower'], pd['upper'], 6)}"
-    how = (
-        f"proof, budget {cert['budget_seconds']:g} s"
-        if cert["method"] == "proof"
-        else "every input evaluated"
-    )
+    how = f"proof, {cert['budget']}" if cert["method"] == "proof" else "every input evaluated"
     undecided = "" if cert["resolved"] else "; the gap is what the budget left undecided"
     return {
         "label": "Certified accuracy over all inputs (per digit)",

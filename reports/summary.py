@@ -136,6 +136,8 @@ def _certificate(doc: Mapping[str, Any]) -> dict[str, Any]:
         "pairs": doc["pairs"],
         "method": doc["method"],
         "budget_seconds": doc["settings"]["budget_seconds"],
+        "max_boxes": doc["settings"].get("max_boxes"),
+        "budget": doc["compute"].get("budget"),
         "resolved": doc["resolved"],
         "wrong_pairs": doc["census"]["wrong_pairs"],
         "seconds": doc["compute"]["seconds"],

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -43,6 +44,8 @@ RECORD = Path("docs/figures/figures.json")  # relative to the root
 PAGE = Path("docs/guide/figures.md")
 PNG_DIR = Path("docs/figures")
 MARKER = re.compile(r"(?<!`)<!--fig:([A-Za-z0-9_.+-]+)-->(.*?)<!--/fig-->", re.S)  # `quoted` ones: examples
+
+CERTIFICATE_BOXES = 150_000  # regions the certificate's proof bounds for the quoted figures
 
 # The documented commands, as a reader types them (see docs/guide/analyses.md). Analysis commands get
 # ``--out WORK/<name> --quiet`` appended; training_dynamics' two commands run in WORK.
@@ -72,6 +75,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     # a benchmark: wall seconds, so its figures need an idle machine (docs/guide/performance.md)
     "run_anatomy": ("python benchmarks/run_anatomy.py",),
+    # A box budget, not seconds: the same bounds whatever the machine's load (about 5 minutes of one core).
+    "certificate": (f"python -m analyses.certificate --budget-boxes {CERTIFICATE_BOXES} --no-theorems",),
 }
 
 # The PNGs the docs show, per command (docs/figures/<analysis>/<name>.png).
@@ -84,6 +89,7 @@ PNGS: dict[str, tuple[str, ...]] = {
     "tolerance": ("tolerance_curves",),
     "interchange": ("iia",),
     "training_dynamics": ("progress",),
+    "certificate": ("cells",),
 }
 
 
@@ -171,6 +177,13 @@ def comparison(m: dict, first: str, second: str = "accuracy", fraction: float = 
         if c["first"] == first and c["second"] == second and c["fraction"] == fraction
     ]
     return row
+
+
+def safe(x: float, side: str, digits: int = 6) -> str:
+    """A certified bound printed on its safe side: a lower bound rounded down, an upper bound up."""
+    scale = 10**digits
+    value = (math.floor if side == "lower" else math.ceil)(x * scale) / scale
+    return f"{value:.{digits}f}"
 
 
 def length(m: dict, n: int) -> dict:
@@ -511,6 +524,41 @@ FIGURES: tuple[Figure, ...] = (
         lambda m: steps_apart(comparison(m, "flip_mass")),
     ),
 )
+FIGURES += (
+    *(
+        Figure(
+            f"certificate.{scope}_{side}",
+            f"certified {what} accuracy over all C^N inputs, {side} bound",
+            lambda m, scope=scope, side=side: safe(m[scope][side], side),
+        )
+        for scope, what in (("per_digit", "per-digit"), ("sequence", "whole-sequence"))
+        for side in ("lower", "upper")
+    ),
+    Figure("certificate.inputs", "inputs certified (C^N)", lambda m: f"{m['inputs']:,}"),
+    Figure("certificate.pairs", "(input, position) pairs (N·C^N)", lambda m: f"{m['pairs']:,}"),
+    Figure(
+        "certificate.wrong_pairs_proven",
+        "(input, position) pairs proven wrong",
+        lambda m: f"{m['census']['wrong_pairs']['lower']:,}",
+    ),
+    Figure(
+        "certificate.wrong_pairs_upper",
+        "(input, position) pairs not proven right (at most this many wrong)",
+        lambda m: f"{m['census']['wrong_pairs']['upper']:,}",
+    ),
+    Figure(
+        "certificate.regions", "regions proven wrong (census)", lambda m: f"{len(m['census']['regions']):,}"
+    ),
+    Figure(
+        "certificate.boxes", "regions bounded by the proof (boxes)", lambda m: f"{m['compute']['boxes']:,}"
+    ),
+    Figure("certificate.budget", "the proof's budget and what stopped it", lambda m: m["compute"]["budget"]),
+    Figure(
+        "certificate.flop_ratio",
+        "brute force's FLOPs over the certificate's",
+        lambda m: f"{m['compute']['brute_force_over_certificate']:.3g}",
+    ),
+)
 BY_KEY = {f.key: f for f in FIGURES}
 
 
@@ -640,10 +688,14 @@ def render_page(record: dict) -> str:
             for i, c in enumerate(run.get("commands", []))
         ]
         sha = run.get("checkpoint_sha256")
+        sampled = run.get("num_sequences") is not None
         lines += [
             "",
-            f"Seed {run.get('seed')}"
-            + (f", {run.get('num_sequences')} sequences" if run.get("num_sequences") is not None else "")
+            (
+                f"Seed {run.get('seed')}, {run.get('num_sequences')} sequences"
+                if sampled
+                else "Nothing sampled"
+            )
             + (f", checkpoint sha256 `{sha[:12]}…`" if sha else "")
             + (f", run {run.get('timestamp')}." if run.get("timestamp") else "."),
             "",

@@ -12,6 +12,7 @@ import math
 from fractions import Fraction
 from pathlib import Path
 
+import markupsafe
 import numpy as np
 import pytest
 import torch
@@ -157,6 +158,30 @@ def test_proof_bounds_contain_the_enumerated_value(small, tmp_path):
     assert doc["theorem"]["computed"] and (out / "figures" / "theorem.png").is_file()
 
 
+def test_a_box_budget_is_deterministic_sound_and_says_it_stopped_the_proof(small, tmp_path):
+    path, model = small
+    tokens, right = exhaustive(model)
+    docs = []
+    for k in range(2):
+        out = tmp_path / f"boxes{k}"
+        argv = ["--checkpoint", str(path), "--out", str(out), "--quiet", "--method", "proof"]
+        assert cli.main([*argv, "--budget-boxes", "30", "--no-theorems"]) == 0
+        docs.append(json.loads((out / "metrics.json").read_text()))
+    doc = docs[0]
+    assert doc["settings"]["max_boxes"] == 30 and doc["settings"]["budget_seconds"] is None
+    assert doc["compute"]["boxes"] == 30 and doc["compute"]["stopped_by"] == "max_boxes"
+    assert doc["compute"]["budget"] == "budget: 30 boxes; stopped by the box budget"
+    assert not doc["resolved"] and "(budget: 30 boxes; stopped by the box budget)" in doc["verdict"]["bounds"]
+    # the same model and box budget: the same bounds and census, whatever the load
+    for key in ("per_digit", "sequence", "census"):
+        assert docs[1][key] == doc[key]
+    assert doc["per_digit"]["lower"] <= right.sum() / right.size <= doc["per_digit"]["upper"]
+    covered = census_cover(doc, tokens, right)
+    assert covered.max() <= 1
+    html = (tmp_path / "boxes0" / "report.html").read_text()
+    assert "budget: 30 boxes; stopped by the box budget" in html
+
+
 def test_a_two_layer_model_is_refused_in_one_line(tmp_path, capsys):
     path = save_model(make_model(seed=1, n_layers=2, d_vocab=C, n_ctx=N, d_model=8), tmp_path / "two.pt")
     out = tmp_path / "cert"
@@ -169,7 +194,13 @@ def test_a_two_layer_model_is_refused_in_one_line(tmp_path, capsys):
 
 def test_flags_are_checked_before_any_work(small, tmp_path, capsys):
     path, _ = small
-    for argv in (["--budget-seconds", "0"], ["--budget-seconds", "nan"], ["--method", "enumeration"]):
+    for argv in (
+        ["--budget-seconds", "0"],
+        ["--budget-seconds", "nan"],
+        ["--method", "enumeration"],
+        ["--budget-boxes", "0"],
+        ["--budget-boxes", "2.5"],
+    ):
         assert cli.main(["--checkpoint", str(path), "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and err.count("\n") == 1
@@ -330,6 +361,7 @@ def test_the_report_section_and_summary_row_escape_what_they_show(auto_run):
 
 
 def test_reports_build_runs_the_certificate_with_its_budget(small, tmp_path):
+    from reports import pipeline
     from reports.build import build_report
 
     path, _ = small
@@ -337,10 +369,16 @@ def test_reports_build_runs_the_certificate_with_its_budget(small, tmp_path):
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     cert = summary["metrics"]["certificate"]
     assert cert["budget_seconds"] == 7.5 and cert["method"] == "enumeration"
+    assert cert["max_boxes"] == pipeline.CERTIFICATE_BOXES  # the default box budget stays with seconds
     doc = json.loads((tmp_path / "report" / "certificate" / "metrics.json").read_text())
     prov = doc["provenance"]
     assert doc["theorem"]["reason"].startswith("the theorem columns were left out")
-    assert prov["run_kwargs"] == {"method": "auto", "budget_seconds": 7.5, "theorems": False}
+    assert prov["run_kwargs"] == {
+        "method": "auto",
+        "budget_seconds": 7.5,
+        "max_boxes": pipeline.CERTIFICATE_BOXES,
+        "theorems": False,
+    }
     html = page.read_text()
     assert "Certified accuracy over all inputs (per digit)" in html and 'id="certificate"' in html
     # the same budget again reuses the folder; another budget recomputes it
@@ -388,7 +426,11 @@ def test_zoo_summary_certify_adds_the_certified_bounds_per_run_and_over_seeds(tm
     assert (
         capsys.readouterr().err.strip() == "error: --certify-budget is the budget of --certify: add --certify"
     )
-    assert zs_cli.main([*base, "--certify", "--certify-budget", "5"]) == 0
+    assert zs_cli.main([*base, "--certify-boxes", "5"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "error: --certify-boxes is the budget of --certify: add --certify"
+    )
+    assert zs_cli.main([*base, "--certify", "--certify-budget", "5", "--certify-boxes", "400"]) == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["provenance"]["certify_budget"] == 5.0 and doc["certified"]
     two_layers = [r for r in doc["runs"] if r["architecture"].startswith("sinusoidal L2")]
@@ -400,7 +442,11 @@ def test_zoo_summary_certify_adds_the_certified_bounds_per_run_and_over_seeds(tm
         model = load_model(zoo_dir / run["name"] / "model.pt")
         _, right = exhaustive(model)
         c = run["certified"]
-        assert c["method"] == "enumeration" and c["budget_seconds"] == 5.0
+        assert c["method"] == "enumeration" and c["budget_seconds"] == 5.0 and c["max_boxes"] == 400
+        margin = c["tolerance_margin"]
+        assert margin["family"] == "uniform" and margin["level"] == 0.99
+        assert margin["status"] in ("crossed", "never_crossed", "starts_below")
+        assert (margin["mean"] is None) == (margin["status"] != "crossed")
         exact = Fraction(int(right.sum()), right.size)
         assert Fraction(c["certified_lower"]) <= exact <= Fraction(c["certified_upper"])
         assert c["certified_upper"] <= math.nextafter(c["certified_lower"], 1.0)
@@ -412,8 +458,22 @@ def test_zoo_summary_certify_adds_the_certified_bounds_per_run_and_over_seeds(tm
     assert {r["run"] for r in rows if r["metric"] == "certified_upper" and r["scope"] == "run"} == {
         r["name"] for r in doc["runs"]
     }
-    assert "certified per-digit accuracy (all inputs)" in (out / "report.html").read_text()
-    assert "certified_lower" in capsys.readouterr().out
+    html = (out / "report.html").read_text()
+    assert "certified per-digit accuracy (all inputs)" in html
+    association = doc["certified_association"]
+    assert association["budget"] == "400 boxes and 5 s"
+    assert {(r["scalar"], r["outcome"]) for r in association["rows"]} == {
+        (x, y)
+        for x in ("flip_mass", "neighbour_mass", "tolerance_margin")
+        for y in ("certified_lower", "certified_gap")
+    }
+    certified = sum(r["certified"]["certified_lower"] is not None for r in doc["runs"])
+    assert certified == len(doc["runs"]) - 2  # every run but the two 2-layer ones
+    assert all(r["n"] == certified for r in association["rows"])
+    assert str(markupsafe.escape(association["answer"])) in html
+    assert association["answer"] in capsys.readouterr().out
+    assert (out / "figures" / "certified_vs_mechanism.png").is_file()
+    assert any(r["scope"] == "association" for r in rows)
 
 
 def test_inert_offsets_everywhere_need_the_key_inert_in_every_cell_where_it_exists():

@@ -464,3 +464,43 @@ def test_tutorial_checkpoint_formats_certify_like_the_model(models_, proofs, tmp
     proof = certify(loaded, seq_len=6, method="proof")
     assert proof.wrong_count_lower <= truth.wrong_count_lower <= proof.wrong_count_upper
     assert proof.wrong_count_upper - proof.wrong_count_lower <= 0.01 * proof.pairs
+
+
+def test_max_boxes_is_a_deterministic_work_budget(models_):
+    """The same max_boxes gives the same bounds and census (whatever the seconds budget left); a larger
+    max_boxes never gives looser bounds; the result says which budget stopped the proof."""
+    model = models_["post_sin_early"]
+
+    def run(max_boxes):
+        cert = certify(model, method="proof", theorems=False, batch_size=64, max_boxes=max_boxes,
+                       budget_seconds=1e6)  # fmt: skip
+        census = [(c.right, c.wrong) for c in cert.cells], [r.to_dict() for r in cert.wrong_regions]
+        return cert, census
+
+    runs = {m: run(m) for m in (150, 150, 301, 700)} | {None: run(None)}
+    again = run(150)
+    assert again[1] == runs[150][1] and again[0].boxes == 150
+    assert (again[0].per_digit_lower, again[0].per_digit_upper) == (
+        runs[150][0].per_digit_lower,
+        runs[150][0].per_digit_upper,
+    )
+    assert (again[0].sequence_lower, again[0].sequence_upper) == (
+        runs[150][0].sequence_lower,
+        runs[150][0].sequence_upper,
+    )
+    chain = [runs[m][0] for m in (150, 301, 700, None)]
+    for small, large in zip(chain, chain[1:]):
+        assert small.wrong_count_lower <= large.wrong_count_lower
+        assert small.wrong_count_upper >= large.wrong_count_upper
+        assert small.per_digit_lower <= large.per_digit_lower
+        assert small.per_digit_upper >= large.per_digit_upper
+        for a, b in zip(small.cells, large.cells, strict=True):
+            assert a.right <= b.right and a.wrong <= b.wrong
+    gaps = [c.wrong_count_upper - c.wrong_count_lower for c in chain]
+    assert gaps[0] > gaps[-1]  # the budget bites
+    assert [c.details["stopped_by"] for c in chain] == ["max_boxes"] * 3 + ["done"]
+    assert [c.boxes for c in chain[:3]] == [150, 301, 700] and chain[-1].boxes > 700
+    timed_out = certify(model, method="proof", theorems=False, budget_seconds=0.0)
+    assert timed_out.details["stopped_by"] == "seconds"
+    with pytest.raises(CertificateUnsupported, match="max_boxes"):
+        certify(model, method="proof", max_boxes=-1)

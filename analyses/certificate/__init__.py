@@ -11,7 +11,8 @@ the model actually puts there. The engine is ``interp.certify`` (docs/certificat
 
 Python: ``result = run(model, method="auto", budget_seconds=600)`` (a model or a checkpoint path);
 ``write_outputs(result, "out/certificate")``; ``result.summary()``, ``result.to_dataframe()``.
-CLI:    ``python -m analyses.certificate [--checkpoint PATH] [--budget-seconds S] [--method auto|proof]``.
+CLI:    ``python -m analyses.certificate [--checkpoint PATH] [--budget-boxes N] [--budget-seconds S]
+        [--method auto|proof]`` (``--budget-boxes``: a deterministic budget, the same bounds on any load).
 """
 
 from analyses.certificate.measure import run

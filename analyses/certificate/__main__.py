@@ -36,9 +36,15 @@ def build_parser() -> arguments.ArgumentParser:
     p.add_argument(
         "--budget-seconds",
         type=arguments.positive_seconds,
-        default=DEFAULT_BUDGET_SECONDS,
         help=f"wall-clock budget of the proof's branching; what is undecided then stays between the bounds "
-        f"(default {DEFAULT_BUDGET_SECONDS:g})",
+        f"(default {DEFAULT_BUDGET_SECONDS:g}, or none with --budget-boxes alone)",
+    )
+    p.add_argument(
+        "--budget-boxes",
+        type=arguments.positive_int,
+        metavar="N",
+        help="deterministic budget of the proof: at most N regions bounded; the same model and N give the "
+        "same bounds whatever the machine's load (with --budget-seconds too, the first to run out stops it)",
     )
     p.add_argument(
         "--max-examples", type=arguments.positive_int, default=20, help="wrong inputs listed (default 20)"
@@ -93,12 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             arguments.check_seq_len(loaded.model.cfg, args.seq_len, "--seq-len")
         from interp.certificate import CertificateUnsupported
 
+        budget_seconds = args.budget_seconds
+        if budget_seconds is None and args.budget_boxes is None:
+            budget_seconds = DEFAULT_BUDGET_SECONDS
         try:
             result = run(
                 loaded.model,
                 args.seq_len,
                 method=args.method,
-                budget_seconds=args.budget_seconds,
+                budget_seconds=budget_seconds,
+                max_boxes=args.budget_boxes,
                 max_examples=args.max_examples,
                 max_regions=args.max_regions,
                 batch_size=args.batch_size,
@@ -118,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv=argv,
             device=args.device,
             method=args.method,
-            budget_seconds=args.budget_seconds,
+            budget_seconds=budget_seconds,
+            max_boxes=args.budget_boxes,
             theorems=not args.no_theorems,
         )
         return result

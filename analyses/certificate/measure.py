@@ -8,6 +8,7 @@ the flip mass at which sampled accuracy falls below each level along each patter
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ def run(
     seq_len: int | None = None,
     *,
     method: str = "auto",
-    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+    budget_seconds: float | None = DEFAULT_BUDGET_SECONDS,
+    max_boxes: int | None = None,
     max_examples: int = 20,
     max_regions: int = 1000,
     batch_size: int = 8192,
@@ -112,7 +114,10 @@ def run(
     """Certify ``model`` (one layer) over all C^N inputs (``interp.certify``) and package the result.
 
     ``method``: ``"auto"`` (enumeration when it is cheaper, else the proof) or ``"proof"``;
-    ``budget_seconds``: the proof's branching budget; ``tolerance``: an ``analyses.tolerance`` output
+    ``budget_seconds``: the proof's wall-clock budget (None: none); ``max_boxes``: its deterministic work
+    budget, regions bounded at most (None: none; the same model and ``max_boxes`` give the same bounds
+    whatever the machine's load); whichever runs out first stops the proof (the result says which);
+    ``tolerance``: an ``analyses.tolerance`` output
     whose sampled thresholds are shown next to the theorem; ``theorems``: compute the cells' theorem
     columns (proof, one head; a bisection over every cell after the budget, minutes on the default
     model); ``progress``: a function given a line about the proof's progress every 10 s. Raises
@@ -124,9 +129,11 @@ def run(
     model = as_model(model)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not budget_seconds > 0:
+    if budget_seconds is not None and not budget_seconds > 0:
         raise ValueError(f"budget_seconds must be positive, got {budget_seconds!r}")
     arguments.positive_ints(max_examples=max_examples, max_regions=max_regions, batch_size=batch_size)
+    if max_boxes is not None:
+        arguments.positive_ints(max_boxes=max_boxes)
     thresholds, source = load_tolerance(tolerance) if tolerance is not None else (None, None)
     was_training = model.training
     model.eval()
@@ -135,7 +142,8 @@ def run(
             model,
             seq_len,
             method=method,
-            budget_seconds=float(budget_seconds),
+            budget_seconds=math.inf if budget_seconds is None else float(budget_seconds),
+            max_boxes=max_boxes,
             max_examples=max_examples,
             max_regions=max_regions,
             batch_size=batch_size,
@@ -148,7 +156,8 @@ def run(
     return CertificateResult(
         certificate=cert.to_dict(),
         method_requested=method,
-        budget_seconds=float(budget_seconds),
+        budget_seconds=None if budget_seconds is None else float(budget_seconds),
+        max_boxes=None if max_boxes is None else int(max_boxes),
         wrong_examples=examples,
         examples_unconfirmed=unconfirmed,
         tolerance=thresholds,

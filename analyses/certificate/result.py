@@ -1,7 +1,7 @@
 """The certificate result object and its renderings: metrics.json, metrics.csv rows, the text summary
 and the verdict sentences.
 
-metrics.json (``schema_version`` 1) holds the issue's fields at the top level — ``per_digit.lower``,
+metrics.json (``schema_version`` 2) holds the issue's fields at the top level — ``per_digit.lower``,
 ``per_digit.upper``, ``sequence.lower``, ``sequence.upper`` (fractions of all (input, position) pairs /
 all inputs), ``inputs`` (C^N, an exact integer), ``wrong_examples`` (``{"tokens", "position"}``, each
 re-checked by the model's forward here before it is listed) — then ``compute`` (seconds, boxes, FLOPs
@@ -19,7 +19,9 @@ from analyses.frame.numbers import bounds
 from analyses.frame.result import AnalysisResult
 
 ANALYSIS = "certificate"
-SCHEMA_VERSION = 1
+# 2: settings.max_boxes (the deterministic budget, --budget-boxes), settings.budget_seconds None when there
+# is no time budget, compute.stopped_by and compute.budget (which budget stopped the proof)
+SCHEMA_VERSION = 2
 DEFAULT_OUT = Path("out") / ANALYSIS
 DEFAULT_BUDGET_SECONDS = 600.0
 METHODS = ("auto", "proof")  # what the command offers; the engine's "enumeration" is auto's choice
@@ -83,11 +85,28 @@ def bounds_sentence(doc: dict[str, Any]) -> str:
         else "by evaluating every input"
     )
     budget = (
-        f" (budget {doc['settings']['budget_seconds']:g} s)"
+        f" ({budget_text(doc['settings'], doc['details'].get('stopped_by'))})"
         if doc["method"] == "proof" and not doc["resolved"]
         else ""
     )
     return f"Certified {regime} (C = {c}, N = {n}, {doc['inputs']:,} inputs): {core}, {how}{budget}."
+
+
+def budget_text(settings: dict[str, Any], stopped_by: str | None = None) -> str:
+    """The proof's budget as a reader sees it: ``budget: 20,000 boxes`` / ``budget: 600 s`` / both,
+    and, given ``stopped_by`` (the engine's ``details["stopped_by"]``), which one stopped the proof."""
+    parts = []
+    if settings.get("max_boxes") is not None:
+        parts.append(f"{settings['max_boxes']:,} boxes")
+    if settings.get("budget_seconds") is not None:
+        parts.append(f"{settings['budget_seconds']:g} s")
+    text = "budget: " + (" and ".join(parts) if parts else "none")
+    stopped = {"max_boxes": "the box budget", "seconds": "the time budget"}.get(stopped_by or "")
+    if stopped is not None:
+        text += f"; stopped by {stopped}"
+    elif stopped_by == "done":
+        text += "; the proof finished within it"
+    return text
 
 
 def theorem_sentence(theorem: dict[str, Any]) -> str:
@@ -140,7 +159,7 @@ class CertificateResult(AnalysisResult):
 
     certificate: dict[str, Any]
     method_requested: str
-    budget_seconds: float
+    budget_seconds: float | None
     wrong_examples: list[dict[str, Any]]
     examples_unconfirmed: int
     tolerance: list[dict[str, Any]] | None
@@ -150,6 +169,7 @@ class CertificateResult(AnalysisResult):
     seed: int | None = None  # nothing is sampled: kept None for the frame's provenance record
     num_sequences: int | None = None
     theorems: bool = True  # whether the theorem columns were asked for
+    max_boxes: int | None = None  # the proof's deterministic work budget (None: none)
 
     @property
     def seq_len(self) -> int:
@@ -240,6 +260,7 @@ class CertificateResult(AnalysisResult):
             "settings": {
                 "method_requested": self.method_requested,
                 "budget_seconds": self.budget_seconds,
+                "max_boxes": self.max_boxes,
                 "theorems": self.theorems,
                 "seq_len": cert["seq_len"],
                 "num_categories": cert["num_categories"],
@@ -260,6 +281,11 @@ class CertificateResult(AnalysisResult):
             "compute": {
                 "seconds": cert["seconds"],
                 "boxes": cert["boxes"],
+                "stopped_by": cert["details"].get("stopped_by"),
+                "budget": budget_text(
+                    {"budget_seconds": self.budget_seconds, "max_boxes": self.max_boxes},
+                    cert["details"].get("stopped_by"),
+                ),
                 "flops": cert["flops"],
                 "brute_force_flops": cert["brute_force_flops"],
                 "brute_force_over_certificate": cert["speedup"],
@@ -309,8 +335,10 @@ class CertificateResult(AnalysisResult):
         ratio = comp["brute_force_over_certificate"]
         lines = [
             doc["verdict"]["bounds"],
-            f"method {doc['method']} (asked: {self.method_requested}); {comp['seconds']:.1f} s, "
-            f"{comp['boxes']:,} boxes, {comp['flops']:.3g} FLOPs against brute force's "
+            f"method {doc['method']} (asked: {self.method_requested}"
+            + (f"; {comp['budget']}" if doc["method"] == "proof" else "")
+            + f"); {comp['seconds']:.1f} s, {comp['boxes']:,} boxes, {comp['flops']:.3g} FLOPs against "
+            "brute force's "
             f"{comp['brute_force_flops']:.3g}" + (f" (ratio {ratio:.3g})" if ratio else ""),
             f"census: {doc['census']['wrong_pairs']['lower']:,}–{doc['census']['wrong_pairs']['upper']:,} "
             f"wrong pairs; {len(doc['census']['regions'])} regions listed"

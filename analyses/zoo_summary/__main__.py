@@ -72,7 +72,15 @@ def build_parser() -> ArgumentParser:
         "--certify-budget",
         type=arguments.positive_seconds,
         metavar="S",
-        help=f"seconds of proof per run with --certify (default {CERTIFY_BUDGET:g})",
+        help=f"seconds of proof per run with --certify (default {CERTIFY_BUDGET:g}, or none with "
+        "--certify-boxes alone)",
+    )
+    p.add_argument(
+        "--certify-boxes",
+        type=arguments.positive_int,
+        metavar="N",
+        help="regions the proof may bound per run with --certify (the engine's max_boxes): a budget that "
+        "gives the same bounds whatever the machine's load, so runs are compared on equal work",
     )
     g = p.add_argument_group("the engine (as python -m models.zoo)")
     g.add_argument(
@@ -149,9 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def compute(args: argparse.Namespace, folder: Path) -> ZooSummaryResult:
         if args.report_only and not args.index:
             raise UserError("--report-only chooses the analyses of --index's reports: add --index")
-        if args.certify_budget is not None and not args.certify:
-            raise UserError("--certify-budget is the budget of --certify: add --certify")
-        certify_budget = (args.certify_budget or CERTIFY_BUDGET) if args.certify else None
+        for flag in ("budget", "boxes"):
+            if getattr(args, f"certify_{flag}") is not None and not args.certify:
+                raise UserError(f"--certify-{flag} is the budget of --certify: add --certify")
+        certify_boxes = args.certify_boxes
+        certify_budget = args.certify_budget
+        if args.certify and certify_budget is None and certify_boxes is None:
+            certify_budget = CERTIFY_BUDGET
         engine = SummaryEngine(engine=args.engine, address=args.address, cpus_per_task=args.cpus_per_task)
         engine.check(args.device)
         discover(args.zoo)  # a wrong ZOO is said before Ray starts
@@ -164,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.quiet,
                 engine=engine,
                 certify_budget=certify_budget,
+                certify_boxes=certify_boxes,
             )
             result.provenance = command.cli_provenance(
                 ANALYSIS,
@@ -174,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config={},
                 runs=[{"name": r.name, "sha256": r.sha256} for r in result.runs],
                 certify_budget=certify_budget,
+                certify_boxes=certify_boxes,
             )
             if args.index:
                 result.index_page = build_index(result, args, folder, engine)

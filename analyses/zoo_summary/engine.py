@@ -193,6 +193,7 @@ def _summarised(folder: Path, payload: dict[str, Any], summarise_run: Callable[.
             s["confidence"],
             s["device"],
             certify_budget=s.get("certify_budget"),
+            certify_boxes=s.get("certify_boxes"),
         )
     except UserError as e:
         return {"error": str(e)}

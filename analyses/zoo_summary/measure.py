@@ -48,12 +48,15 @@ def run(
     progress: bool = False,
     engine: SummaryEngine | None = None,
     certify_budget: float | None = None,
+    certify_boxes: int | None = None,
 ) -> ZooSummaryResult:
     """Evaluate every finished run of ``zoo`` and summarise across seeds per architecture; ``progress``
     prints ``[i/n runs, ETA] run: evaluation`` to stderr as each run is done. ``engine`` runs the
     evaluations in this process (default) or as Ray tasks (:mod:`analyses.zoo_summary.engine`): the
-    same numbers either way. ``certify_budget`` (seconds per run) also certifies every run's per-digit
-    accuracy over all C^N inputs (``interp.certify``)."""
+    same numbers either way. ``certify_budget`` (seconds per run) and/or ``certify_boxes`` (regions per
+    run, the engine's deterministic ``max_boxes``) also certify every run's per-digit accuracy over all
+    C^N inputs (``interp.certify``) and measure its tolerance margin, and the result then holds the
+    association of the certified bounds with flip mass, neighbour mass and the margin."""
     engine = SummaryEngine() if engine is None else engine
     engine.check(device)
     arguments.positive_ints(
@@ -70,6 +73,7 @@ def run(
         confidence=confidence,
         device=device,
         certify_budget=None if certify_budget is None else float(certify_budget),
+        certify_boxes=None if certify_boxes is None else int(certify_boxes),
     )
     payloads = [evaluation_payload(folder, role, **settings) for folder, role in folders]
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None

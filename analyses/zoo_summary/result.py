@@ -211,6 +211,7 @@ class ZooSummaryResult(AnalysisResult):
             "certified": "per-digit accuracy bounds over all C^N inputs (interp.certify), seed-level values"
             if any(r.certified for r in self.runs)
             else None,
+            "certified_association": self.certified_association(),
             "architectures": plain(self.architectures),
             "runs": [
                 {
@@ -232,6 +233,34 @@ class ZooSummaryResult(AnalysisResult):
             "index_page": self.index_page,
         }
 
+    def certify_budget_text(self) -> str:
+        """The per-run certification budget as the runs record it: ``60 s``, ``2,000 boxes`` or both."""
+        first = next((r.certified for r in self.runs if r.certified), {})
+        parts = []
+        if first.get("max_boxes") is not None:
+            parts.append(f"{first['max_boxes']:,} boxes")
+        if first.get("budget_seconds") is not None and math.isfinite(first["budget_seconds"]):
+            parts.append(f"{first['budget_seconds']:g} s")
+        return " and ".join(parts) or "none"
+
+    def certified_association(self) -> dict[str, Any] | None:
+        """With ``--certify``: Spearman's ρ of the certified lower bound and of the bounds' gap against
+        flip mass, neighbour mass and tolerance margin over the certified runs, and the sentence
+        answering "does a higher flip mass buy a tighter proof?" (:mod:`analyses.zoo_summary.certified`)."""
+        from analyses.zoo_summary.certified import answer, associations
+
+        if not any(r.certified for r in self.runs):
+            return None
+        rows = associations(self.runs, self.confidence)
+        budget = self.certify_budget_text()
+        return {
+            "measure": "Spearman rank correlation over the certified runs, Fisher-z interval (Bonett-Wright "
+            "variance), inside [-1, 1]; censored tolerance margins ranked beyond every measured one",
+            "budget": budget,
+            "rows": rows,
+            "answer": answer(rows, budget),
+        }
+
     def csv_rows(self) -> list[dict[str, Any]]:
         """One row per (run, metric), (architecture, metric) and (difference from the reference, metric)."""
         rows: list[dict[str, Any]] = []
@@ -249,6 +278,15 @@ class ZooSummaryResult(AnalysisResult):
             if r.certified:
                 for k in CERTIFIED:
                     add("run", r.architecture, r.name, k, {"mean": r.certified.get(k), "n": 1})
+                margin = r.certified.get("tolerance_margin")
+                if margin:
+                    add(
+                        "run",
+                        r.architecture,
+                        r.name,
+                        "tolerance_margin",
+                        {k: margin[k] for k in ("mean", "ci_low", "ci_high")} | {"n": self.num_sequences},
+                    )
         for a in self.architectures:
             for k, s in a.stats.items():
                 stats = plain(s)
@@ -268,6 +306,14 @@ class ZooSummaryResult(AnalysisResult):
                     k,
                     {x: d[x] for x in ("mean", "ci_low", "ci_high", "n", "achieved")},
                 )
+        for row in (self.certified_association() or {}).get("rows", []):
+            add(
+                "association",
+                "",
+                "",
+                f"spearman:{row['scalar']}:{row['outcome']}",
+                {x: row[x] for x in ("ci_low", "ci_high", "n")} | {"mean": row["rho"]},
+            )
         return rows
 
     def summary(self) -> str:
@@ -317,6 +363,9 @@ class ZooSummaryResult(AnalysisResult):
                 "no CI: fewer than 3 seeds (two seeds cover their median with probability 1/2); 'run CI' is "
                 f"the one run's {self.confidence:.0%} CI over evaluation sequences (– : a training number)"
             )
+        association = self.certified_association()
+        if association:
+            lines.append(association["answer"])
         if self.missing:
             lines.append(f"not finished ({len(self.missing)}): {', '.join(self.missing)}")
         return "\n".join(lines)

@@ -5,7 +5,11 @@ accuracy and accuracy with the positional encoding zeroed; flip mass A[i, N−1�
 (keys N−1−i ± 1, ± 2) of the best head (largest flip mass); flip coverage mean_i max_{l, h} A_{l,h}[i,
 N−1−i]. Plus the run's own training numbers from its metrics.json. With a certification budget
 (``zoo_summary --certify``): the certified lower and upper bounds on per-digit accuracy over all C^N
-inputs (``interp.certify``; 1-layer runs only, the reason recorded for others).
+inputs (``interp.certify``; 1-layer runs only, the reason recorded for others) and, to set them against,
+the best head's *tolerance margin*: its own flip mass minus the flip mass at which accuracy falls below
+99% when its pattern is mixed with uniform attention (``analyses.tolerance``'s ``uniform`` family and
+threshold rule, ``interp.thresholds``, on the same evaluation sequences; censored at ±∞ when accuracy
+never falls below 99% on the grid or is below it already at the model's own pattern).
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from analyses.frame.zoo import read_object as _read_object
 from analyses.zoo_summary.result import MEASURED, RunSummary
 from interp import metrics
 from interp.ablation import ablate_positional_encoding
+from interp.pattern_families import MIXES, PatternFamily
 from interp.proportions import proportion_interval
 from interp.stats import Estimate, UnitSums, bootstrap_distribution, percentile_interval
+from interp.thresholds import censored_dict, family_threshold
+from interp.tolerance import family_sweep
 from models.storage.checkpoints import CheckpointError, load_model, sha256_file
 
 
@@ -87,8 +94,10 @@ def summarise_run(
     confidence: float,
     device: str = "cpu",
     certify_budget: float | None = None,
+    certify_boxes: int | None = None,
 ) -> RunSummary:
-    """Evaluate one finished run folder (and certify it within ``certify_budget`` seconds, if given)."""
+    """Evaluate one finished run folder; with ``certify_budget`` (seconds) or ``certify_boxes`` (the
+    engine's ``max_boxes``), also certify it and measure its tolerance margin."""
     try:
         model = load_model(folder / "model.pt", device=device)
     except CheckpointError as e:
@@ -135,25 +144,77 @@ def summarise_run(
         sha256=sha256_file(folder / "model.pt"),
         d_vocab=cfg.d_vocab,
         d_model=cfg.d_model,
-        certified={} if certify_budget is None else certified_bounds(model, certify_budget),
+        certified={}
+        if certify_budget is None and certify_boxes is None
+        else {
+            **certified_bounds(model, certify_budget, certify_boxes),
+            "tolerance_margin": tolerance_margin(
+                model, best, num_sequences, seed, batch_size, resamples, confidence
+            ),
+        },
     )
 
 
-def certified_bounds(model: Any, budget_seconds: float) -> dict[str, Any]:
+def certified_bounds(
+    model: Any, budget_seconds: float | None, max_boxes: int | None = None
+) -> dict[str, Any]:
     """``{"certified_lower", "certified_upper"}``: per-digit accuracy over all C^N inputs, certified by
-    ``interp.certify`` (method auto) within ``budget_seconds``, with the method and seconds; for a model
-    it does not cover, both None and the one-line ``reason``."""
+    ``interp.certify`` (method auto) within ``budget_seconds`` of wall time and/or ``max_boxes`` regions
+    (deterministic: the same bounds whatever the machine's load), with the method, seconds, boxes and
+    which budget stopped the proof; for a model it does not cover, both None and the one-line ``reason``."""
     import interp
     from interp.certificate import CertificateUnsupported
 
+    budget = {"budget_seconds": None if budget_seconds is None else float(budget_seconds)}
+    budget["max_boxes"] = None if max_boxes is None else int(max_boxes)
+    limits = {"budget_seconds": float(budget_seconds) if budget_seconds is not None else float("inf")}
+    if max_boxes is not None:
+        limits["max_boxes"] = int(max_boxes)
     try:
-        cert = interp.certify(model, budget_seconds=float(budget_seconds), theorems=False, max_examples=1)
+        cert = interp.certify(model, theorems=False, max_examples=1, **limits)
     except CertificateUnsupported as e:
-        return {"certified_lower": None, "certified_upper": None, "reason": str(e)}
+        return {"certified_lower": None, "certified_upper": None, "reason": str(e), **budget}
     return {
         "certified_lower": cert.per_digit_lower,
         "certified_upper": cert.per_digit_upper,
         "method": cert.method,
         "seconds": cert.seconds,
-        "budget_seconds": float(budget_seconds),
+        "boxes": cert.boxes,
+        "stopped_by": cert.details.get("stopped_by"),
+        **budget,
     }
+
+
+TOLERANCE_LEVEL = 0.99  # the accuracy level of the margin, as analyses.tolerance's verdict uses
+
+
+@torch.inference_mode()
+def tolerance_margin(
+    model: Any,
+    head: tuple[int, int],
+    num_sequences: int,
+    seed: int,
+    batch_size: int,
+    resamples: int,
+    confidence: float,
+) -> dict[str, Any]:
+    """The head's own flip mass minus the flip mass at which per-digit accuracy first falls below 99%
+    when its pattern is mixed with uniform attention, (1 − s)·A + s/N, s = 0, 0.05, ..., 1
+    (``interp.thresholds.family_threshold``: interpolated crossing, bootstrap interval over sequences
+    from each resample's grid bracket). ``{"mean", "ci_low", "ci_high", "below_range", "above_range",
+    "status", "family", "level"}``; a censored end is None (JSON has no ∞): ``status`` ``never_crossed``
+    means a margin above every tested one (+∞), ``starts_below`` one below every tested one (−∞)."""
+    family = PatternFamily("uniform", MIXES)
+    batches = token_batches(num_sequences, model.cfg.n_ctx, model.cfg.d_vocab, seed, batch_size)
+    sweep = family_sweep(model, batches, [family], head[0], head[1])[family.name]
+    t = family_threshold(
+        family,
+        sweep["accuracy"],
+        sweep["flip_mass"],
+        TOLERANCE_LEVEL,
+        "accuracy",
+        resamples,
+        confidence,
+        seed,
+    )
+    return {**censored_dict(t.margin), "status": t.status, "family": family.name, "level": TOLERANCE_LEVEL}

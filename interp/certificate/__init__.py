@@ -54,6 +54,7 @@ def certify(
     *,
     method: Literal["auto", "proof", "enumeration"] = "auto",
     budget_seconds: float = 600.0,
+    max_boxes: int | None = None,
     max_examples: int = 20,
     max_regions: int = 10_000,
     theorems: bool = True,
@@ -69,6 +70,11 @@ def certify(
             ``method`` says which ran.
         budget_seconds: wall-clock budget of the proof's branching (regions still undecided when it runs
             out count between the bounds); enumeration ignores it.
+        max_boxes: proof only: a deterministic work budget, the number of regions bounded at most (None:
+            no limit). Whichever of the two budgets runs out first stops the proof
+            (``details["stopped_by"]``: ``"done"``, ``"seconds"`` or ``"max_boxes"``); the same model and
+            ``max_boxes`` give the same bounds on one machine whatever its load, and a larger
+            ``max_boxes`` never gives looser bounds.
         max_examples: wrong examples listed (each re-checked with the model's forward).
         max_regions: proven-wrong regions listed at most (``regions_complete`` says whether all are).
         theorems: compute the cells' theorem columns (proof method, 1 head).
@@ -99,6 +105,7 @@ def certify(
         model,
         n,
         budget_seconds=budget_seconds,
+        max_boxes=max_boxes,
         max_examples=max_examples,
         max_regions=max_regions,
         theorems=theorems,

@@ -152,6 +152,7 @@ def prove(
     seq_len: int | None = None,
     *,
     budget_seconds: float = 600.0,
+    max_boxes: int | None = None,
     max_examples: int = 20,
     max_regions: int = 10_000,
     theorems: bool = True,
@@ -160,6 +161,14 @@ def prove(
     seeds: Sequence[Sequence[int]] = (),
 ) -> Certificate:
     """Certify ``model`` over all C^N inputs by branch and bound (see the module docstring).
+
+    Two budgets, whichever runs out first (``details["stopped_by"]`` says which: ``"done"``,
+    ``"seconds"`` or ``"max_boxes"``): ``budget_seconds`` of wall time, and ``max_boxes`` regions bounded
+    (seeds' dives included). The regions are processed in a fixed order that depends on the model and
+    ``batch_size`` only, so the same model and ``max_boxes`` give the same bounds on one machine whatever
+    its load (same torch thread count), and a larger ``max_boxes`` never gives looser bounds: the batch
+    that reaches ``max_boxes`` is bounded whole, exactly as an unlimited run bounds it, and only its first
+    regions up to ``max_boxes`` are counted.
 
     ``seeds``: inputs suspected wrong (e.g. an adversary's); for each seed and output position the proof
     first dives along the seed's path (its digits fixed in branch order, one position more per step) to
@@ -197,9 +206,12 @@ def prove(
     for s in range(0, len(query), batch_size):
         sl = slice(s, s + batch_size)
         pending.append((query[sl], own[sl], flipped[sl], allowed_cells[sl]))
+    if max_boxes is not None and max_boxes < 0:
+        raise CertificateUnsupported(f"max_boxes must be >= 0, got {max_boxes}")
     max_depth = 0
     unresolved_final = 0
     budget_exhausted = False
+    stopped_by = "done"
     dives, dived = _dive(net, seeds, order, c, counter, batch_size) if seeds else ({}, 0)
     boxes += dived
     ancestors: dict[tuple[int, tuple[int, ...]], list[tuple[int, tuple[int, ...]]]] = {}
@@ -212,12 +224,22 @@ def prove(
     with torch.no_grad():
         while pending:
             if time.perf_counter() - start > budget_seconds:
-                budget_exhausted = True
+                budget_exhausted, stopped_by = True, "seconds"
+                break
+            if max_boxes is not None and boxes >= max_boxes:
+                budget_exhausted, stopped_by = True, "max_boxes"
                 break
             q_, a_, b_, allowed = _next_batch(pending, batch_size)
-            boxes += len(q_)
             reach = Contexts(net.weights[q_, a_], net.values, allowed, counter)
             lower, upper = margins(net, reach, q_, a_, b_, counter)
+            if max_boxes is not None and boxes + len(q_) > max_boxes:
+                # The whole batch was bounded as an unlimited run bounds it (same shapes, same floats);
+                # only its first regions are counted, the rest go back to the queue, left undecided.
+                keep = max_boxes - boxes
+                pending.appendleft((q_[keep:], a_[keep:], b_[keep:], allowed[keep:]))
+                q_, a_, b_, allowed = q_[:keep], a_[:keep], b_[:keep], allowed[:keep]
+                lower, upper = lower[:keep], upper[:keep]
+            boxes += len(q_)
             right, wrong = decide(lower, upper)
             wrong = wrong & ~right
             cell = (q_ * c + a_) * c + b_
@@ -362,6 +384,8 @@ def prove(
         details={
             "budget_seconds": budget_seconds,
             "budget_exhausted": budget_exhausted,
+            "max_boxes": max_boxes,
+            "stopped_by": stopped_by,
             "max_depth": max_depth,
             "regions_left": left,
             "undecided_single_inputs": unresolved_final,
