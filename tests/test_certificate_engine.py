@@ -504,3 +504,40 @@ def test_max_boxes_is_a_deterministic_work_budget(models_):
     assert timed_out.details["stopped_by"] == "seconds"
     with pytest.raises(CertificateUnsupported, match="max_boxes"):
         certify(model, method="proof", max_boxes=-1)
+
+
+def test_dinkelbach_covers_its_own_float64_rounding():
+    """Against exact rational arithmetic (every choice enumerated with Fractions) on linear-fractional
+    problems whose terms (~10^8) cancel: the bound never exceeds the true minimum; without the float64
+    allowance (mutation) it does, for many problems."""
+    from fractions import Fraction
+
+    from interp.certificate import ratio
+
+    g = torch.Generator().manual_seed(0)
+    count, n, c = 200, 3, 3
+    y = (torch.randn(count, n, c, generator=g, dtype=torch.float64) * 1e8).round()
+    y = y + torch.rand(count, n, c, generator=g, dtype=torch.float64)
+    w = torch.rand(count, n, c, generator=g, dtype=torch.float64) + 0.1
+    allowed = torch.ones_like(y, dtype=torch.bool)
+
+    def exact_min(yk, wk):
+        yf = [[Fraction(v) for v in row] for row in yk.tolist()]
+        wf = [[Fraction(v) for v in row] for row in wk.tolist()]
+        return min(
+            sum(wf[p][t[p]] * yf[p][t[p]] for p in range(n)) / sum(wf[p][t[p]] for p in range(n))
+            for t in itertools.product(range(c), repeat=n)
+        )
+
+    truth = [exact_min(y[k], w[k]) for k in range(count)]
+
+    def violations() -> int:
+        lower = ratio.min_ratio(y, w, allowed)[0].tolist()
+        return sum(Fraction(lo) > t for lo, t in zip(lower, truth))
+
+    assert violations() == 0
+    ratio.MUTATIONS.add("drop_dinkelbach_rounding")
+    try:
+        assert violations() > 10
+    finally:
+        ratio.MUTATIONS.discard("drop_dinkelbach_rounding")
