@@ -186,10 +186,11 @@ def test_hand_built_models_with_known_accuracy():
 
 
 def test_theorem_columns_against_enumeration(models_):
-    """min_weight is the smallest flipped-key weight the model puts over the cell's inputs; with
-    guarantee_weight on the flipped key and the rest of the attention anywhere else (vertices and random
-    mixtures, patterns patched in), every output is right; an inert position never changes whether the
-    output is right."""
+    """min_weight is the smallest flipped-key weight the model puts over the cell's inputs, in exact
+    arithmetic (equal to the float64 forward's to 1e-12, not the float32 forward's); with guarantee_weight
+    on the flipped key and the rest of the attention anywhere else (vertices and random mixtures,
+    patterns patched into the float32 forward), every output is right; an inert position never changes
+    whether the output is right."""
     from interp.ablation import replace_pattern
 
     model = models_["post_sin_trained"]
@@ -200,12 +201,24 @@ def test_theorem_columns_against_enumeration(models_):
         _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
         right = right_positions(model(tokens), tokens)
     pattern = cache["blocks.0.attn.hook_pattern"][:, 0]  # [inputs, query, key]
+    # Exact arithmetic after the embedding, which the engine takes bit-exactly as float32 computes it.
+    with torch.no_grad():
+        _, cache32 = model.run_with_cache(tokens, names_filter="blocks.0.hook_resid_pre")
+        resid32 = cache32["blocks.0.hook_resid_pre"].double()
+        model64 = copy.deepcopy(model).double()
+        with model64.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: resid32)]):
+            _, cache64 = model64.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    pattern64 = cache64["blocks.0.attn.hook_pattern"][:, 0]
+    assert float((pattern.double() - pattern64).abs().max()) > 1e-12  # float32 is not what min_weight is
     guarantee = torch.full((len(tokens), n), float("nan"))
     for cell in proof.cells:
         i, j = cell.position, n - 1 - cell.position
         members = (tokens[:, i] == cell.own) & (tokens[:, j] == cell.flipped)
         weight = pattern[members, i, j].double()
         assert cell.min_weight == pytest.approx(float(weight.min()), abs=1e-5)
+        # min_weight is the exact-arithmetic minimum (no float32 allowance): the float64 forward's weight.
+        exact_weight = pattern64[members, i, j]
+        assert cell.min_weight == pytest.approx(float(exact_weight.min()), rel=1e-12)
         assert cell.guarantee_weight is not None and 0 < cell.guarantee_weight <= 1
         guarantee[members, i] = cell.guarantee_weight
         assert cell.inert_positions is not None
