@@ -186,10 +186,11 @@ def test_hand_built_models_with_known_accuracy():
 
 
 def test_theorem_columns_against_enumeration(models_):
-    """min_weight is the smallest flipped-key weight the model puts over the cell's inputs; with
-    guarantee_weight on the flipped key and the rest of the attention anywhere else (vertices and random
-    mixtures, patterns patched in), every output is right; an inert position never changes whether the
-    output is right."""
+    """min_weight is the smallest flipped-key weight the model puts over the cell's inputs, in exact
+    arithmetic (equal to the float64 forward's to 1e-12, not the float32 forward's); with guarantee_weight
+    on the flipped key and the rest of the attention anywhere else (vertices and random mixtures,
+    patterns patched into the float32 forward), every output is right; an inert position never changes
+    whether the output is right."""
     from interp.ablation import replace_pattern
 
     model = models_["post_sin_trained"]
@@ -200,12 +201,24 @@ def test_theorem_columns_against_enumeration(models_):
         _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
         right = right_positions(model(tokens), tokens)
     pattern = cache["blocks.0.attn.hook_pattern"][:, 0]  # [inputs, query, key]
+    # Exact arithmetic after the embedding, which the engine takes bit-exactly as float32 computes it.
+    with torch.no_grad():
+        _, cache32 = model.run_with_cache(tokens, names_filter="blocks.0.hook_resid_pre")
+        resid32 = cache32["blocks.0.hook_resid_pre"].double()
+        model64 = copy.deepcopy(model).double()
+        with model64.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: resid32)]):
+            _, cache64 = model64.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    pattern64 = cache64["blocks.0.attn.hook_pattern"][:, 0]
+    assert float((pattern.double() - pattern64).abs().max()) > 1e-12  # float32 is not what min_weight is
     guarantee = torch.full((len(tokens), n), float("nan"))
     for cell in proof.cells:
         i, j = cell.position, n - 1 - cell.position
         members = (tokens[:, i] == cell.own) & (tokens[:, j] == cell.flipped)
         weight = pattern[members, i, j].double()
         assert cell.min_weight == pytest.approx(float(weight.min()), abs=1e-5)
+        # min_weight is the exact-arithmetic minimum (no float32 allowance): the float64 forward's weight.
+        exact_weight = pattern64[members, i, j]
+        assert cell.min_weight == pytest.approx(float(exact_weight.min()), rel=1e-12)
         assert cell.guarantee_weight is not None and 0 < cell.guarantee_weight <= 1
         guarantee[members, i] = cell.guarantee_weight
         assert cell.inert_positions is not None
@@ -504,3 +517,112 @@ def test_max_boxes_is_a_deterministic_work_budget(models_):
     assert timed_out.details["stopped_by"] == "seconds"
     with pytest.raises(CertificateUnsupported, match="max_boxes"):
         certify(model, method="proof", max_boxes=-1)
+
+
+def test_dinkelbach_covers_its_own_float64_rounding():
+    """Against exact rational arithmetic (every choice enumerated with Fractions) on linear-fractional
+    problems whose terms (~10^8) cancel: the bound never exceeds the true minimum; without the float64
+    allowance (mutation) it does, for many problems."""
+    from fractions import Fraction
+
+    from interp.certificate import ratio
+
+    g = torch.Generator().manual_seed(0)
+    count, n, c = 200, 3, 3
+    y = (torch.randn(count, n, c, generator=g, dtype=torch.float64) * 1e8).round()
+    y = y + torch.rand(count, n, c, generator=g, dtype=torch.float64)
+    w = torch.rand(count, n, c, generator=g, dtype=torch.float64) + 0.1
+    allowed = torch.ones_like(y, dtype=torch.bool)
+
+    def exact_min(yk, wk):
+        yf = [[Fraction(v) for v in row] for row in yk.tolist()]
+        wf = [[Fraction(v) for v in row] for row in wk.tolist()]
+        return min(
+            sum(wf[p][t[p]] * yf[p][t[p]] for p in range(n)) / sum(wf[p][t[p]] for p in range(n))
+            for t in itertools.product(range(c), repeat=n)
+        )
+
+    truth = [exact_min(y[k], w[k]) for k in range(count)]
+
+    def violations() -> int:
+        lower = ratio.min_ratio(y, w, allowed)[0].tolist()
+        return sum(Fraction(lo) > t for lo, t in zip(lower, truth))
+
+    assert violations() == 0
+    ratio.MUTATIONS.add("drop_dinkelbach_rounding")
+    try:
+        assert violations() > 10
+    finally:
+        ratio.MUTATIONS.discard("drop_dinkelbach_rounding")
+
+
+def variance_trap(scale: float = 10.0) -> HookedReverseEncoder:
+    """A pre-LN model (C = 2, N = 4, d = 4) built by hand so that the head's LayerNorm input is an exact
+    affine function of the attention output that takes the values A = (3, −1, −1, −1) (variance 3) on
+    0000 and B = (0, s, −s, 0) (variance s²/2) on 0110, both in the cell (query 0, own 0, flipped 0):
+    uniform attention (q = k = 0), values LN1(e_t), o_proj mapping z(0000) ↦ A, z(0110) ↦ B, no MLP,
+    head_in = I, output logit_0 = 2·ReLU(LN(·))_0, logit_1 = 1. Within a region the variance varies
+    ~s²/6-fold, so a variance floor that is assumed rather than proven is false there."""
+    model = make_model(
+        seed=0, d_vocab=2, n_ctx=4, d_model=4, positional_embedding="none", normalization="pre"
+    )
+    d = 4
+    eye = torch.eye(d)
+    a_point, b_point = torch.tensor([3.0, -1, -1, -1]), torch.tensor([0.0, scale, -scale, 0])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.embed.proj.weight.copy_(eye[:, :2])
+        model.blocks[0].attn.qkv_proj.weight[2 * d :].copy_(eye)
+        for norm in (model.blocks[0].ln1, model.blocks[0].ln2, model.head.ln):
+            norm.w.fill_(1.0)
+        model.head.fc_in.weight.copy_(eye)
+        model.head.fc_out.weight[0, 0] = 2.0
+        model.head.fc_out.bias[1] = 1.0
+        _, at_a = model.run_with_cache(torch.tensor([[0, 0, 0, 0]]))
+        _, at_b = model.run_with_cache(torch.tensor([[0, 1, 1, 0]]))
+        z_a, z_b = (c["blocks.0.attn.hook_z"][0, 0].flatten() for c in (at_a, at_b))
+        o = torch.outer(b_point - a_point, z_b - z_a) / (z_b - z_a).dot(z_b - z_a)
+        model.blocks[0].attn.o_proj.weight.copy_(o)
+        model.blocks[0].attn.o_proj.bias.copy_(a_point - eye[0] - o @ z_a)
+    return model.eval()
+
+
+def cell_violations(model) -> int:
+    """How many (cell, input, digit) margins of the float32 forward fall outside the engine's bounds for
+    the whole cell (every cell of the model, every input enumerated)."""
+    from interp.certificate.proof import _cells
+
+    n, c = model.cfg.n_ctx, model.cfg.d_vocab
+    query, own, flipped, digits = _cells(n, c)
+    lower, upper = region_margin_bounds(model, digits, query)
+    tokens = all_inputs(0, c**n, n, c)
+    with torch.no_grad():
+        logits = model(tokens).double()
+    margins = logits.gather(-1, tokens.flip(-1).unsqueeze(-1)) - logits
+    bad = 0
+    for k in range(len(query)):
+        i = int(query[k])
+        members = (tokens[:, i] == own[k]) & (tokens[:, n - 1 - i] == flipped[k])
+        m = margins[members, i]
+        other = torch.arange(c) != flipped[k]
+        bad += int((((m < lower[k]) | (m > upper[k])) & other).sum())
+    return bad
+
+
+def test_an_assumed_layer_norm_variance_floor_breaks_the_pipeline():
+    """In the full pipeline (region → attention → LayerNorm → ReLU → logits), against enumeration: the
+    engine's cell bounds hold on the variance trap; assuming the variance ≥ half its upper bound
+    (mutation) gives bounds the forward violates."""
+    model = variance_trap()
+    with torch.no_grad():
+        _, cache = model.run_with_cache(torch.tensor([[0, 0, 0, 0], [0, 1, 1, 0]]))
+    pre = cache["head.hook_pre"][:, 0].double()
+    variance = (pre - pre.mean(-1, keepdim=True)).pow(2).mean(-1)
+    assert variance.tolist() == pytest.approx([3.0, 50.0], rel=1e-5)
+    assert cell_violations(model) == 0
+    MUTATIONS.add("assume_ln_variance")
+    try:
+        assert cell_violations(model) > 0
+    finally:
+        MUTATIONS.discard("assume_ln_variance")

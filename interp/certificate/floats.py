@@ -15,6 +15,7 @@ of every magnitude is added to cover it.
 from __future__ import annotations
 
 U32 = 2.0**-24  # float32 unit roundoff (round to nearest)
+U64 = 2.0**-53  # float64 unit roundoff: the proof's own arithmetic
 EXP_ULPS = 20  # allowance for float32 exp, in ulps (relative 2·EXP_ULPS·u): torch's least accurate
 # vectorised exp (Vectorized::exp_u20, used by its fused CPU attention kernels) is documented at 20 ulp
 RELATIVE_SLACK = 2.0**-30  # covers the proof's own float64 rounding, relative to magnitudes
@@ -24,6 +25,11 @@ ABSOLUTE = 1e-30  # covers subnormal flushing (2^-149 ≈ 1.4e-45 per operation)
 def gamma(n: int) -> float:
     """γ_n = n·u/(1 − n·u): the relative error bound of an n-term float32 sum of products, any order."""
     return n * U32 / (1 - n * U32)
+
+
+def gamma64(n: int) -> float:
+    """γ_n in float64 (u = 2^-53): the relative error bound of the proof's own n-term float64 sums."""
+    return n * U64 / (1 - n * U64)
 
 
 def softmax_relative_error(score_error: float, score_range: float, keys: int) -> float:

@@ -528,10 +528,17 @@ def _examples(model: Any, regions: list[Region], n: int) -> list[dict[str, Any]]
 def _theorems(
     net: Network, n: int, c: int, counter: Counter, batch_size: int
 ) -> tuple[list[float], list[float]]:
-    """Per cell (in ``cell_sizes`` order), 1 head: the exact minimum weight on the flipped key over the
-    cell's contexts, and the smallest weight w* (bisection, 14 steps) such that every attention with
-    weight ≥ w* on the flipped key, the rest spread over the other allowed keys' values in any way, is
-    proven right (NaN when even w* = 1 is not proven)."""
+    """Per cell (in ``cell_sizes`` order), 1 head: the minimum weight on the flipped key over the cell's
+    contexts, and the smallest weight w* (bisection, 14 steps) such that every attention with weight ≥ w*
+    on the flipped key, the rest spread over the other allowed keys' values in any way, is proven right
+    (NaN when even w* = 1 is not proven).
+
+    Arithmetic: both speak of the *exact* attention weight (softmax of the exact scores of the float32
+    weights). The minimum is w_j(b)/(w_j(b) + Σ_other max_t w_p(t)) on ``Network.weights`` (exp of exact
+    scores in float64): exact up to float64 rounding, with no float32 allowance (the float32 forward's
+    weight differs by its softmax rounding). w* is proven for the float32 forward: the Z_π sets hold
+    exact mixtures, and ``margins`` adds ``mid_error`` (softmax, weighted sum, o_proj rounding) and every
+    later float32 rounding, as for the regions."""
     query, own, flipped, digits = _cells(n, c)
     allowed = _allowed(digits, c)
     weights = net.weights[query, own, 0]  # [R, N, C]

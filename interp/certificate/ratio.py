@@ -10,6 +10,12 @@ choices is the root λ* of the separable function F(λ) = min_t Σ_p w_p(t_p)(y_
 F(λ) = 0, after finitely many steps (finitely many choices). Whatever the number of steps, for every
 choice t, Σ w (y − λ) ≥ F(λ) gives f(t) ≥ λ + F(λ)/Σ_p w_p(t_p) ≥ λ + min(F(λ), 0)/W_min with
 W_min = Σ_p min_t w_p(t): a sound lower bound, equal to λ* at convergence.
+
+The returned bound is computed in float64 and lowered by an explicit allowance for that float64
+arithmetic (:func:`float64_allowance`): F(λ) and W_min are sums of rounded terms, so without it a
+bound equal to the true minimum in exact arithmetic may come out float64 ulps of Σ|terms| above it
+when the terms cancel (tested against exact rational arithmetic). The objective y itself is taken as
+exact: its caller's rounding (e.g. of the projections a·v) is the caller's to add.
 """
 
 from __future__ import annotations
@@ -17,21 +23,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from interp.certificate.floats import U64, gamma64
+
+# Test-only switch (see network.MUTATIONS): "drop_dinkelbach_rounding" leaves the float64 allowance out.
+MUTATIONS: set[str] = set()
+
 
 def min_ratio(
-    values: Tensor, weights: Tensor, allowed: Tensor, max_steps: int = 40
+    values: Tensor, weights: Tensor, allowed: Tensor, max_steps: int = 40, magnitude: Tensor | None = None
 ) -> tuple[Tensor, Tensor, int]:
-    """Lower bound and attained value of min_t Σ_p w y / Σ_p w over independent allowed choices.
+    """Sound lower bound of min_t Σ_p w y / Σ_p w over independent allowed choices t_p (float64).
 
     Args:
-        values: y [..., N, C] (the objective per key position and digit).
+        values: y [..., N, C] float64 (the objective per key position and digit), taken as exact.
         weights: w [..., N, C] > 0 where allowed (broadcastable to ``values``).
         allowed: [..., N, C] bool (broadcastable), at least one True per position.
         max_steps: Dinkelbach steps at most (the bound is sound after any number).
+        magnitude: a bound [...] on max |y| (default: computed), for the float64 allowance.
 
     Returns:
-        (lower [...], attained [...], steps): ``lower`` ≤ the minimum ≤ ``attained``, where ``attained``
-        is the ratio of an actual choice; equal up to float64 rounding when the iteration converged.
+        (lower [...], attained [...], steps): ``lower`` ≤ the minimum (including the float64 allowance of
+        :func:`float64_allowance`) ≤ ``attained``, the ratio of an actual choice (computed in float64);
+        equal up to that allowance when the iteration converged.
     """
     inf = torch.tensor(float("inf"), dtype=values.dtype)
     weights = torch.where(allowed, weights, 0.0).to(values.dtype)
@@ -55,7 +68,30 @@ def min_ratio(
     # F(λ) = Σ_p min_t w (y − λ) in float64 at the final λ: min ratio ≥ λ + min(F, 0)/W_min.
     gap = torch.addcmul(wy, weights, -lam[..., None, None]).amin(-1).sum(-1)
     lower = torch.where(gap >= 0, lam, lam + gap / w_min)  # (W_min = 0 only if weights underflow: −inf)
+    if "drop_dinkelbach_rounding" not in MUTATIONS:
+        if magnitude is None:
+            magnitude = torch.where(allowed, values.abs(), 0.0).amax((-2, -1))
+        w_sum_max = weights.amax(-1).sum(-1)
+        lower = lower - float64_allowance(
+            values.shape[-2], lam, gap, w_min, w_sum_max * (magnitude + lam.abs())
+        )
     return lower, lam, steps
+
+
+def float64_allowance(n: int, lam: Tensor, gap: Tensor, w_min: Tensor, term_sum: Tensor) -> Tensor:
+    """How far the float64 evaluation of λ + min(F(λ), 0)/W_min may lie above its exact value [...].
+
+    With u = 2^-53: each term fl(w·y) − λ·w (a fused multiply-add) is within 3u·(|w y| + |λ w|) of
+    w(y − λ), so each per-position minimum within that of its largest such term, and their N-term sum
+    adds γ_N of Σ|terms|: |F̃ − F| ≤ E_F := γ_{N+3}·``term_sum``, ``term_sum`` ≥ Σ_p max_t w(|y| + |λ|).
+    W̃_min has relative error ≤ γ_N. When F̃ ≥ E_F the exact F ≥ 0 and the bound is λ. Otherwise the
+    exact bound is ≥ λ + (min(F̃, 0) − E_F)/(W̃_min (1 − γ_N)); the allowance is the difference of the
+    computed bound to that, plus 8u·(|λ| + |quotient|) for the roundings of these few operations."""
+    g_n = gamma64(n)
+    quotient = (gap.clamp(max=0) - gamma64(n + 3) * term_sum) / (w_min * (1 - g_n))
+    exact_part = torch.where(gap >= gamma64(n + 3) * term_sum, lam, lam + quotient)
+    computed = torch.where(gap >= 0, lam, lam + gap / w_min)
+    return (computed - exact_part).clamp(min=0) + 8 * U64 * (lam.abs() + quotient.abs())
 
 
 def _ratio(wy: Tensor, weights: Tensor, choice: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from interp.certificate.floats import ABSOLUTE, RELATIVE_SLACK, U32, gamma, layer_norm_relative_error
+from interp.certificate.floats import ABSOLUTE, RELATIVE_SLACK, U32, gamma, gamma64, layer_norm_relative_error
 from interp.certificate.network import MUTATIONS, Linear, Norm
 from interp.certificate.ratio import min_ratio
 
@@ -49,12 +49,28 @@ class Contexts:
 
     def lower(self, a: Tensor) -> Tensor:
         """min over Z of a·z for a [R, K, H·dh] → [R, K] (a lower bound; exact for 1 head)."""
+        return self.extremes(a)[0]
+
+    def extremes(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        """(min, max) over Z of a·z for a [R, K, H·dh] → [R, K] each (sound bounds; exact for 1 head up to
+        float64 rounding, which they include).
+
+        The projections' own float64 rounding, |fl(a_h·v) − a_h·v| ≤ γ₆₄(dh)·‖a_h‖₁·max|v_h|, moves a
+        convex combination of them by at most as much: it widens both bounds."""
         r, k, _ = a.shape
         alpha = a.reshape(r, k, self.heads, self.d_head)
-        proj = torch.einsum("rkhe,hnce->rkhnc", alpha, self.values)
-        low, _, steps = min_ratio(proj, self.weights[:, None], self.allowed[:, None, None])
+        bound = alpha.abs().sum(-1) * self.values.abs().amax(dim=(1, 2, 3))  # [R, K, H] ≥ |a_h·v|
+        # Both signs in one product (a matmul: cheaper than negating and concatenating its output).
+        proj = torch.einsum("rkhe,hnce->rkhnc", torch.cat([alpha, -alpha], 1), self.values)
+        low, _, steps = min_ratio(
+            proj,
+            self.weights[:, None],
+            self.allowed[:, None, None],
+            magnitude=(bound * (1 + 2 * gamma64(self.d_head))).repeat(1, 2, 1),
+        )
         self.counter.add(proj.numel() * (2 * self.d_head + 5 * (steps + 1)))
-        return low.sum(-1)
+        rounding = gamma64(self.d_head) * bound
+        return (low[:, :k] - rounding).sum(-1), (-low[:, k:] + rounding).sum(-1)
 
 
 class Mixtures:
@@ -67,13 +83,23 @@ class Mixtures:
         self.pi, self.counter = pi, counter
 
     def lower(self, a: Tensor) -> Tensor:
+        """min over Z_π of a·z for a [R, K, dh] → [R, K], widened by the float64 rounding of the
+        projections (γ₆₄(dh)·‖a‖₁·max|v|, as in :meth:`Contexts.extremes`)."""
         at_flipped = torch.einsum("rke,re->rk", a, self.flipped_value)
         proj = torch.einsum("rke,nce->rknc", a, self.values[0])
         proj = torch.where(self.others[:, None], proj, torch.tensor(float("inf"), dtype=proj.dtype))
         worst = proj.flatten(2).amin(-1)
         self.counter.add(proj.numel() * 2 * a.shape[-1])
         pi = self.pi[:, None]
-        return torch.minimum(at_flipped, pi * at_flipped + (1 - pi) * worst)
+        v_max = torch.maximum(self.values.abs().amax(), self.flipped_value.abs().amax())
+        rounding = gamma64(a.shape[-1]) * a.abs().sum(-1) * v_max
+        return torch.minimum(at_flipped, pi * at_flipped + (1 - pi) * worst) - 2 * rounding
+
+    def extremes(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        """(min, max) over Z_π of a·z for a [R, K, dh]."""
+        both = self.lower(torch.cat([a, -a], 1))
+        k = a.shape[1]
+        return both[:, :k], -both[:, k:]
 
 
 @dataclass
@@ -144,8 +170,7 @@ class Graph:
         if not hasattr(self, "_box"):
             d_z = self.sizes[0]
             eye = torch.eye(d_z, dtype=torch.float64).expand(self.regions, d_z, d_z)
-            both = self.reach.lower(torch.cat([eye, -eye], 1))
-            self._box = (both[:, :d_z], -both[:, d_z:])
+            self._box = self.reach.extremes(eye)
         return self._box
 
     def bounds(self, node: int, rows: Tensor | None = None, exact: bool = True) -> tuple[Tensor, Tensor]:
@@ -155,10 +180,8 @@ class Graph:
             size = self.sizes[node]
             rows = torch.eye(size, dtype=torch.float64).expand(self.regions, size, size)
         lam_z, low, high = self.backward(node, rows)
-        k = rows.shape[1]
         if exact:
-            both = self.reach.lower(torch.cat([lam_z, -lam_z], 1))
-            z_low, z_high = both[:, :k], -both[:, k:]
+            z_low, z_high = self.reach.extremes(lam_z)
         else:
             z_min, z_max = self.box()
             mid, rad = (z_min + z_max) / 2, (z_max - z_min) / 2

@@ -91,13 +91,19 @@ class Cell:
     ``unresolved`` = ``inputs − right − wrong``. ``status``: ``right`` (all right), ``wrong`` (all
     wrong), ``mixed`` (both, nothing unresolved), ``unresolved`` (some inputs undecided).
 
-    Theorem columns (``None`` when not computed, see :mod:`interp.certificate.theorems`):
-    ``guarantee_weight``: a weight w* such that every input of the cell on which the attention weight
-    on the flipped key is ≥ w* is proven right (the smallest such w* the proof found; 1 head);
-    ``min_weight``: the exact smallest attention weight the model puts on the flipped key over all
-    inputs of the cell; ``inert_positions``: key positions whose digit can never change output i
-    within the cell (proven: the output is right whatever they hold on all of the cell, or the whole
-    cell is decided identically).
+    Theorem columns (``None`` when not computed; 1 head; see ``proof._theorems``). Their arithmetic:
+    ``min_weight``: the smallest attention weight on the flipped key over all inputs of the cell in
+    *exact* arithmetic on the model's float32 weights (softmax of the exact scores q·k/√d_head),
+    evaluated in float64 (relative error < 2^-48); the float32 forward's own weight may differ from it
+    by its softmax rounding (relative ≤ ``floats.softmax_relative_error``, ~10^-6), which is *not*
+    added to it. ``guarantee_weight``: w* (bisection grid 2^-14) such that whenever the exact weight on
+    the flipped key is ≥ w* and the rest of the attention is any mixture of the other allowed keys'
+    values, the *float32* forward's output is proven right: the float32 rounding of the softmax, the
+    weighted sum and everything after attention is inside that proof (``Network.mid_error`` and the
+    relaxations). So ``min_weight ≥ guarantee_weight`` proves the cell right for the float32 forward,
+    both columns speaking of the same exact weight. ``inert_positions``: key positions whose digit can
+    never change output i within the cell (proven: the output is right whatever they hold on all of
+    the cell, or the whole cell is decided identically).
     """
 
     position: int
