@@ -329,7 +329,8 @@ def test_the_theorem_block_counts_cells_whose_weight_reaches_the_guarantee(tmp_p
     assert "tolerance's sampled 99% thresholds" in captions["theorem"]
     doc = result.to_dict()
     assert (
-        "budget 5 s" in doc["verdict"]["bounds"] and "[0.500000000, 0.750000000]" in doc["verdict"]["bounds"]
+        "(budget: 5 s)" in doc["verdict"]["bounds"]
+        and "[0.500000000, 0.750000000]" in doc["verdict"]["bounds"]
     )
 
 

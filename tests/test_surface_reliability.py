@@ -168,7 +168,9 @@ def test_the_driver_installs_only_the_run_folders_it_asked_for(tmp_path, monkeyp
 
         monkeypatch.setattr(cluster, "run_tasks", fake_run_tasks)
         seen: list = []
-        engine._run_on_ray(out, SEQUENTIAL, [task], lambda t, s, i, error, seen=seen: seen.append(error))
+        engine._run_on_ray(
+            out, SEQUENTIAL, [task], lambda t, s, i, error, seen=seen: seen.append(error), slots=1
+        )
         assert len(seen) == 1 and seen[0] and seen[0].startswith("ValueError: task "), (answer, seen)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo"] and not any(out.iterdir())
 
