@@ -75,6 +75,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     # a benchmark: wall seconds, so its figures need an idle machine (docs/guide/performance.md)
     "run_anatomy": ("python benchmarks/run_anatomy.py",),
+    # How far the linear shortcuts are from patching (docs/guide/transformer-lens.md); a few seconds.
+    "linearisation_error": ("python scripts/linearisation_error.py",),
     # A box budget, not seconds: the same bounds whatever the machine's load (about 5 minutes of one core).
     "certificate": (f"python -m analyses.certificate --budget-boxes {CERTIFICATE_BOXES} --no-theorems",),
 }
@@ -557,6 +559,49 @@ FIGURES += (
         "certificate.flop_ratio",
         "brute force's FLOPs over the certificate's",
         lambda m: f"{m['compute']['brute_force_over_certificate']:.3g}",
+    ),
+)
+
+
+def patched_share(m: dict, kind: str, site: str = "blocks.0.hook_attn_out") -> dict:
+    """The share of the logit gap restored at the output position (``kind``: activation or attribution)."""
+    (row,) = [x for x in m["patching"][site] if x["position"] == m["output"]]
+    return row[kind]
+
+
+def ratio_of(m: dict, kind: str, to: str) -> float:
+    """One estimate's mean share over another's."""
+    return patched_share(m, kind)["mean"] / patched_share(m, to)["mean"]
+
+
+FIGURES += (
+    Figure(
+        "linearisation_error.activation",
+        "share of the logit gap restored by patching the clean attn_out at the output position",
+        lambda m: f"{patched_share(m, 'activation')['mean']:.3f}",
+    ),
+    Figure(
+        "linearisation_error.attribution",
+        "attribution patching's estimate of that share",
+        lambda m: estimate(patched_share(m, "attribution"), 3),
+    ),
+    Figure(
+        "linearisation_error.underestimate",
+        "attribution patching's underestimate of the restored share",
+        lambda m: f"{100 * (1 - ratio_of(m, 'attribution', 'activation')):.0f}%",
+    ),
+    Figure(
+        "linearisation_error.other_positions",
+        "largest absolute share at any other position, either estimate",
+        lambda m: f"{m['patching_other_positions_max']:.2f}",
+    ),
+    *(
+        Figure(
+            f"linearisation_error.removal_{label}",
+            f"frozen-LayerNorm removal error of {label} (relative to its norm)",
+            lambda m, label=label: f"{m['removal'][label]['mean']:.2f}",
+        )
+        for label in ("embed", "pos_embed", "0_attn_out", "0_mlp_out")
     ),
 )
 BY_KEY = {f.key: f for f in FIGURES}

@@ -9,23 +9,32 @@
 2. **Frozen-LayerNorm decomposition**: ``interp.residual.removal_error`` per component — the relative
    error of "remove component c" predicted with every LayerNorm scale frozen, against removing it.
 
-Every number comes with a 95% bootstrap CI over sequences. Usage::
+Every number comes with a 95% bootstrap CI over sequences. ``--out DIR`` also writes every number to
+``DIR/metrics.json`` (``scripts/figures.py`` quotes them in docs/guide/transformer-lens.md). Usage::
 
     python scripts/linearisation_error.py [--checkpoint PATH] [--num-sequences 1000] [--seed 0]
+                                          [--out DIR] [--quiet]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from analyses.frame.provenance import provenance
 from interp.residual import removal_error
 from interp.stats import bootstrap_ci
 from models import load_model
 from models.encoder.data import make_reverse_data
+from models.storage.integrity import sha256_file
 
 
 def gap_metric(logits: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor, p: int) -> torch.Tensor:
@@ -39,14 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="default: the cached default model")
     parser.add_argument("--num-sequences", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write OUT/metrics.json")
+    parser.add_argument("--quiet", action="store_true", help="print nothing")
     args = parser.parse_args(argv)
+    say = (lambda *a, **k: None) if args.quiet else print
+    record: dict = {"num_sequences": args.num_sequences, "seed": args.seed, "patching": {}, "removal": {}}
     torch.set_num_threads(1)
     model = load_model(args.checkpoint)
     p, n = 3, model.cfg.n_ctx
     clean = make_reverse_data(args.num_sequences, n, model.cfg.d_vocab, seed=args.seed)
     corrupted = clean.clone()
+    # the corrupting digits drawn from --seed too: same seed, same numbers
+    generator = torch.Generator().manual_seed(args.seed)
     corrupted[:, p] = (
-        clean[:, p] + 1 + torch.randint(0, model.cfg.d_vocab - 1, (len(clean),))
+        clean[:, p] + 1 + torch.randint(0, model.cfg.d_vocab - 1, (len(clean),), generator=generator)
     ) % model.cfg.d_vocab
 
     sites = ["blocks.0.hook_attn_out", "blocks.0.hook_resid_pre"]
@@ -72,11 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         grads[name] = acts[name].grad.detach()
         acts[name] = acts[name].detach()
 
-    print(f"model: {model.checkpoint_path}; {args.num_sequences:,} sequences, input {p} corrupted")
-    print(f"\n1. share of the logit gap at output {n - 1 - p} restored by patching one position (95% CI)")
+    record.update(corrupted_input=p, output=n - 1 - p)
+    record["provenance"] = provenance(
+        analysis="linearisation_error",
+        checkpoint=model.checkpoint_path,
+        checkpoint_sha256=sha256_file(model.checkpoint_path) if model.checkpoint_path else None,
+        config=model.cfg.to_dict(),
+        seed=args.seed,
+        num_sequences=args.num_sequences,
+        from_cli=False,
+    )
+    record["provenance"]["command"] = shlex.join(
+        ["python", "scripts/linearisation_error.py", *(sys.argv[1:] if argv is None else argv)]
+    )
+    say(f"model: {model.checkpoint_path}; {args.num_sequences:,} sequences, input {p} corrupted")
+    say(f"\n1. share of the logit gap at output {n - 1 - p} restored by patching one position (95% CI)")
     for name in sites:
-        print(f"  {name}")
-        print(f"  {'pos':>4} {'activation patching':>28} {'attribution patching':>28}")
+        say(f"  {name}")
+        say(f"  {'pos':>4} {'activation patching':>28} {'attribution patching':>28}")
         for pos in range(n):
 
             def patch(act: torch.Tensor, hook, pos: int = pos, name: str = name) -> torch.Tensor:
@@ -90,24 +118,48 @@ def main(argv: list[str] | None = None) -> int:
                 )
             real = (patched - m_corrupted).double()
             linear = ((clean_cache[name][:, pos] - acts[name][:, pos]) * grads[name][:, pos]).sum(-1).double()
-            cells, shares = [], []
-            for values in (real, linear):
+            cells, shares, estimates = [], [], {}
+            for kind, values in (("activation", real), ("attribution", linear)):
                 (e,) = bootstrap_ci(values.numpy(), gap.numpy(), resamples=1000, seed=args.seed)
                 cells.append(f"{e.mean:8.3f} [{e.ci_low:6.3f}, {e.ci_high:6.3f}]")
                 shares.append(abs(e.mean))
+                estimates[kind] = {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high}
+            record["patching"].setdefault(name, []).append({"position": pos, **estimates})
             if pos in (p, n - 1 - p) or max(shares) > 0.02:
-                print(f"  {pos:>4} {cells[0]:>28} {cells[1]:>28}")
-        print("       (other positions: both |share| ≤ 0.02)")
+                say(f"  {pos:>4} {cells[0]:>28} {cells[1]:>28}")
+        others = max(
+            max(abs(x["activation"]["mean"]), abs(x["attribution"]["mean"]))
+            for x in record["patching"][name]
+            if x["position"] not in (p, n - 1 - p)
+        )
+        record["patching_other_positions_max"] = max(record.get("patching_other_positions_max", 0.0), others)
+        say(
+            "       (other positions: both |share| ≤ 0.02)"
+            if others <= 0.02
+            else f"       (others ≤ {others:.3f})"
+        )
 
-    print("\n2. frozen-LayerNorm decomposition: relative error of 'remove component c' (mean, 95% CI)")
+    say("\n2. frozen-LayerNorm decomposition: relative error of 'remove component c' (mean, 95% CI)")
     with torch.no_grad():
         errors = removal_error(model, clean[:500])
     for label, error in errors.items():
         (e,) = bootstrap_ci(error.double().numpy(), resamples=1000, seed=args.seed)
-        print(f"  {label:>12}: {e.mean:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]")
+        say(f"  {label:>12}: {e.mean:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]")
+        record["removal"][label] = {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high}
     worst = max(float(np.median(v.numpy())) for v in errors.values())
-    print(f"  (median over sequences of the largest: {worst:.3f})")
+    say(f"  (median over sequences of the largest: {worst:.3f})")
+    if args.out is not None:
+        write_json(args.out / "metrics.json", record)
     return 0
+
+
+def write_json(path: Path, record: dict) -> None:
+    """``record`` as JSON at ``path``, whole or not at all (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,23 @@ def test_figures_come_from_their_command_and_a_changed_one_fails_the_check(tmp_p
     assert any(p.startswith("docs/guide/figures.md: not the page") for p in figures.check(root))
 
 
+def test_linearisation_error_figures_are_reproducible_and_exact_where_known(tmp_path, trained_fast_run):
+    """scripts/linearisation_error.py through scripts/figures.py, twice with the same seed: the same
+    figures (the corrupting digits come from --seed). Known exactly: the clean attn_out patched at the
+    output position restores the whole gap (position N−1−p's output reads attn_out there and nothing
+    else that differs), and no other position restores any of it."""
+    extra = ["--checkpoint", str(trained_fast_run), "--num-sequences", "100"]
+    runs = []
+    for k in range(2):
+        work = tmp_path / f"work{k}"
+        work.mkdir()
+        runs.append(figures.collect(["linearisation_error"], work, extra=extra)[0])
+    assert runs[0] == runs[1]
+    assert runs[0]["linearisation_error.activation"] == "1.000"
+    assert runs[0]["linearisation_error.other_positions"] == "0.00"
+    assert set(runs[0]) == {f.key for f in figures.FIGURES if f.analysis == "linearisation_error"}
+
+
 # --- the README's lab link --------------------------------------------------------------------------------
 def test_the_readme_lab_link_applies_every_setting(browser, tmp_path):
     from conftest import make_model
