@@ -211,6 +211,47 @@ def test_flags_are_checked_before_any_work(small, tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: --tolerance {tmp_path}: cannot read")
 
 
+def test_suspects_put_their_regions_in_the_census_whatever_the_budget(small, tmp_path, capsys):
+    """--suspect (typed) and --tolerance (its adversary's wrong inputs): the proof dives on them first,
+    so inputs a box budget leaves out of the census breadth first are in it (each region wrong by this
+    test's own forward, the bounds still around the enumerated accuracy); bad input is one line and
+    exit 2."""
+    path, model = small
+    tokens, right = exhaustive(model)
+
+    def certify(name: str, *extra: str) -> dict:
+        out = tmp_path / name
+        argv = ["--checkpoint", str(path), "--out", str(out), "--quiet", "--method", "proof", "--no-theorems"]
+        assert cli.main([*argv, "--budget-boxes", "10", *extra]) == 0
+        return json.loads((out / "metrics.json").read_text())
+
+    plain = certify("plain")
+    left_out = np.flatnonzero(((~right) & (census_cover(plain, tokens, right) == 0)).any(1))
+    assert len(left_out) >= 2, "the budget should leave wrong inputs out of the census"
+    typed, found = (tokens[k].tolist() for k in left_out[[0, -1]])
+    worst = {"model_wrong": True, "digits": " ".join(map(str, found))}
+    (tmp_path / "tol").mkdir()
+    (tmp_path / "tol" / "metrics.json").write_text(
+        json.dumps({"analysis": "tolerance", "thresholds": [], "worst_case": {"logit_margin": worst}})
+    )
+    doc = certify("suspects", "--suspect", "".join(map(str, typed)), "--tolerance", str(tmp_path / "tol"))
+    assert doc["settings"]["suspects"] == [typed, found] and plain["settings"]["suspects"] == []
+    covered = census_cover(doc, tokens, right)
+    assert covered.max() <= 1
+    for suspect in (typed, found):
+        assert covered[tokens.tolist().index(suspect)].any(), f"no census region holds {suspect}"
+    assert doc["per_digit"]["lower"] <= right.sum() / right.size <= doc["per_digit"]["upper"]
+    for bad, problem in (
+        ("0120", "4 digits, the certificate's inputs have 5"),
+        ("01x20", "not a sequence of digits"),
+        ("01230", "digit 3 is not below C = 3"),
+    ):
+        assert cli.main(["--checkpoint", str(path), "--out", str(tmp_path / "x"), "--suspect", bad]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: --suspect {bad!r}: {problem}\n"
+    assert not (tmp_path / "x").exists()
+
+
 def test_recheck_keeps_only_inputs_the_forward_gets_wrong(small):
     _, model = small
     tokens, right = exhaustive(model)

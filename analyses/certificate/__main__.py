@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analyses.certificate import ANALYSIS, DEFAULT_OUT, OUTPUTS, run
+from analyses.certificate.measure import parse_suspect
 from analyses.certificate.result import DEFAULT_BUDGET_SECONDS, METHODS
 from analyses.frame import arguments, command
 from analyses.frame.cli import UserError
@@ -67,6 +68,15 @@ def build_parser() -> arguments.ArgumentParser:
         help="an analyses.tolerance output folder (or its metrics.json) whose sampled thresholds are shown "
         "next to the theorem",
     )
+    p.add_argument(
+        "--suspect",
+        action="append",
+        default=[],
+        metavar="DIGITS",
+        help="an input suspected wrong (e.g. 7777773773777777, or digits separated by spaces; repeatable): "
+        "the proof first dives to the largest region around it that it can prove wrong, so the census "
+        "holds it whatever the budget (--tolerance adds the wrong inputs its adversary found)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--batch-size",
@@ -97,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.seq_len is not None:
             arguments.check_seq_len(loaded.model.cfg, args.seq_len, "--seq-len")
+        seq_len = args.seq_len or loaded.model.cfg.n_ctx
+        suspects = [parse_suspect(s, loaded.model.cfg.d_vocab, seq_len) for s in args.suspect]
         from interp.certificate import CertificateUnsupported
 
         budget_seconds = args.budget_seconds
@@ -113,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_regions=args.max_regions,
                 batch_size=args.batch_size,
                 tolerance=args.tolerance,
+                suspects=suspects,
                 theorems=not args.no_theorems,
                 progress=command.stderr_log(args),
             )

@@ -51,16 +51,7 @@ def load_tolerance(path: str | Path) -> tuple[list[dict[str, Any]], str]:
     """The accuracy thresholds of an ``analyses.tolerance`` output (its folder or its metrics.json):
     ``[{"family", "level", "flip_mass": {"mean", "ci_low", "ci_high", "below_range", "above_range"},
     "status"}]`` and the file read. ``UserError`` (one line naming the path) when it is not one."""
-    path = Path(path).expanduser()
-    file = path / TOLERANCE_FILE if path.is_dir() else path
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"--tolerance {path}: cannot read a tolerance metrics.json ({type(e).__name__})"
-        ) from None
-    if not isinstance(document, dict) or document.get("analysis") != "tolerance":
-        raise UserError(f"--tolerance {path}: not the metrics.json of python -m analyses.tolerance")
+    document, file = _tolerance_document(path)
     thresholds = [
         {
             "family": t["family"],
@@ -71,7 +62,49 @@ def load_tolerance(path: str | Path) -> tuple[list[dict[str, Any]], str]:
         for t in document.get("thresholds", [])
         if t.get("statistic") == "accuracy"
     ]
-    return thresholds, str(file.absolute())
+    return thresholds, file
+
+
+def tolerance_suspects(path: str | Path) -> list[list[int]]:
+    """The inputs ``analyses.tolerance``'s adversary found the model wrong on (its beam searches for the
+    smallest vote and logit margins, ``worst_case``), as digit lists: where the proof dives first."""
+    document, _ = _tolerance_document(path)
+    found = []
+    for search in (document.get("worst_case") or {}).values():
+        if isinstance(search, dict) and search.get("model_wrong") and isinstance(search.get("digits"), str):
+            digits = [int(d) for d in search["digits"].split()]
+            if digits not in found:
+                found.append(digits)
+    return found
+
+
+def parse_suspect(text: str, num_categories: int, seq_len: int, flag: str = "--suspect") -> list[int]:
+    """An input typed by a user — ``7777773773777777`` (C ≤ 10) or ``7 7 3 ...`` — as N digits in
+    [0, C); ``UserError`` (one line naming the input) otherwise."""
+    words = text.split() if " " in text.strip() else list(text.strip())
+    if not words or not all(w.isdigit() for w in words):
+        raise UserError(f"{flag} {text!r}: not a sequence of digits")
+    digits = [int(w) for w in words]
+    if len(digits) != seq_len:
+        raise UserError(f"{flag} {text!r}: {len(digits)} digits, the certificate's inputs have {seq_len}")
+    if max(digits) >= num_categories:
+        raise UserError(f"{flag} {text!r}: digit {max(digits)} is not below C = {num_categories}")
+    return digits
+
+
+def _tolerance_document(path: str | Path) -> tuple[dict[str, Any], str]:
+    """An ``analyses.tolerance`` metrics.json (from its folder or the file) and the file's path."""
+    path = Path(path).expanduser()
+    file = path / TOLERANCE_FILE if path.is_dir() else path
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"--tolerance {path}: cannot read a tolerance metrics.json ({type(e).__name__})"
+        ) from None
+    if not isinstance(document, dict) or document.get("analysis") != "tolerance":
+        raise UserError(f"--tolerance {path}: not the metrics.json of python -m analyses.tolerance")
+    return document, str(file.absolute())
 
 
 def progress_lines(log: Callable[[str], None], every: float = 10.0) -> Callable[[dict[str, Any]], None]:
@@ -108,6 +141,7 @@ def run(
     max_regions: int = 1000,
     batch_size: int = 8192,
     tolerance: str | Path | None = None,
+    suspects: Sequence[Sequence[int]] = (),
     theorems: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> CertificateResult:
@@ -118,9 +152,11 @@ def run(
     budget, regions bounded at most (None: none; the same model and ``max_boxes`` give the same bounds
     whatever the machine's load); whichever runs out first stops the proof (the result says which);
     ``tolerance``: an ``analyses.tolerance`` output
-    whose sampled thresholds are shown next to the theorem; ``theorems``: compute the cells' theorem
-    columns (proof, one head; a bisection over every cell after the budget, minutes on the default
-    model); ``progress``: a function given a line about the proof's progress every 10 s. Raises
+    whose sampled thresholds are shown next to the theorem and whose adversary's wrong inputs join
+    ``suspects``: inputs suspected wrong (digit lists), where the proof first dives to the largest region
+    around each it can prove wrong (so the census holds it whatever the budget); ``theorems``: compute
+    the cells' theorem columns (proof, one head; a bisection over every cell after the budget, minutes
+    on the default model); ``progress``: a function given a line about the proof's progress every 10 s. Raises
     ``interp.certificate.CertificateUnsupported`` (a ``ValueError``, one line) for a model the
     certificate does not cover.
     """
@@ -135,6 +171,9 @@ def run(
     if max_boxes is not None:
         arguments.positive_ints(max_boxes=max_boxes)
     thresholds, source = load_tolerance(tolerance) if tolerance is not None else (None, None)
+    dives = [[int(t) for t in s] for s in suspects]
+    if tolerance is not None:
+        dives += [s for s in tolerance_suspects(tolerance) if s not in dives]
     was_training = model.training
     model.eval()
     try:
@@ -149,6 +188,7 @@ def run(
             batch_size=batch_size,
             theorems=bool(theorems),
             progress=None if progress is None else progress_lines(progress),
+            seeds=[tuple(s) for s in dives],
         )
         examples, unconfirmed = recheck_examples(model, cert.wrong_examples)
     finally:
@@ -164,4 +204,5 @@ def run(
         tolerance_source=source,
         config=model.cfg.to_dict(),
         theorems=bool(theorems),
+        suspects=dives,
     )

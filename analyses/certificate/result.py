@@ -19,9 +19,10 @@ from analyses.frame.numbers import bounds
 from analyses.frame.result import AnalysisResult
 
 ANALYSIS = "certificate"
+# 3: settings.suspects (inputs the proof dived on first: --suspect, --tolerance's adversary)
 # 2: settings.max_boxes (the deterministic budget, --budget-boxes), settings.budget_seconds None when there
 # is no time budget, compute.stopped_by and compute.budget (which budget stopped the proof)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_OUT = Path("out") / ANALYSIS
 DEFAULT_BUDGET_SECONDS = 600.0
 METHODS = ("auto", "proof")  # what the command offers; the engine's "enumeration" is auto's choice
@@ -170,6 +171,7 @@ class CertificateResult(AnalysisResult):
     num_sequences: int | None = None
     theorems: bool = True  # whether the theorem columns were asked for
     max_boxes: int | None = None  # the proof's deterministic work budget (None: none)
+    suspects: list[list[int]] = field(default_factory=list)  # inputs the proof dived on first
 
     @property
     def seq_len(self) -> int:
@@ -261,6 +263,7 @@ class CertificateResult(AnalysisResult):
                 "method_requested": self.method_requested,
                 "budget_seconds": self.budget_seconds,
                 "max_boxes": self.max_boxes,
+                "suspects": self.suspects,
                 "theorems": self.theorems,
                 "seq_len": cert["seq_len"],
                 "num_categories": cert["num_categories"],
