@@ -14,7 +14,8 @@ while this module's batched operators (``baddbmm``, one einsum over model × bat
 model's worth of Python dispatch for all M — the ``n_instances`` pattern of the toy-models literature.
 The price is a second statement of the maths, so ``tests/test_ensemble.py`` checks it against the
 hooked model for every architecture switch (post/pre-LN, each positional encoding, heads, layers).
-No hook points here: this is the training path of ``models.train.ensemble``; inspection goes through the
+No hook points here: this is the training path of ``models.train.ensemble`` (and, with layer 0 looked up
+per token and position, ``eval_logits``, its validation and final metrics); inspection goes through the
 hooked model that every member is saved as. Dropout is not implemented (ensembles need dropout 0).
 """
 
