@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from models import EncoderConfig, HookedReverseEncoder
-from models.encoder.stacked import stacked_logits, stacked_loss
+from models.encoder.stacked import eval_logits, layer0_tables, stacked_logits, stacked_loss
 from models.train.args import parse_args
 from models.train.ensemble_args import ensemble_blocker, ensemble_key
 from models.train.lightning_import import pl
@@ -52,6 +52,10 @@ def test_stacked_forward_and_gradients_equal_each_hooked_model(arch):
     with torch.no_grad():  # evaluation computes in place: the same operations, the same bits
         no_grad = stacked_logits(cfg, {k: v.detach() for k, v in params.items()}, tokens)
     torch.testing.assert_close(no_grad, logits.detach(), rtol=0, atol=0)  # one path: bit for bit
+    # Evaluation's path: layer 0 looked up per (token, position), equal to rounding (checked below).
+    looked_up = eval_logits(cfg, {k: v.detach() for k, v in params.items()}, tokens)
+    with pytest.raises(ValueError, match="layer-0 tables of"):
+        eval_logits(cfg, params, tokens[..., :-1], layer0_tables(cfg, params, tokens.shape[-1]))
     batch, pos = tokens.shape[1:]
     n_logits, n_grads = path_length(cfg, pos), gradient_path_length(cfg, batch, pos)
     for m, model in enumerate(models):
@@ -63,7 +67,7 @@ def test_stacked_forward_and_gradients_equal_each_hooked_model(arch):
         exact, exact_loss = exact_model(tokens[m], return_type="both")
         exact_loss.backward()
         exact_grads = {n: p.grad for n, p in exact_model.named_parameters()}
-        for label, value in (("stacked", logits[m]), ("alone", alone)):
+        for label, value in (("stacked", logits[m]), ("evaluation", looked_up[m]), ("alone", alone)):
             assert_within_rounding(value, exact, n_logits, f"{label} logits")
         for name, p in model.named_parameters():
             for label, grad in (("stacked", stacked_grads[m][name]), ("alone", p.grad)):

@@ -35,6 +35,7 @@ same weights whatever the core count; on a busy 2-core machine a second OpenMP t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -97,6 +98,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
+    """The versions of Python and of the packages a run's numbers depend on (a new dict each call)."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    # Read once per process (~7 ms each from the installed metadata; a run wrote it twice, an ensemble
+    # twice per member): the modules this process imported do not change when pip changes the files.
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}

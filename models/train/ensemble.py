@@ -21,6 +21,9 @@ How a member stays the run it would be alone:
   training has taken the same number of steps, so each member has its own moments and step count),
   gradient clipping at norm 5 per member (:func:`models.train.ensemble_module.clip_per_member`: the
   formula of ``clip_grad_norm_(member.parameters(), 5)`` on each member's rows), the cosine schedule;
+- evaluation: validation and the final metrics use :func:`models.encoder.stacked.eval_logits` (layer 0's
+  embedding and qkv looked up per token and position), the same sums per batch of 1,024 as
+  ``models.train.cli._evaluate``; its logits equal the stacked forward's to float32 rounding;
 - stop at 100%: after every validation a member whose val accuracy is 1.0 is frozen (the stacks and
   Adam's moments shrink to the members still training, so it leaves the stacked forward and nothing
   updates its weights or its Adam state any more); the fit ends when every member is frozen or the
