@@ -101,7 +101,9 @@ def margins(
 def _mlp(net: Network, g: Graph, h: int, h_mag: Tensor, exact: bool) -> tuple[int, Tensor]:
     """MLP(h) = W_out ReLU(W_in h + b_in) + b_out: its node and a bound on its magnitude."""
     pre, _ = linear(g, h, net.mlp_in, h_mag)
-    pre_lo, pre_hi = g.bounds(pre, exact=exact)
+    # Exact bounds only where the box bound leaves the unit's sign open: a stable unit's relaxation is
+    # exact whatever its bounds (most units of a trained model in a small region are stable).
+    pre_lo, pre_hi = g.bounds(pre, exact=exact, crossing_only=True)
     post = relu(g, pre, pre_lo, pre_hi)
     return linear(g, post, net.mlp_out, pre_hi.clamp(min=0))
 
