@@ -653,6 +653,6 @@ def test_influence_order_branches_on_the_keys_that_move_attention_most(models_):
             for p in range(n)
         ]
         rest = [spread[p] for p in path[len(head) :]]
-        assert all(x >= y for x, y in zip(rest, rest[1:]))
+        assert all(x >= y - 1e-12 for x, y in zip(rest, rest[1:]))  # (summed in another order here)
         differs |= path != branch_order(i, n)
     assert differs  # the order is the model's, not the distance rule
