@@ -626,3 +626,33 @@ def test_an_assumed_layer_norm_variance_floor_breaks_the_pipeline():
         assert cell_violations(model) > 0
     finally:
         MUTATIONS.discard("assume_ln_variance")
+
+
+def test_influence_order_branches_on_the_keys_that_move_attention_most(models_):
+    """Per (query, own digit): the cell's own and flipped keys first, then every other key once, by
+    decreasing spread of its attention weight over its digits (relative to the query's total); the
+    proof's bounds with this order are checked against enumeration above."""
+    from interp.certificate.proof import influence_order
+
+    model = models_["pre_learned_2heads_odd"]
+    n, c = 7, 3
+    net = build_network(model, n)
+    order = influence_order(net)
+    assert order.shape == (n, c, n)
+    w = net.weights.double()
+    differs = False
+    for i, a in itertools.product(range(n), range(c)):
+        path = order[i, a].tolist()
+        head = [i] if i == n - 1 - i else [i, n - 1 - i]
+        assert path[: len(head)] == head and sorted(path) == list(range(n))
+        spread = [
+            sum(
+                float((w[i, a, h, p].max() - w[i, a, h, p].min()) / w[i, a, h].amax(-1).sum())
+                for h in range(2)
+            )
+            for p in range(n)
+        ]
+        rest = [spread[p] for p in path[len(head) :]]
+        assert all(x >= y - 1e-12 for x, y in zip(rest, rest[1:]))  # (summed in another order here)
+        differs |= path != branch_order(i, n)
+    assert differs  # the order is the model's, not the distance rule

@@ -32,7 +32,7 @@ METHODS: tuple[str, ...] = ("auto", "proof", "enumeration")
 
 def estimated_proof_flops(cfg: Any, seq_len: int) -> float:
     """A rough estimate of the proof's cost (for ``auto`` only, never a bound): every cell split on the
-    flipped key's two neighbours (N·C⁴ regions), each about 6·d·(d_mlp + C) bound queries solved over
+    two most influential keys (N·C⁴ regions), each about 6·d·(d_mlp + C) bound queries solved over
     N·C key types in ~8 Dinkelbach steps of 4 FLOPs each."""
     c, d = cfg.d_vocab, cfg.d_model
     regions = seq_len * c**4

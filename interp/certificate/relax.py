@@ -47,6 +47,10 @@ class Contexts:
         self.weights, self.values, self.allowed, self.counter = weights, values, allowed, counter
         self.heads, _, _, self.d_head = values.shape
 
+    def subset(self, index: Tensor) -> Contexts:
+        """The reachable sets of regions ``index`` [M] (repeats allowed), in that order."""
+        return Contexts(self.weights[index], self.values, self.allowed[index], self.counter)
+
     def lower(self, a: Tensor) -> Tensor:
         """min over Z of a·z for a [R, K, H·dh] → [R, K] (a lower bound; exact for 1 head)."""
         return self.extremes(a)[0]
@@ -94,6 +98,12 @@ class Mixtures:
         v_max = torch.maximum(self.values.abs().amax(), self.flipped_value.abs().amax())
         rounding = gamma64(a.shape[-1]) * a.abs().sum(-1) * v_max
         return torch.minimum(at_flipped, pi * at_flipped + (1 - pi) * worst) - 2 * rounding
+
+    def subset(self, index: Tensor) -> Mixtures:
+        """The sets Z_π of regions ``index`` [M], in that order."""
+        return Mixtures(
+            self.flipped_value[index], self.values, self.others[index], self.pi[index], self.counter
+        )
 
     def extremes(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """(min, max) over Z_π of a·z for a [R, K, dh]."""
@@ -173,14 +183,18 @@ class Graph:
             self._box = self.reach.extremes(eye)
         return self._box
 
-    def bounds(self, node: int, rows: Tensor | None = None, exact: bool = True) -> tuple[Tensor, Tensor]:
+    def bounds(
+        self, node: int, rows: Tensor | None = None, exact: bool = True, crossing_only: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Sound [lower, upper] [R, K] of ``rows``·node (default: every coordinate) over Z: the linear part
-        minimised exactly over Z (``exact``), or over the box of z (cheaper, looser)."""
+        minimised exactly over Z (``exact``), or over the box of z (cheaper, looser). ``crossing_only``
+        (with ``exact``): the box bound for every row, the exact one only for rows whose box bound
+        contains 0 (what a ReLU's relaxation needs; both bounds are sound, the tighter is kept)."""
         if rows is None:
             size = self.sizes[node]
             rows = torch.eye(size, dtype=torch.float64).expand(self.regions, size, size)
         lam_z, low, high = self.backward(node, rows)
-        if exact:
+        if exact and not crossing_only:
             z_low, z_high = self.reach.extremes(lam_z)
         else:
             z_min, z_max = self.box()
@@ -188,6 +202,15 @@ class Graph:
             centre = torch.einsum("rkd,rd->rk", lam_z, mid)
             spread = torch.einsum("rkd,rd->rk", lam_z.abs(), rad)
             z_low, z_high = centre - spread, centre + spread
+            if exact:
+                cross = (z_low + low < 0) & (z_high + high > 0)
+                region, row = cross.nonzero(as_tuple=True)
+                if len(region):
+                    sub_low, sub_high = self.reach.subset(region).extremes(lam_z[region, row][:, None])
+                    z_low = z_low.index_put((region, row), torch.maximum(z_low[region, row], sub_low[:, 0]))
+                    z_high = z_high.index_put(
+                        (region, row), torch.minimum(z_high[region, row], sub_high[:, 0])
+                    )
         slack = RELATIVE_SLACK * (low.abs() + high.abs() + z_low.abs() + z_high.abs()) + ABSOLUTE
         return z_low + low - slack, z_high + high + slack
 
