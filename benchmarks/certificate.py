@@ -1,6 +1,6 @@
 """What certifying a model over all C^N inputs costs: time, boxes, bounds, and compute against brute force.
 
-    python benchmarks/certificate.py [--checkpoint PATH] [--budgets 60,600] [--boxes 5000,150000]
+    python benchmarks/certificate.py [--checkpoint PATH] [--budgets 60,600] [--boxes 5000,300000]
                                      [--method auto|proof] [--json FILE]
 
 For each budget — seconds (``--budgets``) or, with ``--boxes``, regions bounded (the engine's

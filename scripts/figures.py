@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -45,7 +44,8 @@ PAGE = Path("docs/guide/figures.md")
 PNG_DIR = Path("docs/figures")
 MARKER = re.compile(r"(?<!`)<!--fig:([A-Za-z0-9_.+-]+)-->(.*?)<!--/fig-->", re.S)  # `quoted` ones: examples
 
-CERTIFICATE_BOXES = 150_000  # regions the certificate's proof bounds for the quoted figures
+CERTIFICATE_BOXES = 300_000  # regions the certificate's proof bounds for the quoted figures (~4 min idle)
+CERTIFICATE_SUSPECT = "7777773773777777"  # an input tolerance's adversary found wrong (issue 26)
 
 # The documented commands, as a reader types them (see docs/guide/analyses.md). Analysis commands get
 # ``--out WORK/<name> --quiet`` appended; training_dynamics' two commands run in WORK.
@@ -78,7 +78,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     # How far the linear shortcuts are from patching (docs/guide/transformer-lens.md); a few seconds.
     "linearisation_error": ("python scripts/linearisation_error.py",),
     # A box budget, not seconds: the same bounds whatever the machine's load (about 5 minutes of one core).
-    "certificate": (f"python -m analyses.certificate --budget-boxes {CERTIFICATE_BOXES} --no-theorems",),
+    "certificate": (
+        f"python -m analyses.certificate --budget-boxes {CERTIFICATE_BOXES} --suspect {CERTIFICATE_SUSPECT} "
+        "--no-theorems",
+    ),
 }
 
 # The PNGs the docs show, per command (docs/figures/<analysis>/<name>.png).
@@ -181,11 +184,22 @@ def comparison(m: dict, first: str, second: str = "accuracy", fraction: float = 
     return row
 
 
-def safe(x: float, side: str, digits: int = 6) -> str:
-    """A certified bound printed on its safe side: a lower bound rounded down, an upper bound up."""
-    scale = 10**digits
-    value = (math.floor if side == "lower" else math.ceil)(x * scale) / scale
-    return f"{value:.{digits}f}"
+def safe(count: int, total: int, side: str, digits: int = 6) -> str:
+    """A certified share ``count / total`` printed on its safe side with ``digits`` decimals: a lower
+    bound rounded down, an upper bound up — in integer arithmetic on the exact counts, so neither the
+    float the engine stored nor ``x * 10**digits`` can round it across a digit."""
+    scaled, rest = divmod(count * 10**digits, total)
+    scaled += side == "upper" and rest > 0
+    whole, decimals = divmod(scaled, 10**digits)
+    return f"{whole}.{decimals:0{digits}d}"
+
+
+def certified(m: dict, scope: str, side: str) -> str:
+    """The certificate's bound (``scope``: per_digit or sequence) from its exact counts, 7 decimals."""
+    if scope == "per_digit":  # right pairs: all but the wrong ones (at most wrong_pairs.upper of them)
+        wrong = m["census"]["wrong_pairs"]["upper" if side == "lower" else "lower"]
+        return safe(m["pairs"] - wrong, m["pairs"], side, 7)
+    return safe(m["sequences_right"][side], m["inputs"], side, 7)
 
 
 def length(m: dict, n: int) -> dict:
@@ -531,7 +545,7 @@ FIGURES += (
         Figure(
             f"certificate.{scope}_{side}",
             f"certified {what} accuracy over all C^N inputs, {side} bound",
-            lambda m, scope=scope, side=side: safe(m[scope][side], side),
+            lambda m, scope=scope, side=side: certified(m, scope, side),
         )
         for scope, what in (("per_digit", "per-digit"), ("sequence", "whole-sequence"))
         for side in ("lower", "upper")

@@ -159,6 +159,18 @@ def test_formatting_of_estimates_and_crossings():
     assert figures.seeds_apart({"n": 5, "comparisons": [lead]}, "argmax_hit_rate") == (
         "68 [56, 74] steps before, 5/5 seeds before (median; interval 93.8%)"
     )
+    # certified bounds on their safe side, from exact counts (a float's 0.1 is above 1/10: not 0.2 here)
+    assert figures.safe(1, 10, "upper", 1) == "0.1" and figures.safe(1, 10, "lower", 1) == "0.1"
+    assert figures.safe(1, 3, "lower", 3) == "0.333" and figures.safe(1, 3, "upper", 3) == "0.334"
+    assert figures.safe(3, 3, "upper", 3) == "1.000" and figures.safe(0, 3, "lower", 2) == "0.00"
+    pairs = 16 * 10**16
+    wrong = {"lower": 10**11, "upper": 2 * 10**12}
+    cert = {"pairs": pairs, "inputs": 10**16, "census": {"wrong_pairs": wrong},
+            "sequences_right": {"lower": 10**16 - 10**12 - 1, "upper": 10**16 - 1}}  # fmt: skip
+    assert figures.certified(cert, "per_digit", "lower") == "0.9999875"  # 1 − 2e12/1.6e17 = 0.9999875
+    assert figures.certified(cert, "per_digit", "upper") == "0.9999994"  # 1 − 6.25e-7, rounded up
+    assert figures.certified(cert, "sequence", "lower") == "0.9998999"
+    assert figures.certified(cert, "sequence", "upper") == "1.0000000"
 
 
 def test_figures_come_from_their_command_and_a_changed_one_fails_the_check(tmp_path, trained_fast_run):
