@@ -82,6 +82,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         f"python -m analyses.certificate --budget-boxes {CERTIFICATE_BOXES} --suspect {CERTIFICATE_SUSPECT} "
         "--no-theorems",
     ),
+    # The theorem columns (a bisection per cell, independent of the box budget): ~20 s.
+    "certificate_theorem": ("python -m analyses.certificate --budget-boxes 1000",),
 }
 
 # The PNGs the docs show, per command (docs/figures/<analysis>/<name>.png).
@@ -95,6 +97,7 @@ PNGS: dict[str, tuple[str, ...]] = {
     "interchange": ("iia",),
     "training_dynamics": ("progress",),
     "certificate": ("cells",),
+    "certificate_theorem": ("theorem",),
 }
 
 
@@ -616,6 +619,46 @@ FIGURES += (
             lambda m, label=label: f"{m['removal'][label]['mean']:.2f}",
         )
         for label in ("embed", "pos_embed", "0_attn_out", "0_mlp_out")
+    ),
+)
+
+
+def cell_range(m: dict, column: str) -> str:
+    """The smallest and largest value of a theorem column over the cells: ``0.941–0.964``."""
+    values = [c[column] for c in m["cells"] if c[column] is not None]
+    return f"{min(values):.3f}–{max(values):.3f}"
+
+
+def smallest_shortfall(m: dict) -> str:
+    """The least amount by which a cell's smallest weight on the flipped key falls short of its w*."""
+    gaps = [
+        c["guarantee_weight"] - c["min_weight"]
+        for c in m["cells"]
+        if c["guarantee_weight"] is not None and c["min_weight"] is not None
+    ]
+    return f"{min(gaps):.2f}"
+
+
+FIGURES += (
+    Figure(
+        "certificate_theorem.proven_cells",
+        "cells where the model's least flipped-key weight reaches the guarantee w*",
+        lambda m: f"{m['theorem']['proven_cells']:,} of {m['theorem']['cells']:,}",
+    ),
+    Figure(
+        "certificate_theorem.guarantee_range",
+        "w*, the flipped-key weight that guarantees the right output whatever the rest of the row does",
+        lambda m: cell_range(m, "guarantee_weight"),
+    ),
+    Figure(
+        "certificate_theorem.min_weight_range",
+        "the model's least weight on the flipped key per cell (proven over every input of the cell)",
+        lambda m: cell_range(m, "min_weight"),
+    ),
+    Figure(
+        "certificate_theorem.smallest_shortfall",
+        "least shortfall of a cell's least weight below its w*",
+        smallest_shortfall,
     ),
 )
 BY_KEY = {f.key: f for f in FIGURES}
