@@ -134,7 +134,7 @@ def build_report(
     analysis' figures as SVG (the page inlines the PNGs). ``certificate_boxes`` is the number of
     regions the certificate's proof may bound (deterministic; None: no limit) and ``certificate_budget``
     the seconds it may branch (None: no limit); the first to run out stops it, and the section names both;
-    ``certificate_theorems`` adds its theorem columns (minutes more on the default model). ``command`` is
+    ``certificate_theorems`` adds its theorem columns (~15 s more on the default model). ``command`` is
     recorded as the command line (None: built from Python). Raises ``ValueError`` / ``UserError`` for bad
     input before anything is written.
     """
@@ -421,7 +421,7 @@ def build_parser() -> arguments.ArgumentParser:
     p.add_argument(
         "--certificate-theorems",
         action="store_true",
-        help="also compute the certificate's theorem columns (a bisection over every cell: minutes more on "
+        help="also compute the certificate's theorem columns (a bisection over every cell: ~15 s more on "
         "the default model)",
     )
     p.add_argument(

@@ -108,7 +108,7 @@ ANALYSES: dict[str, AnalysisSpec] = {
     ),
     # Over all C^N inputs, not a sample: the proof bounds CERTIFICATE_BOXES regions (reports.build
     # --certificate-boxes, --certificate-budget for seconds); what is undecided then stays between the
-    # bounds, and the section says so. The theorem columns (minutes more on the default model) only with
+    # bounds, and the section says so. The theorem columns (~15 s more on the default model) only with
     # reports.build --certificate-theorems.
     "certificate": AnalysisSpec(
         "analyses.certificate",

@@ -232,7 +232,17 @@ def test_suspects_put_their_regions_in_the_census_whatever_the_budget(small, tmp
     worst = {"model_wrong": True, "digits": " ".join(map(str, found))}
     (tmp_path / "tol").mkdir()
     (tmp_path / "tol" / "metrics.json").write_text(
-        json.dumps({"analysis": "tolerance", "thresholds": [], "worst_case": {"logit_margin": worst}})
+        json.dumps(
+            {
+                "analysis": "tolerance",
+                "thresholds": [],
+                # the vote search's input has another length: it does not apply here, so it is left out
+                "worst_case": {
+                    "logit_margin": worst,
+                    "vote_margin": {"model_wrong": True, "digits": "0 1 2"},
+                },
+            }
+        )
     )
     doc = certify("suspects", "--suspect", "".join(map(str, typed)), "--tolerance", str(tmp_path / "tol"))
     assert doc["settings"]["suspects"] == [typed, found] and plain["settings"]["suspects"] == []
@@ -250,6 +260,8 @@ def test_suspects_put_their_regions_in_the_census_whatever_the_budget(small, tmp
         err = capsys.readouterr().err
         assert err == f"error: --suspect {bad!r}: {problem}\n"
     assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match=r"suspect \[0, 1\]: not 5 digits in \[0, 3\)"):
+        certificate.run(model, suspects=[[0, 1]], max_boxes=1, theorems=False)
 
 
 def test_recheck_keeps_only_inputs_the_forward_gets_wrong(small):

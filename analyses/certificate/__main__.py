@@ -59,7 +59,7 @@ def build_parser() -> arguments.ArgumentParser:
     p.add_argument(
         "--no-theorems",
         action="store_true",
-        help="leave out the theorem columns (a bisection over every cell after the budget: minutes on the "
+        help="leave out the theorem columns (a bisection over every cell after the budget: ~15 s on the "
         "default model)",
     )
     p.add_argument(

@@ -155,7 +155,7 @@ def run(
     whose sampled thresholds are shown next to the theorem and whose adversary's wrong inputs join
     ``suspects``: inputs suspected wrong (digit lists), where the proof first dives to the largest region
     around each it can prove wrong (so the census holds it whatever the budget); ``theorems``: compute
-    the cells' theorem columns (proof, one head; a bisection over every cell after the budget, minutes
+    the cells' theorem columns (proof, one head; a bisection over every cell after the budget, ~15 s
     on the default model); ``progress``: a function given a line about the proof's progress every 10 s. Raises
     ``interp.certificate.CertificateUnsupported`` (a ``ValueError``, one line) for a model the
     certificate does not cover.
@@ -171,9 +171,14 @@ def run(
     if max_boxes is not None:
         arguments.positive_ints(max_boxes=max_boxes)
     thresholds, source = load_tolerance(tolerance) if tolerance is not None else (None, None)
+    n, c = seq_len or model.cfg.n_ctx, model.cfg.d_vocab
     dives = [[int(t) for t in s] for s in suspects]
-    if tolerance is not None:
-        dives += [s for s in tolerance_suspects(tolerance) if s not in dives]
+    for s in dives:
+        if len(s) != n or min(s) < 0 or max(s) >= c:
+            raise ValueError(f"suspect {s}: not {n} digits in [0, {c})")
+    if tolerance is not None:  # an adversary's input of another length or alphabet does not apply here
+        found = tolerance_suspects(tolerance)
+        dives += [s for s in found if s not in dives and len(s) == n and max(s) < c]
     was_training = model.training
     model.eval()
     try:

@@ -195,7 +195,7 @@ class CertificateResult(AnalysisResult):
         if not computed:
             if not self.theorems:
                 reason = (
-                    "the theorem columns were left out (they take minutes on a 10-digit, 16-position model: "
+                    "the theorem columns were left out (about 15 s more on a 10-digit, 16-position model: "
                     "run python -m analyses.certificate, or reports.build --certificate-theorems)"
                 )
             elif cert["method"] == "enumeration":
