@@ -19,16 +19,14 @@ Every number comes with a 95% bootstrap CI over sequences. ``--out DIR`` also wr
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from analyses.frame.files import write_json
 from analyses.frame.provenance import provenance
 from interp.residual import removal_error
 from interp.stats import bootstrap_ci
@@ -149,17 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     worst = max(float(np.median(v.numpy())) for v in errors.values())
     say(f"  (median over sequences of the largest: {worst:.3f})")
     if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "metrics.json", record)
     return 0
-
-
-def write_json(path: Path, record: dict) -> None:
-    """``record`` as JSON at ``path``, whole or not at all (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
